@@ -1,0 +1,98 @@
+/* nvgw data plane: state shared by the Cython control code and the C
+ * worker loops. Workers only read the context; each writes its own
+ * cache-aligned nvgw_worker, which the control thread reads for counters. */
+#ifndef NVGW_H
+#define NVGW_H
+
+#include <stdint.h>
+#include <rte_common.h>
+#include <rte_mbuf.h>
+
+#define NVGW_BURST      32
+#define NVGW_MAX_PORTS  8
+#define NVGW_MAX_RXQ    32      /* (port, queue) pairs one worker polls */
+#define NVGW_DRAIN_US   100     /* TX buffers are flushed at least this often */
+
+enum nvgw_drop {
+#define NVGW_DROP(name, text) NVGW_DROP_##name,
+#include "drops.def"
+#undef NVGW_DROP
+	NVGW_DROP_MAX
+};
+
+extern const char *const nvgw_drop_names[NVGW_DROP_MAX];
+extern const char *const nvgw_drop_texts[NVGW_DROP_MAX];
+
+enum nvgw_pipeline {
+	NVGW_PIPE_FORWARD = 0,   /* port to port, proves the machinery */
+};
+
+struct nvgw_port_counters {
+	uint64_t rx_pkts, rx_bytes;
+	uint64_t tx_pkts, tx_bytes;
+};
+
+struct nvgw_txbuf {
+	uint16_t n;
+	uint16_t queue;
+	struct rte_mbuf *pkts[NVGW_BURST];
+};
+
+struct nvgw_rxq {
+	uint16_t port;
+	uint16_t queue;
+};
+
+/* Per-lcore state: written only by its worker (counters) and by the
+ * control thread before launch (everything else). */
+struct nvgw_worker {
+	unsigned int lcore;
+	uint16_t n_rxq;
+	uint16_t n_ports;
+	enum nvgw_pipeline pipeline;
+	struct nvgw_rxq rxq[NVGW_MAX_RXQ];
+	uint16_t fwd_out[NVGW_MAX_PORTS];        /* forward pipeline: in -> out */
+	const volatile int *quit;
+
+	struct nvgw_txbuf tx[NVGW_MAX_PORTS] __rte_cache_aligned;
+
+	/* counters, read by the control thread while the worker runs */
+	struct nvgw_port_counters port[NVGW_MAX_PORTS] __rte_cache_aligned;
+	uint64_t drops[NVGW_DROP_MAX];
+	uint64_t loops, busy_loops;
+	uint64_t busy_cycles, idle_cycles;
+} __rte_cache_aligned;
+
+/* Launched with rte_eal_remote_launch; returns when *quit becomes set,
+ * after flushing its TX buffers. */
+int nvgw_worker_main(void *arg);
+
+/* Queue one packet for transmission on port; flushed when full or on
+ * the drain timer. */
+void nvgw_tx_flush(struct nvgw_worker *w, uint16_t port);
+
+static inline void
+nvgw_tx(struct nvgw_worker *w, uint16_t port, struct rte_mbuf *m)
+{
+	struct nvgw_txbuf *b = &w->tx[port];
+
+	b->pkts[b->n++] = m;
+	if (unlikely(b->n == NVGW_BURST))
+		nvgw_tx_flush(w, port);
+}
+
+static inline void
+nvgw_drop(struct nvgw_worker *w, enum nvgw_drop why, struct rte_mbuf *m)
+{
+	w->drops[why]++;
+	rte_pktmbuf_free(m);
+}
+
+/* Pipelines: one call per received burst. */
+void nvgw_fwd_burst(struct nvgw_worker *w, uint16_t in_port,
+		    struct rte_mbuf **pkts, uint16_t n);
+
+/* rte_errno is a per-lcore macro; Cython reads it through this. */
+int nvgw_errno(void);
+
+#endif

@@ -1,0 +1,103 @@
+/* The worker loop: rx burst, pipeline, buffered tx, drained on a timer. */
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_errno.h>
+
+#include "nvgw.h"
+
+typedef void (*burst_fn)(struct nvgw_worker *, uint16_t,
+			 struct rte_mbuf **, uint16_t);
+
+void
+nvgw_tx_flush(struct nvgw_worker *w, uint16_t port)
+{
+	struct nvgw_txbuf *b = &w->tx[port];
+	uint16_t sent, i;
+	uint64_t bytes = 0;
+
+	if (b->n == 0)
+		return;
+	sent = rte_eth_tx_burst(port, b->queue, b->pkts, b->n);
+	for (i = 0; i < sent; i++)
+		bytes += b->pkts[i]->pkt_len;
+	w->port[port].tx_pkts += sent;
+	w->port[port].tx_bytes += bytes;
+	if (unlikely(sent < b->n)) {
+		w->drops[NVGW_DROP_tx_full] += b->n - sent;
+		rte_pktmbuf_free_bulk(&b->pkts[sent], b->n - sent);
+	}
+	b->n = 0;
+}
+
+static void
+flush_all(struct nvgw_worker *w)
+{
+	uint16_t p;
+
+	for (p = 0; p < w->n_ports; p++)
+		nvgw_tx_flush(w, p);
+}
+
+/* Inlined once per pipeline so the per-burst call is direct: the mode is
+ * chosen when the worker starts, never per packet. */
+static __rte_always_inline int
+worker_loop(struct nvgw_worker *w, burst_fn fn)
+{
+	const uint64_t drain = (rte_get_tsc_hz() + US_PER_S - 1) / US_PER_S *
+			       NVGW_DRAIN_US;
+	struct rte_mbuf *pkts[NVGW_BURST];
+	uint64_t prev = rte_rdtsc(), now, start;
+	uint16_t i, n, got;
+
+	while (!*w->quit) {
+		start = rte_rdtsc();
+		got = 0;
+		for (i = 0; i < w->n_rxq; i++) {
+			const struct nvgw_rxq *q = &w->rxq[i];
+			uint16_t k;
+			uint64_t bytes = 0;
+
+			n = rte_eth_rx_burst(q->port, q->queue, pkts, NVGW_BURST);
+			if (n == 0)
+				continue;
+			for (k = 0; k < n; k++)
+				bytes += pkts[k]->pkt_len;
+			w->port[q->port].rx_pkts += n;
+			w->port[q->port].rx_bytes += bytes;
+			got += n;
+			fn(w, q->port, pkts, n);
+		}
+		now = rte_rdtsc();
+		if (unlikely(now - prev > drain)) {
+			flush_all(w);
+			prev = now;
+		}
+		w->loops++;
+		if (got) {
+			w->busy_loops++;
+			w->busy_cycles += now - start;
+		} else {
+			w->idle_cycles += now - start;
+		}
+	}
+	flush_all(w);
+	return 0;
+}
+
+int
+nvgw_worker_main(void *arg)
+{
+	struct nvgw_worker *w = arg;
+
+	switch (w->pipeline) {
+	case NVGW_PIPE_FORWARD:
+		return worker_loop(w, nvgw_fwd_burst);
+	}
+	return -EINVAL;
+}
+
+int
+nvgw_errno(void)
+{
+	return rte_errno;
+}

@@ -1,0 +1,41 @@
+# cext/nvgw.h: the C data plane's structures and entry points.
+from libc.stdint cimport uint16_t, uint64_t
+
+cdef extern from "nvgw.h" nogil:
+    enum: NVGW_BURST
+    enum: NVGW_MAX_PORTS
+    enum: NVGW_MAX_RXQ
+    enum: NVGW_DROP_MAX
+
+    const char *const nvgw_drop_names[]
+    const char *const nvgw_drop_texts[]
+
+    enum nvgw_pipeline:
+        NVGW_PIPE_FORWARD
+
+    struct nvgw_port_counters:
+        uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes
+
+    struct nvgw_txbuf:
+        uint16_t n
+        uint16_t queue
+
+    struct nvgw_rxq:
+        uint16_t port
+        uint16_t queue
+
+    struct nvgw_worker:
+        unsigned int lcore
+        uint16_t n_rxq
+        uint16_t n_ports
+        nvgw_pipeline pipeline
+        nvgw_rxq rxq[NVGW_MAX_RXQ]
+        uint16_t fwd_out[NVGW_MAX_PORTS]
+        const int *quit
+        nvgw_txbuf tx[NVGW_MAX_PORTS]
+        nvgw_port_counters port[NVGW_MAX_PORTS]
+        uint64_t drops[NVGW_DROP_MAX]
+        uint64_t loops, busy_loops, busy_cycles, idle_cycles
+
+    int nvgw_worker_main(void *arg)
+    int nvgw_errno()

@@ -1,0 +1,12 @@
+# <rte_lcore.h>, <rte_launch.h>: lcores and launching work on them.
+cdef extern from "rte_lcore.h" nogil:
+    unsigned int rte_lcore_id()
+    unsigned int rte_get_main_lcore()
+    int rte_lcore_is_enabled(unsigned int lcore_id)
+    unsigned int rte_lcore_count()
+    int rte_lcore_to_socket_id(unsigned int lcore_id)
+    unsigned int rte_socket_id()
+
+cdef extern from "rte_launch.h" nogil:
+    int rte_eal_remote_launch(int (*f)(void *) noexcept nogil, void *arg, unsigned int worker_id)
+    int rte_eal_wait_lcore(unsigned int worker_id)
