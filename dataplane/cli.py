@@ -1,0 +1,95 @@
+"""nvgw-dataplane: the gateway process."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+import structlog
+
+from dataplane import config, log as logsetup
+from dataplane.errors import NvgwError
+
+log = structlog.get_logger("nvgw.dataplane")
+
+
+def summary(counters: dict) -> str:
+    """The exit summary: one line per port and worker, then non-zero drops."""
+    lines = [f"{'port':<12} {'role':<9} {'rx_pkts':>12} {'rx_bytes':>14} "
+             f"{'tx_pkts':>12} {'tx_bytes':>14} {'imissed':>9}"]
+    for p in counters["ports"]:
+        lines.append(f"{p['name']:<12} {p['role']:<9} {p['rx_pkts']:>12} {p['rx_bytes']:>14} "
+                     f"{p['tx_pkts']:>12} {p['tx_bytes']:>14} "
+                     f"{p.get('pmd', {}).get('imissed', 0):>9}")
+    lines.append(f"{'worker':<12} {'lcore':<9} {'rx_pkts':>12} {'tx_pkts':>14} "
+                 f"{'drops':>12} {'busy%':>14}")
+    for i, w in enumerate(counters["workers"]):
+        cycles = w["busy_cycles"] + w["idle_cycles"]
+        busy = 100.0 * w["busy_cycles"] / cycles if cycles else 0.0
+        lines.append(f"{i:<12} {w['lcore']:<9} {w['rx_pkts']:>12} {w['tx_pkts']:>14} "
+                     f"{w['drop_pkts']:>12} {busy:>13.1f}%")
+    drops = {k: v for k, v in counters["drops"].items() if v}
+    lines.append("drops: " + (", ".join(f"{k}={v}" for k, v in drops.items()) or "none"))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="nvgw-dataplane",
+        description="Run the nvgw gateway data plane: DPDK ports and C workers.")
+    ap.add_argument("--config", required=True, metavar="FILE", help="TOML configuration")
+    ap.add_argument("--control", metavar="ENDPOINT",
+                    help="ZeroMQ endpoint of the control socket (overrides control.socket)")
+    ap.add_argument("--duration", type=float, metavar="SECONDS",
+                    help="stop by itself after this many seconds")
+    ap.add_argument("--stats-json", metavar="FILE",
+                    help="write the final counters as JSON to FILE at exit")
+    ap.add_argument("--log-level", default="info")
+    args = ap.parse_args(argv)
+    logsetup.setup(args.log_level)
+
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+
+    try:
+        cfg = config.load(args.config)
+        if args.control:
+            cfg.control["socket"] = args.control
+        # Imported late: loading the extension pulls in DPDK, which a bad
+        # config should not need.
+        from dataplane.control import ControlServer
+        from dataplane.gateway import Gateway
+        gw = Gateway(cfg)
+        gw.start()
+    except NvgwError as e:
+        print(f"nvgw-dataplane: {e}", file=sys.stderr)
+        return 2
+
+    try:
+        server = ControlServer(cfg.control["socket"], gw)
+    except Exception as e:      # zmq bind errors are user errors (path, permissions)
+        gw.stop()
+        print(f"nvgw-dataplane: control socket {cfg.control['socket']}: {e}", file=sys.stderr)
+        return 2
+    log.info("ready", control=cfg.control["socket"], ports=[p["name"] for p in gw.ports])
+    deadline = time.monotonic() + args.duration if args.duration else None
+    try:
+        while not stopping and (deadline is None or time.monotonic() < deadline):
+            server.poll(50)
+    finally:
+        server.close()
+        gw.stop()
+    counters = gw.counters()
+    log.info("stopped", signal=stopping[0] if stopping else None)
+    print(summary(counters), flush=True)
+    if args.stats_json:
+        with open(args.stats_json, "w") as f:
+            json.dump(counters, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The gateway's TOML configuration: schema, validation and the EAL argv.
+
+Every problem is reported as one ConfigError sentence naming the key; the
+file is checked whole before EAL starts, so nothing is half set up.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+from dataplane import drivers
+from dataplane.errors import ConfigError
+
+MAX_LCORE = 128          # RTE_MAX_LCORE in Debian's DPDK build
+ROLES = ("provider", "customer")
+MEMORY_MODES = ("auto", "hugepages", "no-huge")
+PIPELINES = ("forward",)
+
+# section -> {key: (type, default)}; a default of ... means required.
+SCHEMA = {
+    "eal": {"memory": (str, "auto"), "memory_mb": (int, 512), "main_lcore": (int, 0),
+            "log_level": (str, "warning"), "args": (list, [])},
+    "workers": {"lcores": (list, [1]), "cpus": (list, None)},
+    "mempool": {"mbufs": (int, 8191), "cache": (int, 256)},
+    "pipeline": {"mode": (str, "forward")},
+    "control": {"socket": (str, "ipc:///run/nvgw/dataplane.sock")},
+}
+PORT_SCHEMA = {"name": (str, ...), "role": (str, ...), "device": (str, ...),
+               "queues": (int, 1), "descriptors": (int, 1024), "mtu": (int, 0),
+               "peer": (str, "")}
+
+
+@dataclass
+class Port:
+    name: str
+    role: str
+    device: str
+    queues: int = 1
+    descriptors: int = 1024
+    mtu: int = 0
+    peer: str = ""
+
+
+@dataclass
+class Config:
+    path: str
+    eal: dict
+    workers: dict
+    mempool: dict
+    pipeline: dict
+    control: dict
+    ports: list[Port] = field(default_factory=list)
+
+    @property
+    def worker_lcores(self) -> list[int]:
+        return self.workers["lcores"]
+
+    def port_index(self, name: str) -> int:
+        return [p.name for p in self.ports].index(name)
+
+    def forward_map(self) -> list[int]:
+        """Forward pipeline: each port's output, its peer or else its pair (0<->1, 2<->3)."""
+        n = len(self.ports)
+        return [self.port_index(p.peer) if p.peer else (i ^ 1 if (i ^ 1) < n else i)
+                for i, p in enumerate(self.ports)]
+
+
+def _section(where: str, raw: dict, schema: dict) -> dict:
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise ConfigError(f"unknown key '{where}.{unknown[0]}' "
+                          f"(known: {', '.join(sorted(schema))})")
+    out = {}
+    for key, (typ, default) in schema.items():
+        if key not in raw:
+            if default is ...:
+                raise ConfigError(f"missing key '{where}.{key}'")
+            out[key] = list(default) if isinstance(default, list) else default
+            continue
+        val = raw[key]
+        if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
+            raise ConfigError(f"'{where}.{key}' must be {typ.__name__}, "
+                              f"not {type(val).__name__}")
+        out[key] = val
+    return out
+
+
+def parse(text: str, path: str = "<config>") -> Config:
+    """Parse and validate a TOML config; raise ConfigError with one clear sentence."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    unknown = sorted(set(raw) - set(SCHEMA) - {"ports"})
+    if unknown:
+        raise ConfigError(f"unknown section or key '{unknown[0]}' "
+                          f"(known: {', '.join(sorted(SCHEMA) + ['ports'])})")
+    sections = {}
+    for name, schema in SCHEMA.items():
+        sec = raw.get(name, {})
+        if not isinstance(sec, dict):
+            raise ConfigError(f"'{name}' must be a table")
+        sections[name] = _section(name, sec, schema)
+    raw_ports = raw.get("ports", [])
+    if not isinstance(raw_ports, list) or not all(isinstance(p, dict) for p in raw_ports):
+        raise ConfigError("'ports' must be an array of tables ([[ports]])")
+    ports = [Port(**_section(f"ports[{i}]", p, PORT_SCHEMA)) for i, p in enumerate(raw_ports)]
+    cfg = Config(path=path, ports=ports, **sections)
+    _validate(cfg)
+    return cfg
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    return parse(text, path)
+
+
+def _validate(cfg: Config) -> None:
+    eal, wk = cfg.eal, cfg.workers
+    if eal["memory"] not in MEMORY_MODES:
+        raise ConfigError(f"'eal.memory' must be one of {', '.join(MEMORY_MODES)}, "
+                          f"not {eal['memory']!r}")
+    if eal["memory_mb"] < 64:
+        raise ConfigError(f"'eal.memory_mb' = {eal['memory_mb']} is too little: "
+                          "EAL needs at least 64 MB")
+    if not all(isinstance(a, str) for a in eal["args"]):
+        raise ConfigError("'eal.args' must be a list of strings")
+    if cfg.pipeline["mode"] not in PIPELINES:
+        raise ConfigError(f"'pipeline.mode' must be one of {', '.join(PIPELINES)}")
+
+    lcores = wk["lcores"]
+    if not lcores or not all(isinstance(x, int) and not isinstance(x, bool) for x in lcores):
+        raise ConfigError("'workers.lcores' must be a non-empty list of lcore ids")
+    if len(set(lcores)) != len(lcores):
+        raise ConfigError("'workers.lcores' lists an lcore twice")
+    for lc in lcores + [eal["main_lcore"]]:
+        if not 0 <= lc < MAX_LCORE:
+            raise ConfigError(f"lcore {lc} does not exist: lcore ids are 0..{MAX_LCORE - 1}")
+    if eal["main_lcore"] in lcores:
+        raise ConfigError(f"lcore {eal['main_lcore']} is the main lcore and cannot be a worker")
+    cpus = wk["cpus"]
+    if cpus is None:
+        wk["cpus"] = cpus = list(lcores)
+    if len(cpus) != len(lcores):
+        raise ConfigError("'workers.cpus' must give one cpu per entry of 'workers.lcores'")
+    usable = os.sched_getaffinity(0)
+    for lc, cpu in zip(lcores, cpus):
+        if cpu not in usable:
+            raise ConfigError(f"lcore {lc} needs cpu {cpu}, which does not exist or is not "
+                              f"usable here (usable cpus: {_ranges(usable)})")
+
+    if cfg.mempool["mbufs"] < 1024:
+        raise ConfigError("'mempool.mbufs' must be at least 1024")
+    if not cfg.ports:
+        raise ConfigError("no ports: add at least one [[ports]] table")
+    names = [p.name for p in cfg.ports]
+    for i, p in enumerate(cfg.ports):
+        where = f"port '{p.name}'"
+        if not p.name or names.count(p.name) > 1:
+            raise ConfigError(f"ports[{i}]: port names must be unique and non-empty")
+        if p.role not in ROLES:
+            raise ConfigError(f"{where}: role must be 'provider' or 'customer', not {p.role!r}")
+        if not 1 <= p.queues <= 16:
+            raise ConfigError(f"{where}: queues must be 1..16")
+        if not 64 <= p.descriptors <= 4096:
+            raise ConfigError(f"{where}: descriptors must be 64..4096")
+        if p.mtu and not 68 <= p.mtu <= 9600:
+            raise ConfigError(f"{where}: mtu must be 68..9600")
+        if p.peer and p.peer not in names:
+            raise ConfigError(f"{where}: peer {p.peer!r} is not a port")
+    if len(cfg.ports) > 8:
+        raise ConfigError("at most 8 ports")
+    if any(p.device.split(",")[0] == q.device.split(",")[0]
+           for i, p in enumerate(cfg.ports) for q in cfg.ports[i + 1:]):
+        raise ConfigError("two ports name the same device")
+    try:
+        drivers.check_devices([p.device for p in cfg.ports])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _ranges(cpus) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def hugepages_free_mb() -> int:
+    """Free 2 MB/1 GB hugepage memory, 0 when none is reserved or hugetlbfs is not mounted."""
+    try:
+        with open("/proc/mounts") as f:
+            if not any(line.split()[2] == "hugetlbfs" for line in f if len(line.split()) > 2):
+                return 0
+        info = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                k, v = line.split(":", 1)
+                info[k] = int(v.split()[0])
+    except OSError:
+        return 0
+    return info.get("HugePages_Free", 0) * info.get("Hugepagesize", 0) // 1024
+
+
+def memory_mode(cfg: Config) -> tuple[bool, str]:
+    """(use hugepages?, why). auto: hugepages when enough are free, else --no-huge."""
+    mode, need = cfg.eal["memory"], cfg.eal["memory_mb"]
+    if mode == "no-huge":
+        return False, "eal.memory = no-huge"
+    free = hugepages_free_mb()
+    if mode == "hugepages":
+        if free < need:
+            raise ConfigError(f"eal.memory = hugepages but only {free} MB of hugepages are "
+                              f"free and mounted; eal.memory_mb needs {need} MB")
+        return True, "eal.memory = hugepages"
+    if free >= need:
+        return True, f"auto: {free} MB of hugepages free"
+    return False, f"auto: {free} MB of hugepages free, {need} MB needed"
+
+
+def eal_args(cfg: Config, hugepages: bool, prog: str = "nvgw-dataplane") -> list[str]:
+    """The EAL argv: lcores pinned as configured, ports probed later by rte_dev_probe."""
+    eal, wk = cfg.eal, cfg.workers
+    main = eal["main_lcore"]
+    main_cpu = main if main in os.sched_getaffinity(0) else min(os.sched_getaffinity(0))
+    lcores = [f"{main}@{main_cpu}"] + [f"{lc}@{cpu}" for lc, cpu in zip(wk["lcores"], wk["cpus"])]
+    args = [prog, "--lcores", ",".join(lcores), "--main-lcore", str(main),
+            "-m", str(eal["memory_mb"]), f"--log-level={eal['log_level']}",
+            # One gateway per prefix: tests and operators may run several side by side.
+            f"--file-prefix=nvgw{os.getpid()}"]
+    args += [] if hugepages else ["--no-huge"]
+    pci = [p.device for p in cfg.ports if drivers.driver_of(p.device) is None]
+    if pci:
+        for dev in pci:
+            args += ["-a", dev]
+    else:
+        args.append("--no-pci")
+    # vdevs are hot-plugged one by one after init, so each failure names its port.
+    return args + list(eal["args"])

@@ -1,0 +1,105 @@
+"""The gateway's local control socket: a ZeroMQ REP endpoint on the control
+thread that answers requests with JSON. Requests name a verb; each verb maps
+to one Gateway method, the same functions the management agent calls."""
+from __future__ import annotations
+
+import json
+import os
+
+import structlog
+import zmq
+
+from dataplane.errors import NvgwError
+
+log = structlog.get_logger("nvgw.control")
+SCHEMA_VERSION = 1
+MAX_REQUEST = 1 << 20
+
+
+class ControlServer:
+    def __init__(self, endpoint: str, gateway, ctx: zmq.Context | None = None):
+        self.gw = gateway
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
+        if endpoint.startswith("ipc://"):
+            os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
+        self.sock.bind(endpoint)
+        self.endpoint = endpoint
+        self.verbs = {
+            "show": self._show,
+        }
+
+    def _show(self, req: dict):
+        what = req.get("what", "counters")
+        c = self.gw.counters()
+        views = {"counters": c, "ports": c["ports"], "workers": c["workers"],
+                 "drops": c["drops"]}
+        if what not in views:
+            raise NvgwError(f"show: unknown view {what!r} (known: {', '.join(views)})")
+        return views[what]
+
+    def handle(self, raw: bytes) -> dict:
+        try:
+            req = json.loads(raw)
+            if not isinstance(req, dict):
+                raise ValueError("request must be a JSON object")
+        except ValueError as e:
+            return {"v": SCHEMA_VERSION, "ok": False, "error": f"malformed request: {e}"}
+        if req.get("v") != SCHEMA_VERSION:
+            return {"v": SCHEMA_VERSION, "ok": False,
+                    "error": f"schema version {req.get('v')!r} not supported "
+                             f"(this gateway speaks {SCHEMA_VERSION})"}
+        verb = self.verbs.get(req.get("type"))
+        if verb is None:
+            return {"v": SCHEMA_VERSION, "ok": False,
+                    "error": f"unknown request type {req.get('type')!r}"}
+        try:
+            return {"v": SCHEMA_VERSION, "ok": True, "result": verb(req)}
+        except NvgwError as e:
+            log.warning("request_refused", type=req.get("type"), error=str(e))
+            return {"v": SCHEMA_VERSION, "ok": False, "error": str(e)}
+
+    def poll(self, timeout_ms: int) -> None:
+        """Serve requests that arrive within timeout_ms."""
+        if self.sock.poll(timeout_ms):
+            try:
+                raw = self.sock.recv()
+            except zmq.ZMQError:
+                return
+            self.sock.send(json.dumps(self.handle(raw)).encode())
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.endpoint.startswith("ipc://"):
+            try:
+                os.unlink(self.endpoint[6:])
+            except OSError:
+                pass
+
+
+class ControlClient:
+    """Requests to a gateway's control socket; used by nvgwctl and the tests."""
+
+    def __init__(self, endpoint: str, timeout_ms: int = 5000, ctx: zmq.Context | None = None):
+        self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
+        self.ctx = ctx or zmq.Context.instance()
+
+    def request(self, type_: str, **fields):
+        """Send one request; return its result or raise NvgwError with the gateway's reason."""
+        sock = self.ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(self.endpoint)
+            sock.send(json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode())
+            if not sock.poll(self.timeout_ms):
+                raise NvgwError(f"no answer from {self.endpoint} within "
+                                f"{self.timeout_ms / 1000:g} s (is nvgw-dataplane running?)")
+            reply = json.loads(sock.recv())
+        finally:
+            sock.close()
+        if not reply.get("ok"):
+            raise NvgwError(reply.get("error", "request refused"))
+        return reply["result"]
