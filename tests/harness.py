@@ -1,0 +1,183 @@
+"""Traffic harness: the gateway as a real process on virtual ports.
+
+EAL starts once per process, so every test runs nvgw-dataplane as a
+subprocess. Traffic goes in and out through net_pcap files: the test writes
+scapy packets to each port's rx pcap, waits until the gateway has received
+them all and gone quiet, stops it with SIGTERM (which flushes and closes the
+tx pcaps) and reads what each port sent, as raw bytes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scapy.utils import RawPcapReader, RawPcapWriter
+
+from dataplane.control import ControlClient
+from dataplane.errors import NvgwError
+
+START_TIMEOUT = 30.0
+
+
+def write_pcap(path: Path, packets) -> None:
+    """Write scapy packets or raw frames to an Ethernet pcap (empty list: empty capture)."""
+    with RawPcapWriter(str(path), linktype=1) as w:
+        w._write_header(None)
+        for p in packets:
+            w.write(bytes(p))
+
+
+def read_pcap(path: Path) -> list[bytes]:
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    return [pkt for pkt, _meta in RawPcapReader(str(path))]
+
+
+@dataclass
+class PcapPort:
+    """One gateway port fed from a pcap file and writing to another."""
+    name: str
+    role: str
+    packets: list = field(default_factory=list)
+    peer: str = ""
+    extra: str = ""          # more TOML keys for the [[ports]] table
+
+    def toml(self, index: int, workdir: Path, n_tx: int) -> str:
+        """Each worker has its own TX queue, so the port gets one tx pcap per worker."""
+        rx = workdir / f"{self.name}.rx.pcap"
+        write_pcap(rx, self.packets)
+        tx = ",".join(f"tx_pcap={workdir}/{self.name}.tx{q}.pcap" for q in range(n_tx))
+        lines = ["[[ports]]", f'name = "{self.name}"', f'role = "{self.role}"',
+                 f'device = "net_pcap{index},rx_pcap={rx},{tx}"']
+        if self.peer:
+            lines.append(f'peer = "{self.peer}"')
+        return "\n".join(lines + [self.extra, ""])
+
+
+def pin(lcores) -> list[int]:
+    """CPUs for worker lcores: their own where this machine has it, else the last one
+    (EAL may run several lcores on one core; functional tests do not need speed)."""
+    usable = sorted(os.sched_getaffinity(0))
+    return [lc if lc in usable else usable[-1] for lc in lcores]
+
+
+class GatewayProcess:
+    """nvgw-dataplane in a subprocess with its own control socket."""
+
+    def __init__(self, workdir: Path, ports: list, body: str = "", lcores=(1,),
+                 memory_mb: int = 256):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ports = ports
+        self.endpoint = f"ipc://{self.workdir}/control.sock"
+        self.config = self.workdir / "gateway.toml"
+        self.stats_path = self.workdir / "stats.json"
+        self.n_tx = len(lcores)
+        port_toml = "\n".join(p.toml(i, self.workdir, self.n_tx) if isinstance(p, PcapPort) else p
+                              for i, p in enumerate(ports))
+        self.config.write_text(
+            f'[eal]\nmemory = "no-huge"\nmemory_mb = {memory_mb}\n'
+            f"[workers]\nlcores = {list(lcores)}\ncpus = {pin(lcores)}\n"
+            f'[control]\nsocket = "{self.endpoint}"\n{body}\n{port_toml}')
+        self.proc: subprocess.Popen | None = None
+        self.client = ControlClient(self.endpoint, timeout_ms=2000)
+        self.stdout = self.stderr = ""
+        self.returncode: int | None = None
+
+    @staticmethod
+    def command(*args) -> list[str]:
+        return [sys.executable, "-m", "dataplane.cli", *args]
+
+    def start(self) -> "GatewayProcess":
+        self.proc = subprocess.Popen(
+            self.command("--config", str(self.config), "--stats-json", str(self.stats_path)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._collect()
+                raise RuntimeError(f"gateway exited with {self.returncode} at start:\n"
+                                   f"{self.stderr}")
+            if os.path.exists(self.endpoint[6:]):
+                try:
+                    self.client.request("show", what="ports")
+                    return self
+                except NvgwError:
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"gateway not ready within {START_TIMEOUT} s:\n{self.stderr}")
+
+    def request(self, type_: str, **fields):
+        return self.client.request(type_, **fields)
+
+    def counters(self) -> dict:
+        return self.request("show", what="counters")
+
+    def wait_rx(self, port: str, count: int, timeout: float = 20.0) -> dict:
+        """Wait until `port` has received `count` packets and the workers are idle."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            c = self.counters()
+            rx = next(p["rx_pkts"] for p in c["ports"] if p["name"] == port)
+            tx = sum(p["tx_pkts"] for p in c["ports"])
+            if rx >= count and last == (rx, tx):
+                return c
+            last = (rx, tx) if rx >= count else None
+            time.sleep(0.05)
+        raise TimeoutError(f"port {port} received {last} of {count} packets")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._collect()
+        return self.returncode
+
+    def _collect(self) -> None:
+        if self.proc is not None and self.returncode is None:
+            out, err = self.proc.communicate()
+            self.stdout, self.stderr = out or "", err or ""
+            self.returncode = self.proc.returncode
+
+    def final_counters(self) -> dict:
+        return json.loads(self.stats_path.read_text())
+
+    def sent(self, port: str) -> list[bytes]:
+        """What the gateway transmitted on `port` (after stop), queue by queue."""
+        return [pkt for q in range(self.n_tx)
+                for pkt in read_pcap(self.workdir / f"{port}.tx{q}.pcap")]
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def run_pcap(workdir: Path, ports: list[PcapPort], body: str = "", **kw):
+    """Start a gateway on pcap ports, let it consume every input, stop it.
+
+    Returns (gateway, {port: [bytes sent]}), with final counters available.
+    """
+    gw = GatewayProcess(workdir, ports, body, **kw).start()
+    try:
+        for p in ports:
+            if p.packets:
+                gw.wait_rx(p.name, len(p.packets))
+        if not any(p.packets for p in ports):
+            time.sleep(0.2)
+    finally:
+        rc = gw.stop()
+    assert rc == 0, f"gateway exited {rc}:\n{gw.stderr}"
+    return gw, {p.name: gw.sent(p.name) for p in ports}

@@ -1,0 +1,112 @@
+"""Clean stops on signals and one clear line for every kind of bad config."""
+import signal
+import subprocess
+
+import pytest
+
+from harness import GatewayProcess, PcapPort
+from test_forward import mixed_packets
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_and_prints_summary(tmp_path, sig):
+    gw = GatewayProcess(tmp_path, [PcapPort("a", "customer", mixed_packets(50)),
+                                   PcapPort("b", "provider")]).start()
+    gw.wait_rx("a", 50)
+    assert gw.stop(sig) == 0, gw.stderr
+    assert "Traceback" not in gw.stderr
+    lines = gw.stdout.splitlines()
+    assert lines[0].split()[:2] == ["port", "role"]
+    a = next(line.split() for line in lines if line.startswith("a "))
+    b = next(line.split() for line in lines if line.startswith("b "))
+    assert a[2] == "50" and b[4] == "50"            # rx_pkts of a, tx_pkts of b
+    assert lines[-1] == "drops: none"
+    assert '"event": "stopped"' in gw.stderr
+    assert len(gw.sent("b")) == 50                   # TX flushed before close
+
+
+def run_config(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    p = subprocess.run(GatewayProcess.command("--config", str(path)),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("nvgw-dataplane: ")]
+    assert len(errors) == 1, p.stderr
+    return errors[0].removeprefix("nvgw-dataplane: ")
+
+
+def good(tmp_path, eal="", workers="", port="", mempool=""):
+    rx = tmp_path / "empty.pcap"
+    rx.write_bytes(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
+    return (f'[eal]\nmemory = "no-huge"\nmemory_mb = 128\n{eal}\n'
+            f'[workers]\nlcores = [1]\n{workers}\n[mempool]\n{mempool}\n'
+            f'[control]\nsocket = "ipc://{tmp_path}/c.sock"\n'
+            f'[[ports]]\nname = "a"\nrole = "customer"\n'
+            f'device = "net_pcap0,rx_pcap={rx},tx_pcap={tmp_path}/o.pcap"\n{port}\n')
+
+
+def test_good_config_runs(tmp_path):
+    (tmp_path / "ok.toml").write_text(good(tmp_path))
+    p = subprocess.run(GatewayProcess.command("--config", str(tmp_path / "ok.toml"),
+                                              "--duration", "0.2"),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("memory_mb = 128", "memory_mb = 128\ncolour = 'blue'", "unknown key 'eal.colour'"),
+    ('role = "customer"', 'role = "customer"\nspeed = 10', "unknown key 'ports[0].speed'"),
+    ("memory_mb = 128", "memory_mb = 'lots'", "'eal.memory_mb' must be int, not str"),
+    ('role = "customer"', 'role = "tenant"', "role must be 'provider' or 'customer'"),
+    ("[mempool]", "[bogus]\n[mempool]", "unknown section or key 'bogus'"),
+    ('memory = "no-huge"', 'memory = "lots"', "'eal.memory' must be one of auto, hugepages"),
+    ("lcores = [1]", "lcores = [0]", "lcore 0 is the main lcore and cannot be a worker"),
+])
+def test_bad_keys_and_values(tmp_path, old, new, message):
+    text = good(tmp_path)
+    assert old in text
+    assert message in run_config(tmp_path, text.replace(old, new, 1))
+
+
+def test_lcore_that_does_not_exist(tmp_path):
+    text = good(tmp_path).replace("lcores = [1]", "lcores = [300]")
+    assert "lcore 300 does not exist" in run_config(tmp_path, text)
+    text = good(tmp_path).replace("lcores = [1]", "lcores = [77]")
+    assert "lcore 77 needs cpu 77, which does not exist" in run_config(tmp_path, text)
+
+
+def test_driver_that_is_not_installed(tmp_path):
+    text = good(tmp_path).replace("net_pcap0,", "net_warpdrive0,")
+    err = run_config(tmp_path, text)
+    assert "port device 'net_warpdrive0' names no installed DPDK driver" in err
+    assert "net_pcap" in err                 # the message lists what is installed
+
+
+def test_device_that_fails_to_probe(tmp_path):
+    text = good(tmp_path).replace("rx_pcap=", "rx_pcap=/nonexistent/x")
+    err = run_config(tmp_path, text)
+    assert err.startswith("port 'a': device 'net_pcap0,rx_pcap=/nonexistent/x"), err
+    assert "failed to probe" in err
+
+
+def test_too_little_memory(tmp_path):
+    text = good(tmp_path, mempool="mbufs = 200000").replace("memory_mb = 128", "memory_mb = 64")
+    err = run_config(tmp_path, text)
+    assert err.startswith("too little memory: a mempool of 200000 mbufs"), err
+
+
+def test_missing_and_malformed_files(tmp_path):
+    assert run_config(tmp_path, "[eal\n").startswith(f"{tmp_path}/bad.toml is not valid TOML")
+    p = subprocess.run(GatewayProcess.command("--config", "/nonexistent.toml"),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.strip() == ("nvgw-dataplane: cannot read config /nonexistent.toml: "
+                                "No such file or directory")
+
+
+def test_no_ports(tmp_path):
+    text = good(tmp_path)
+    text = text[:text.index("[[ports]]")]
+    assert run_config(tmp_path, text) == "no ports: add at least one [[ports]] table"
