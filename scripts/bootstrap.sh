@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install what nvgw needs on a fresh Debian 12 machine (run as root), then
+# build the extension. Idempotent, and quiet when there is nothing to do.
+# The project lives in a virtual environment at .venv (Debian's Python
+# refuses system-wide pip installs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(dpdk libdpdk-dev pkg-config gcc python3-venv python3-dev iproute2)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+stamp=.venv/.nvgw-installed
+if [[ ! -x .venv/bin/python ]]; then
+    echo "bootstrap: creating .venv"
+    "$PY" -m venv .venv
+fi
+if [[ ! -f $stamp || setup.py -nt $stamp || pyproject.toml -nt $stamp ]]; then
+    echo "bootstrap: installing nvgw and its test extras into .venv"
+    log=$(mktemp)
+    if ! { .venv/bin/python -m pip install -q --disable-pip-version-check -U pip setuptools wheel Cython &&
+           .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test]'; } >"$log" 2>&1; then
+        cat "$log" >&2; rm -f "$log"; exit 1
+    fi
+    rm -f "$log"
+    touch "$stamp"
+fi
+# Incremental: rebuilds only what changed in dataplane/ and cext/.
+.venv/bin/python setup.py -q build_ext --inplace 2>&1 | grep -v "^Compiling\|^\[" || true
+
+# Hugepages only when asked (NVGW_HUGEPAGES=count of 2 MB pages): without
+# them the gateway runs with --no-huge, which the tests use.
+if [[ -n ${NVGW_HUGEPAGES:-} ]]; then
+    nr=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+    (( $(cat $nr) >= NVGW_HUGEPAGES )) || echo "$NVGW_HUGEPAGES" > $nr
+    grep -qs hugetlbfs /proc/mounts || { mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages; }
+fi
