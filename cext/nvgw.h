@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <rte_common.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_rcu_qsbr.h>
 
 #define NVGW_BURST      32
 #define NVGW_MAX_PORTS  8
@@ -25,6 +27,46 @@ extern const char *const nvgw_drop_texts[NVGW_DROP_MAX];
 
 enum nvgw_pipeline {
 	NVGW_PIPE_FORWARD = 0,   /* port to port, proves the machinery */
+	NVGW_PIPE_NVGRE = 1,     /* the gateway: encap, decap, routing */
+};
+
+/* Why a packet left the hot path for the exception thread; stored with a
+ * 24-bit context (VLAN, VSID slot or scope) in mbuf->hash.fdir.lo, and an
+ * address in hash.fdir.hi. */
+enum nvgw_exc {
+	NVGW_EXC_ARP_PROVIDER = 1,
+	NVGW_EXC_ARP_CUSTOMER,      /* ctx: VLAN */
+	NVGW_EXC_ARP_VSID,          /* ctx: VSID slot */
+	NVGW_EXC_LOCAL_PROVIDER,    /* ICMP for one of our PAs */
+	NVGW_EXC_LOCAL_CUSTOMER,    /* ctx: VLAN */
+	NVGW_EXC_LOCAL_VSID,        /* ctx: VSID slot */
+	NVGW_EXC_FRAG_NEEDED,       /* ctx: VLAN */
+	NVGW_EXC_RESOLVE,           /* ctx: scope; hi: address to resolve */
+};
+
+struct nvgw_vsid_counters {
+	uint64_t encap_pkts, encap_bytes;
+	uint64_t decap_pkts, decap_bytes;
+};
+
+/* Counters of the exception thread (its only writer). */
+struct nvgw_exc_counters {
+	uint64_t arp_replies, arp_requests, neigh_learned, arp_no_record;
+	uint64_t echo_replies, frag_needed, ignored, inject_full;
+};
+
+struct nvgw_tables;
+
+/* What the NVGRE pipeline shares between workers and the exception thread. */
+struct nvgw_ctx {
+	struct nvgw_tables *t;
+	struct rte_ring *exc;           /* workers -> exception thread */
+	struct rte_ring *inject;        /* exception thread -> worker 0 */
+	struct rte_mempool *pool;
+	uint16_t provider_port, customer_port;
+	unsigned int exc_qsbr_id;
+	volatile int quit;
+	struct nvgw_exc_counters c;
 };
 
 struct nvgw_port_counters {
@@ -53,12 +95,18 @@ struct nvgw_worker {
 	struct nvgw_rxq rxq[NVGW_MAX_RXQ];
 	uint16_t fwd_out[NVGW_MAX_PORTS];        /* forward pipeline: in -> out */
 	const volatile int *quit;
+	struct nvgw_ctx *ctx;                     /* NVGRE pipeline only */
+	struct rte_rcu_qsbr *qsbr;                /* reports quiescence when set */
+	unsigned int qsbr_id;
+	struct rte_ring *inject;                  /* worker 0: exception replies */
+	struct nvgw_vsid_counters *vsid;          /* [NVGW_MAX_VSIDS] */
 
 	struct nvgw_txbuf tx[NVGW_MAX_PORTS] __rte_cache_aligned;
 
 	/* counters, read by the control thread while the worker runs */
 	struct nvgw_port_counters port[NVGW_MAX_PORTS] __rte_cache_aligned;
 	uint64_t drops[NVGW_DROP_MAX];
+	uint64_t exceptions;
 	uint64_t loops, busy_loops;
 	uint64_t busy_cycles, idle_cycles;
 } __rte_cache_aligned;
@@ -91,6 +139,12 @@ nvgw_drop(struct nvgw_worker *w, enum nvgw_drop why, struct rte_mbuf *m)
 /* Pipelines: one call per received burst. */
 void nvgw_fwd_burst(struct nvgw_worker *w, uint16_t in_port,
 		    struct rte_mbuf **pkts, uint16_t n);
+
+void nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port,
+		      struct rte_mbuf **pkts, uint16_t n);
+
+/* The exception thread (rte_ctrl_thread_create); returns when ctx->quit. */
+void *nvgw_exc_main(void *ctx);
 
 /* rte_errno is a per-lcore macro; Cython reads it through this. */
 int nvgw_errno(void);

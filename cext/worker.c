@@ -49,6 +49,10 @@ worker_loop(struct nvgw_worker *w, burst_fn fn)
 	uint64_t prev = rte_rdtsc(), now, start;
 	uint16_t i, n, got;
 
+	if (w->qsbr != NULL) {
+		rte_rcu_qsbr_thread_register(w->qsbr, w->qsbr_id);
+		rte_rcu_qsbr_thread_online(w->qsbr, w->qsbr_id);
+	}
 	while (!*w->quit) {
 		start = rte_rdtsc();
 		got = 0;
@@ -67,6 +71,14 @@ worker_loop(struct nvgw_worker *w, burst_fn fn)
 			got += n;
 			fn(w, q->port, pkts, n);
 		}
+		if (w->inject != NULL) {
+			n = rte_ring_sc_dequeue_burst(w->inject, (void **)pkts,
+						      NVGW_BURST, NULL);
+			for (i = 0; i < n; i++)
+				nvgw_tx(w, pkts[i]->port, pkts[i]);
+		}
+		if (w->qsbr != NULL)
+			rte_rcu_qsbr_quiescent(w->qsbr, w->qsbr_id);
 		now = rte_rdtsc();
 		if (unlikely(now - prev > drain)) {
 			flush_all(w);
@@ -81,6 +93,10 @@ worker_loop(struct nvgw_worker *w, burst_fn fn)
 		}
 	}
 	flush_all(w);
+	if (w->qsbr != NULL) {
+		rte_rcu_qsbr_thread_offline(w->qsbr, w->qsbr_id);
+		rte_rcu_qsbr_thread_unregister(w->qsbr, w->qsbr_id);
+	}
 	return 0;
 }
 
@@ -92,6 +108,8 @@ nvgw_worker_main(void *arg)
 	switch (w->pipeline) {
 	case NVGW_PIPE_FORWARD:
 		return worker_loop(w, nvgw_fwd_burst);
+	case NVGW_PIPE_NVGRE:
+		return worker_loop(w, nvgw_nvgre_burst);
 	}
 	return -EINVAL;
 }

@@ -5,9 +5,9 @@ Everything here runs on the main lcore (the Python control thread). The
 Pythonic layer (gateway.py) decides what to build; this module only does it
 and turns C error codes into DataplaneError.
 """
-from libc.stdint cimport uint16_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from dataplane.dpdk.rte_eal cimport rte_eal_init, rte_eal_cleanup
 from dataplane.dpdk.rte_lcore cimport (rte_eal_remote_launch, rte_eal_wait_lcore,
@@ -21,13 +21,25 @@ from dataplane.dpdk.rte_mempool cimport (rte_mempool, rte_mempool_avail_count,
 from dataplane.dpdk.rte_mbuf cimport rte_pktmbuf_pool_create, RTE_MBUF_DEFAULT_BUF_SIZE
 from dataplane.dpdk cimport rte_ethdev as eth
 from dataplane cimport cnvgw as c
+from dataplane cimport ctables as tb
+from dataplane.dpdk.rte_ring cimport (rte_ring, rte_ring_create, rte_ring_free, rte_ring_count,
+                                      RING_F_SP_ENQ, RING_F_SC_DEQ)
+from dataplane.dpdk.rte_lcore cimport pthread_t, pthread_join, rte_ctrl_thread_create
 
 from dataplane.errors import DataplaneError
 
 BURST = c.NVGW_BURST
 MAX_PORTS = c.NVGW_MAX_PORTS
 MAX_RXQ = c.NVGW_MAX_RXQ
-PIPELINES = {"forward": c.NVGW_PIPE_FORWARD}
+PIPELINES = {"forward": c.NVGW_PIPE_FORWARD, "nvgre": c.NVGW_PIPE_NVGRE}
+MAX_VSIDS = tb.NVGW_MAX_VSIDS
+MAX_RD = tb.NVGW_MAX_RD
+MAX_PA = tb.NVGW_MAX_PA
+ROUTE_VSUBNET = tb.NVGW_ROUTE_VSUBNET
+ROUTE_APPLIANCE = tb.NVGW_ROUTE_APPLIANCE
+ROUTE_CUSTOMER = tb.NVGW_ROUTE_CUSTOMER
+EXC_COUNTERS = ("arp_replies", "arp_requests", "neigh_learned", "arp_no_record",
+                "echo_replies", "frag_needed", "ignored", "inject_full")
 
 DROP_REASONS = tuple(
     (c.nvgw_drop_names[i].decode(), c.nvgw_drop_texts[i].decode())
@@ -205,7 +217,7 @@ cdef class Workers:
         self.count = count
 
     def configure(self, int i, unsigned int lcore, str pipeline, list rxqs,
-                  uint16_t txq, uint16_t n_ports, list fwd_out):
+                  uint16_t txq, uint16_t n_ports, list fwd_out, Nvgre nv=None):
         """rxqs: [(port, queue)]; txq: this worker's TX queue on every port."""
         if len(rxqs) > c.NVGW_MAX_RXQ:
             raise DataplaneError("worker configure", 22,
@@ -226,6 +238,17 @@ cdef class Workers:
             w.tx[p].queue = txq
             w.fwd_out[p] = fwd_out[p]
         self.w[i] = w
+        w.vsid = <c.nvgw_vsid_counters *>rte_zmalloc_socket(
+            b"nvgw_vsid_ctr", tb.NVGW_MAX_VSIDS * sizeof(c.nvgw_vsid_counters), 64,
+            rte_lcore_to_socket_id(lcore))
+        if w.vsid == NULL:
+            raise DataplaneError("worker configure", 12, "no memory for VSID counters")
+        if nv is not None:
+            w.ctx = nv.ctx
+            w.qsbr = nv.ctx.t.qsbr
+            w.qsbr_id = i
+            if i == 0:      # worker 0 transmits what the exception thread sends
+                w.inject = nv.ctx.inject
 
     def launch(self):
         self.quit[0] = 0
@@ -255,9 +278,20 @@ cdef class Workers:
                        "tx_pkts": w.port[p].tx_pkts, "tx_bytes": w.port[p].tx_bytes}
                       for p in range(n_ports)],
             "drops": {DROP_REASONS[d][0]: w.drops[d] for d in range(c.NVGW_DROP_MAX)},
+            "exceptions": w.exceptions,
             "loops": w.loops, "busy_loops": w.busy_loops,
             "busy_cycles": w.busy_cycles, "idle_cycles": w.idle_cycles,
         }
+
+    def vsid_counters(self, unsigned int idx):
+        """One VSID slot's counters summed over the workers."""
+        cdef uint64_t ep = 0, eb = 0, dp_ = 0, db = 0
+        for i in range(self.count):
+            ep += self.w[i].vsid[idx].encap_pkts
+            eb += self.w[i].vsid[idx].encap_bytes
+            dp_ += self.w[i].vsid[idx].decap_pkts
+            db += self.w[i].vsid[idx].decap_bytes
+        return {"encap_pkts": ep, "encap_bytes": eb, "decap_pkts": dp_, "decap_bytes": db}
 
     def free(self):
         """Release worker states; must run before EAL cleanup unmaps them."""
@@ -265,6 +299,7 @@ cdef class Workers:
             raise DataplaneError("free workers", 16, "workers are still running")
         for i in range(self.count):
             if self.w[i] != NULL:
+                rte_free(self.w[i].vsid)
                 rte_free(self.w[i])
                 self.w[i] = NULL
         self.count = 0
@@ -275,3 +310,160 @@ cdef class Workers:
         if not self.running:
             free(self.w)
             free(self.quit)
+
+
+cdef uint32_t _be32(bytes packed) except? 0:
+    """A 4-byte network-order address as the uint32 C code compares."""
+    cdef uint32_t v
+    if len(packed) != 4:
+        raise ValueError("an IPv4 address is 4 bytes")
+    memcpy(&v, <const char *>packed, 4)
+    return v
+
+
+cdef bytes _mac6(bytes mac):
+    if len(mac) != 6:
+        raise ValueError("a MAC address is 6 bytes")
+    return mac
+
+
+cdef class Nvgre:
+    """The NVGRE pipeline's shared state: policy tables, the exception and
+    inject rings, and the exception thread. Writers run on the control
+    thread; commit() waits out readers before freeing what was replaced.
+    Addresses are passed as packed bytes (ipaddress .packed, MAC 6 bytes)."""
+    cdef c.nvgw_ctx *ctx
+    cdef pthread_t thread
+    cdef readonly bint thread_running
+
+    def __cinit__(self, Mempool pool, uint16_t provider_port, uint16_t customer_port,
+                  uint32_t records, uint32_t routes, uint32_t neighbours, unsigned int workers):
+        cdef tb.nvgw_table_sizes sz
+        cdef int rc
+        sz.records = records
+        sz.routes = routes
+        sz.neighbours = neighbours
+        sz.readers = workers + 1          # the workers and the exception thread
+        self.ctx = <c.nvgw_ctx *>rte_zmalloc_socket(b"nvgw_ctx", sizeof(c.nvgw_ctx), 64, -1)
+        if self.ctx == NULL:
+            raise DataplaneError("tables", 12, "no memory for the pipeline context")
+        rc = tb.nvgw_tables_create(&self.ctx.t, &sz, rte_socket_id())
+        if rc < 0:
+            rte_free(self.ctx)
+            self.ctx = NULL
+            raise DataplaneError("tables", -rc,
+                                 f"cannot allocate tables for {records} records, {routes} "
+                                 f"routes and {neighbours} neighbours (raise eal.memory_mb)")
+        self.ctx.exc = rte_ring_create(b"nvgw_exc", 4096, rte_socket_id(), RING_F_SC_DEQ)
+        self.ctx.inject = rte_ring_create(b"nvgw_inject", 4096, rte_socket_id(),
+                                          RING_F_SP_ENQ | RING_F_SC_DEQ)
+        if self.ctx.exc == NULL or self.ctx.inject == NULL:
+            self.free()
+            raise DataplaneError("tables", 12, "cannot create the exception rings")
+        self.ctx.pool = pool.mp
+        self.ctx.provider_port = provider_port
+        self.ctx.customer_port = customer_port
+        self.ctx.exc_qsbr_id = workers
+
+    def start_exceptions(self):
+        check(rte_ctrl_thread_create(&self.thread, b"nvgw-exc", NULL, c.nvgw_exc_main,
+                                     self.ctx), "start the exception thread")
+        self.thread_running = True
+
+    def stop_exceptions(self):
+        if self.thread_running:
+            self.ctx.quit = 1
+            with nogil:
+                pthread_join(self.thread, NULL)
+            self.thread_running = False
+
+    def free(self):
+        """Release tables and rings; before EAL cleanup, after workers stopped."""
+        self.stop_exceptions()
+        if self.ctx != NULL:
+            tb.nvgw_tables_free(self.ctx.t)
+            rte_ring_free(self.ctx.exc)
+            rte_ring_free(self.ctx.inject)
+            rte_free(self.ctx)
+            self.ctx = NULL
+
+    cdef int _ok(self, int rc, str what) except -1:
+        if self.ctx == NULL:
+            raise DataplaneError(what, 19, "the pipeline is stopped")
+        return check(rc, what)
+
+    def commit(self):
+        with nogil:
+            tb.nvgw_tables_commit(self.ctx.t)
+
+    def provider_set(self, list pas, bytes mask, bytes gw, unsigned int mtu, bytes mac):
+        cdef uint32_t arr[8]
+        if not 1 <= len(pas) <= tb.NVGW_MAX_PA:
+            raise DataplaneError("provider", 22, f"1..{tb.NVGW_MAX_PA} provider addresses")
+        for i, pa in enumerate(pas):
+            arr[i] = _be32(pa)
+        cdef bytes m = _mac6(mac)
+        self._ok(tb.nvgw_provider_set(self.ctx.t, arr, len(pas), _be32(mask), _be32(gw), mtu,
+                                      <const uint8_t *><char *>m), "provider")
+
+    def vsid_set(self, uint32_t vsid, uint32_t rdid, bytes gw_ip, bytes gw_mac, int flowid,
+                 uint16_t idx):
+        cdef bytes m = _mac6(gw_mac)
+        self._ok(tb.nvgw_vsid_set(self.ctx.t, vsid, rdid, _be32(gw_ip),
+                                  <const uint8_t *><char *>m, flowid, idx), f"vsid {vsid}")
+
+    def vsid_del(self, uint32_t vsid):
+        self._ok(tb.nvgw_vsid_del(self.ctx.t, vsid), f"delete vsid {vsid}")
+
+    def record_set(self, uint32_t vsid, bytes ca, bytes mac, bytes pa, uint8_t method):
+        cdef bytes m = _mac6(mac)
+        self._ok(tb.nvgw_record_set(self.ctx.t, vsid, _be32(ca), <const uint8_t *><char *>m,
+                                    _be32(pa), method), f"record {vsid}")
+
+    def record_del(self, uint32_t vsid, bytes ca):
+        self._ok(tb.nvgw_record_del(self.ctx.t, vsid, _be32(ca)), f"delete record {vsid}")
+
+    def route_set(self, uint32_t rdid, bytes prefix, uint8_t length, uint8_t kind,
+                  uint32_t vsid, uint16_t vlan, bytes nh):
+        self._ok(tb.nvgw_route_set(self.ctx.t, rdid, _be32(prefix), length, kind, vsid, vlan,
+                                   _be32(nh)), f"route in domain {rdid}")
+
+    def route_del(self, uint32_t rdid, bytes prefix, uint8_t length, bint last_of_len):
+        self._ok(tb.nvgw_route_del(self.ctx.t, rdid, _be32(prefix), length, last_of_len),
+                 f"delete route in domain {rdid}")
+
+    def attach_set(self, uint16_t vlan, uint32_t rdid, bytes ip, bytes mask, bytes mac):
+        cdef bytes m = _mac6(mac)
+        self._ok(tb.nvgw_attach_set(self.ctx.t, vlan, rdid, _be32(ip), _be32(mask),
+                                    <const uint8_t *><char *>m), f"attachment vlan {vlan}")
+
+    def attach_del(self, uint16_t vlan):
+        self._ok(tb.nvgw_attach_del(self.ctx.t, vlan), f"delete attachment vlan {vlan}")
+
+    def neigh_set(self, uint16_t scope, bytes ip, bytes mac):
+        cdef bytes m = _mac6(mac)
+        if tb.nvgw_neigh_set(self.ctx.t, scope, _be32(ip), <const uint8_t *><char *>m, 0) == NULL:
+            raise DataplaneError("neighbour", 28, "the neighbour table is full")
+
+    def neighbours(self):
+        """[(scope, ip bytes, mac bytes or None)] of every neighbour entry."""
+        cdef const void *key
+        cdef void *data
+        cdef uint32_t nxt = 0
+        cdef tb.nvgw_neigh *n
+        cdef uint64_t mac
+        cdef uint32_t ip
+        out = []
+        while tb.rte_hash_iterate(self.ctx.t.neigh, &key, &data, &nxt) >= 0:
+            n = <tb.nvgw_neigh *>data
+            mac = n.mac
+            ip = n.ip
+            out.append((n.scope, (<char *>&ip)[:4],
+                        (<char *>&mac)[:6] if mac & tb.NVGW_NEIGH_VALID else None))
+        return out
+
+    def exc_counters(self):
+        cdef uint64_t *v = <uint64_t *>&self.ctx.c
+        counters = {name: v[i] for i, name in enumerate(EXC_COUNTERS)}
+        counters["queued"] = rte_ring_count(self.ctx.exc)
+        return counters

@@ -1,5 +1,8 @@
 # cext/nvgw.h: the C data plane's structures and entry points.
 from libc.stdint cimport uint16_t, uint64_t
+from dataplane.ctables cimport nvgw_tables, rte_rcu_qsbr
+from dataplane.dpdk.rte_ring cimport rte_ring
+from dataplane.dpdk.rte_mempool cimport rte_mempool
 
 cdef extern from "nvgw.h" nogil:
     enum: NVGW_BURST
@@ -12,6 +15,24 @@ cdef extern from "nvgw.h" nogil:
 
     enum nvgw_pipeline:
         NVGW_PIPE_FORWARD
+        NVGW_PIPE_NVGRE
+
+    struct nvgw_vsid_counters:
+        uint64_t encap_pkts, encap_bytes, decap_pkts, decap_bytes
+
+    struct nvgw_exc_counters:
+        uint64_t arp_replies, arp_requests, neigh_learned, arp_no_record
+        uint64_t echo_replies, frag_needed, ignored, inject_full
+
+    struct nvgw_ctx:
+        nvgw_tables *t
+        rte_ring *exc
+        rte_ring *inject
+        rte_mempool *pool
+        uint16_t provider_port, customer_port
+        unsigned int exc_qsbr_id
+        int quit
+        nvgw_exc_counters c
 
     struct nvgw_port_counters:
         uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes
@@ -32,10 +53,17 @@ cdef extern from "nvgw.h" nogil:
         nvgw_rxq rxq[NVGW_MAX_RXQ]
         uint16_t fwd_out[NVGW_MAX_PORTS]
         const int *quit
+        nvgw_ctx *ctx
+        rte_rcu_qsbr *qsbr
+        unsigned int qsbr_id
+        rte_ring *inject
+        nvgw_vsid_counters *vsid
         nvgw_txbuf tx[NVGW_MAX_PORTS]
         nvgw_port_counters port[NVGW_MAX_PORTS]
         uint64_t drops[NVGW_DROP_MAX]
+        uint64_t exceptions
         uint64_t loops, busy_loops, busy_cycles, idle_cycles
 
     int nvgw_worker_main(void *arg)
+    void *nvgw_exc_main(void *arg)
     int nvgw_errno()

@@ -15,7 +15,7 @@ from dataplane.errors import ConfigError
 MAX_LCORE = 128          # RTE_MAX_LCORE in Debian's DPDK build
 ROLES = ("provider", "customer")
 MEMORY_MODES = ("auto", "hugepages", "no-huge")
-PIPELINES = ("forward",)
+PIPELINES = ("forward", "nvgre")
 
 # section -> {key: (type, default)}; a default of ... means required.
 SCHEMA = {
@@ -23,7 +23,8 @@ SCHEMA = {
             "log_level": (str, "warning"), "args": (list, [])},
     "workers": {"lcores": (list, [1]), "cpus": (list, None)},
     "mempool": {"mbufs": (int, 8191), "cache": (int, 256)},
-    "pipeline": {"mode": (str, "forward")},
+    "pipeline": {"mode": (str, "forward"), "policy": (str, "")},
+    "tables": {"records": (int, 1 << 20), "routes": (int, 1 << 17), "neighbours": (int, 1 << 16)},
     "control": {"socket": (str, "ipc:///run/nvgw/dataplane.sock")},
 }
 PORT_SCHEMA = {"name": (str, ...), "role": (str, ...), "device": (str, ...),
@@ -49,6 +50,7 @@ class Config:
     workers: dict
     mempool: dict
     pipeline: dict
+    tables: dict
     control: dict
     ports: list[Port] = field(default_factory=list)
 
@@ -173,6 +175,17 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{where}: mtu must be 68..9600")
         if p.peer and p.peer not in names:
             raise ConfigError(f"{where}: peer {p.peer!r} is not a port")
+    if cfg.pipeline["mode"] == "nvgre":
+        roles = [p.role for p in cfg.ports]
+        if roles.count("provider") != 1 or roles.count("customer") != 1:
+            raise ConfigError("pipeline.mode = nvgre needs exactly one provider and one "
+                              "customer port")
+    for key, lo in (("records", 1024), ("routes", 1024), ("neighbours", 256)):
+        if not lo <= cfg.tables[key] <= 1 << 26:
+            raise ConfigError(f"'tables.{key}' must be {lo}..{1 << 26}")
+    if cfg.pipeline["policy"]:
+        cfg.pipeline["policy"] = os.path.join(os.path.dirname(os.path.abspath(cfg.path)),
+                                              cfg.pipeline["policy"])
     if len(cfg.ports) > 8:
         raise ConfigError("at most 8 ports")
     if any(p.device.split(",")[0] == q.device.split(",")[0]

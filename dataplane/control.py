@@ -29,16 +29,27 @@ class ControlServer:
         self.endpoint = endpoint
         self.verbs = {
             "show": self._show,
+            "apply": lambda req: {"generation": self.gw.apply(req.get("ops"))},
+            "load": lambda req: {"generation": self.gw.load(req.get("document"))},
+            "migrate": lambda req: {"generation": self.gw.migrate(
+                req.get("vsid"), req.get("ca"), req.get("pa"))},
         }
 
     def _show(self, req: dict):
+        views = {
+            "counters": lambda: self.gw.counters(),
+            "ports": lambda: self.gw.counters()["ports"],
+            "workers": lambda: self.gw.counters()["workers"],
+            "drops": lambda: self.gw.counters()["drops"],
+            "vsid": lambda: self.gw.vsid_counters(req.get("vsid")),
+            "policy": lambda: {"generation": self.gw._need_policy().generation,
+                               **self.gw.policy.document()},
+            "neighbours": lambda: self.gw.neighbours(),
+        }
         what = req.get("what", "counters")
-        c = self.gw.counters()
-        views = {"counters": c, "ports": c["ports"], "workers": c["workers"],
-                 "drops": c["drops"]}
         if what not in views:
             raise NvgwError(f"show: unknown view {what!r} (known: {', '.join(views)})")
-        return views[what]
+        return views[what]()
 
     def handle(self, raw: bytes) -> dict:
         try:

@@ -9,7 +9,8 @@ import structlog
 
 from dataplane import _dataplane as dp
 from dataplane import config as cfgmod
-from dataplane.errors import ConfigError, DataplaneError
+from dataplane import policy as polmod
+from dataplane.errors import ConfigError, DataplaneError, NvgwError
 
 log = structlog.get_logger("nvgw.dataplane")
 
@@ -26,6 +27,8 @@ class Gateway:
         self.workers = None
         self.hugepages = False
         self.final = None                # counters taken just before memory is freed
+        self.nv = None                   # NVGRE tables and exception thread
+        self.policy = None               # the applied policy (nvgre mode)
 
     # -- start / stop -------------------------------------------------------
 
@@ -37,6 +40,8 @@ class Gateway:
         dp.eal_init(cfgmod.eal_args(cfg, self.hugepages))
         try:
             self._start_ports()
+            if cfg.pipeline["mode"] == "nvgre":
+                self._start_nvgre()
             self._start_workers()
         except BaseException:
             self.stop()
@@ -75,6 +80,26 @@ class Gateway:
             log.info("port_up", port=p.name, role=p.role, id=port["id"],
                      driver=port["driver"], mac=port["mac"], queues=p.queues)
 
+    def _port(self, role: str) -> dict:
+        return next(p for p in self.ports if p["role"] == role)
+
+    def _start_nvgre(self) -> None:
+        cfg, tables = self.cfg, self.cfg.tables
+        prov, cust = self._port("provider"), self._port("customer")
+        try:
+            self.nv = dp.Nvgre(self.pool, prov["id"], cust["id"], tables["records"],
+                               tables["routes"], tables["neighbours"], len(cfg.worker_lcores))
+        except DataplaneError as e:
+            raise ConfigError(f"too little memory: {e.text}") from None
+        self.policy = polmod.Policy(self.nv, prov["mac"], cust["mac"],
+                                    {"records": tables["records"], "routes": tables["routes"]})
+        if cfg.pipeline["policy"]:
+            doc = polmod.load_file(cfg.pipeline["policy"])
+            self.policy.load_document(doc)
+            log.info("policy_loaded", file=cfg.pipeline["policy"],
+                     records=len(self.policy.records), generation=self.policy.generation)
+        self.nv.start_exceptions()
+
     def _start_workers(self) -> None:
         cfg = self.cfg
         lcores = cfg.worker_lcores
@@ -90,7 +115,8 @@ class Gateway:
         fwd = cfg.forward_map()
         self.workers = dp.Workers(len(lcores))
         for i, lc in enumerate(lcores):
-            self.workers.configure(i, lc, cfg.pipeline["mode"], rxqs[i], i, len(ids), fwd)
+            self.workers.configure(i, lc, cfg.pipeline["mode"], rxqs[i], i, len(ids), fwd,
+                                   self.nv)
         self.workers.launch()
         log.info("workers_up", lcores=lcores, pipeline=cfg.pipeline["mode"])
 
@@ -98,11 +124,16 @@ class Gateway:
         """Stop workers (they flush TX), close ports, free memory, clean up EAL."""
         if self.workers is not None:
             self.workers.stop()
+        if self.nv is not None:
+            self.nv.stop_exceptions()
         self.final = self.counters()
         for port in self.ports:
             if port["started"]:
                 dp.port_stop(port["id"])
         self.ports = [dict(p, started=False) for p in self.ports]
+        if self.nv is not None:
+            self.nv.free()
+            self.nv = None
         if self.workers is not None:
             self.workers.free()
             self.workers = None
@@ -134,9 +165,59 @@ class Gateway:
             w["tx_pkts"] = sum(p["tx_pkts"] for p in w["ports"])
             w["drop_pkts"] = sum(w["drops"].values())
             del w["ports"]
-        return {"ports": ports, "workers": workers, "drops": drops,
+        out = {"ports": ports, "workers": workers, "drops": drops,
                 "mempool": ({"size": self.pool.size, "in_use": self.pool.in_use()}
                             if self.pool is not None else None)}
+        if self.policy is not None:
+            out["exceptions"] = self.nv.exc_counters() if self.nv is not None else None
+            out["generation"] = self.policy.generation
+            out["vsids"] = {str(v): self.vsid_counters(v) for v in self.policy.subnets}
+        return out
+
+    # -- policy (nvgre mode): the functions the control socket and agent call ------
+
+    def _need_policy(self):
+        if self.policy is None or self.nv is None:
+            raise NvgwError("this gateway runs no NVGRE pipeline (pipeline.mode = forward)")
+        return self.policy
+
+    def apply(self, ops: list) -> int:
+        """Apply a batch whole or not at all; return the applied generation."""
+        gen = self._need_policy().apply(ops)
+        log.info("policy_applied", ops=len(ops), generation=gen)
+        return gen
+
+    def load(self, document: dict) -> int:
+        """Make the policy equal a whole document (diff, then one batch)."""
+        gen = self._need_policy().load_document(document)
+        log.info("policy_loaded", records=len(self.policy.records), generation=gen)
+        return gen
+
+    def migrate(self, vsid: int, ca: str, pa: str) -> int:
+        """Move a CA to a new PA (live migration): the next packet goes there."""
+        pol = self._need_policy()
+        rec = pol.records.get((vsid, ca))
+        if rec is None:
+            raise polmod.PolicyError(f"no lookup record for {ca} in VSID {vsid}")
+        gen = pol.apply([{"op": "set", "kind": "record", **rec, "pa": pa}])
+        log.info("migrate", vsid=vsid, ca=ca, old_pa=rec["pa"], pa=pa, generation=gen)
+        return gen
+
+    def vsid_counters(self, vsid: int) -> dict:
+        pol = self._need_policy()
+        sub = pol.subnets.get(vsid)
+        if sub is None:
+            raise polmod.PolicyError(f"virtual subnet {vsid} does not exist")
+        if self.workers is None:
+            return (self.final or {}).get("vsids", {}).get(str(vsid), {})
+        return {"vsid": vsid, "rdid": sub["rdid"], **self.workers.vsid_counters(sub["slot"])}
+
+    def neighbours(self) -> list[dict]:
+        import ipaddress
+        self._need_policy()
+        return [{"vlan": scope, "ip": str(ipaddress.IPv4Address(ip)),
+                 "mac": mac.hex(":") if mac else None}
+                for scope, ip, mac in self.nv.neighbours()]
 
 
 def drop_reasons() -> list[tuple[str, str]]:

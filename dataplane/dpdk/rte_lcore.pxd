@@ -10,3 +10,11 @@ cdef extern from "rte_lcore.h" nogil:
 cdef extern from "rte_launch.h" nogil:
     int rte_eal_remote_launch(int (*f)(void *) noexcept nogil, void *arg, unsigned int worker_id)
     int rte_eal_wait_lcore(unsigned int worker_id)
+
+cdef extern from "pthread.h" nogil:
+    ctypedef unsigned long pthread_t
+    int pthread_join(pthread_t thread, void **retval)
+
+cdef extern from "rte_lcore.h" nogil:
+    int rte_ctrl_thread_create(pthread_t *thread, const char *name, const void *attr,
+                               void *(*start_routine)(void *) noexcept nogil, void *arg)

@@ -1,0 +1,361 @@
+/* The exception thread: the rare packets that leave the workers. It answers
+ * ARP and ping for our addresses (and ARP for CAs inside NVGRE, from
+ * lookup records), learns neighbours, sends ARP requests for unresolved
+ * next hops and ICMP "fragmentation needed". Replies go back through the
+ * inject ring, which worker 0 transmits: workers keep their TX queues. */
+#include <rte_arp.h>
+#include <rte_cycles.h>
+#include <rte_icmp.h>
+#include <rte_ip.h>
+#include <rte_ring.h>
+
+#include "nvgw.h"
+#include "pkt.h"
+#include "tables.h"
+
+static void
+inject(struct nvgw_ctx *c, struct rte_mbuf *m, uint16_t port)
+{
+	m->port = port;
+	if (rte_ring_sp_enqueue(c->inject, m) != 0) {
+		c->c.inject_full++;
+		rte_pktmbuf_free(m);
+	}
+}
+
+static void
+swap_eth(struct rte_ether_hdr *eth, const struct rte_ether_addr *ours)
+{
+	rte_ether_addr_copy(&eth->src_addr, &eth->dst_addr);
+	rte_ether_addr_copy(ours, &eth->src_addr);
+}
+
+/* Turn the ARP request at arp into our reply for `mac`; learn the sender. */
+static int
+arp_reply(struct rte_arp_hdr *arp, const struct rte_ether_addr *mac)
+{
+	struct rte_arp_ipv4 *a = &arp->arp_data;
+	uint32_t tip = a->arp_tip;
+
+	arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
+	a->arp_tha = a->arp_sha;
+	a->arp_tip = a->arp_sip;
+	rte_ether_addr_copy(mac, &a->arp_sha);
+	a->arp_sip = tip;
+	return 0;
+}
+
+static int
+arp_ok(const struct rte_arp_hdr *arp, uint32_t avail)
+{
+	return avail >= sizeof(*arp) &&
+	       arp->arp_hardware == rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) &&
+	       arp->arp_protocol == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) &&
+	       arp->arp_hlen == 6 && arp->arp_plen == 4;
+}
+
+static void
+learn(struct nvgw_ctx *c, uint16_t scope, const struct rte_arp_hdr *arp)
+{
+	if (nvgw_neigh_set(c->t, scope, arp->arp_data.arp_sip,
+			   arp->arp_data.arp_sha.addr_bytes, 1) != NULL)
+		c->c.neigh_learned++;
+}
+
+/* ICMP echo request at ip -> reply in place. 0 = answered. */
+static int
+echo_reply(struct rte_ipv4_hdr *ip, uint32_t avail)
+{
+	unsigned int hl = nvgw_ipv4_ok(ip, avail);
+	struct rte_icmp_hdr *icmp = (struct rte_icmp_hdr *)((uint8_t *)ip + hl);
+	uint32_t tmp, sum;
+
+	if (hl == 0 || ip->next_proto_id != IPPROTO_ICMP ||
+	    rte_be_to_cpu_16(ip->total_length) < hl + sizeof(*icmp) ||
+	    icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
+		return -1;
+	icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
+	sum = icmp->icmp_cksum + rte_cpu_to_be_16(RTE_IP_ICMP_ECHO_REQUEST << 8);
+	icmp->icmp_cksum = (uint16_t)(sum + (sum >> 16));
+	tmp = ip->src_addr;
+	ip->src_addr = ip->dst_addr;
+	ip->dst_addr = tmp;
+	ip->time_to_live = 64;
+	ip->hdr_checksum = 0;
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	return 0;
+}
+
+static void
+from_provider(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
+	      int reason)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	uint32_t avail = m->data_len - NVGW_ETH_LEN;
+	unsigned int i;
+
+	if (reason == NVGW_EXC_ARP_PROVIDER) {
+		struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(eth + 1);
+
+		if (!arp_ok(arp, avail))
+			goto ignore;
+		learn(c, NVGW_SCOPE_PROVIDER, arp);
+		if (arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
+			goto ignore;
+		for (i = 0; i < pv->n_pa; i++)
+			if (arp->arp_data.arp_tip == pv->pa[i])
+				break;
+		if (i == pv->n_pa)
+			goto ignore;
+		arp_reply(arp, &pv->mac);
+		c->c.arp_replies++;
+	} else if (echo_reply((struct rte_ipv4_hdr *)(eth + 1), avail) == 0) {
+		c->c.echo_replies++;
+	} else {
+		goto ignore;
+	}
+	swap_eth(eth, &pv->mac);
+	inject(c, m, c->provider_port);
+	return;
+ignore:
+	c->c.ignored++;
+	rte_pktmbuf_free(m);
+}
+
+static void
+from_customer(struct nvgw_ctx *c, struct rte_mbuf *m, int reason, uint16_t vlan)
+{
+	const struct nvgw_attach *a = c->t->attach[vlan];
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	void *l3 = (uint8_t *)eth + NVGW_VLAN_ETH_LEN;
+	uint32_t avail = m->data_len - NVGW_VLAN_ETH_LEN;
+
+	if (a == NULL)
+		goto ignore;
+	if (reason == NVGW_EXC_ARP_CUSTOMER) {
+		struct rte_arp_hdr *arp = l3;
+
+		if (!arp_ok(arp, avail))
+			goto ignore;
+		learn(c, vlan, arp);
+		if (arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) ||
+		    arp->arp_data.arp_tip != a->ip)
+			goto ignore;
+		arp_reply(arp, &a->mac);
+		c->c.arp_replies++;
+	} else if (echo_reply(l3, avail) == 0) {
+		c->c.echo_replies++;
+	} else {
+		goto ignore;
+	}
+	swap_eth(eth, &a->mac);
+	inject(c, m, c->customer_port);
+	return;
+ignore:
+	c->c.ignored++;
+	rte_pktmbuf_free(m);
+}
+
+/* ARP or ping inside NVGRE: answer inside the tunnel it came from. */
+static void
+from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
+	  int reason, uint16_t idx)
+{
+	const struct nvgw_vsid *vs = c->t->vsid_by_idx[idx];
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ipv4_hdr *oip = (struct rte_ipv4_hdr *)(eth + 1);
+	unsigned int hl = (oip->version_ihl & 0xf) * 4;
+	struct rte_ether_hdr *ieth = (struct rte_ether_hdr *)((uint8_t *)oip + hl + NVGW_GRE_LEN);
+	uint32_t avail = m->data_len - ((uint8_t *)(ieth + 1) - (uint8_t *)eth), tmp;
+	const struct rte_ether_addr *answer;
+
+	if (vs == NULL)
+		goto ignore;
+	if (reason == NVGW_EXC_ARP_VSID) {
+		struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(ieth + 1);
+		struct nvgw_rec_key k = { vs->vsid, 0 };
+		struct nvgw_record *r;
+
+		if (!arp_ok(arp, avail) ||
+		    arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
+			goto ignore;
+		k.ca = arp->arp_data.arp_tip;
+		if (k.ca == vs->gw_ip) {
+			answer = &vs->gw_mac;
+		} else if (rte_hash_lookup_data(c->t->records, &k, (void **)&r) >= 0) {
+			answer = &r->mac;
+		} else {
+			c->c.arp_no_record++;
+			rte_pktmbuf_free(m);
+			return;
+		}
+		arp_reply(arp, answer);
+		c->c.arp_replies++;
+	} else if (echo_reply((struct rte_ipv4_hdr *)(ieth + 1), avail) == 0) {
+		answer = &vs->gw_mac;
+		c->c.echo_replies++;
+	} else {
+		goto ignore;
+	}
+	swap_eth(ieth, answer);
+	swap_eth(eth, &pv->mac);
+	tmp = oip->src_addr;
+	oip->src_addr = oip->dst_addr;
+	oip->dst_addr = tmp;
+	oip->time_to_live = 64;
+	oip->hdr_checksum = 0;
+	oip->hdr_checksum = rte_ipv4_cksum(oip);
+	inject(c, m, c->provider_port);
+	return;
+ignore:
+	c->c.ignored++;
+	rte_pktmbuf_free(m);
+}
+
+/* ICMP "fragmentation needed" to the sender of the customer frame m. */
+static void
+frag_needed(struct nvgw_ctx *c, struct rte_mbuf *m, uint16_t vlan, uint16_t mtu)
+{
+	const struct nvgw_attach *a = c->t->attach[vlan];
+	struct rte_ether_hdr *oeth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ipv4_hdr *orig = (struct rte_ipv4_hdr *)((uint8_t *)oeth + NVGW_VLAN_ETH_LEN);
+	unsigned int quote = (orig->version_ihl & 0xf) * 4 + 8;
+	struct rte_mbuf *r;
+	uint8_t *h;
+
+	if (a == NULL || (r = rte_pktmbuf_alloc(c->pool)) == NULL)
+		goto done;
+	h = (uint8_t *)rte_pktmbuf_append(r, NVGW_VLAN_ETH_LEN + 20 + 8 + quote);
+	if (h == NULL) {
+		rte_pktmbuf_free(r);
+		goto done;
+	}
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
+	struct rte_vlan_hdr *vh = (struct rte_vlan_hdr *)(eth + 1);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(vh + 1);
+	struct rte_icmp_hdr *icmp = (struct rte_icmp_hdr *)(ip + 1);
+
+	rte_ether_addr_copy(&oeth->src_addr, &eth->dst_addr);
+	rte_ether_addr_copy(&a->mac, &eth->src_addr);
+	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN);
+	vh->vlan_tci = rte_cpu_to_be_16(vlan);
+	vh->eth_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	memset(ip, 0, sizeof(*ip));
+	ip->version_ihl = RTE_IPV4_VHL_DEF;
+	ip->total_length = rte_cpu_to_be_16(20 + 8 + quote);
+	ip->time_to_live = 64;
+	ip->next_proto_id = IPPROTO_ICMP;
+	ip->src_addr = a->ip;
+	ip->dst_addr = orig->src_addr;
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	icmp->icmp_type = 3 /* destination unreachable */;
+	icmp->icmp_code = 4;                    /* fragmentation needed and DF set */
+	icmp->icmp_cksum = 0;
+	icmp->icmp_ident = 0;
+	icmp->icmp_seq_nb = rte_cpu_to_be_16(mtu);   /* next-hop MTU (RFC 1191) */
+	memcpy(icmp + 1, orig, quote);
+	icmp->icmp_cksum = ~rte_raw_cksum(icmp, 8 + quote);
+	if (icmp->icmp_cksum == 0)
+		icmp->icmp_cksum = 0xFFFF;
+	c->c.frag_needed++;
+	inject(c, r, c->customer_port);
+done:
+	rte_pktmbuf_free(m);
+}
+
+/* ARP request for an unresolved next hop, at most one a second each. */
+static void
+resolve(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
+	uint16_t scope, uint32_t ip)
+{
+	struct nvgw_neigh *n = nvgw_neigh_set(c->t, scope, ip, NULL, 0);
+	const struct nvgw_attach *a = scope ? c->t->attach[scope] : NULL;
+	uint64_t now = rte_rdtsc();
+	struct rte_ether_hdr *eth;
+	struct rte_arp_hdr *arp;
+	uint16_t hdr = scope ? NVGW_VLAN_ETH_LEN : NVGW_ETH_LEN;
+
+	if (n == NULL || (scope && a == NULL) ||
+	    (n->last_request && now - n->last_request < rte_get_tsc_hz())) {
+		rte_pktmbuf_free(m);
+		return;
+	}
+	n->last_request = now;
+	rte_pktmbuf_reset(m);
+	eth = (struct rte_ether_hdr *)rte_pktmbuf_append(m, hdr + sizeof(*arp));
+	memset(&eth->dst_addr, 0xff, 6);
+	rte_ether_addr_copy(scope ? &a->mac : &pv->mac, &eth->src_addr);
+	if (scope) {
+		struct rte_vlan_hdr *vh = (struct rte_vlan_hdr *)(eth + 1);
+
+		eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN);
+		vh->vlan_tci = rte_cpu_to_be_16(scope);
+		vh->eth_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+	} else {
+		eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+	}
+	arp = (struct rte_arp_hdr *)((uint8_t *)eth + hdr);
+	arp->arp_hardware = rte_cpu_to_be_16(RTE_ARP_HRD_ETHER);
+	arp->arp_protocol = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	arp->arp_hlen = 6;
+	arp->arp_plen = 4;
+	arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REQUEST);
+	rte_ether_addr_copy(&eth->src_addr, &arp->arp_data.arp_sha);
+	arp->arp_data.arp_sip = scope ? a->ip : pv->pa[0];
+	memset(&arp->arp_data.arp_tha, 0, 6);
+	arp->arp_data.arp_tip = ip;
+	c->c.arp_requests++;
+	inject(c, m, scope ? c->customer_port : c->provider_port);
+}
+
+static void
+handle(struct nvgw_ctx *c, struct rte_mbuf *m)
+{
+	const struct nvgw_provider *pv = __atomic_load_n(&c->t->prov, __ATOMIC_ACQUIRE);
+	int reason = m->hash.fdir.lo >> 24;
+	uint32_t ctx = m->hash.fdir.lo & 0xFFFFFF;
+
+	switch (reason) {
+	case NVGW_EXC_ARP_PROVIDER:
+	case NVGW_EXC_LOCAL_PROVIDER:
+		return from_provider(c, pv, m, reason);
+	case NVGW_EXC_ARP_CUSTOMER:
+	case NVGW_EXC_LOCAL_CUSTOMER:
+		return from_customer(c, m, reason, ctx);
+	case NVGW_EXC_ARP_VSID:
+	case NVGW_EXC_LOCAL_VSID:
+		return from_vsid(c, pv, m, reason, ctx);
+	case NVGW_EXC_FRAG_NEEDED:
+		return frag_needed(c, m, ctx, m->hash.fdir.hi);
+	case NVGW_EXC_RESOLVE:
+		return resolve(c, pv, m, ctx, m->hash.fdir.hi);
+	}
+	c->c.ignored++;
+	rte_pktmbuf_free(m);
+}
+
+void *
+nvgw_exc_main(void *arg)
+{
+	struct nvgw_ctx *c = arg;
+	struct rte_mbuf *pkts[NVGW_BURST];
+	unsigned int i, n;
+
+	rte_rcu_qsbr_thread_register(c->t->qsbr, c->exc_qsbr_id);
+	rte_rcu_qsbr_thread_online(c->t->qsbr, c->exc_qsbr_id);
+	while (!c->quit) {
+		n = rte_ring_sc_dequeue_burst(c->exc, (void **)pkts, NVGW_BURST, NULL);
+		for (i = 0; i < n; i++)
+			handle(c, pkts[i]);
+		rte_rcu_qsbr_quiescent(c->t->qsbr, c->exc_qsbr_id);
+		if (n == 0) {
+			/* Sleeping is a quiescent state too: go offline meanwhile. */
+			rte_rcu_qsbr_thread_offline(c->t->qsbr, c->exc_qsbr_id);
+			rte_delay_us_sleep(200);
+			rte_rcu_qsbr_thread_online(c->t->qsbr, c->exc_qsbr_id);
+		}
+	}
+	rte_rcu_qsbr_thread_offline(c->t->qsbr, c->exc_qsbr_id);
+	rte_rcu_qsbr_thread_unregister(c->t->qsbr, c->exc_qsbr_id);
+	return NULL;
+}

@@ -1,0 +1,424 @@
+/* The NVGRE gateway pipeline.
+ *
+ * Customer port (802.1Q VLAN -> routing domain) and provider port (NVGRE)
+ * are classified per packet; then, for the whole burst: anti-spoofing
+ * lookups (decap), route lookups, lookup-record lookups, all in bulk; then
+ * each packet is emitted: NVGRE toward a PA, or tagged toward a customer
+ * VLAN. ARP, ICMP for our addresses, unresolved next hops and "fragmentation
+ * needed" leave on the exception ring for the control thread. */
+#include <rte_ethdev.h>
+#include <rte_hash.h>
+#include <rte_ip.h>
+
+#include "nvgw.h"
+#include "pkt.h"
+#include "tables.h"
+
+#define EXC(reason, ctx) (((uint32_t)(reason) << 24) | ((ctx) & 0xFFFFFF))
+
+struct pkt {
+	struct rte_ipv4_hdr *ip;        /* the IPv4 header that is routed */
+	uint16_t hl;                    /* its header length */
+	uint16_t in_vlan;               /* customer ingress VLAN, 0 from the fabric */
+	uint32_t outer_src;             /* fabric ingress: the sender's PA */
+	uint32_t rdid;
+	const struct nvgw_route *rt;
+	const struct nvgw_record *rec;
+	struct nvgw_rec_key key;
+};
+
+/* Hand a packet to the exception thread. A dropped packet that only asks
+ * for something (an ARP request, an ICMP error) is punted uncounted; one
+ * that the thread will answer counts as an exception. */
+static inline int
+punt(struct nvgw_worker *w, struct rte_mbuf *m, uint32_t lo, uint32_t hi)
+{
+	m->hash.fdir.lo = lo;
+	m->hash.fdir.hi = hi;
+	if (rte_ring_mp_enqueue(w->ctx->exc, m) == 0)
+		return 0;
+	rte_pktmbuf_free(m);
+	return -1;
+}
+
+static inline void
+to_exception(struct nvgw_worker *w, struct rte_mbuf *m, uint32_t lo, uint32_t hi)
+{
+	if (punt(w, m, lo, hi) == 0)
+		w->exceptions++;
+	else
+		w->drops[NVGW_DROP_exception_full]++;
+}
+
+/* Customer ingress: 802.1Q -> attachment -> routing domain. 1 = route it. */
+static inline int
+classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
+		  struct rte_mbuf *m, struct pkt *p)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_vlan_hdr *vh = (struct rte_vlan_hdr *)(eth + 1);
+	const struct nvgw_attach *a;
+	uint16_t vlan;
+
+	if (m->data_len < NVGW_VLAN_ETH_LEN)
+		return nvgw_drop(w, NVGW_DROP_truncated, m), 0;
+	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN))
+		return nvgw_drop(w, NVGW_DROP_untagged, m), 0;
+	vlan = rte_be_to_cpu_16(vh->vlan_tci) & 0xFFF;
+	a = t->attach[vlan];
+	if (a == NULL)
+		return nvgw_drop(w, NVGW_DROP_unknown_vlan, m), 0;
+	if (vh->eth_proto == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+		return to_exception(w, m, EXC(NVGW_EXC_ARP_CUSTOMER, vlan), 0), 0;
+	if (vh->eth_proto != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		return nvgw_drop(w, NVGW_DROP_not_ipv4, m), 0;
+	if (!rte_is_same_ether_addr(&eth->dst_addr, &a->mac))
+		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
+	p->ip = (struct rte_ipv4_hdr *)(vh + 1);
+	p->hl = nvgw_ipv4_ok(p->ip, m->data_len - NVGW_VLAN_ETH_LEN);
+	if (p->hl == 0)
+		return nvgw_drop(w, NVGW_DROP_bad_ip_header, m), 0;
+	if (p->ip->dst_addr == a->ip)
+		return to_exception(w, m, EXC(NVGW_EXC_LOCAL_CUSTOMER, vlan), 0), 0;
+	if (p->ip->time_to_live <= 1)
+		return nvgw_drop(w, NVGW_DROP_ttl_expired, m), 0;
+	p->in_vlan = vlan;
+	p->rdid = a->rdid;
+	return 1;
+}
+
+static inline int
+our_pa(const struct nvgw_provider *pv, uint32_t ip)
+{
+	unsigned int i;
+
+	for (i = 0; i < pv->n_pa; i++)
+		if (pv->pa[i] == ip)
+			return 1;
+	return 0;
+}
+
+/* Provider ingress: outer checks, GRE, VSID, inner frame. 1 = check the
+ * inner source, then route it. */
+static inline int
+classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
+		  const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ipv4_hdr *oip = (struct rte_ipv4_hdr *)(eth + 1);
+	uint32_t len = m->data_len, off, key, vsid;
+	const uint16_t *gre;
+	struct rte_ether_hdr *ieth;
+	struct nvgw_vsid *vs;
+	unsigned int hl;
+
+	if (len < NVGW_ETH_LEN)
+		return nvgw_drop(w, NVGW_DROP_truncated, m), 0;
+	if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+		return to_exception(w, m, EXC(NVGW_EXC_ARP_PROVIDER, 0), 0), 0;
+	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		return nvgw_drop(w, NVGW_DROP_not_ipv4, m), 0;
+	if (!rte_is_same_ether_addr(&eth->dst_addr, &pv->mac))
+		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
+	hl = nvgw_ipv4_ok(oip, len - NVGW_ETH_LEN);
+	if (hl == 0)
+		return nvgw_drop(w, NVGW_DROP_bad_ip_header, m), 0;
+	if (rte_raw_cksum(oip, hl) != 0xFFFF)
+		return nvgw_drop(w, NVGW_DROP_bad_outer_checksum, m), 0;
+	if (!our_pa(pv, oip->dst_addr))
+		return nvgw_drop(w, NVGW_DROP_not_our_pa, m), 0;
+	if (oip->next_proto_id == IPPROTO_ICMP)
+		return to_exception(w, m, EXC(NVGW_EXC_LOCAL_PROVIDER, 0), 0), 0;
+	if (oip->next_proto_id != IPPROTO_GRE)
+		return nvgw_drop(w, NVGW_DROP_not_nvgre, m), 0;
+	if (oip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
+						    RTE_IPV4_HDR_OFFSET_MASK))
+		return nvgw_drop(w, NVGW_DROP_outer_fragment, m), 0;
+	off = NVGW_ETH_LEN + hl;
+	/* Ignore link padding past the outer IPv4 packet. */
+	len = NVGW_ETH_LEN + rte_be_to_cpu_16(oip->total_length);
+	if (len < off + NVGW_GRE_LEN + NVGW_ETH_LEN)
+		return nvgw_drop(w, NVGW_DROP_truncated, m), 0;
+	gre = (const uint16_t *)((uint8_t *)eth + off);
+	if (gre[0] != rte_cpu_to_be_16(0x2000))
+		return nvgw_drop(w, NVGW_DROP_bad_gre_flags, m), 0;
+	if (gre[1] != rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB))
+		return nvgw_drop(w, NVGW_DROP_not_teb, m), 0;
+	key = rte_be_to_cpu_32(*(const uint32_t *)(gre + 2));
+	vsid = key >> 8;                         /* the FlowID byte is ignored */
+	if (nvgw_vsid_reserved(vsid))
+		return nvgw_drop(w, NVGW_DROP_reserved_vsid, m), 0;
+	if (rte_hash_lookup_data(t->vsids, &vsid, (void **)&vs) < 0)
+		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
+	off += NVGW_GRE_LEN;
+	ieth = (struct rte_ether_hdr *)((uint8_t *)eth + off);
+	if (ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
+	    ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ))
+		return nvgw_drop(w, NVGW_DROP_inner_vlan, m), 0;
+	if (ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
+	if (ieth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		return nvgw_drop(w, NVGW_DROP_not_ipv4, m), 0;
+	if (!rte_is_same_ether_addr(&ieth->dst_addr, &vs->gw_mac))
+		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
+	off += NVGW_ETH_LEN;
+	p->ip = (struct rte_ipv4_hdr *)((uint8_t *)eth + off);
+	p->hl = nvgw_ipv4_ok(p->ip, len - off);
+	if (p->hl == 0)
+		return nvgw_drop(w, NVGW_DROP_bad_ip_header, m), 0;
+	/* Anti-spoofing key: the inner source must live at the outer source. */
+	p->key.vsid = vsid;
+	p->key.ca = p->ip->src_addr;
+	p->outer_src = oip->src_addr;
+	p->in_vlan = 0;
+	p->rdid = vs->rdid;
+	if (p->ip->dst_addr == vs->gw_ip)
+		p->rdid = 0;                     /* for the gateway itself: exception */
+	return 1;
+}
+
+/* Longest-prefix match for the burst: one bulk hash lookup per prefix
+ * length present in any packet's routing domain, longest first. */
+static void
+route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
+{
+	uint64_t left[NVGW_BURST];
+	struct nvgw_route_key keys[NVGW_BURST];
+	const void *kp[NVGW_BURST];
+	void *data[NVGW_BURST];
+	uint16_t idx[NVGW_BURST], i, k;
+	uint64_t hits;
+
+	for (i = 0; i < n; i++) {
+		p[i].rt = NULL;
+		left[i] = t->rd_lens[p[i].rdid];
+	}
+	for (;;) {
+		for (i = 0, k = 0; i < n; i++) {
+			if (p[i].rt != NULL || left[i] == 0)
+				continue;
+			uint32_t len = 63 - __builtin_clzll(left[i]);
+			uint32_t mask = len ? ~0u << (32 - len) : 0;
+
+			left[i] &= ~(1ULL << len);
+			keys[k].rdid = p[i].rdid;
+			keys[k].prefix = p[i].ip->dst_addr & rte_cpu_to_be_32(mask);
+			keys[k].len = len;
+			kp[k] = &keys[k];
+			idx[k++] = i;
+		}
+		if (k == 0)
+			return;
+		hits = 0;
+		rte_hash_lookup_bulk_data(t->routes, kp, k, &hits, data);
+		for (i = 0; i < k; i++)
+			if (hits & (1ULL << i))
+				p[idx[i]].rt = data[i];
+	}
+}
+
+static inline void
+emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
+	   const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
+{
+	const struct nvgw_record *r = p->rec;
+	const struct nvgw_vsid *vs = t->vsid_by_idx[r->vsid_idx];
+	uint16_t ip_len = rte_be_to_cpu_16(p->ip->total_length);
+	uint32_t l3 = (uint8_t *)p->ip - rte_pktmbuf_mtod(m, uint8_t *);
+	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
+	uint8_t flowid;
+	uint8_t *h;
+
+	if (unlikely(vs == NULL))
+		return nvgw_drop(w, NVGW_DROP_no_lookup_record, m);
+	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
+		w->drops[NVGW_DROP_no_neighbour]++;
+		punt(w, m, EXC(NVGW_EXC_RESOLVE, NVGW_SCOPE_PROVIDER), r->nh->ip);
+		return;
+	}
+	if (unlikely(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN > pv->mtu)) {
+		w->drops[NVGW_DROP_mtu_exceeded]++;
+		if (p->in_vlan && (p->ip->fragment_offset &
+				   rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)))
+			punt(w, m, EXC(NVGW_EXC_FRAG_NEEDED, p->in_vlan),
+			     pv->mtu - (NVGW_NVGRE_LEN - NVGW_ETH_LEN));
+		else
+			rte_pktmbuf_free(m);
+		return;
+	}
+	flowid = vs->flowid_fixed ? vs->flowid :
+		 nvgw_flowid(p->ip, p->hl, ip_len);
+	nvgw_ttl_dec(p->ip);
+	/* Make exactly NVGW_NVGRE_LEN bytes in front of the routed IPv4 header
+	 * and drop any link padding after it. */
+	h = l3 < NVGW_NVGRE_LEN ?
+	    (uint8_t *)rte_pktmbuf_prepend(m, NVGW_NVGRE_LEN - l3) :
+	    (uint8_t *)rte_pktmbuf_adj(m, l3 - NVGW_NVGRE_LEN);
+	if (unlikely(h == NULL))
+		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
+	rte_pktmbuf_trim(m, m->pkt_len - (NVGW_NVGRE_LEN + ip_len));
+
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
+	struct nvgw_outer *o = (struct nvgw_outer *)(eth + 1);
+	struct rte_ether_hdr *ieth = (struct rte_ether_hdr *)(o + 1);
+
+	nvgw_mac_from_word(&eth->dst_addr, mac);
+	rte_ether_addr_copy(&pv->mac, &eth->src_addr);
+	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	*o = r->outer;
+	o->ip.total_length = rte_cpu_to_be_16(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN);
+	o->gre_key |= rte_cpu_to_be_32(flowid);
+	o->ip.hdr_checksum = rte_ipv4_cksum(&o->ip);
+	rte_ether_addr_copy(&r->mac, &ieth->dst_addr);
+	rte_ether_addr_copy(&vs->gw_mac, &ieth->src_addr);
+	ieth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+
+	w->vsid[r->vsid_idx].encap_pkts++;
+	w->vsid[r->vsid_idx].encap_bytes += NVGW_ETH_LEN + ip_len;
+	nvgw_tx(w, w->ctx->provider_port, m);
+}
+
+static inline void
+emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
+	      struct rte_mbuf *m, struct pkt *p)
+{
+	const struct nvgw_route *rt = p->rt;
+	const struct nvgw_attach *a = t->attach[rt->vlan];
+	const struct nvgw_neigh *nh = rt->nh;
+	uint16_t ip_len = rte_be_to_cpu_16(p->ip->total_length);
+	uint32_t l3 = (uint8_t *)p->ip - rte_pktmbuf_mtod(m, uint8_t *);
+	uint32_t nh_ip = rt->nh_ip ? rt->nh_ip : p->ip->dst_addr;
+	uint64_t mac;
+	uint8_t *h;
+
+	if (unlikely(a == NULL || a->rdid != p->rdid))
+		return nvgw_drop(w, NVGW_DROP_no_route, m);
+	if (nh == NULL)
+		nh = nvgw_neigh_find(t, rt->vlan, nh_ip);
+	mac = nh ? __atomic_load_n(&nh->mac, __ATOMIC_ACQUIRE) : 0;
+	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
+		w->drops[NVGW_DROP_no_neighbour]++;
+		punt(w, m, EXC(NVGW_EXC_RESOLVE, rt->vlan), nh_ip);
+		return;
+	}
+	nvgw_ttl_dec(p->ip);
+	h = l3 < NVGW_VLAN_ETH_LEN ?
+	    (uint8_t *)rte_pktmbuf_prepend(m, NVGW_VLAN_ETH_LEN - l3) :
+	    (uint8_t *)rte_pktmbuf_adj(m, l3 - NVGW_VLAN_ETH_LEN);
+	if (unlikely(h == NULL))
+		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
+	rte_pktmbuf_trim(m, m->pkt_len - (NVGW_VLAN_ETH_LEN + ip_len));
+
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
+	struct rte_vlan_hdr *vh = (struct rte_vlan_hdr *)(eth + 1);
+
+	nvgw_mac_from_word(&eth->dst_addr, mac);
+	rte_ether_addr_copy(&a->mac, &eth->src_addr);
+	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN);
+	vh->vlan_tci = rte_cpu_to_be_16(rt->vlan);
+	vh->eth_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	nvgw_tx(w, w->ctx->customer_port, m);
+}
+
+void
+nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts, uint16_t n)
+{
+	const struct nvgw_tables *t = w->ctx->t;
+	const struct nvgw_provider *pv = __atomic_load_n(&t->prov, __ATOMIC_ACQUIRE);
+	const int from_fabric = in_port == w->ctx->provider_port;
+	struct pkt p[NVGW_BURST];
+	struct rte_mbuf *m[NVGW_BURST];
+	struct nvgw_rec_key keys[NVGW_BURST];
+	const void *kp[NVGW_BURST];
+	void *data[NVGW_BURST];
+	uint16_t i, k = 0, j;
+	uint64_t hits;
+
+	if (unlikely(pv == NULL || (!from_fabric && in_port != w->ctx->customer_port))) {
+		for (i = 0; i < n; i++)
+			nvgw_drop(w, NVGW_DROP_no_tx_port, pkts[i]);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+
+	/* 1. classify */
+	for (i = 0; i < n; i++) {
+		if (unlikely(pkts[i]->nb_segs != 1)) {
+			nvgw_drop(w, NVGW_DROP_multi_segment, pkts[i]);
+			continue;
+		}
+		if (from_fabric ? classify_provider(w, t, pv, pkts[i], &p[k])
+				: classify_customer(w, t, pkts[i], &p[k]))
+			m[k++] = pkts[i];
+	}
+
+	/* 2. decap: anti-spoofing, in bulk */
+	if (from_fabric && k) {
+		for (i = 0; i < k; i++)
+			kp[i] = &p[i].key;
+		hits = 0;
+		rte_hash_lookup_bulk_data(t->records, kp, k, &hits, data);
+		for (i = 0, j = 0; i < k; i++) {
+			const struct nvgw_record *r = data[i];
+			if (!(hits & (1ULL << i)) || r->pa != p[i].outer_src) {
+				nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
+				continue;
+			}
+			w->vsid[r->vsid_idx].decap_pkts++;
+			w->vsid[r->vsid_idx].decap_bytes +=
+				NVGW_ETH_LEN + rte_be_to_cpu_16(p[i].ip->total_length);
+			if (p[i].rdid == 0) {            /* ICMP for the subnet gateway */
+				to_exception(w, m[i], EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
+				continue;
+			}
+			if (p[i].ip->time_to_live <= 1) {
+				nvgw_drop(w, NVGW_DROP_ttl_expired, m[i]);
+				continue;
+			}
+			p[j] = p[i];
+			m[j++] = m[i];
+		}
+		k = j;
+	}
+	if (k == 0)
+		return;
+
+	/* 3. routes, in bulk */
+	route_bulk(t, p, k);
+
+	/* 4. lookup records of destinations in virtual subnets, in bulk */
+	for (i = 0, j = 0; i < k; i++) {
+		const struct nvgw_route *rt = p[i].rt;
+
+		p[i].rec = NULL;
+		if (rt == NULL || rt->kind == NVGW_ROUTE_CUSTOMER)
+			continue;
+		keys[j].vsid = rt->vsid;
+		keys[j].ca = rt->kind == NVGW_ROUTE_APPLIANCE ? rt->nh_ip : p[i].ip->dst_addr;
+		kp[j] = &keys[j];
+		j++;
+	}
+	hits = 0;
+	if (j)
+		rte_hash_lookup_bulk_data(t->records, kp, j, &hits, data);
+
+	/* 5. emit */
+	for (i = 0, j = 0; i < k; i++) {
+		const struct nvgw_route *rt = p[i].rt;
+
+		if (rt == NULL) {
+			nvgw_drop(w, NVGW_DROP_no_route, m[i]);
+		} else if (rt->kind == NVGW_ROUTE_CUSTOMER) {
+			emit_customer(w, t, m[i], &p[i]);
+		} else if (!(hits & (1ULL << j++))) {
+			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);
+		} else {
+			p[i].rec = data[j - 1];
+			if (unlikely(p[i].rec->method != NVGW_ENCAP))
+				nvgw_drop(w, NVGW_DROP_method_unsupported, m[i]);
+			else
+				emit_nvgre(w, t, pv, m[i], &p[i]);
+		}
+	}
+}

@@ -1,0 +1,378 @@
+/* Policy tables: creation, writers, and RCU-deferred reclamation. */
+#include <errno.h>
+#include <string.h>
+#include <rte_hash_crc.h>
+#include <rte_ip.h>
+#include <rte_malloc.h>
+#include <rte_cycles.h>
+
+#include "tables.h"
+
+#define HASH_FLAGS (RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF | RTE_HASH_EXTRA_FLAGS_EXT_TABLE)
+
+static struct rte_hash *
+make_hash(const char *what, uint32_t entries, uint32_t key_len, int socket)
+{
+	char name[RTE_HASH_NAMESIZE];
+	struct rte_hash_parameters p = {
+		.name = name, .entries = entries, .key_len = key_len,
+		.hash_func = rte_hash_crc, .socket_id = socket,
+		.extra_flag = HASH_FLAGS,
+	};
+
+	snprintf(name, sizeof(name), "nvgw_%s", what);
+	return rte_hash_create(&p);
+}
+
+int
+nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, int socket)
+{
+	struct nvgw_tables *t;
+	size_t qsz = rte_rcu_qsbr_get_memsize(sz->readers);
+	uint32_t garbage = sz->records + sz->routes + NVGW_MAX_VSIDS + 64;
+
+	t = rte_zmalloc_socket("nvgw_tables", sizeof(*t), RTE_CACHE_LINE_SIZE, socket);
+	if (t == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&t->neigh_lock, NULL);
+	t->max_neigh = sz->neighbours;
+	t->max_garbage = garbage;
+	t->vsids = make_hash("vsids", NVGW_MAX_VSIDS, sizeof(uint32_t), socket);
+	t->records = make_hash("records", sz->records, sizeof(struct nvgw_rec_key), socket);
+	t->routes = make_hash("routes", sz->routes, sizeof(struct nvgw_route_key), socket);
+	t->neigh = make_hash("neigh", sz->neighbours, sizeof(struct nvgw_neigh_key), socket);
+	t->rd_lens = rte_zmalloc_socket("nvgw_rd_lens", NVGW_MAX_RD * sizeof(uint64_t),
+					RTE_CACHE_LINE_SIZE, socket);
+	t->qsbr = rte_zmalloc_socket("nvgw_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket);
+	t->garbage = rte_malloc_socket(NULL, garbage * sizeof(void *), 0, socket);
+	t->free_rec_pos = rte_malloc_socket(NULL, sz->records * sizeof(int32_t), 0, socket);
+	t->free_route_pos = rte_malloc_socket(NULL, sz->routes * sizeof(int32_t), 0, socket);
+	t->free_vsid_pos = rte_malloc_socket(NULL, NVGW_MAX_VSIDS * sizeof(int32_t), 0, socket);
+	if (!t->vsids || !t->records || !t->routes || !t->neigh || !t->rd_lens || !t->qsbr ||
+	    !t->garbage || !t->free_rec_pos || !t->free_route_pos || !t->free_vsid_pos ||
+	    rte_rcu_qsbr_init(t->qsbr, sz->readers) != 0) {
+		nvgw_tables_free(t);
+		return -ENOMEM;
+	}
+	*out = t;
+	return 0;
+}
+
+static void
+free_all_data(struct rte_hash *h)
+{
+	const void *key;
+	void *data;
+	uint32_t next = 0;
+
+	if (h == NULL)
+		return;
+	while (rte_hash_iterate(h, &key, &data, &next) >= 0)
+		rte_free(data);
+	rte_hash_free(h);
+}
+
+void
+nvgw_tables_free(struct nvgw_tables *t)
+{
+	unsigned int i;
+
+	if (t == NULL)
+		return;
+	nvgw_tables_commit(t);
+	free_all_data(t->records);
+	free_all_data(t->routes);
+	free_all_data(t->neigh);
+	free_all_data(t->vsids);
+	for (i = 0; i < NVGW_MAX_VLAN; i++)
+		rte_free(t->attach[i]);
+	rte_free(t->prov);
+	rte_free(t->rd_lens);
+	rte_free(t->qsbr);
+	rte_free(t->garbage);
+	rte_free(t->free_rec_pos);
+	rte_free(t->free_route_pos);
+	rte_free(t->free_vsid_pos);
+	rte_free(t);
+}
+
+static void
+defer_free(struct nvgw_tables *t, void *obj)
+{
+	if (obj == NULL)
+		return;
+	if (t->n_garbage == t->max_garbage)
+		nvgw_tables_commit(t);
+	t->garbage[t->n_garbage++] = obj;
+}
+
+void
+nvgw_tables_commit(struct nvgw_tables *t)
+{
+	uint32_t i;
+
+	if (t->n_garbage + t->n_rec_pos + t->n_route_pos + t->n_vsid_pos == 0)
+		return;
+	/* Readers that saw the old objects have all passed a quiescent state. */
+	rte_rcu_qsbr_synchronize(t->qsbr, RTE_QSBR_THRID_INVALID);
+	for (i = 0; i < t->n_garbage; i++)
+		rte_free(t->garbage[i]);
+	for (i = 0; i < t->n_rec_pos; i++)
+		rte_hash_free_key_with_position(t->records, t->free_rec_pos[i]);
+	for (i = 0; i < t->n_route_pos; i++)
+		rte_hash_free_key_with_position(t->routes, t->free_route_pos[i]);
+	for (i = 0; i < t->n_vsid_pos; i++)
+		rte_hash_free_key_with_position(t->vsids, t->free_vsid_pos[i]);
+	t->n_garbage = t->n_rec_pos = t->n_route_pos = t->n_vsid_pos = 0;
+}
+
+/* Replace the value of key (adding it if new) and retire the old value. */
+static int
+swap_value(struct nvgw_tables *t, struct rte_hash *h, const void *key, void *val)
+{
+	void *old = NULL;
+	int had = rte_hash_lookup_data(h, key, &old) >= 0;
+	int rc = rte_hash_add_key_data(h, key, val);
+
+	if (rc < 0) {
+		rte_free(val);
+		return rc;
+	}
+	if (had)
+		defer_free(t, old);
+	return 0;
+}
+
+static int
+delete_key(struct nvgw_tables *t, struct rte_hash *h, const void *key,
+	   int32_t *positions, uint32_t *n_pos)
+{
+	void *old;
+	int32_t pos;
+
+	if (rte_hash_lookup_data(h, key, &old) < 0)
+		return -ENOENT;
+	pos = rte_hash_del_key(h, key);
+	if (pos < 0)
+		return pos;
+	positions[(*n_pos)++] = pos;
+	defer_free(t, old);
+	return 0;
+}
+
+int
+nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint32_t mask,
+		  uint32_t gw_ip, uint16_t mtu, const uint8_t mac[6])
+{
+	struct nvgw_provider *p;
+
+	if (n_pa == 0 || n_pa > NVGW_MAX_PA)
+		return -EINVAL;
+	p = rte_zmalloc(NULL, sizeof(*p), RTE_CACHE_LINE_SIZE);
+	if (p == NULL)
+		return -ENOMEM;
+	memcpy(p->pa, pa, n_pa * sizeof(*pa));
+	p->n_pa = n_pa;
+	p->mask = mask;
+	p->gw_ip = gw_ip;
+	p->mtu = mtu;
+	memcpy(&p->mac, mac, 6);
+	defer_free(t, __atomic_exchange_n(&t->prov, p, __ATOMIC_RELEASE));
+	return 0;
+}
+
+int
+nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_ip,
+	      const uint8_t gw_mac[6], int flowid, uint16_t idx)
+{
+	struct nvgw_vsid *v;
+	int rc;
+
+	if (idx >= NVGW_MAX_VSIDS || rdid == 0 || rdid >= NVGW_MAX_RD)
+		return -EINVAL;
+	v = rte_zmalloc(NULL, sizeof(*v), RTE_CACHE_LINE_SIZE);
+	if (v == NULL)
+		return -ENOMEM;
+	v->vsid = vsid;
+	v->rdid = rdid;
+	v->gw_ip = gw_ip;
+	memcpy(&v->gw_mac, gw_mac, 6);
+	v->flowid_fixed = flowid >= 0;
+	v->flowid = flowid >= 0 ? flowid : 0;
+	v->idx = idx;
+	/* The hash owns v; the index array is a second, non-owning view. */
+	rc = swap_value(t, t->vsids, &vsid, v);
+	if (rc == 0)
+		__atomic_store_n(&t->vsid_by_idx[idx], v, __ATOMIC_RELEASE);
+	return rc;
+}
+
+int
+nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid)
+{
+	void *old;
+
+	if (rte_hash_lookup_data(t->vsids, &vsid, &old) < 0)
+		return -ENOENT;
+	__atomic_store_n(&t->vsid_by_idx[((struct nvgw_vsid *)old)->idx], NULL,
+			 __ATOMIC_RELEASE);
+	return delete_key(t, t->vsids, &vsid, t->free_vsid_pos, &t->n_vsid_pos);
+}
+
+static struct nvgw_neigh *
+provider_neigh(struct nvgw_tables *t, uint32_t pa)
+{
+	return t->prov ? nvgw_neigh_set(t, NVGW_SCOPE_PROVIDER,
+					nvgw_provider_nexthop(t->prov, pa), NULL, 0) : NULL;
+}
+
+int
+nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t mac[6],
+		uint32_t pa, uint8_t method)
+{
+	struct nvgw_rec_key k = { vsid, ca };
+	struct nvgw_record *r;
+	struct nvgw_vsid *v;
+
+	if (t->prov == NULL)
+		return -EINVAL;
+	if (rte_hash_lookup_data(t->vsids, &vsid, (void **)&v) < 0)
+		return -ENOENT;
+	r = rte_zmalloc(NULL, sizeof(*r), RTE_CACHE_LINE_SIZE);
+	if (r == NULL)
+		return -ENOMEM;
+	r->nh = provider_neigh(t, pa);
+	if (r->nh == NULL) {
+		rte_free(r);
+		return -ENOSPC;
+	}
+	memcpy(&r->mac, mac, 6);
+	r->method = method;
+	r->vsid_idx = v->idx;
+	r->vsid = vsid;
+	r->ca = ca;
+	r->pa = pa;
+	r->outer.ip.version_ihl = RTE_IPV4_VHL_DEF;
+	r->outer.ip.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+	r->outer.ip.time_to_live = 64;
+	r->outer.ip.next_proto_id = IPPROTO_GRE;
+	r->outer.ip.src_addr = t->prov->pa[0];
+	r->outer.ip.dst_addr = pa;
+	r->outer.gre_flags = rte_cpu_to_be_16(0x2000);
+	r->outer.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
+	r->outer.gre_key = rte_cpu_to_be_32(vsid << 8);
+	return swap_value(t, t->records, &k, r);
+}
+
+int
+nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
+{
+	struct nvgw_rec_key k = { vsid, ca };
+
+	return delete_key(t, t->records, &k, t->free_rec_pos, &t->n_rec_pos);
+}
+
+int
+nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
+	       uint8_t kind, uint32_t vsid, uint16_t vlan, uint32_t nh_ip)
+{
+	struct nvgw_route_key k = { rdid, prefix, len };
+	struct nvgw_route *r;
+	int rc;
+
+	if (rdid == 0 || rdid >= NVGW_MAX_RD || len > 32)
+		return -EINVAL;
+	r = rte_zmalloc(NULL, sizeof(*r), RTE_CACHE_LINE_SIZE);
+	if (r == NULL)
+		return -ENOMEM;
+	r->kind = kind;
+	r->vsid = vsid;
+	r->vlan = vlan;
+	r->nh_ip = nh_ip;
+	if (kind == NVGW_ROUTE_CUSTOMER && nh_ip != 0) {
+		r->nh = nvgw_neigh_set(t, vlan, nh_ip, NULL, 0);
+		if (r->nh == NULL) {
+			rte_free(r);
+			return -ENOSPC;
+		}
+	}
+	rc = swap_value(t, t->routes, &k, r);
+	if (rc == 0)    /* after the route exists: a reader never skips a real one */
+		__atomic_or_fetch(&t->rd_lens[rdid], 1ULL << len, __ATOMIC_RELEASE);
+	return rc;
+}
+
+int
+nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
+	       int last_of_len)
+{
+	struct nvgw_route_key k = { rdid, prefix, len };
+	int rc = delete_key(t, t->routes, &k, t->free_route_pos, &t->n_route_pos);
+
+	/* The caller knows whether other routes of the domain have this length. */
+	if (rc == 0 && last_of_len)
+		__atomic_and_fetch(&t->rd_lens[rdid], ~(1ULL << len), __ATOMIC_RELEASE);
+	return rc;
+}
+
+int
+nvgw_attach_set(struct nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip,
+		uint32_t mask, const uint8_t mac[6])
+{
+	struct nvgw_attach *a;
+
+	if (vlan == 0 || vlan >= NVGW_MAX_VLAN || rdid == 0 || rdid >= NVGW_MAX_RD)
+		return -EINVAL;
+	a = rte_zmalloc(NULL, sizeof(*a), RTE_CACHE_LINE_SIZE);
+	if (a == NULL)
+		return -ENOMEM;
+	a->vlan = vlan;
+	a->rdid = rdid;
+	a->ip = ip;
+	a->mask = mask;
+	memcpy(&a->mac, mac, 6);
+	defer_free(t, __atomic_exchange_n(&t->attach[vlan], a, __ATOMIC_RELEASE));
+	return 0;
+}
+
+int
+nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan)
+{
+	if (vlan == 0 || vlan >= NVGW_MAX_VLAN || t->attach[vlan] == NULL)
+		return -ENOENT;
+	defer_free(t, __atomic_exchange_n(&t->attach[vlan], NULL, __ATOMIC_RELEASE));
+	return 0;
+}
+
+struct nvgw_neigh *
+nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip, const uint8_t *mac,
+	       int only_existing)
+{
+	struct nvgw_neigh_key k = { scope, ip };
+	struct nvgw_neigh *n = NULL;
+	uint64_t word = 0;
+
+	pthread_mutex_lock(&t->neigh_lock);
+	if (rte_hash_lookup_data(t->neigh, &k, (void **)&n) < 0) {
+		n = NULL;
+		if (!only_existing && t->n_neigh < t->max_neigh) {
+			n = rte_zmalloc(NULL, sizeof(*n), RTE_CACHE_LINE_SIZE);
+			if (n != NULL) {
+				n->ip = ip;
+				n->scope = scope;
+				if (rte_hash_add_key_data(t->neigh, &k, n) < 0) {
+					rte_free(n);
+					n = NULL;
+				} else {
+					t->n_neigh++;
+				}
+			}
+		}
+	}
+	if (n != NULL && mac != NULL) {
+		memcpy(&word, mac, 6);
+		__atomic_store_n(&n->mac, word | NVGW_NEIGH_VALID, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&t->neigh_lock);
+	return n;
+}

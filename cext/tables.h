@@ -1,0 +1,163 @@
+/* Policy tables: written by the control thread, read lock-free by workers.
+ *
+ * Hashes use RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF, values are pointers to
+ * immutable objects: a change builds a new object and swaps the pointer;
+ * the old one (and any deleted key slot) is freed after an RCU QSBR grace
+ * period, in nvgw_tables_commit(). Neighbour MACs are single 64-bit words,
+ * updated in place with one atomic store. */
+#ifndef NVGW_TABLES_H
+#define NVGW_TABLES_H
+
+#include <stdint.h>
+#include <pthread.h>
+#include <rte_ether.h>
+#include <rte_hash.h>
+#include <rte_rcu_qsbr.h>
+
+#define NVGW_MAX_VSIDS      16384   /* virtual subnets per gateway (counter slots) */
+#define NVGW_MAX_RD         65536   /* routing domain ids 1..65535 */
+#define NVGW_MAX_VLAN       4096
+#define NVGW_MAX_PA         8
+#define NVGW_NEIGH_VALID    (1ULL << 48)
+#define NVGW_SCOPE_PROVIDER 0       /* neighbour scope: 0 = fabric, else VLAN id */
+
+enum nvgw_method { NVGW_ENCAP = 0, NVGW_REWRITE = 1 };
+
+enum nvgw_route_kind {
+	NVGW_ROUTE_VSUBNET = 0,     /* destination is a CA in a virtual subnet */
+	NVGW_ROUTE_APPLIANCE = 1,   /* next hop is a CA in a virtual subnet */
+	NVGW_ROUTE_CUSTOMER = 2,    /* next hop on a customer VLAN (0 = on-link) */
+};
+
+struct nvgw_neigh {
+	uint64_t mac;               /* MAC in the low 48 bits | NVGW_NEIGH_VALID */
+	uint64_t last_request;      /* tsc of the last ARP request (exception thread) */
+	uint32_t ip;                /* network order */
+	uint16_t scope;
+};
+
+/* The outer headers of NVGRE toward one PA, built when policy changes. */
+struct nvgw_outer {
+	struct rte_ipv4_hdr ip;
+	uint16_t gre_flags;         /* 0x2000: K bit, version 0 */
+	uint16_t gre_proto;         /* 0x6558 */
+	uint32_t gre_key;           /* vsid << 8; the FlowID byte is patched */
+} __rte_packed;
+
+struct nvgw_vsid {
+	uint32_t vsid;
+	uint32_t rdid;
+	uint32_t gw_ip;             /* network order */
+	struct rte_ether_addr gw_mac;
+	uint8_t flowid_fixed;       /* 1: every packet carries `flowid` */
+	uint8_t flowid;
+	uint16_t idx;               /* counter slot */
+};
+
+struct nvgw_record {
+	struct nvgw_outer outer;    /* template toward this record's PA */
+	struct rte_ether_addr mac;  /* CA MAC */
+	uint8_t method;
+	uint16_t vsid_idx;
+	uint32_t vsid;
+	uint32_t ca, pa;            /* network order */
+	struct nvgw_neigh *nh;      /* fabric next hop for pa */
+};
+
+struct nvgw_route {
+	uint8_t kind;
+	uint16_t vlan;              /* CUSTOMER */
+	uint32_t nh_ip;             /* network order; 0 = on-link */
+	uint32_t vsid;              /* VSUBNET / APPLIANCE */
+	struct nvgw_neigh *nh;      /* CUSTOMER with a next hop */
+};
+
+struct nvgw_attach {
+	uint16_t vlan;
+	uint32_t rdid;
+	uint32_t ip;                /* the gateway's address on this VLAN */
+	uint32_t mask;
+	struct rte_ether_addr mac;
+};
+
+struct nvgw_provider {
+	uint32_t pa[NVGW_MAX_PA];   /* our PAs; pa[0] is the encap source */
+	uint16_t n_pa;
+	uint32_t mask;              /* fabric subnet of our PAs */
+	uint32_t gw_ip;             /* fabric router for PAs off our subnet (0: none) */
+	uint16_t mtu;               /* provider IP MTU */
+	struct rte_ether_addr mac;
+};
+
+struct nvgw_tables {
+	struct rte_hash *vsids;     /* vsid -> nvgw_vsid */
+	struct rte_hash *records;   /* {vsid, ca} -> nvgw_record */
+	struct rte_hash *routes;    /* {rdid, prefix, len} -> nvgw_route */
+	struct rte_hash *neigh;     /* {scope, ip} -> nvgw_neigh (never freed) */
+	struct nvgw_vsid *vsid_by_idx[NVGW_MAX_VSIDS];
+	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists */
+	struct nvgw_attach *attach[NVGW_MAX_VLAN];
+	struct nvgw_provider *prov;
+	struct rte_rcu_qsbr *qsbr;
+	pthread_mutex_t neigh_lock; /* neighbours have two writers: control, exceptions */
+	uint32_t n_neigh, max_neigh;
+	/* Objects and key slots waiting for a grace period. */
+	void **garbage;
+	uint32_t n_garbage, max_garbage;
+	int32_t *free_rec_pos, *free_route_pos, *free_vsid_pos;
+	uint32_t n_rec_pos, n_route_pos, n_vsid_pos;
+};
+
+struct nvgw_table_sizes {
+	uint32_t records, routes, neighbours, readers;
+};
+
+struct nvgw_rec_key { uint32_t vsid, ca; };
+struct nvgw_route_key { uint32_t rdid, prefix, len; };
+struct nvgw_neigh_key { uint32_t scope, ip; };
+
+int nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz,
+		       int socket);
+void nvgw_tables_free(struct nvgw_tables *t);
+/* Wait for every reader to pass a quiescent state, then free the garbage. */
+void nvgw_tables_commit(struct nvgw_tables *t);
+
+/* Writers (control thread). Addresses in network order. 0 or -errno. */
+int nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa,
+		      uint32_t mask, uint32_t gw_ip, uint16_t mtu,
+		      const uint8_t mac[6]);
+int nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_ip,
+		  const uint8_t gw_mac[6], int flowid, uint16_t idx);
+int nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid);
+int nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca,
+		    const uint8_t mac[6], uint32_t pa, uint8_t method);
+int nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca);
+int nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
+		   uint8_t kind, uint32_t vsid, uint16_t vlan, uint32_t nh_ip);
+int nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
+		   int last_of_len);
+int nvgw_attach_set(struct nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip,
+		    uint32_t mask, const uint8_t mac[6]);
+int nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan);
+/* Static or learned MAC (mac NULL: create unresolved). Safe from any thread. */
+struct nvgw_neigh *nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip,
+				  const uint8_t *mac, int only_existing);
+
+/* Readers. */
+static inline struct nvgw_neigh *
+nvgw_neigh_find(const struct nvgw_tables *t, uint16_t scope, uint32_t ip)
+{
+	struct nvgw_neigh_key k = { scope, ip };
+	void *d;
+
+	return rte_hash_lookup_data(t->neigh, &k, &d) >= 0 ? d : NULL;
+}
+
+/* Fabric next hop for a remote PA: itself when on our subnet, else the router. */
+static inline uint32_t
+nvgw_provider_nexthop(const struct nvgw_provider *p, uint32_t pa)
+{
+	return (p->gw_ip == 0 || ((pa ^ p->pa[0]) & p->mask) == 0) ? pa : p->gw_ip;
+}
+
+#endif

@@ -1,0 +1,51 @@
+# cext/tables.h: policy tables and their writers.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef extern from "tables.h" nogil:
+    enum: NVGW_MAX_VSIDS
+    enum: NVGW_MAX_RD
+    enum: NVGW_MAX_PA
+    enum: NVGW_NEIGH_VALID
+    enum nvgw_route_kind:
+        NVGW_ROUTE_VSUBNET
+        NVGW_ROUTE_APPLIANCE
+        NVGW_ROUTE_CUSTOMER
+
+    struct rte_rcu_qsbr:
+        pass
+    struct rte_hash:
+        pass
+    struct nvgw_neigh:
+        uint64_t mac
+        uint32_t ip
+        uint16_t scope
+    struct nvgw_tables:
+        rte_rcu_qsbr *qsbr
+        rte_hash *neigh
+        uint32_t n_neigh
+    struct nvgw_table_sizes:
+        uint32_t records, routes, neighbours, readers
+
+    int nvgw_tables_create(nvgw_tables **out, const nvgw_table_sizes *sz, int socket)
+    void nvgw_tables_free(nvgw_tables *t)
+    void nvgw_tables_commit(nvgw_tables *t)
+    int nvgw_provider_set(nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint32_t mask,
+                          uint32_t gw_ip, uint16_t mtu, const uint8_t *mac)
+    int nvgw_vsid_set(nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_ip,
+                      const uint8_t *gw_mac, int flowid, uint16_t idx)
+    int nvgw_vsid_del(nvgw_tables *t, uint32_t vsid)
+    int nvgw_record_set(nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t *mac,
+                        uint32_t pa, uint8_t method)
+    int nvgw_record_del(nvgw_tables *t, uint32_t vsid, uint32_t ca)
+    int nvgw_route_set(nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
+                       uint8_t kind, uint32_t vsid, uint16_t vlan, uint32_t nh_ip)
+    int nvgw_route_del(nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
+                       int last_of_len)
+    int nvgw_attach_set(nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip,
+                        uint32_t mask, const uint8_t *mac)
+    int nvgw_attach_del(nvgw_tables *t, uint16_t vlan)
+    nvgw_neigh *nvgw_neigh_set(nvgw_tables *t, uint16_t scope, uint32_t ip,
+                               const uint8_t *mac, int only_existing)
+
+cdef extern from "rte_hash.h" nogil:
+    int rte_hash_iterate(const rte_hash *h, const void **key, void **data, uint32_t *next)

@@ -1,0 +1,519 @@
+"""The HNV policy model held by the gateway, and its batches.
+
+A batch is a list of operations ({"op": "set"|"del", "kind": ..., fields}).
+It is checked whole against the current policy, with every problem
+reported as one PolicyError sentence; only then are its changes written to
+the C tables, and one RCU commit follows. So a batch applies whole or not
+at all. A policy document (JSON, see README) is the batch that sets all of
+its objects. This module needs no EAL: `Policy(None)` validates only.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import re
+
+from dataplane.errors import ConfigError
+
+VSID_MIN, VSID_MAX = 4096, 16777214
+METHODS = {"encap": 0, "rewrite": 1}
+_MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+V4 = ipaddress.IPv4Address
+ZERO = V4("0.0.0.0")
+# route kinds, as cext/tables.h numbers them
+VSUBNET, APPLIANCE, CUSTOMER = 0, 1, 2
+
+
+class PolicyError(ConfigError):
+    """A policy object or batch is invalid; nothing of the batch was applied."""
+
+
+def _ip(v, what) -> V4:
+    try:
+        return V4(v)
+    except (ValueError, TypeError):
+        raise PolicyError(f"{what}: {v!r} is not an IPv4 address") from None
+
+
+def _net(v, what) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(v, strict=True)
+    except (ValueError, TypeError) as e:
+        raise PolicyError(f"{what}: {v!r} is not an IPv4 prefix ({e})") from None
+
+
+def _iface(v, what) -> ipaddress.IPv4Interface:
+    try:
+        return ipaddress.IPv4Interface(v)
+    except (ValueError, TypeError):
+        raise PolicyError(f"{what}: {v!r} is not an address with a prefix length") from None
+
+
+def _mac(v, what) -> str:
+    if not isinstance(v, str) or not _MAC.match(v):
+        raise PolicyError(f"{what}: {v!r} is not a MAC address")
+    return v.lower().replace("-", ":")
+
+
+def _int(v, what, lo, hi) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise PolicyError(f"{what}: {v!r} must be an integer in {lo}..{hi}")
+    return v
+
+
+def _vsid(v, what="vsid") -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not VSID_MIN <= v <= VSID_MAX:
+        raise PolicyError(f"{what}: VSID {v!r} is outside {VSID_MIN}..{VSID_MAX} "
+                          "(0..4095 and 16777215 are reserved)")
+    return v
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def _fields(op: dict, required: tuple, optional: tuple = ()) -> None:
+    where = f"{op.get('op')} {op.get('kind')}"
+    unknown = set(op) - {"op", "kind"} - set(required) - set(optional)
+    if unknown:
+        raise PolicyError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+    for f in required:
+        if f not in op:
+            raise PolicyError(f"{where}: missing field {f!r}")
+
+
+class Policy:
+    """The applied policy (a mirror of the C tables) and the batch engine.
+
+    `nv` is the Cython Nvgre object whose tables this policy drives, or None
+    to validate only. `macs` gives the default MACs: provider and customer
+    port addresses.
+    """
+
+    def __init__(self, nv=None, provider_mac="00:00:00:00:00:00",
+                 customer_mac="00:00:00:00:00:00", capacity=None):
+        self.nv = nv
+        self.provider_mac = provider_mac
+        self.customer_mac = customer_mac
+        self.capacity = capacity or {"records": 1 << 20, "routes": 1 << 17}
+        self.generation = 0
+        self.provider: dict | None = None
+        self.domains: dict[int, dict] = {}        # rdid -> {name}
+        self.subnets: dict[int, dict] = {}        # vsid -> subnet
+        self.attachments: dict[int, dict] = {}    # vlan -> attachment
+        self.routes: dict[tuple, dict] = {}       # (rdid, prefix) -> {next_hop: route}
+        self.records: dict[tuple, dict] = {}      # (vsid, ca) -> record
+        self.neighbours: dict[tuple, str] = {}    # (scope, ip) -> mac
+        self.installed: dict[tuple, tuple] = {}   # (rdid, prefix) -> C route installed
+        self.lengths: dict[tuple, int] = {}       # (rdid, prefix length) -> routes installed
+        self.free_slots = list(range(16383, -1, -1))
+
+    # -- reading -------------------------------------------------------------
+
+    def document(self) -> dict:
+        """The whole policy as a document that `load` accepts."""
+        doms = []
+        for rdid, d in sorted(self.domains.items()):
+            doms.append({
+                "rdid": rdid, "name": d["name"],
+                "subnets": [{k: v for k, v in s.items() if k not in ("rdid", "slot")}
+                            for s in self.subnets.values() if s["rdid"] == rdid],
+                "attachments": [{k: v for k, v in a.items() if k != "rdid"}
+                                for a in self.attachments.values() if a["rdid"] == rdid],
+                "routes": [{k: v for k, v in r.items() if k != "rdid"}
+                           for (d, _), by_nh in self.routes.items() if d == rdid
+                           for r in by_nh.values() if not r.get("auto")],
+            })
+        return {"provider": self.provider, "routing_domains": doms,
+                "records": list(self.records.values()),
+                "neighbours": [{"vlan": s, "ip": ip, "mac": m}
+                               for (s, ip), m in self.neighbours.items()]}
+
+    # -- batches ----------------------------------------------------------------
+
+    @staticmethod
+    def ops_of(doc: dict) -> list[dict]:
+        """The batch that sets every object of a policy document."""
+        if not isinstance(doc, dict):
+            raise PolicyError("a policy document is a JSON object")
+        unknown = set(doc) - {"provider", "routing_domains", "records", "neighbours"}
+        if unknown:
+            raise PolicyError(f"policy: unknown key {sorted(unknown)[0]!r}")
+        ops = []
+        if doc.get("provider") is not None:
+            ops.append({"op": "set", "kind": "provider", **doc["provider"]})
+        for d in doc.get("routing_domains", []):
+            if not isinstance(d, dict) or "rdid" not in d:
+                raise PolicyError("routing_domains: each needs an 'rdid'")
+            extra = set(d) - {"rdid", "name", "subnets", "attachments", "routes"}
+            if extra:
+                raise PolicyError(f"routing domain {d['rdid']}: unknown key {sorted(extra)[0]!r}")
+            ops.append({"op": "set", "kind": "domain", "rdid": d["rdid"],
+                        "name": d.get("name", "")})
+            for kind, key in (("subnet", "subnets"), ("attachment", "attachments"),
+                              ("route", "routes")):
+                ops += [{"op": "set", "kind": kind, "rdid": d["rdid"], **o}
+                        for o in d.get(key, [])]
+        ops += [{"op": "set", "kind": "record", **r} for r in doc.get("records", [])]
+        ops += [{"op": "set", "kind": "neighbour", **n} for n in doc.get("neighbours", [])]
+        return ops
+
+    def load_document(self, doc: dict) -> int:
+        """Make the policy equal `doc`: delete what it lacks, set the rest, one batch."""
+        new = Policy(None, self.provider_mac, self.customer_mac, self.capacity)
+        set_ops = self.ops_of(doc)
+        new.check(set_ops)                      # the document is valid on its own
+        keep_records = {(r["vsid"], r["ca"]) for r in new.records.values()}
+        keep_routes = {(d, p, nh) for (d, p), by_nh in new.routes.items() for nh in by_nh}
+        dels = [{"op": "del", "kind": "record", "vsid": v, "ca": ca}
+                for (v, ca) in self.records if (v, ca) not in keep_records]
+        dels += [{"op": "del", "kind": "route", "rdid": r, "prefix": p, "next_hop": nh}
+                 for (r, p), by_nh in self.routes.items() for nh, route in by_nh.items()
+                 if (r, p, nh) not in keep_routes and not route.get("auto")]
+        dels += [{"op": "del", "kind": "attachment", "vlan": v}
+                 for v in self.attachments if v not in new.attachments]
+        dels += [{"op": "del", "kind": "subnet", "vsid": v}
+                 for v in self.subnets if v not in new.subnets]
+        dels += [{"op": "del", "kind": "domain", "rdid": r}
+                 for r in self.domains if r not in new.domains]
+        dels += [{"op": "del", "kind": "neighbour", "vlan": s, "ip": ip}
+                 for (s, ip) in self.neighbours if (s, ip) not in new.neighbours]
+        return self.apply(dels + set_ops)
+
+    def check(self, ops: list[dict]) -> list[tuple]:
+        """Validate a batch against the current policy and stage it here.
+
+        Returns the C calls that realise it. On error the policy is as before.
+        """
+        if not isinstance(ops, list):
+            raise PolicyError("a batch is a list of operations")
+        saved = self._snapshot()
+        self._calls: list[tuple] = []
+        self._touched: set[tuple] = set()
+        try:
+            for i, op in enumerate(ops):
+                if not isinstance(op, dict) or op.get("op") not in ("set", "del"):
+                    raise PolicyError(f"operation {i}: needs 'op' = 'set' or 'del'")
+                handler = getattr(self, f"_{op['op']}_{op.get('kind')}", None)
+                if handler is None:
+                    raise PolicyError(f"operation {i}: unknown kind {op.get('kind')!r}")
+                handler(op)
+            self._routes_changed()
+            if len(self.records) > self.capacity["records"]:
+                raise PolicyError(f"{len(self.records)} lookup records exceed the table "
+                                  f"size of {self.capacity['records']}")
+            if len(self.installed) > self.capacity["routes"]:
+                raise PolicyError(f"{len(self.installed)} routes exceed the table size "
+                                  f"of {self.capacity['routes']}")
+        except PolicyError:
+            self._restore(saved)
+            raise
+        return self._calls
+
+    def apply(self, ops: list[dict]) -> int:
+        """Check then apply a batch whole; return the new generation."""
+        calls = self.check(ops)
+        if self.nv is not None:
+            for fn, *args in calls:
+                getattr(self.nv, fn)(*args)
+            self.nv.commit()
+        self.generation += 1
+        return self.generation
+
+    def _snapshot(self):
+        # Shallow copies of the dicts: staged objects are new dicts, never mutated.
+        return {k: copy.copy(getattr(self, k)) for k in
+                ("provider", "domains", "subnets", "attachments", "routes", "records",
+                 "neighbours", "installed", "lengths", "free_slots")}
+
+    def _restore(self, saved):
+        for k, v in saved.items():
+            setattr(self, k, v)
+
+    # -- provider and neighbours -------------------------------------------------
+
+    def _set_provider(self, op):
+        _fields(op, ("addresses",), ("gateway", "mtu"))
+        addrs = op["addresses"]
+        if not isinstance(addrs, list) or not 1 <= len(addrs) <= 8:
+            raise PolicyError("provider: 'addresses' must list 1..8 addresses with prefix")
+        ifs = [_iface(a, "provider address") for a in addrs]
+        gw = _ip(op.get("gateway", "0.0.0.0"), "provider gateway")
+        if gw != ZERO and gw not in ifs[0].network:
+            raise PolicyError(f"provider gateway {gw} is not in {ifs[0].network}")
+        mtu = _int(op.get("mtu", 1500), "provider mtu", 576, 9000)
+        self.provider = {"addresses": [str(i) for i in ifs], "gateway": str(gw), "mtu": mtu}
+        self._calls.append(("provider_set", [i.ip.packed for i in ifs], ifs[0].netmask.packed,
+                            gw.packed, mtu, mac_bytes(self.provider_mac)))
+        # Records carry our PA and their fabric next hop: rebuild them all.
+        for r in self.records.values():
+            self._push_record(r)
+
+    def _scope(self, op) -> int:
+        vlan = op.get("vlan", 0)
+        return 0 if vlan == 0 else _int(vlan, "neighbour vlan", 1, 4094)
+
+    def _set_neighbour(self, op):
+        _fields(op, ("ip", "mac"), ("vlan",))
+        scope, ip, mac = self._scope(op), _ip(op["ip"], "neighbour"), _mac(op["mac"], "neighbour")
+        self.neighbours[(scope, str(ip))] = mac
+        self._calls.append(("neigh_set", scope, ip.packed, mac_bytes(mac)))
+
+    def _del_neighbour(self, op):
+        _fields(op, ("ip",), ("vlan",))
+        key = (self._scope(op), str(_ip(op["ip"], "neighbour")))
+        if key not in self.neighbours:
+            raise PolicyError(f"no static neighbour {key[1]} (vlan {key[0]})")
+        del self.neighbours[key]    # the C entry stays; it keeps its last MAC
+
+    # -- routing domains, subnets, attachments -------------------------------------
+
+    def _rdid(self, op, must_exist=True) -> int:
+        rdid = _int(op.get("rdid"), "rdid", 1, 65535)
+        if must_exist and rdid not in self.domains:
+            raise PolicyError(f"routing domain {rdid} does not exist")
+        return rdid
+
+    def _set_domain(self, op):
+        _fields(op, ("rdid",), ("name",))
+        rdid = self._rdid(op, must_exist=False)
+        self.domains[rdid] = {"name": str(op.get("name", ""))}
+
+    def _del_domain(self, op):
+        _fields(op, ("rdid",))
+        rdid = self._rdid(op)
+        users = [f"virtual subnet {v}" for v, s in self.subnets.items() if s["rdid"] == rdid]
+        users += [f"attachment vlan {v}" for v, a in self.attachments.items()
+                  if a["rdid"] == rdid]
+        if users:
+            raise PolicyError(f"routing domain {rdid} still has {users[0]}; delete it first")
+        for (d, p), by_nh in list(self.routes.items()):
+            for nh in list(by_nh) if d == rdid else ():
+                self._drop_route((d, p, nh))
+        del self.domains[rdid]
+
+    def _set_subnet(self, op):
+        _fields(op, ("rdid", "vsid", "prefix"), ("gateway", "gateway_mac", "flowid"))
+        rdid, vsid = self._rdid(op), _vsid(op["vsid"])
+        net = _net(op["prefix"], f"virtual subnet {vsid}")
+        gw = _ip(op.get("gateway", str(net.network_address + 1) if net.prefixlen < 31
+                        else str(net.network_address)), f"virtual subnet {vsid} gateway")
+        if gw not in net:
+            raise PolicyError(f"virtual subnet {vsid}: gateway {gw} is not in {net}")
+        flowid = op.get("flowid")
+        if flowid is not None:
+            _int(flowid, f"virtual subnet {vsid} flowid", 0, 255)
+        old = self.subnets.get(vsid)
+        if old is not None and old["rdid"] != rdid:
+            raise PolicyError(f"VSID {vsid} is already in routing domain {old['rdid']}")
+        if old is not None and old["prefix"] != str(net):
+            raise PolicyError(f"virtual subnet {vsid}: its prefix cannot change "
+                              "(delete and re-add it)")
+        for v, s in self.subnets.items():
+            if v != vsid and s["rdid"] == rdid and net.overlaps(ipaddress.IPv4Network(s["prefix"])):
+                raise PolicyError(f"virtual subnet {vsid} ({net}) overlaps virtual subnet "
+                                  f"{v} ({s['prefix']}) in routing domain {rdid}")
+        if old is None:
+            if not self.free_slots:
+                raise PolicyError("too many virtual subnets (16384 at most)")
+            self.free_slots = self.free_slots[:-1]
+            slot = len(self.free_slots)
+        else:
+            slot = old["slot"]
+        sub = {"rdid": rdid, "vsid": vsid, "prefix": str(net), "gateway": str(gw),
+               "gateway_mac": _mac(op.get("gateway_mac", self.provider_mac), "gateway_mac"),
+               "flowid": flowid, "slot": slot}
+        self.subnets[vsid] = sub
+        self._calls.append(("vsid_set", vsid, rdid, gw.packed, mac_bytes(sub["gateway_mac"]),
+                            -1 if flowid is None else flowid, slot))
+        self._add_route({"rdid": rdid, "prefix": str(net), "next_hop": "0.0.0.0",
+                         "metric": 0, "vsid": vsid, "auto": True})
+
+    def _del_subnet(self, op):
+        _fields(op, ("vsid",))
+        vsid = _vsid(op["vsid"])
+        sub = self.subnets.get(vsid)
+        if sub is None:
+            raise PolicyError(f"virtual subnet {vsid} does not exist")
+        n = sum(1 for (v, _ca) in self.records if v == vsid)
+        if n:
+            raise PolicyError(f"virtual subnet {vsid} still has {n} lookup records; "
+                              "delete them first")
+        users = self._routes_via("vsid", vsid)
+        if users:
+            raise PolicyError(f"virtual subnet {vsid} is the next hop of route {users[0][1]} "
+                              f"via {users[0][2]}; delete it first")
+        self._drop_route((sub["rdid"], sub["prefix"], "0.0.0.0"))
+        del self.subnets[vsid]
+        self.free_slots = self.free_slots + [sub["slot"]]
+        self._calls.append(("vsid_del", vsid))
+
+    def _set_attachment(self, op):
+        _fields(op, ("rdid", "vlan", "address"), ("mac",))
+        rdid, vlan = self._rdid(op), _int(op["vlan"], "vlan", 1, 4094)
+        ifc = _iface(op["address"], f"attachment vlan {vlan}")
+        old = self.attachments.get(vlan)
+        if old is not None and old["rdid"] != rdid:
+            raise PolicyError(f"VLAN {vlan} is already attached to routing domain {old['rdid']}")
+        if old is not None and old["address"] != str(ifc):
+            self._drop_route((rdid, str(ipaddress.IPv4Interface(old["address"]).network),
+                              "0.0.0.0"))
+        att = {"rdid": rdid, "vlan": vlan, "address": str(ifc),
+               "mac": _mac(op.get("mac", self.customer_mac), "attachment mac")}
+        self.attachments[vlan] = att
+        self._calls.append(("attach_set", vlan, rdid, ifc.ip.packed, ifc.netmask.packed,
+                            mac_bytes(att["mac"])))
+        self._add_route({"rdid": rdid, "prefix": str(ifc.network), "next_hop": "0.0.0.0",
+                         "metric": 0, "vlan": vlan, "auto": True})
+
+    def _del_attachment(self, op):
+        _fields(op, ("vlan",))
+        vlan = _int(op["vlan"], "vlan", 1, 4094)
+        att = self.attachments.get(vlan)
+        if att is None:
+            raise PolicyError(f"no attachment on VLAN {vlan}")
+        users = self._routes_via("vlan", vlan)
+        if users:
+            raise PolicyError(f"VLAN {vlan} is the next hop of route {users[0][1]} via "
+                              f"{users[0][2]}; delete it first")
+        self._drop_route((att["rdid"], str(ipaddress.IPv4Interface(att["address"]).network),
+                          "0.0.0.0"))
+        del self.attachments[vlan]
+        self._calls.append(("attach_del", vlan))
+
+    # -- records --------------------------------------------------------------------
+
+    def _set_record(self, op):
+        _fields(op, ("vsid", "ca", "mac", "pa"), ("method",))
+        vsid = _vsid(op["vsid"])
+        sub = self.subnets.get(vsid)
+        if sub is None:
+            raise PolicyError(f"lookup record {op['ca']}: virtual subnet {vsid} does not exist")
+        ca = _ip(op["ca"], "lookup record CA")
+        if ca not in ipaddress.IPv4Network(sub["prefix"]):
+            raise PolicyError(f"lookup record {ca} is outside virtual subnet {vsid} "
+                              f"({sub['prefix']})")
+        method = op.get("method", "encap")
+        if method not in METHODS:
+            raise PolicyError(f"lookup record {ca}: method must be 'encap' or 'rewrite'")
+        if self.provider is None:
+            raise PolicyError("lookup records need the provider addresses set first")
+        rec = {"vsid": vsid, "ca": str(ca), "mac": _mac(op["mac"], f"lookup record {ca}"),
+               "pa": str(_ip(op["pa"], f"lookup record {ca} PA")), "method": method}
+        self.records[(vsid, str(ca))] = rec
+        self._push_record(rec)
+
+    def _push_record(self, rec):
+        self._calls.append(("record_set", rec["vsid"], V4(rec["ca"]).packed,
+                            mac_bytes(rec["mac"]), V4(rec["pa"]).packed,
+                            METHODS[rec["method"]]))
+
+    def _del_record(self, op):
+        _fields(op, ("vsid", "ca"))
+        key = (_vsid(op["vsid"]), str(_ip(op["ca"], "lookup record CA")))
+        if key not in self.records:
+            raise PolicyError(f"no lookup record for {key[1]} in VSID {key[0]}")
+        del self.records[key]
+        self._calls.append(("record_del", key[0], V4(key[1]).packed))
+
+    # -- customer routes -----------------------------------------------------------------
+
+    def _set_route(self, op):
+        _fields(op, ("rdid", "prefix", "next_hop"), ("metric", "vlan", "vsid"))
+        rdid = self._rdid(op)
+        net = _net(op["prefix"], "route prefix")
+        nh = _ip(op["next_hop"], f"route {net} next hop")
+        metric = _int(op.get("metric", 256), f"route {net} metric", 0, 65535)
+        route = {"rdid": rdid, "prefix": str(net), "next_hop": str(nh), "metric": metric}
+        # Where the next hop lives: a customer VLAN or a virtual subnet of this domain.
+        if "vlan" in op:
+            vlan = _int(op["vlan"], f"route {net} vlan", 1, 4094)
+            att = self.attachments.get(vlan)
+            if att is None or att["rdid"] != rdid:
+                raise PolicyError(f"route {net}: VLAN {vlan} is not attached to routing "
+                                  f"domain {rdid}")
+            route["vlan"] = vlan
+        elif "vsid" in op:
+            vsid = _vsid(op["vsid"])
+            if vsid not in self.subnets or self.subnets[vsid]["rdid"] != rdid:
+                raise PolicyError(f"route {net}: VSID {vsid} is not in routing domain {rdid}")
+            route["vsid"] = vsid
+        elif nh == ZERO:
+            raise PolicyError(f"route {net}: an on-link route needs 'vlan' or 'vsid'")
+        else:
+            where = [("vlan", v) for v, a in self.attachments.items() if a["rdid"] == rdid
+                     and nh in ipaddress.IPv4Interface(a["address"]).network]
+            where += [("vsid", v) for v, s in self.subnets.items() if s["rdid"] == rdid
+                      and nh in ipaddress.IPv4Network(s["prefix"])]
+            if not where:
+                raise PolicyError(f"route {net}: next hop {nh} is on no VLAN and in no "
+                                  f"virtual subnet of routing domain {rdid}")
+            route[where[0][0]] = where[0][1]
+        self._add_route(route)
+
+    def _del_route(self, op):
+        _fields(op, ("rdid", "prefix", "next_hop"))
+        key = (self._rdid(op), str(_net(op["prefix"], "route prefix")),
+               str(_ip(op["next_hop"], "route next hop")))
+        if self.routes.get(key[:2], {}).get(key[2], {"auto": True}).get("auto"):
+            raise PolicyError(f"no customer route {key[1]} via {key[2]} in routing "
+                              f"domain {key[0]}")
+        self._drop_route(key)
+
+    def _routes_via(self, field, value) -> list[tuple]:
+        return [(d, p, nh) for (d, p), by_nh in self.routes.items()
+                for nh, r in by_nh.items() if r.get(field) == value and not r.get("auto")]
+
+    def _add_route(self, route):
+        key = (route["rdid"], route["prefix"])
+        # Copy-on-write: the snapshot of a failed batch keeps the old inner dict.
+        self.routes[key] = {**self.routes.get(key, {}), route["next_hop"]: route}
+        self._touched.add(key)
+
+    def _drop_route(self, key):
+        by_nh = {**self.routes.get(key[:2], {})}
+        by_nh.pop(key[2], None)
+        if by_nh:
+            self.routes[key[:2]] = by_nh
+        else:
+            self.routes.pop(key[:2], None)
+        self._touched.add(key[:2])
+
+    def _routes_changed(self):
+        """Install the best (lowest metric) route of each touched prefix in C."""
+        for rdid, prefix in sorted(self._touched):
+            cands = list(self.routes.get((rdid, prefix), {}).values())
+            net = ipaddress.IPv4Network(prefix)
+            old = self.installed.pop((rdid, prefix), None)
+            if old is not None:
+                self.lengths[(rdid, net.prefixlen)] -= 1
+            if not cands:
+                if old is not None:
+                    last = self.lengths[(rdid, net.prefixlen)] == 0
+                    self._calls.append(("route_del", rdid, net.network_address.packed,
+                                        net.prefixlen, last))
+                continue
+            self.lengths[(rdid, net.prefixlen)] = self.lengths.get((rdid, net.prefixlen), 0) + 1
+            best = min(cands, key=lambda r: (r["metric"], r["next_hop"]))
+            nh = V4(best["next_hop"])
+            if "vlan" in best:
+                c = (CUSTOMER, 0, best["vlan"], nh.packed)
+            elif nh == ZERO:
+                c = (VSUBNET, best["vsid"], 0, nh.packed)
+            else:
+                c = (APPLIANCE, best["vsid"], 0, nh.packed)
+            self.installed[(rdid, prefix)] = c
+            if c != old:
+                self._calls.append(("route_set", rdid, net.network_address.packed,
+                                    net.prefixlen, *c))
+
+
+def load_file(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise PolicyError(f"cannot read policy {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise PolicyError(f"policy {path} is not valid JSON: {e}") from None
