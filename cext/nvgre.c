@@ -78,8 +78,11 @@ classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	p->hl = nvgw_ipv4_ok(p->ip, m->data_len - NVGW_VLAN_ETH_LEN);
 	if (p->hl == 0)
 		return nvgw_drop(w, NVGW_DROP_bad_ip_header, m), 0;
-	if (p->ip->dst_addr == a->ip)
+	if (p->ip->dst_addr == a->ip) {
+		if (p->ip->next_proto_id != IPPROTO_ICMP)
+			return nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m), 0;
 		return to_exception(w, m, EXC(NVGW_EXC_LOCAL_CUSTOMER, vlan), 0), 0;
+	}
 	if (p->ip->time_to_live <= 1)
 		return nvgw_drop(w, NVGW_DROP_ttl_expired, m), 0;
 	p->in_vlan = vlan;
@@ -368,8 +371,12 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			w->vsid[r->vsid_idx].decap_pkts++;
 			w->vsid[r->vsid_idx].decap_bytes +=
 				NVGW_ETH_LEN + rte_be_to_cpu_16(p[i].ip->total_length);
-			if (p[i].rdid == 0) {            /* ICMP for the subnet gateway */
-				to_exception(w, m[i], EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
+			if (p[i].rdid == 0) {            /* for the subnet gateway */
+				if (p[i].ip->next_proto_id != IPPROTO_ICMP)
+					nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m[i]);
+				else
+					to_exception(w, m[i],
+						     EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
 				continue;
 			}
 			if (p[i].ip->time_to_live <= 1) {

@@ -24,6 +24,77 @@ make_hash(const char *what, uint32_t entries, uint32_t key_len, int socket)
 	return rte_hash_create(&p);
 }
 
+static int
+slab_init(struct nvgw_slab *s, uint32_t obj_size, uint32_t n, int socket)
+{
+	uint32_t i;
+
+	s->obj_size = RTE_ALIGN_CEIL(obj_size, 16);
+	s->n = n;
+	s->base = rte_zmalloc_socket("nvgw_slab", (size_t)s->obj_size * n,
+				     RTE_CACHE_LINE_SIZE, socket);
+	s->free = rte_malloc_socket("nvgw_slab_free", n * sizeof(uint32_t), 0, socket);
+	if (s->base == NULL || s->free == NULL)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		s->free[i] = n - 1 - i;
+	s->n_free = n;
+	return 0;
+}
+
+void nvgw_tables_commit(struct nvgw_tables *t);
+
+/* An object from slab s; when all are used or waiting for a grace period,
+ * wait for it (a big batch replacing many objects) and try again. */
+static void *
+slab_get(struct nvgw_tables *t, struct nvgw_slab *s)
+{
+	uint8_t *obj;
+
+	if (s->n_free == 0)
+		nvgw_tables_commit(t);
+	if (s->n_free == 0)
+		return NULL;
+	obj = s->base + (size_t)s->free[--s->n_free] * s->obj_size;
+	memset(obj, 0, s->obj_size);
+	return obj;
+}
+
+static int
+slab_owns(const struct nvgw_slab *s, const void *obj)
+{
+	return (const uint8_t *)obj >= s->base &&
+	       (const uint8_t *)obj < s->base + (size_t)s->obj_size * s->n;
+}
+
+static void
+slab_put(struct nvgw_slab *s, void *obj)
+{
+	s->free[s->n_free++] = ((uint8_t *)obj - s->base) / s->obj_size;
+}
+
+static void
+slab_fini(struct nvgw_slab *s)
+{
+	rte_free(s->base);
+	rte_free(s->free);
+}
+
+/* Return an object to whichever slab it came from. */
+static void
+obj_free(struct nvgw_tables *t, void *obj)
+{
+	struct nvgw_slab *slabs[] = { &t->rec_slab, &t->route_slab, &t->vsid_slab };
+	unsigned int i;
+
+	for (i = 0; i < RTE_DIM(slabs); i++)
+		if (slab_owns(slabs[i], obj)) {
+			slab_put(slabs[i], obj);
+			return;
+		}
+	rte_free(obj);
+}
+
 int
 nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, int socket)
 {
@@ -50,26 +121,19 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->free_vsid_pos = rte_malloc_socket(NULL, NVGW_MAX_VSIDS * sizeof(int32_t), 0, socket);
 	if (!t->vsids || !t->records || !t->routes || !t->neigh || !t->rd_lens || !t->qsbr ||
 	    !t->garbage || !t->free_rec_pos || !t->free_route_pos || !t->free_vsid_pos ||
-	    rte_rcu_qsbr_init(t->qsbr, sz->readers) != 0) {
+	    rte_rcu_qsbr_init(t->qsbr, sz->readers) != 0 ||
+	    /* a margin for replaced objects waiting out a grace period */
+	    slab_init(&t->rec_slab, sizeof(struct nvgw_record), sz->records + sz->records / 8 + 64,
+		      socket) ||
+	    slab_init(&t->route_slab, sizeof(struct nvgw_route), sz->routes + sz->routes / 8 + 64,
+		      socket) ||
+	    slab_init(&t->vsid_slab, sizeof(struct nvgw_vsid), NVGW_MAX_VSIDS + 1024, socket) ||
+	    slab_init(&t->neigh_slab, sizeof(struct nvgw_neigh), sz->neighbours, socket)) {
 		nvgw_tables_free(t);
 		return -ENOMEM;
 	}
 	*out = t;
 	return 0;
-}
-
-static void
-free_all_data(struct rte_hash *h)
-{
-	const void *key;
-	void *data;
-	uint32_t next = 0;
-
-	if (h == NULL)
-		return;
-	while (rte_hash_iterate(h, &key, &data, &next) >= 0)
-		rte_free(data);
-	rte_hash_free(h);
 }
 
 void
@@ -79,11 +143,16 @@ nvgw_tables_free(struct nvgw_tables *t)
 
 	if (t == NULL)
 		return;
-	nvgw_tables_commit(t);
-	free_all_data(t->records);
-	free_all_data(t->routes);
-	free_all_data(t->neigh);
-	free_all_data(t->vsids);
+	if (t->qsbr != NULL && t->garbage != NULL)
+		nvgw_tables_commit(t);
+	rte_hash_free(t->records);
+	rte_hash_free(t->routes);
+	rte_hash_free(t->neigh);
+	rte_hash_free(t->vsids);
+	slab_fini(&t->rec_slab);
+	slab_fini(&t->route_slab);
+	slab_fini(&t->vsid_slab);
+	slab_fini(&t->neigh_slab);
 	for (i = 0; i < NVGW_MAX_VLAN; i++)
 		rte_free(t->attach[i]);
 	rte_free(t->prov);
@@ -116,7 +185,7 @@ nvgw_tables_commit(struct nvgw_tables *t)
 	/* Readers that saw the old objects have all passed a quiescent state. */
 	rte_rcu_qsbr_synchronize(t->qsbr, RTE_QSBR_THRID_INVALID);
 	for (i = 0; i < t->n_garbage; i++)
-		rte_free(t->garbage[i]);
+		obj_free(t, t->garbage[i]);
 	for (i = 0; i < t->n_rec_pos; i++)
 		rte_hash_free_key_with_position(t->records, t->free_rec_pos[i]);
 	for (i = 0; i < t->n_route_pos; i++)
@@ -135,7 +204,7 @@ swap_value(struct nvgw_tables *t, struct rte_hash *h, const void *key, void *val
 	int rc = rte_hash_add_key_data(h, key, val);
 
 	if (rc < 0) {
-		rte_free(val);
+		obj_free(t, val);
 		return rc;
 	}
 	if (had)
@@ -190,9 +259,9 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 
 	if (idx >= NVGW_MAX_VSIDS || rdid == 0 || rdid >= NVGW_MAX_RD)
 		return -EINVAL;
-	v = rte_zmalloc(NULL, sizeof(*v), RTE_CACHE_LINE_SIZE);
+	v = slab_get(t, &t->vsid_slab);
 	if (v == NULL)
-		return -ENOMEM;
+		return -ENOSPC;
 	v->vsid = vsid;
 	v->rdid = rdid;
 	v->gw_ip = gw_ip;
@@ -238,12 +307,12 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 		return -EINVAL;
 	if (rte_hash_lookup_data(t->vsids, &vsid, (void **)&v) < 0)
 		return -ENOENT;
-	r = rte_zmalloc(NULL, sizeof(*r), RTE_CACHE_LINE_SIZE);
+	r = slab_get(t, &t->rec_slab);
 	if (r == NULL)
-		return -ENOMEM;
+		return -ENOSPC;
 	r->nh = provider_neigh(t, pa);
 	if (r->nh == NULL) {
-		rte_free(r);
+		slab_put(&t->rec_slab, r);
 		return -ENOSPC;
 	}
 	memcpy(&r->mac, mac, 6);
@@ -282,9 +351,9 @@ nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 
 	if (rdid == 0 || rdid >= NVGW_MAX_RD || len > 32)
 		return -EINVAL;
-	r = rte_zmalloc(NULL, sizeof(*r), RTE_CACHE_LINE_SIZE);
+	r = slab_get(t, &t->route_slab);
 	if (r == NULL)
-		return -ENOMEM;
+		return -ENOSPC;
 	r->kind = kind;
 	r->vsid = vsid;
 	r->vlan = vlan;
@@ -292,7 +361,7 @@ nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 	if (kind == NVGW_ROUTE_CUSTOMER && nh_ip != 0) {
 		r->nh = nvgw_neigh_set(t, vlan, nh_ip, NULL, 0);
 		if (r->nh == NULL) {
-			rte_free(r);
+			slab_put(&t->route_slab, r);
 			return -ENOSPC;
 		}
 	}
@@ -356,12 +425,12 @@ nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip, const uint8_t
 	if (rte_hash_lookup_data(t->neigh, &k, (void **)&n) < 0) {
 		n = NULL;
 		if (!only_existing && t->n_neigh < t->max_neigh) {
-			n = rte_zmalloc(NULL, sizeof(*n), RTE_CACHE_LINE_SIZE);
+			n = slab_get(t, &t->neigh_slab);
 			if (n != NULL) {
 				n->ip = ip;
 				n->scope = scope;
 				if (rte_hash_add_key_data(t->neigh, &k, n) < 0) {
-					rte_free(n);
+					slab_put(&t->neigh_slab, n);
 					n = NULL;
 				} else {
 					t->n_neigh++;

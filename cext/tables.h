@@ -89,6 +89,14 @@ struct nvgw_provider {
 	struct rte_ether_addr mac;
 };
 
+/* Fixed-size objects from one allocation: rte_malloc is far too slow for a
+ * million small objects, and this bounds the memory up front. */
+struct nvgw_slab {
+	uint8_t *base;
+	uint32_t obj_size, n, n_free;
+	uint32_t *free;             /* stack of free object indexes */
+};
+
 struct nvgw_tables {
 	struct rte_hash *vsids;     /* vsid -> nvgw_vsid */
 	struct rte_hash *records;   /* {vsid, ca} -> nvgw_record */
@@ -101,6 +109,7 @@ struct nvgw_tables {
 	struct rte_rcu_qsbr *qsbr;
 	pthread_mutex_t neigh_lock; /* neighbours have two writers: control, exceptions */
 	uint32_t n_neigh, max_neigh;
+	struct nvgw_slab rec_slab, route_slab, vsid_slab, neigh_slab;
 	/* Objects and key slots waiting for a grace period. */
 	void **garbage;
 	uint32_t n_garbage, max_garbage;

@@ -15,7 +15,8 @@ from dataplane.dpdk.rte_lcore cimport (rte_eal_remote_launch, rte_eal_wait_lcore
                                        rte_socket_id)
 from dataplane.dpdk.rte_errno cimport rte_strerror
 from dataplane.dpdk.rte_dev cimport rte_dev_probe
-from dataplane.dpdk.rte_malloc cimport rte_zmalloc_socket, rte_free
+from dataplane.dpdk.rte_malloc cimport (rte_zmalloc_socket, rte_free,
+                                        rte_malloc_socket_stats, rte_malloc_get_socket_stats)
 from dataplane.dpdk.rte_mempool cimport (rte_mempool, rte_mempool_avail_count,
                                          rte_mempool_in_use_count, rte_mempool_free)
 from dataplane.dpdk.rte_mbuf cimport rte_pktmbuf_pool_create, RTE_MBUF_DEFAULT_BUF_SIZE
@@ -84,6 +85,14 @@ def eal_cleanup():
     if _eal_up:
         rte_eal_cleanup()
         _eal_up = False
+
+
+def heap_stats():
+    """EAL heap of the main socket: total, allocated and free bytes."""
+    cdef rte_malloc_socket_stats st
+    check(rte_malloc_get_socket_stats(rte_socket_id(), &st), "heap stats")
+    return {"total": st.heap_totalsz_bytes, "allocated": st.heap_allocsz_bytes,
+            "free": st.heap_freesz_bytes}
 
 
 def lcore_enabled(unsigned int lcore):

@@ -30,6 +30,17 @@ def summary(counters: dict) -> str:
         busy = 100.0 * w["busy_cycles"] / cycles if cycles else 0.0
         lines.append(f"{i:<12} {w['lcore']:<9} {w['rx_pkts']:>12} {w['tx_pkts']:>14} "
                      f"{w['drop_pkts']:>12} {busy:>13.1f}%")
+    if any(v["encap_pkts"] or v["decap_pkts"] for v in (counters.get("vsids") or {}).values()):
+        lines.append(f"{'vsid':<12} {'':<9} {'encap_pkts':>12} {'encap_bytes':>14} "
+                     f"{'decap_pkts':>12} {'decap_bytes':>14}")
+        for vsid, v in counters["vsids"].items():
+            if not (v["encap_pkts"] or v["decap_pkts"]):
+                continue        # a big policy has many idle subnets
+            lines.append(f"{vsid:<12} {'':<9} {v['encap_pkts']:>12} {v['encap_bytes']:>14} "
+                         f"{v['decap_pkts']:>12} {v['decap_bytes']:>14}")
+    exc = {k: v for k, v in (counters.get("exceptions") or {}).items() if v}
+    if exc:
+        lines.append("exceptions: " + ", ".join(f"{k}={v}" for k, v in exc.items()))
     drops = {k: v for k, v in counters["drops"].items() if v}
     lines.append("drops: " + (", ".join(f"{k}={v}" for k, v in drops.items()) or "none"))
     return "\n".join(lines)

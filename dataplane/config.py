@@ -233,6 +233,16 @@ def memory_mode(cfg: Config) -> tuple[bool, str]:
     return False, f"auto: {free} MB of hugepages free, {need} MB needed"
 
 
+def runtime_prefix() -> str:
+    return f"nvgw{os.getpid()}"
+
+
+def runtime_dir() -> str:
+    """Where EAL puts this process's runtime files (its rule for root and others)."""
+    base = "/var/run" if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR", "/tmp")
+    return os.path.join(base, "dpdk", runtime_prefix())
+
+
 def eal_args(cfg: Config, hugepages: bool, prog: str = "nvgw-dataplane") -> list[str]:
     """The EAL argv: lcores pinned as configured, ports probed later by rte_dev_probe."""
     eal, wk = cfg.eal, cfg.workers
@@ -241,9 +251,11 @@ def eal_args(cfg: Config, hugepages: bool, prog: str = "nvgw-dataplane") -> list
     lcores = [f"{main}@{main_cpu}"] + [f"{lc}@{cpu}" for lc, cpu in zip(wk["lcores"], wk["cpus"])]
     args = [prog, "--lcores", ",".join(lcores), "--main-lcore", str(main),
             "-m", str(eal["memory_mb"]), f"--log-level={eal['log_level']}",
-            # One gateway per prefix: tests and operators may run several side by side.
-            f"--file-prefix=nvgw{os.getpid()}"]
-    args += [] if hugepages else ["--no-huge"]
+            # One runtime directory per gateway (telemetry socket): several
+            # gateways may run side by side; Gateway.stop() removes it.
+            f"--file-prefix={runtime_prefix()}"]
+    # No shared-config files: gateways are always primary processes.
+    args += ["--in-memory"] if hugepages else ["--no-huge", "--no-shconf"]
     pci = [p.device for p in cfg.ports if drivers.driver_of(p.device) is None]
     if pci:
         for dev in pci:

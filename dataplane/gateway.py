@@ -5,6 +5,8 @@ and the tests all drive the data plane through it.
 """
 from __future__ import annotations
 
+import shutil
+
 import structlog
 
 from dataplane import _dataplane as dp
@@ -141,6 +143,7 @@ class Gateway:
             self.pool.free()
             self.pool = None
         dp.eal_cleanup()
+        shutil.rmtree(cfgmod.runtime_dir(), ignore_errors=True)
 
     # -- counters -------------------------------------------------------------
 
@@ -168,6 +171,8 @@ class Gateway:
         out = {"ports": ports, "workers": workers, "drops": drops,
                 "mempool": ({"size": self.pool.size, "in_use": self.pool.in_use()}
                             if self.pool is not None else None)}
+        if self.workers is not None:
+            out["heap"] = dp.heap_stats()
         if self.policy is not None:
             out["exceptions"] = self.nv.exc_counters() if self.nv is not None else None
             out["generation"] = self.policy.generation

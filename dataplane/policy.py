@@ -13,6 +13,7 @@ import copy
 import ipaddress
 import json
 import re
+import socket
 
 from dataplane.errors import ConfigError
 
@@ -69,6 +70,14 @@ def _vsid(v, what="vsid") -> int:
     return v
 
 
+def _packed(v, what) -> bytes:
+    """Strict dotted-quad IPv4 to 4 bytes; the fast path for lookup records."""
+    try:
+        return socket.inet_pton(socket.AF_INET, v)
+    except (OSError, TypeError):
+        raise PolicyError(f"{what}: {v!r} is not an IPv4 address") from None
+
+
 def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
@@ -117,10 +126,10 @@ class Policy:
         for rdid, d in sorted(self.domains.items()):
             doms.append({
                 "rdid": rdid, "name": d["name"],
-                "subnets": [{k: v for k, v in s.items() if k not in ("rdid", "slot")}
-                            for s in self.subnets.values() if s["rdid"] == rdid],
-                "attachments": [{k: v for k, v in a.items() if k != "rdid"}
-                                for a in self.attachments.values() if a["rdid"] == rdid],
+                "subnets": [{k: v for k, v in self.subnets[vs].items()
+                             if k not in ("rdid", "slot", "net")} for vs in sorted(d["vsids"])],
+                "attachments": [{k: v for k, v in self.attachments[vl].items() if k != "rdid"}
+                                for vl in sorted(d["vlans"])],
                 "routes": [{k: v for k, v in r.items() if k != "rdid"}
                            for (d, _), by_nh in self.routes.items() if d == rdid
                            for r in by_nh.values() if not r.get("auto")],
@@ -278,14 +287,14 @@ class Policy:
     def _set_domain(self, op):
         _fields(op, ("rdid",), ("name",))
         rdid = self._rdid(op, must_exist=False)
-        self.domains[rdid] = {"name": str(op.get("name", ""))}
+        old = self.domains.get(rdid, {"vsids": frozenset(), "vlans": frozenset()})
+        self.domains[rdid] = {**old, "name": str(op.get("name", ""))}
 
     def _del_domain(self, op):
         _fields(op, ("rdid",))
         rdid = self._rdid(op)
-        users = [f"virtual subnet {v}" for v, s in self.subnets.items() if s["rdid"] == rdid]
-        users += [f"attachment vlan {v}" for v, a in self.attachments.items()
-                  if a["rdid"] == rdid]
+        users = [f"virtual subnet {v}" for v in sorted(self.domains[rdid]["vsids"])]
+        users += [f"attachment vlan {v}" for v in sorted(self.domains[rdid]["vlans"])]
         if users:
             raise PolicyError(f"routing domain {rdid} still has {users[0]}; delete it first")
         for (d, p), by_nh in list(self.routes.items()):
@@ -310,21 +319,24 @@ class Policy:
         if old is not None and old["prefix"] != str(net):
             raise PolicyError(f"virtual subnet {vsid}: its prefix cannot change "
                               "(delete and re-add it)")
-        for v, s in self.subnets.items():
-            if v != vsid and s["rdid"] == rdid and net.overlaps(ipaddress.IPv4Network(s["prefix"])):
+        for v in self.domains[rdid]["vsids"]:
+            s = self.subnets[v]
+            if v != vsid and net.overlaps(ipaddress.IPv4Network(s["prefix"])):
                 raise PolicyError(f"virtual subnet {vsid} ({net}) overlaps virtual subnet "
                                   f"{v} ({s['prefix']}) in routing domain {rdid}")
         if old is None:
             if not self.free_slots:
                 raise PolicyError("too many virtual subnets (16384 at most)")
-            self.free_slots = self.free_slots[:-1]
-            slot = len(self.free_slots)
+            slot = self.free_slots.pop()        # the snapshot holds its own copy
         else:
             slot = old["slot"]
         sub = {"rdid": rdid, "vsid": vsid, "prefix": str(net), "gateway": str(gw),
                "gateway_mac": _mac(op.get("gateway_mac", self.provider_mac), "gateway_mac"),
-               "flowid": flowid, "slot": slot}
+               "flowid": flowid, "slot": slot,
+               "net": (int(net.network_address), int(net.netmask))}
         self.subnets[vsid] = sub
+        d = self.domains[rdid]
+        self.domains[rdid] = {**d, "vsids": d["vsids"] | {vsid}}
         self._calls.append(("vsid_set", vsid, rdid, gw.packed, mac_bytes(sub["gateway_mac"]),
                             -1 if flowid is None else flowid, slot))
         self._add_route({"rdid": rdid, "prefix": str(net), "next_hop": "0.0.0.0",
@@ -346,7 +358,9 @@ class Policy:
                               f"via {users[0][2]}; delete it first")
         self._drop_route((sub["rdid"], sub["prefix"], "0.0.0.0"))
         del self.subnets[vsid]
-        self.free_slots = self.free_slots + [sub["slot"]]
+        d = self.domains[sub["rdid"]]
+        self.domains[sub["rdid"]] = {**d, "vsids": d["vsids"] - {vsid}}
+        self.free_slots.append(sub["slot"])
         self._calls.append(("vsid_del", vsid))
 
     def _set_attachment(self, op):
@@ -362,6 +376,8 @@ class Policy:
         att = {"rdid": rdid, "vlan": vlan, "address": str(ifc),
                "mac": _mac(op.get("mac", self.customer_mac), "attachment mac")}
         self.attachments[vlan] = att
+        d = self.domains[rdid]
+        self.domains[rdid] = {**d, "vlans": d["vlans"] | {vlan}}
         self._calls.append(("attach_set", vlan, rdid, ifc.ip.packed, ifc.netmask.packed,
                             mac_bytes(att["mac"])))
         self._add_route({"rdid": rdid, "prefix": str(ifc.network), "next_hop": "0.0.0.0",
@@ -380,29 +396,43 @@ class Policy:
         self._drop_route((att["rdid"], str(ipaddress.IPv4Interface(att["address"]).network),
                           "0.0.0.0"))
         del self.attachments[vlan]
+        d = self.domains[att["rdid"]]
+        self.domains[att["rdid"]] = {**d, "vlans": d["vlans"] - {vlan}}
         self._calls.append(("attach_del", vlan))
 
     # -- records --------------------------------------------------------------------
 
+    _RECORD_FIELDS = frozenset(("op", "kind", "vsid", "ca", "mac", "pa", "method"))
+
     def _set_record(self, op):
-        _fields(op, ("vsid", "ca", "mac", "pa"), ("method",))
-        vsid = _vsid(op["vsid"])
+        # The hot path of big batches (a million records): plain dict and
+        # socket calls instead of ipaddress objects.
+        if not self._RECORD_FIELDS.issuperset(op) or len(op) < 6:
+            _fields(op, ("vsid", "ca", "mac", "pa"), ("method",))
+        vsid = op["vsid"]
         sub = self.subnets.get(vsid)
         if sub is None:
+            _vsid(vsid)
             raise PolicyError(f"lookup record {op['ca']}: virtual subnet {vsid} does not exist")
-        ca = _ip(op["ca"], "lookup record CA")
-        if ca not in ipaddress.IPv4Network(sub["prefix"]):
-            raise PolicyError(f"lookup record {ca} is outside virtual subnet {vsid} "
+        ca = _packed(op["ca"], "lookup record CA")
+        net, mask = sub["net"]
+        if int.from_bytes(ca, "big") & mask != net:
+            raise PolicyError(f"lookup record {op['ca']} is outside virtual subnet {vsid} "
                               f"({sub['prefix']})")
         method = op.get("method", "encap")
         if method not in METHODS:
-            raise PolicyError(f"lookup record {ca}: method must be 'encap' or 'rewrite'")
+            raise PolicyError(f"lookup record {op['ca']}: method must be 'encap' or 'rewrite'")
         if self.provider is None:
             raise PolicyError("lookup records need the provider addresses set first")
-        rec = {"vsid": vsid, "ca": str(ca), "mac": _mac(op["mac"], f"lookup record {ca}"),
-               "pa": str(_ip(op["pa"], f"lookup record {ca} PA")), "method": method}
-        self.records[(vsid, str(ca))] = rec
-        self._push_record(rec)
+        mac = op["mac"]
+        if not isinstance(mac, str) or not _MAC.match(mac):
+            raise PolicyError(f"lookup record {op['ca']}: {mac!r} is not a MAC address")
+        pa = _packed(op["pa"], f"lookup record {op['ca']} PA")
+        ca_s = socket.inet_ntop(socket.AF_INET, ca)
+        rec = {"vsid": vsid, "ca": ca_s, "mac": mac.lower().replace("-", ":"),
+               "pa": socket.inet_ntop(socket.AF_INET, pa), "method": method}
+        self.records[(vsid, ca_s)] = rec
+        self._calls.append(("record_set", vsid, ca, mac_bytes(rec["mac"]), pa, METHODS[method]))
 
     def _push_record(self, rec):
         self._calls.append(("record_set", rec["vsid"], V4(rec["ca"]).packed,
@@ -442,10 +472,11 @@ class Policy:
         elif nh == ZERO:
             raise PolicyError(f"route {net}: an on-link route needs 'vlan' or 'vsid'")
         else:
-            where = [("vlan", v) for v, a in self.attachments.items() if a["rdid"] == rdid
-                     and nh in ipaddress.IPv4Interface(a["address"]).network]
-            where += [("vsid", v) for v, s in self.subnets.items() if s["rdid"] == rdid
-                      and nh in ipaddress.IPv4Network(s["prefix"])]
+            dom = self.domains[rdid]
+            where = [("vlan", v) for v in sorted(dom["vlans"])
+                     if nh in ipaddress.IPv4Interface(self.attachments[v]["address"]).network]
+            where += [("vsid", v) for v in sorted(dom["vsids"])
+                      if nh in ipaddress.IPv4Network(self.subnets[v]["prefix"])]
             if not where:
                 raise PolicyError(f"route {net}: next hop {nh} is on no VLAN and in no "
                                   f"virtual subnet of routing domain {rdid}")

@@ -1,7 +1,8 @@
 """nvgwctl: the operator's client.
 
-For now it reads a gateway's live counters through the gateway's control
-socket; policy commands go through nvgw-mgmt in a later step.
+It talks to one gateway's control socket: live counters, and policy
+(apply a declarative file, migrate a CA). Each command is one function
+that the CLI prints and automation can call.
 """
 from __future__ import annotations
 
@@ -36,9 +37,36 @@ def show(client: ControlClient, what: str) -> tuple[object, str]:
         text = _table(rows, ["worker", "lcore", "rx_pkts", "tx_pkts", "drop_pkts", "busy"])
     elif what == "drops":
         text = _table([{"reason": k, "packets": v} for k, v in data.items()], ["reason", "packets"])
+    elif what == "neighbours":
+        text = _table([dict(n, mac=n["mac"] or "(resolving)") for n in data],
+                      ["vlan", "ip", "mac"])
+    elif what == "policy":
+        text = json.dumps(data, indent=2)
     else:
         text = "\n\n".join(show(client, w)[1] for w in ("ports", "workers", "drops"))
     return data, text
+
+
+def show_vsid(client: ControlClient, vsid: int) -> tuple[object, str]:
+    data = client.request("show", what="vsid", vsid=vsid)
+    return data, _table([data], ["vsid", "rdid", "encap_pkts", "encap_bytes",
+                                 "decap_pkts", "decap_bytes"])
+
+
+def apply_file(client: ControlClient, path: str) -> tuple[object, str]:
+    """Make the gateway's policy equal the JSON document in `path` (one batch)."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise NvgwError(f"cannot read policy {path}: {e}") from None
+    data = client.request("load", document=doc)
+    return data, f"applied {path}: generation {data['generation']}"
+
+
+def migrate(client: ControlClient, vsid: int, ca: str, pa: str) -> tuple[object, str]:
+    data = client.request("migrate", vsid=vsid, ca=ca, pa=pa)
+    return data, f"{ca} in VSID {vsid} now at {pa}: generation {data['generation']}"
 
 
 def main(argv=None) -> int:
@@ -49,12 +77,29 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sh = sub.add_parser("show", help="read a gateway's live counters")
-    sh.add_argument("what", choices=["counters", "ports", "workers", "drops"])
+    sh.add_argument("what", choices=["counters", "ports", "workers", "drops", "vsid",
+                                     "policy", "neighbours"])
+    sh.add_argument("vsid", nargs="?", type=int, help="with 'vsid': the VSID")
+    ap_ = sub.add_parser("apply", help="make the policy equal a JSON document")
+    ap_.add_argument("-f", "--file", required=True)
+    mg = sub.add_parser("migrate", help="move a CA to a new PA (live migration)")
+    mg.add_argument("--vsid", type=int, required=True)
+    mg.add_argument("--ca", required=True)
+    mg.add_argument("--pa", required=True)
     args = ap.parse_args(argv)
 
     client = ControlClient(args.gateway, int(args.timeout * 1000))
     try:
-        data, text = show(client, args.what)
+        if args.cmd == "apply":
+            data, text = apply_file(client, args.file)
+        elif args.cmd == "migrate":
+            data, text = migrate(client, args.vsid, args.ca, args.pa)
+        elif args.what == "vsid":
+            if args.vsid is None:
+                ap.error("show vsid needs a VSID")
+            data, text = show_vsid(client, args.vsid)
+        else:
+            data, text = show(client, args.what)
     except NvgwError as e:
         print(f"nvgwctl: {e}", file=sys.stderr)
         return 1

@@ -71,7 +71,7 @@ class GatewayProcess:
     """nvgw-dataplane in a subprocess with its own control socket."""
 
     def __init__(self, workdir: Path, ports: list, body: str = "", lcores=(1,),
-                 memory_mb: int = 256):
+                 memory_mb: int = 256, start_timeout: float = START_TIMEOUT):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ports = ports
@@ -85,6 +85,7 @@ class GatewayProcess:
             f'[eal]\nmemory = "no-huge"\nmemory_mb = {memory_mb}\n'
             f"[workers]\nlcores = {list(lcores)}\ncpus = {pin(lcores)}\n"
             f'[control]\nsocket = "{self.endpoint}"\n{body}\n{port_toml}')
+        self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
         self.client = ControlClient(self.endpoint, timeout_ms=2000)
         self.stdout = self.stderr = ""
@@ -98,7 +99,7 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             self.command("--config", str(self.config), "--stats-json", str(self.stats_path)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._collect()
@@ -112,7 +113,7 @@ class GatewayProcess:
                     pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"gateway not ready within {START_TIMEOUT} s:\n{self.stderr}")
+        raise RuntimeError(f"gateway not ready within {self.start_timeout} s:\n{self.stderr}")
 
     def request(self, type_: str, **fields):
         return self.client.request(type_, **fields)
@@ -137,11 +138,15 @@ class GatewayProcess:
     def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
+        if self.proc is not None and self.returncode is None:
+            # communicate, not wait: a gateway blocked on a full pipe never exits.
             try:
-                self.proc.wait(timeout)
+                out, err = self.proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        self._collect()
+                out, err = self.proc.communicate()
+            self.stdout, self.stderr = out or "", err or ""
+            self.returncode = self.proc.returncode
         return self.returncode
 
     def _collect(self) -> None:
