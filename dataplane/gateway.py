@@ -186,15 +186,16 @@ class Gateway:
             raise NvgwError("this gateway runs no NVGRE pipeline (pipeline.mode = forward)")
         return self.policy
 
-    def apply(self, ops: list) -> int:
-        """Apply a batch whole or not at all; return the applied generation."""
-        gen = self._need_policy().apply(ops)
+    def apply(self, ops: list, generation: int | None = None) -> int:
+        """Apply a batch whole or not at all; return the applied generation
+        (`generation` when the management process numbers batches)."""
+        gen = self._need_policy().apply(ops, generation)
         log.info("policy_applied", ops=len(ops), generation=gen)
         return gen
 
-    def load(self, document: dict) -> int:
+    def load(self, document: dict, generation: int | None = None) -> int:
         """Make the policy equal a whole document (diff, then one batch)."""
-        gen = self._need_policy().load_document(document)
+        gen = self._need_policy().load_document(document, generation)
         log.info("policy_loaded", records=len(self.policy.records), generation=gen)
         return gen
 

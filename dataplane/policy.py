@@ -168,7 +168,7 @@ class Policy:
         ops += [{"op": "set", "kind": "neighbour", **n} for n in doc.get("neighbours", [])]
         return ops
 
-    def load_document(self, doc: dict) -> int:
+    def load_document(self, doc: dict, generation: int | None = None) -> int:
         """Make the policy equal `doc`: delete what it lacks, set the rest, one batch."""
         new = Policy(None, self.provider_mac, self.customer_mac, self.capacity)
         set_ops = self.ops_of(doc)
@@ -188,7 +188,7 @@ class Policy:
                  for r in self.domains if r not in new.domains]
         dels += [{"op": "del", "kind": "neighbour", "vlan": s, "ip": ip}
                  for (s, ip) in self.neighbours if (s, ip) not in new.neighbours]
-        return self.apply(dels + set_ops)
+        return self.apply(dels + set_ops, generation)
 
     def check(self, ops: list[dict]) -> list[tuple]:
         """Validate a batch against the current policy and stage it here.
@@ -220,14 +220,18 @@ class Policy:
             raise
         return self._calls
 
-    def apply(self, ops: list[dict]) -> int:
-        """Check then apply a batch whole; return the new generation."""
+    def apply(self, ops: list[dict], generation: int | None = None) -> int:
+        """Check then apply a batch whole; return the new generation: `generation`
+        when a management process numbers its batches, else the next one."""
+        if generation is not None and (not isinstance(generation, int) or
+                                       isinstance(generation, bool) or generation < 0):
+            raise PolicyError(f"generation {generation!r} must be a non-negative integer")
         calls = self.check(ops)
         if self.nv is not None:
             for fn, *args in calls:
                 getattr(self.nv, fn)(*args)
             self.nv.commit()
-        self.generation += 1
+        self.generation = self.generation + 1 if generation is None else generation
         return self.generation
 
     def _snapshot(self):
