@@ -75,8 +75,10 @@ echo_reply(struct rte_ipv4_hdr *ip, uint32_t avail)
 	    icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
 		return -1;
 	icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
-	sum = icmp->icmp_cksum + rte_cpu_to_be_16(RTE_IP_ICMP_ECHO_REQUEST << 8);
-	icmp->icmp_cksum = (uint16_t)(sum + (sum >> 16));
+	/* RFC 1624 eqn. 3: the type/code word drops by 0x0800, ~m + m' = ~0x0800. */
+	sum = (uint16_t)~icmp->icmp_cksum + rte_cpu_to_be_16(0xF7FF);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	icmp->icmp_cksum = (uint16_t)~sum;
 	tmp = ip->src_addr;
 	ip->src_addr = ip->dst_addr;
 	ip->dst_addr = tmp;
@@ -105,8 +107,13 @@ from_provider(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbu
 		for (i = 0; i < pv->n_pa; i++)
 			if (arp->arp_data.arp_tip == pv->pa[i])
 				break;
-		if (i == pv->n_pa)
-			goto ignore;
+		if (i == pv->n_pa) {
+			uint64_t word;    /* our rewrite PAs answer too */
+
+			if (!nvgw_rw_lookup(c->t, arp->arp_data.arp_tip, &word) ||
+			    !(word & NVGW_RW_GATEWAY))
+				goto ignore;
+		}
 		arp_reply(arp, &pv->mac);
 		c->c.arp_replies++;
 	} else if (echo_reply((struct rte_ipv4_hdr *)(eth + 1), avail) == 0) {
@@ -255,8 +262,6 @@ frag_needed(struct nvgw_ctx *c, struct rte_mbuf *m, uint16_t vlan, uint16_t mtu)
 	icmp->icmp_seq_nb = rte_cpu_to_be_16(mtu);   /* next-hop MTU (RFC 1191) */
 	memcpy(icmp + 1, orig, quote);
 	icmp->icmp_cksum = ~rte_raw_cksum(icmp, 8 + quote);
-	if (icmp->icmp_cksum == 0)
-		icmp->icmp_cksum = 0xFFFF;
 	c->c.frag_needed++;
 	inject(c, r, c->customer_port);
 done:

@@ -30,14 +30,32 @@ nvgw_ipv4_ok(const struct rte_ipv4_hdr *ip, uint32_t avail)
 	return (tot >= hl && tot <= avail) ? hl : 0;
 }
 
-/* TTL - 1 with the checksum updated incrementally (RFC 1624). */
+/* TTL - 1 with the checksum updated incrementally: RFC 1624 eqn. 3,
+ * HC' = ~(~HC + ~m + m'), where ~m + m' = ~0x0100 for the TTL/protocol word
+ * (eqn. 2, HC + 0x0100, gives 0xFFFF where the checksum is 0x0000). */
 static inline void
 nvgw_ttl_dec(struct rte_ipv4_hdr *ip)
 {
-	uint32_t sum = ip->hdr_checksum + rte_cpu_to_be_16(0x0100);
+	uint32_t sum = (uint16_t)~ip->hdr_checksum + rte_cpu_to_be_16(0xFEFF);
 
 	ip->time_to_live--;
-	ip->hdr_checksum = (uint16_t)(sum + (sum >> 16));
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	ip->hdr_checksum = (uint16_t)~sum;
+}
+
+/* RFC 1624 incremental update of a one's complement checksum for a 16- or
+ * 32-bit field changing from `from` to `to` (all as stored in the packet:
+ * the sum does not depend on byte order as long as it is the same). */
+static inline uint16_t
+nvgw_csum_replace(uint16_t csum, uint32_t from, uint32_t to)
+{
+	uint32_t s = (uint16_t)~csum;
+
+	s += (uint16_t)~(uint16_t)from + (uint16_t)~(uint16_t)(from >> 16);
+	s += (uint16_t)to + (uint16_t)(to >> 16);
+	s = (s & 0xFFFF) + (s >> 16);
+	s = (s & 0xFFFF) + (s >> 16);
+	return (uint16_t)~s;
 }
 
 static inline void
@@ -68,5 +86,14 @@ nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 	h ^= h >> 12;
 	return h >> 24;
 }
+
+/* IP rewrite of src/dst in place, every checksum updated incrementally
+ * (never recomputed, so a wrong one stays exactly as wrong):
+ * the IPv4 header; the TCP/UDP pseudo-header (a zero UDP checksum stays
+ * zero; non-first fragments have no L4 header); ICMP errors quote the
+ * packet that caused them, whose addresses mirror the outer ones and are
+ * rewritten too, with the quoted checksums and the ICMP checksum. */
+void nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail,
+		  uint32_t src, uint32_t dst);
 
 #endif
