@@ -21,6 +21,7 @@ struct pkt {
 	uint16_t hl;                    /* its header length */
 	uint16_t in_vlan;               /* customer ingress VLAN, 0 from the fabric */
 	uint32_t outer_src;             /* fabric ingress: the sender's PA */
+	uint8_t rewritten;              /* arrived by IP rewrite, not NVGRE */
 	uint32_t rdid;
 	const struct nvgw_route *rt;
 	const struct nvgw_record *rec;
@@ -87,6 +88,7 @@ classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return nvgw_drop(w, NVGW_DROP_ttl_expired, m), 0;
 	p->in_vlan = vlan;
 	p->rdid = a->rdid;
+	p->rewritten = 0;
 	return 1;
 }
 
@@ -99,6 +101,35 @@ our_pa(const struct nvgw_provider *pv, uint32_t ip)
 		if (pv->pa[i] == ip)
 			return 1;
 	return 0;
+}
+
+/* Provider ingress by IP rewrite: the destination is one of our rewrite
+ * PAs (standing for a customer-side CA), the source the PA of a rewritten
+ * VM of the same routing domain. Both become CAs; then route it. */
+static inline int
+classify_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbuf *m,
+		 struct rte_ipv4_hdr *ip, unsigned int hl, struct pkt *p)
+{
+	uint64_t dw, sw;
+	uint16_t ip_len = rte_be_to_cpu_16(ip->total_length);
+
+	if (!nvgw_rw_lookup(t, ip->dst_addr, &dw) || !(dw & NVGW_RW_GATEWAY))
+		return nvgw_drop(w, NVGW_DROP_not_our_pa, m), 0;
+	if (!nvgw_rw_lookup(t, ip->src_addr, &sw))
+		return nvgw_drop(w, NVGW_DROP_no_rewrite_mapping, m), 0;
+	if ((sw & NVGW_RW_GATEWAY) || NVGW_RW_RDID(sw) != NVGW_RW_RDID(dw))
+		return nvgw_drop(w, NVGW_DROP_rewrite_spoofed, m), 0;
+	if (ip->time_to_live <= 1)
+		return nvgw_drop(w, NVGW_DROP_ttl_expired, m), 0;
+	nvgw_rewrite(ip, hl, m->data_len - NVGW_ETH_LEN, NVGW_RW_CA(sw), NVGW_RW_CA(dw));
+	w->vsid[NVGW_RW_SLOT(sw)].rewrite_in_pkts++;
+	w->vsid[NVGW_RW_SLOT(sw)].rewrite_in_bytes += ip_len;
+	p->ip = ip;
+	p->hl = hl;
+	p->in_vlan = 0;
+	p->rdid = NVGW_RW_RDID(dw);
+	p->rewritten = 1;
+	return 1;
 }
 
 /* Provider ingress: outer checks, GRE, VSID, inner frame. 1 = check the
@@ -129,7 +160,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	if (rte_raw_cksum(oip, hl) != 0xFFFF)
 		return nvgw_drop(w, NVGW_DROP_bad_outer_checksum, m), 0;
 	if (!our_pa(pv, oip->dst_addr))
-		return nvgw_drop(w, NVGW_DROP_not_our_pa, m), 0;
+		return classify_rewrite(w, t, m, oip, hl, p);
 	if (oip->next_proto_id == IPPROTO_ICMP)
 		return to_exception(w, m, EXC(NVGW_EXC_LOCAL_PROVIDER, 0), 0), 0;
 	if (oip->next_proto_id != IPPROTO_GRE)
@@ -173,6 +204,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	p->key.vsid = vsid;
 	p->key.ca = p->ip->src_addr;
 	p->outer_src = oip->src_addr;
+	p->rewritten = 0;
 	p->in_vlan = 0;
 	p->rdid = vs->rdid;
 	if (p->ip->dst_addr == vs->gw_ip)
@@ -281,6 +313,53 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	nvgw_tx(w, w->ctx->provider_port, m);
 }
 
+/* Toward a rewritten VM: our PA for the (customer-side) source, the VM's
+ * PA for the destination; no extra header. */
+static inline void
+emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
+	     const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
+{
+	const struct nvgw_record *r = p->rec;
+	uint16_t ip_len = rte_be_to_cpu_16(p->ip->total_length);
+	uint32_t l3 = (uint8_t *)p->ip - rte_pktmbuf_mtod(m, uint8_t *);
+	uint32_t src_pa = nvgw_rw_gateway_pa(t, p->rdid, p->ip->src_addr);
+	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
+	uint8_t *h;
+
+	if (unlikely(src_pa == 0))
+		return nvgw_drop(w, NVGW_DROP_no_rewrite_mapping, m);
+	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
+		w->drops[NVGW_DROP_no_neighbour]++;
+		punt(w, m, EXC(NVGW_EXC_RESOLVE, NVGW_SCOPE_PROVIDER), r->nh->ip);
+		return;
+	}
+	if (unlikely(ip_len > pv->mtu)) {
+		w->drops[NVGW_DROP_mtu_exceeded]++;
+		if (p->in_vlan && (p->ip->fragment_offset &
+				   rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)))
+			punt(w, m, EXC(NVGW_EXC_FRAG_NEEDED, p->in_vlan), pv->mtu);
+		else
+			rte_pktmbuf_free(m);
+		return;
+	}
+	nvgw_ttl_dec(p->ip);
+	nvgw_rewrite(p->ip, p->hl, m->data_len - l3, src_pa, r->pa);
+	h = l3 < NVGW_ETH_LEN ? (uint8_t *)rte_pktmbuf_prepend(m, NVGW_ETH_LEN - l3) :
+				(uint8_t *)rte_pktmbuf_adj(m, l3 - NVGW_ETH_LEN);
+	if (unlikely(h == NULL))
+		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
+	rte_pktmbuf_trim(m, m->pkt_len - (NVGW_ETH_LEN + ip_len));
+
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
+
+	nvgw_mac_from_word(&eth->dst_addr, mac);
+	rte_ether_addr_copy(&pv->mac, &eth->src_addr);
+	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	w->vsid[r->vsid_idx].rewrite_out_pkts++;
+	w->vsid[r->vsid_idx].rewrite_out_bytes += ip_len;
+	nvgw_tx(w, w->ctx->provider_port, m);
+}
+
 static inline void
 emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	      struct rte_mbuf *m, struct pkt *p)
@@ -358,13 +437,24 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 
 	/* 2. decap: anti-spoofing, in bulk */
 	if (from_fabric && k) {
+		uint16_t n_gre = 0, g;
+
 		for (i = 0; i < k; i++)
-			kp[i] = &p[i].key;
+			if (!p[i].rewritten)
+				kp[n_gre++] = &p[i].key;
 		hits = 0;
-		rte_hash_lookup_bulk_data(t->records, kp, k, &hits, data);
-		for (i = 0, j = 0; i < k; i++) {
-			const struct nvgw_record *r = data[i];
-			if (!(hits & (1ULL << i)) || r->pa != p[i].outer_src) {
+		if (n_gre)
+			rte_hash_lookup_bulk_data(t->records, kp, n_gre, &hits, data);
+		for (i = 0, j = 0, g = 0; i < k; i++) {
+			const struct nvgw_record *r;
+
+			if (p[i].rewritten) {       /* checked in classify_rewrite */
+				p[j] = p[i];
+				m[j++] = m[i];
+				continue;
+			}
+			r = data[g];
+			if (!(hits & (1ULL << g++)) || r->pa != p[i].outer_src) {
 				nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
 				continue;
 			}
@@ -422,10 +512,10 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);
 		} else {
 			p[i].rec = data[j - 1];
-			if (unlikely(p[i].rec->method != NVGW_ENCAP))
-				nvgw_drop(w, NVGW_DROP_method_unsupported, m[i]);
-			else
+			if (p[i].rec->method == NVGW_ENCAP)
 				emit_nvgre(w, t, pv, m[i], &p[i]);
+			else
+				emit_rewrite(w, t, pv, m[i], &p[i]);
 		}
 	}
 }

@@ -47,6 +47,8 @@ enum nvgw_exc {
 struct nvgw_vsid_counters {
 	uint64_t encap_pkts, encap_bytes;
 	uint64_t decap_pkts, decap_bytes;
+	uint64_t rewrite_out_pkts, rewrite_out_bytes;   /* toward the fabric */
+	uint64_t rewrite_in_pkts, rewrite_in_bytes;     /* from the fabric */
 };
 
 /* Counters of the exception thread (its only writer). */

@@ -95,6 +95,27 @@ obj_free(struct nvgw_tables *t, void *obj)
 	rte_free(obj);
 }
 
+static int
+dead_init(struct nvgw_dead_keys *d, uint32_t max, int socket)
+{
+	d->max = max;
+	d->pos = rte_malloc_socket(NULL, max * sizeof(int32_t), 0, socket);
+	return d->pos == NULL ? -ENOMEM : 0;
+}
+
+static void
+dead_free(struct nvgw_tables *t, struct rte_hash *h, struct nvgw_dead_keys *d, int release)
+{
+	uint32_t i;
+
+	for (i = 0; release && i < d->n; i++)
+		rte_hash_free_key_with_position(h, d->pos[i]);
+	d->n = 0;
+	if (!release)
+		rte_free(d->pos);
+	(void)t;
+}
+
 int
 nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, int socket)
 {
@@ -116,11 +137,15 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 					RTE_CACHE_LINE_SIZE, socket);
 	t->qsbr = rte_zmalloc_socket("nvgw_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket);
 	t->garbage = rte_malloc_socket(NULL, garbage * sizeof(void *), 0, socket);
-	t->free_rec_pos = rte_malloc_socket(NULL, sz->records * sizeof(int32_t), 0, socket);
-	t->free_route_pos = rte_malloc_socket(NULL, sz->routes * sizeof(int32_t), 0, socket);
-	t->free_vsid_pos = rte_malloc_socket(NULL, NVGW_MAX_VSIDS * sizeof(int32_t), 0, socket);
-	if (!t->vsids || !t->records || !t->routes || !t->neigh || !t->rd_lens || !t->qsbr ||
-	    !t->garbage || !t->free_rec_pos || !t->free_route_pos || !t->free_vsid_pos ||
+	t->rw_pa = make_hash("rw_pa", sz->records, sizeof(uint32_t), socket);
+	t->rw_gw = make_hash("rw_gw", sz->records, sizeof(struct nvgw_rw_key), socket);
+	if (!t->vsids || !t->records || !t->routes || !t->neigh || !t->rw_pa || !t->rw_gw ||
+	    !t->rd_lens || !t->qsbr || !t->garbage ||
+	    dead_init(&t->dead_rec, sz->records, socket) ||
+	    dead_init(&t->dead_route, sz->routes, socket) ||
+	    dead_init(&t->dead_vsid, NVGW_MAX_VSIDS, socket) ||
+	    dead_init(&t->dead_rw_pa, 4096, socket) ||
+	    dead_init(&t->dead_rw_gw, 4096, socket) ||
 	    rte_rcu_qsbr_init(t->qsbr, sz->readers) != 0 ||
 	    /* a margin for replaced objects waiting out a grace period */
 	    slab_init(&t->rec_slab, sizeof(struct nvgw_record), sz->records + sz->records / 8 + 64,
@@ -149,6 +174,8 @@ nvgw_tables_free(struct nvgw_tables *t)
 	rte_hash_free(t->routes);
 	rte_hash_free(t->neigh);
 	rte_hash_free(t->vsids);
+	rte_hash_free(t->rw_pa);
+	rte_hash_free(t->rw_gw);
 	slab_fini(&t->rec_slab);
 	slab_fini(&t->route_slab);
 	slab_fini(&t->vsid_slab);
@@ -159,9 +186,11 @@ nvgw_tables_free(struct nvgw_tables *t)
 	rte_free(t->rd_lens);
 	rte_free(t->qsbr);
 	rte_free(t->garbage);
-	rte_free(t->free_rec_pos);
-	rte_free(t->free_route_pos);
-	rte_free(t->free_vsid_pos);
+	dead_free(t, t->records, &t->dead_rec, 0);
+	dead_free(t, t->routes, &t->dead_route, 0);
+	dead_free(t, t->vsids, &t->dead_vsid, 0);
+	dead_free(t, t->rw_pa, &t->dead_rw_pa, 0);
+	dead_free(t, t->rw_gw, &t->dead_rw_gw, 0);
 	rte_free(t);
 }
 
@@ -180,19 +209,19 @@ nvgw_tables_commit(struct nvgw_tables *t)
 {
 	uint32_t i;
 
-	if (t->n_garbage + t->n_rec_pos + t->n_route_pos + t->n_vsid_pos == 0)
+	if (t->n_garbage + t->dead_rec.n + t->dead_route.n + t->dead_vsid.n +
+	    t->dead_rw_pa.n + t->dead_rw_gw.n == 0)
 		return;
 	/* Readers that saw the old objects have all passed a quiescent state. */
 	rte_rcu_qsbr_synchronize(t->qsbr, RTE_QSBR_THRID_INVALID);
 	for (i = 0; i < t->n_garbage; i++)
 		obj_free(t, t->garbage[i]);
-	for (i = 0; i < t->n_rec_pos; i++)
-		rte_hash_free_key_with_position(t->records, t->free_rec_pos[i]);
-	for (i = 0; i < t->n_route_pos; i++)
-		rte_hash_free_key_with_position(t->routes, t->free_route_pos[i]);
-	for (i = 0; i < t->n_vsid_pos; i++)
-		rte_hash_free_key_with_position(t->vsids, t->free_vsid_pos[i]);
-	t->n_garbage = t->n_rec_pos = t->n_route_pos = t->n_vsid_pos = 0;
+	dead_free(t, t->records, &t->dead_rec, 1);
+	dead_free(t, t->routes, &t->dead_route, 1);
+	dead_free(t, t->vsids, &t->dead_vsid, 1);
+	dead_free(t, t->rw_pa, &t->dead_rw_pa, 1);
+	dead_free(t, t->rw_gw, &t->dead_rw_gw, 1);
+	t->n_garbage = 0;
 }
 
 /* Replace the value of key (adding it if new) and retire the old value. */
@@ -212,20 +241,25 @@ swap_value(struct nvgw_tables *t, struct rte_hash *h, const void *key, void *val
 	return 0;
 }
 
+/* Delete key; its slot (and its value, when `owned`) is released after a
+ * grace period. */
 static int
 delete_key(struct nvgw_tables *t, struct rte_hash *h, const void *key,
-	   int32_t *positions, uint32_t *n_pos)
+	   struct nvgw_dead_keys *dead, int owned)
 {
 	void *old;
 	int32_t pos;
 
 	if (rte_hash_lookup_data(h, key, &old) < 0)
 		return -ENOENT;
+	if (dead->n == dead->max)
+		nvgw_tables_commit(t);
 	pos = rte_hash_del_key(h, key);
 	if (pos < 0)
 		return pos;
-	positions[(*n_pos)++] = pos;
-	defer_free(t, old);
+	dead->pos[dead->n++] = pos;
+	if (owned)
+		defer_free(t, old);
 	return 0;
 }
 
@@ -285,7 +319,7 @@ nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid)
 		return -ENOENT;
 	__atomic_store_n(&t->vsid_by_idx[((struct nvgw_vsid *)old)->idx], NULL,
 			 __ATOMIC_RELEASE);
-	return delete_key(t, t->vsids, &vsid, t->free_vsid_pos, &t->n_vsid_pos);
+	return delete_key(t, t->vsids, &vsid, &t->dead_vsid, 1);
 }
 
 static struct nvgw_neigh *
@@ -338,7 +372,7 @@ nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 {
 	struct nvgw_rec_key k = { vsid, ca };
 
-	return delete_key(t, t->records, &k, t->free_rec_pos, &t->n_rec_pos);
+	return delete_key(t, t->records, &k, &t->dead_rec, 1);
 }
 
 int
@@ -376,7 +410,7 @@ nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 	       int last_of_len)
 {
 	struct nvgw_route_key k = { rdid, prefix, len };
-	int rc = delete_key(t, t->routes, &k, t->free_route_pos, &t->n_route_pos);
+	int rc = delete_key(t, t->routes, &k, &t->dead_route, 1);
 
 	/* The caller knows whether other routes of the domain have this length. */
 	if (rc == 0 && last_of_len)
@@ -439,9 +473,64 @@ nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip, const uint8_t
 		}
 	}
 	if (n != NULL && mac != NULL) {
-		memcpy(&word, mac, 6);
-		__atomic_store_n(&n->mac, word | NVGW_NEIGH_VALID, __ATOMIC_RELEASE);
+		if (only_existing && (n->mac & NVGW_NEIGH_STATIC)) {
+			n = NULL;                 /* learning never overrides policy */
+		} else {
+			memcpy(&word, mac, 6);
+			word |= NVGW_NEIGH_VALID | (only_existing ? 0 : NVGW_NEIGH_STATIC);
+			__atomic_store_n(&n->mac, word, __ATOMIC_RELEASE);
+		}
 	}
 	pthread_mutex_unlock(&t->neigh_lock);
 	return n;
+}
+
+int
+nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip)
+{
+	struct nvgw_neigh_key k = { scope, ip };
+	struct nvgw_neigh *n;
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&t->neigh_lock);
+	if (rte_hash_lookup_data(t->neigh, &k, (void **)&n) >= 0) {
+		__atomic_store_n(&n->mac, 0, __ATOMIC_RELEASE);
+		n->last_request = 0;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&t->neigh_lock);
+	return rc;
+}
+
+int
+nvgw_rw_set(struct nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid, uint16_t slot,
+	    int gateway)
+{
+	uint64_t word = (uint64_t)ca | ((uint64_t)rdid << 32) |
+			((uint64_t)(slot & 0x3FFF) << 48) | (gateway ? NVGW_RW_GATEWAY : 0);
+	int rc;
+
+	if (rdid == 0 || rdid >= NVGW_MAX_RD || slot >= NVGW_MAX_VSIDS)
+		return -EINVAL;
+	/* Values are words, not objects: replacing one is a single atomic store. */
+	rc = rte_hash_add_key_data(t->rw_pa, &pa, (void *)(uintptr_t)word);
+	if (rc == 0 && gateway) {
+		struct nvgw_rw_key k = { rdid, ca };
+
+		rc = rte_hash_add_key_data(t->rw_gw, &k, (void *)(uintptr_t)pa);
+	}
+	return rc;
+}
+
+int
+nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int gateway)
+{
+	int rc = delete_key(t, t->rw_pa, &pa, &t->dead_rw_pa, 0);
+
+	if (rc == 0 && gateway) {
+		struct nvgw_rw_key k = { rdid, ca };
+
+		rc = delete_key(t, t->rw_gw, &k, &t->dead_rw_gw, 0);
+	}
+	return rc;
 }

@@ -19,6 +19,7 @@
 #define NVGW_MAX_VLAN       4096
 #define NVGW_MAX_PA         8
 #define NVGW_NEIGH_VALID    (1ULL << 48)
+#define NVGW_NEIGH_STATIC   (1ULL << 49)   /* set from policy: learning leaves it alone */
 #define NVGW_SCOPE_PROVIDER 0       /* neighbour scope: 0 = fabric, else VLAN id */
 
 enum nvgw_method { NVGW_ENCAP = 0, NVGW_REWRITE = 1 };
@@ -97,11 +98,25 @@ struct nvgw_slab {
 	uint32_t *free;             /* stack of free object indexes */
 };
 
+/* Key slots of a lock-free hash, deleted but not reusable before a grace period. */
+struct nvgw_dead_keys {
+	int32_t *pos;
+	uint32_t n, max;
+};
+
+/* IP rewrite: what a PA stands for, packed in the hash's value word. */
+#define NVGW_RW_GATEWAY  (1ULL << 63)   /* one of our PAs, for a customer-side CA */
+#define NVGW_RW_CA(v)    ((uint32_t)(v))
+#define NVGW_RW_RDID(v)  ((uint32_t)((v) >> 32) & 0xFFFF)
+#define NVGW_RW_SLOT(v)  ((uint16_t)(((v) >> 48) & 0x3FFF))
+
 struct nvgw_tables {
 	struct rte_hash *vsids;     /* vsid -> nvgw_vsid */
 	struct rte_hash *records;   /* {vsid, ca} -> nvgw_record */
 	struct rte_hash *routes;    /* {rdid, prefix, len} -> nvgw_route */
 	struct rte_hash *neigh;     /* {scope, ip} -> nvgw_neigh (never freed) */
+	struct rte_hash *rw_pa;     /* PA -> packed NVGW_RW_* word (rewrite mappings) */
+	struct rte_hash *rw_gw;     /* {rdid, customer CA} -> our rewrite PA (the value) */
 	struct nvgw_vsid *vsid_by_idx[NVGW_MAX_VSIDS];
 	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists */
 	struct nvgw_attach *attach[NVGW_MAX_VLAN];
@@ -113,8 +128,7 @@ struct nvgw_tables {
 	/* Objects and key slots waiting for a grace period. */
 	void **garbage;
 	uint32_t n_garbage, max_garbage;
-	int32_t *free_rec_pos, *free_route_pos, *free_vsid_pos;
-	uint32_t n_rec_pos, n_route_pos, n_vsid_pos;
+	struct nvgw_dead_keys dead_rec, dead_route, dead_vsid, dead_rw_pa, dead_rw_gw;
 };
 
 struct nvgw_table_sizes {
@@ -124,6 +138,7 @@ struct nvgw_table_sizes {
 struct nvgw_rec_key { uint32_t vsid, ca; };
 struct nvgw_route_key { uint32_t rdid, prefix, len; };
 struct nvgw_neigh_key { uint32_t scope, ip; };
+struct nvgw_rw_key { uint32_t rdid, ca; };
 
 int nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz,
 		       int socket);
@@ -148,9 +163,18 @@ int nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_
 int nvgw_attach_set(struct nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip,
 		    uint32_t mask, const uint8_t mac[6]);
 int nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan);
-/* Static or learned MAC (mac NULL: create unresolved). Safe from any thread. */
+/* IP rewrite: a VM's PA (from its rewrite record) or one of our PAs standing
+ * for a customer-side CA of a routing domain (gateway = 1). */
+int nvgw_rw_set(struct nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid,
+		uint16_t slot, int gateway);
+int nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int gateway);
+/* Static (only_existing 0) or learned (only_existing 1) MAC; mac NULL: create
+ * unresolved. Learning never overrides a static MAC (returns NULL then). Safe
+ * from any thread. */
 struct nvgw_neigh *nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip,
 				  const uint8_t *mac, int only_existing);
+/* A static neighbour deleted: unresolved again (the next packet ARPs). */
+int nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
 
 /* Readers. */
 static inline struct nvgw_neigh *
@@ -160,6 +184,26 @@ nvgw_neigh_find(const struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 	void *d;
 
 	return rte_hash_lookup_data(t->neigh, &k, &d) >= 0 ? d : NULL;
+}
+
+static inline int
+nvgw_rw_lookup(const struct nvgw_tables *t, uint32_t pa, uint64_t *word)
+{
+	void *d;
+
+	if (rte_hash_lookup_data(t->rw_pa, &pa, &d) < 0)
+		return 0;
+	*word = (uint64_t)(uintptr_t)d;
+	return 1;
+}
+
+static inline uint32_t
+nvgw_rw_gateway_pa(const struct nvgw_tables *t, uint32_t rdid, uint32_t ca)
+{
+	struct nvgw_rw_key k = { rdid, ca };
+	void *d;
+
+	return rte_hash_lookup_data(t->rw_gw, &k, &d) >= 0 ? (uint32_t)(uintptr_t)d : 0;
 }
 
 /* Fabric next hop for a remote PA: itself when on our subnet, else the router. */

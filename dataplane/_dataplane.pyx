@@ -39,6 +39,8 @@ MAX_PA = tb.NVGW_MAX_PA
 ROUTE_VSUBNET = tb.NVGW_ROUTE_VSUBNET
 ROUTE_APPLIANCE = tb.NVGW_ROUTE_APPLIANCE
 ROUTE_CUSTOMER = tb.NVGW_ROUTE_CUSTOMER
+VSID_COUNTERS = ("encap_pkts", "encap_bytes", "decap_pkts", "decap_bytes",
+                 "rewrite_out_pkts", "rewrite_out_bytes", "rewrite_in_pkts", "rewrite_in_bytes")
 EXC_COUNTERS = ("arp_replies", "arp_requests", "neigh_learned", "arp_no_record",
                 "echo_replies", "frag_needed", "ignored", "inject_full")
 
@@ -294,13 +296,14 @@ cdef class Workers:
 
     def vsid_counters(self, unsigned int idx):
         """One VSID slot's counters summed over the workers."""
-        cdef uint64_t ep = 0, eb = 0, dp_ = 0, db = 0
+        cdef uint64_t sums[8]
+        cdef uint64_t *v
+        memset(sums, 0, sizeof(sums))
         for i in range(self.count):
-            ep += self.w[i].vsid[idx].encap_pkts
-            eb += self.w[i].vsid[idx].encap_bytes
-            dp_ += self.w[i].vsid[idx].decap_pkts
-            db += self.w[i].vsid[idx].decap_bytes
-        return {"encap_pkts": ep, "encap_bytes": eb, "decap_pkts": dp_, "decap_bytes": db}
+            v = <uint64_t *>&self.w[i].vsid[idx]
+            for k in range(8):
+                sums[k] += v[k]
+        return {name: sums[k] for k, name in enumerate(VSID_COUNTERS)}
 
     def free(self):
         """Release worker states; must run before EAL cleanup unmaps them."""
@@ -449,10 +452,22 @@ cdef class Nvgre:
     def attach_del(self, uint16_t vlan):
         self._ok(tb.nvgw_attach_del(self.ctx.t, vlan), f"delete attachment vlan {vlan}")
 
+    def rw_set(self, bytes pa, bytes ca, uint32_t rdid, uint16_t slot, bint gateway):
+        self._ok(tb.nvgw_rw_set(self.ctx.t, _be32(pa), _be32(ca), rdid, slot, gateway),
+                 "rewrite mapping")
+
+    def rw_del(self, bytes pa, uint32_t rdid, bytes ca, bint gateway):
+        self._ok(tb.nvgw_rw_del(self.ctx.t, _be32(pa), rdid, _be32(ca), gateway),
+                 "delete rewrite mapping")
+
     def neigh_set(self, uint16_t scope, bytes ip, bytes mac):
         cdef bytes m = _mac6(mac)
         if tb.nvgw_neigh_set(self.ctx.t, scope, _be32(ip), <const uint8_t *><char *>m, 0) == NULL:
             raise DataplaneError("neighbour", 28, "the neighbour table is full")
+
+    def neigh_clear(self, uint16_t scope, bytes ip):
+        """A static neighbour deleted: unresolved again, the next packet ARPs."""
+        tb.nvgw_neigh_clear(self.ctx.t, scope, _be32(ip))
 
     def neighbours(self):
         """[(scope, ip bytes, mac bytes or None)] of every neighbour entry."""

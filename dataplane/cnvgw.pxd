@@ -19,6 +19,7 @@ cdef extern from "nvgw.h" nogil:
 
     struct nvgw_vsid_counters:
         uint64_t encap_pkts, encap_bytes, decap_pkts, decap_bytes
+        uint64_t rewrite_out_pkts, rewrite_out_bytes, rewrite_in_pkts, rewrite_in_bytes
 
     struct nvgw_exc_counters:
         uint64_t arp_replies, arp_requests, neigh_learned, arp_no_record

@@ -71,6 +71,10 @@ class ControlServer:
         except NvgwError as e:
             log.warning("request_refused", type=req.get("type"), error=str(e))
             return {"v": SCHEMA_VERSION, "ok": False, "error": str(e)}
+        except Exception as e:      # no request may take the data plane down
+            log.exception("request_failed", type=req.get("type"))
+            return {"v": SCHEMA_VERSION, "ok": False,
+                    "error": f"internal error: {type(e).__name__}: {e}"}
 
     def poll(self, timeout_ms: int) -> None:
         """Serve requests that arrive within timeout_ms."""

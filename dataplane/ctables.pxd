@@ -44,6 +44,10 @@ cdef extern from "tables.h" nogil:
     int nvgw_attach_set(nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip,
                         uint32_t mask, const uint8_t *mac)
     int nvgw_attach_del(nvgw_tables *t, uint16_t vlan)
+    int nvgw_rw_set(nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid, uint16_t slot,
+                    int gateway)
+    int nvgw_rw_del(nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int gateway)
+    int nvgw_neigh_clear(nvgw_tables *t, uint16_t scope, uint32_t ip)
     nvgw_neigh *nvgw_neigh_set(nvgw_tables *t, uint16_t scope, uint32_t ip,
                                const uint8_t *mac, int only_existing)
 

@@ -46,6 +46,8 @@ def _net(v, what) -> ipaddress.IPv4Network:
 
 def _iface(v, what) -> ipaddress.IPv4Interface:
     try:
+        if not isinstance(v, str) or "/" not in v:
+            raise ValueError(v)
         return ipaddress.IPv4Interface(v)
     except (ValueError, TypeError):
         raise PolicyError(f"{what}: {v!r} is not an address with a prefix length") from None
@@ -114,6 +116,8 @@ class Policy:
         self.routes: dict[tuple, dict] = {}       # (rdid, prefix) -> {next_hop: route}
         self.records: dict[tuple, dict] = {}      # (vsid, ca) -> record
         self.neighbours: dict[tuple, str] = {}    # (scope, ip) -> mac
+        self.mappings: dict[tuple, str] = {}      # (rdid, customer CA) -> our rewrite PA
+        self.rw_pas: dict[str, tuple] = {}        # rewrite PA -> ("record", key) | ("mapping", key)
         self.installed: dict[tuple, tuple] = {}   # (rdid, prefix) -> C route installed
         self.lengths: dict[tuple, int] = {}       # (rdid, prefix length) -> routes installed
         self.free_slots = list(range(16383, -1, -1))
@@ -130,11 +134,14 @@ class Policy:
                              if k not in ("rdid", "slot", "net")} for vs in sorted(d["vsids"])],
                 "attachments": [{k: v for k, v in self.attachments[vl].items() if k != "rdid"}
                                 for vl in sorted(d["vlans"])],
+                "mappings": [{"ca": ca, "pa": pa} for (r, ca), pa in self.mappings.items()
+                             if r == rdid],
                 "routes": [{k: v for k, v in r.items() if k != "rdid"}
                            for (d, _), by_nh in self.routes.items() if d == rdid
                            for r in by_nh.values() if not r.get("auto")],
             })
-        return {"provider": self.provider, "routing_domains": doms,
+        prov = self.provider and {k: v for k, v in self.provider.items() if k != "addresses_ip"}
+        return {"provider": prov, "routing_domains": doms,
                 "records": list(self.records.values()),
                 "neighbours": [{"vlan": s, "ip": ip, "mac": m}
                                for (s, ip), m in self.neighbours.items()]}
@@ -149,23 +156,32 @@ class Policy:
         unknown = set(doc) - {"provider", "routing_domains", "records", "neighbours"}
         if unknown:
             raise PolicyError(f"policy: unknown key {sorted(unknown)[0]!r}")
+        def objects(v, where):
+            if not isinstance(v, list) or not all(isinstance(o, dict) for o in v):
+                raise PolicyError(f"{where}: must be a list of JSON objects")
+            return v
+
+        if not isinstance(doc.get("provider") or {}, dict):
+            raise PolicyError("policy: 'provider' must be a JSON object")
         ops = []
         if doc.get("provider") is not None:
             ops.append({"op": "set", "kind": "provider", **doc["provider"]})
-        for d in doc.get("routing_domains", []):
+        for d in objects(doc.get("routing_domains", []), "routing_domains"):
             if not isinstance(d, dict) or "rdid" not in d:
                 raise PolicyError("routing_domains: each needs an 'rdid'")
-            extra = set(d) - {"rdid", "name", "subnets", "attachments", "routes"}
+            extra = set(d) - {"rdid", "name", "subnets", "attachments", "routes", "mappings"}
             if extra:
                 raise PolicyError(f"routing domain {d['rdid']}: unknown key {sorted(extra)[0]!r}")
             ops.append({"op": "set", "kind": "domain", "rdid": d["rdid"],
                         "name": d.get("name", "")})
             for kind, key in (("subnet", "subnets"), ("attachment", "attachments"),
-                              ("route", "routes")):
+                              ("route", "routes"), ("mapping", "mappings")):
                 ops += [{"op": "set", "kind": kind, "rdid": d["rdid"], **o}
-                        for o in d.get(key, [])]
-        ops += [{"op": "set", "kind": "record", **r} for r in doc.get("records", [])]
-        ops += [{"op": "set", "kind": "neighbour", **n} for n in doc.get("neighbours", [])]
+                        for o in objects(d.get(key, []), f"routing domain {d['rdid']} {key}")]
+        ops += [{"op": "set", "kind": "record", **r}
+                for r in objects(doc.get("records", []), "records")]
+        ops += [{"op": "set", "kind": "neighbour", **n}
+                for n in objects(doc.get("neighbours", []), "neighbours")]
         return ops
 
     def load_document(self, doc: dict, generation: int | None = None) -> int:
@@ -180,6 +196,8 @@ class Policy:
         dels += [{"op": "del", "kind": "route", "rdid": r, "prefix": p, "next_hop": nh}
                  for (r, p), by_nh in self.routes.items() for nh, route in by_nh.items()
                  if (r, p, nh) not in keep_routes and not route.get("auto")]
+        dels += [{"op": "del", "kind": "mapping", "rdid": r, "ca": ca}
+                 for (r, ca) in self.mappings if (r, ca) not in new.mappings]
         dels += [{"op": "del", "kind": "attachment", "vlan": v}
                  for v in self.attachments if v not in new.attachments]
         dels += [{"op": "del", "kind": "subnet", "vsid": v}
@@ -218,6 +236,12 @@ class Policy:
         except PolicyError:
             self._restore(saved)
             raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            self._restore(saved)    # malformed input the handlers did not foresee
+            raise PolicyError(f"operation {i}: malformed ({type(e).__name__}: {e})") from None
+        except BaseException:
+            self._restore(saved)
+            raise
         return self._calls
 
     def apply(self, ops: list[dict], generation: int | None = None) -> int:
@@ -238,7 +262,7 @@ class Policy:
         # Shallow copies of the dicts: staged objects are new dicts, never mutated.
         return {k: copy.copy(getattr(self, k)) for k in
                 ("provider", "domains", "subnets", "attachments", "routes", "records",
-                 "neighbours", "installed", "lengths", "free_slots")}
+                 "neighbours", "installed", "lengths", "free_slots", "mappings", "rw_pas")}
 
     def _restore(self, saved):
         for k, v in saved.items():
@@ -256,7 +280,11 @@ class Policy:
         if gw != ZERO and gw not in ifs[0].network:
             raise PolicyError(f"provider gateway {gw} is not in {ifs[0].network}")
         mtu = _int(op.get("mtu", 1500), "provider mtu", 576, 9000)
-        self.provider = {"addresses": [str(i) for i in ifs], "gateway": str(gw), "mtu": mtu}
+        self.provider = {"addresses": [str(i) for i in ifs], "gateway": str(gw), "mtu": mtu,
+                         "addresses_ip": frozenset(str(i.ip) for i in ifs)}
+        clash = sorted(set(self.rw_pas) & self.provider["addresses_ip"])
+        if clash:
+            raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
         self._calls.append(("provider_set", [i.ip.packed for i in ifs], ifs[0].netmask.packed,
                             gw.packed, mtu, mac_bytes(self.provider_mac)))
         # Records carry our PA and their fabric next hop: rebuild them all.
@@ -278,7 +306,8 @@ class Policy:
         key = (self._scope(op), str(_ip(op["ip"], "neighbour")))
         if key not in self.neighbours:
             raise PolicyError(f"no static neighbour {key[1]} (vlan {key[0]})")
-        del self.neighbours[key]    # the C entry stays; it keeps its last MAC
+        del self.neighbours[key]    # the C entry stays (records point to it), unresolved
+        self._calls.append(("neigh_clear", key[0], V4(key[1]).packed))
 
     # -- routing domains, subnets, attachments -------------------------------------
 
@@ -299,6 +328,7 @@ class Policy:
         rdid = self._rdid(op)
         users = [f"virtual subnet {v}" for v in sorted(self.domains[rdid]["vsids"])]
         users += [f"attachment vlan {v}" for v in sorted(self.domains[rdid]["vlans"])]
+        users += [f"rewrite mapping for {ca}" for (r, ca) in self.mappings if r == rdid]
         if users:
             raise PolicyError(f"routing domain {rdid} still has {users[0]}; delete it first")
         for (d, p), by_nh in list(self.routes.items()):
@@ -328,6 +358,11 @@ class Policy:
             if v != vsid and net.overlaps(ipaddress.IPv4Network(s["prefix"])):
                 raise PolicyError(f"virtual subnet {vsid} ({net}) overlaps virtual subnet "
                                   f"{v} ({s['prefix']}) in routing domain {rdid}")
+        for v in sorted(self.domains[rdid]["vlans"]):
+            other = ipaddress.IPv4Interface(self.attachments[v]["address"]).network
+            if net.overlaps(other):
+                raise PolicyError(f"virtual subnet {vsid} ({net}) overlaps attachment vlan {v} "
+                                  f"({other}) in routing domain {rdid}")
         if old is None:
             if not self.free_slots:
                 raise PolicyError("too many virtual subnets (16384 at most)")
@@ -372,6 +407,17 @@ class Policy:
         rdid, vlan = self._rdid(op), _int(op["vlan"], "vlan", 1, 4094)
         ifc = _iface(op["address"], f"attachment vlan {vlan}")
         old = self.attachments.get(vlan)
+        dom = self.domains[rdid]
+        for v in sorted(dom["vsids"]):
+            if ifc.network.overlaps(ipaddress.IPv4Network(self.subnets[v]["prefix"])):
+                raise PolicyError(f"attachment vlan {vlan} ({ifc.network}) overlaps virtual "
+                                  f"subnet {v} ({self.subnets[v]['prefix']}) in routing "
+                                  f"domain {rdid}")
+        for v in sorted(dom["vlans"] - {vlan}):
+            other = ipaddress.IPv4Interface(self.attachments[v]["address"]).network
+            if ifc.network.overlaps(other):
+                raise PolicyError(f"attachment vlan {vlan} ({ifc.network}) overlaps attachment "
+                                  f"vlan {v} ({other}) in routing domain {rdid}")
         if old is not None and old["rdid"] != rdid:
             raise PolicyError(f"VLAN {vlan} is already attached to routing domain {old['rdid']}")
         if old is not None and old["address"] != str(ifc):
@@ -411,10 +457,11 @@ class Policy:
     def _set_record(self, op):
         # The hot path of big batches (a million records): plain dict and
         # socket calls instead of ipaddress objects.
-        if not self._RECORD_FIELDS.issuperset(op) or len(op) < 6:
+        if not (self._RECORD_FIELDS.issuperset(op)
+                and (len(op) == 7 or (len(op) == 6 and "method" not in op))):
             _fields(op, ("vsid", "ca", "mac", "pa"), ("method",))
         vsid = op["vsid"]
-        sub = self.subnets.get(vsid)
+        sub = self.subnets.get(vsid) if type(vsid) is int else None
         if sub is None:
             _vsid(vsid)
             raise PolicyError(f"lookup record {op['ca']}: virtual subnet {vsid} does not exist")
@@ -435,8 +482,58 @@ class Policy:
         ca_s = socket.inet_ntop(socket.AF_INET, ca)
         rec = {"vsid": vsid, "ca": ca_s, "mac": mac.lower().replace("-", ":"),
                "pa": socket.inet_ntop(socket.AF_INET, pa), "method": method}
+        old = self.records.get((vsid, ca_s))
+        if method == "rewrite" or (old is not None and old["method"] == "rewrite"):
+            self._rewrite_record(old, rec, sub)
         self.records[(vsid, ca_s)] = rec
         self._calls.append(("record_set", vsid, ca, mac_bytes(rec["mac"]), pa, METHODS[method]))
+
+    def _rewrite_record(self, old, rec, sub):
+        """A rewritten VM owns its PA alone: no VSID travels to tell two apart."""
+        if old is not None and old["method"] == "rewrite":
+            del self.rw_pas[old["pa"]]
+            self._calls.append(("rw_del", V4(old["pa"]).packed, sub["rdid"],
+                                V4(old["ca"]).packed, False))
+        if rec["method"] != "rewrite":
+            return
+        self._claim_rewrite_pa(rec["pa"], ("record", (rec["vsid"], rec["ca"])),
+                               f"lookup record {rec['ca']} (rewrite)")
+        self._calls.append(("rw_set", V4(rec["pa"]).packed, V4(rec["ca"]).packed,
+                            sub["rdid"], sub["slot"], False))
+
+    def _claim_rewrite_pa(self, pa, owner, what):
+        if pa in self.provider["addresses_ip"]:
+            raise PolicyError(f"{what}: PA {pa} is one of the gateway's NVGRE addresses")
+        other = self.rw_pas.get(pa)
+        if other is not None and other != owner:
+            raise PolicyError(f"{what}: PA {pa} is already the rewrite PA of "
+                              f"{other[0]} {other[1][1]}")
+        self.rw_pas[pa] = owner
+
+    # -- IP rewrite mappings: our PAs standing for customer-side addresses ------
+
+    def _set_mapping(self, op):
+        _fields(op, ("rdid", "ca", "pa"))
+        rdid = self._rdid(op)
+        ca, pa = str(_ip(op["ca"], "rewrite mapping CA")), str(_ip(op["pa"], "rewrite mapping PA"))
+        if self.provider is None:
+            raise PolicyError("rewrite mappings need the provider addresses set first")
+        old = self.mappings.get((rdid, ca))
+        if old is not None and old != pa:
+            del self.rw_pas[old]
+            self._calls.append(("rw_del", V4(old).packed, rdid, V4(ca).packed, True))
+        self._claim_rewrite_pa(pa, ("mapping", (rdid, ca)), f"rewrite mapping {ca}")
+        self.mappings[(rdid, ca)] = pa
+        self._calls.append(("rw_set", V4(pa).packed, V4(ca).packed, rdid, 0, True))
+
+    def _del_mapping(self, op):
+        _fields(op, ("rdid", "ca"))
+        rdid, ca = self._rdid(op), str(_ip(op["ca"], "rewrite mapping CA"))
+        pa = self.mappings.pop((rdid, ca), None)
+        if pa is None:
+            raise PolicyError(f"no rewrite mapping for {ca} in routing domain {rdid}")
+        del self.rw_pas[pa]
+        self._calls.append(("rw_del", V4(pa).packed, rdid, V4(ca).packed, True))
 
     def _push_record(self, rec):
         self._calls.append(("record_set", rec["vsid"], V4(rec["ca"]).packed,
@@ -448,7 +545,9 @@ class Policy:
         key = (_vsid(op["vsid"]), str(_ip(op["ca"], "lookup record CA")))
         if key not in self.records:
             raise PolicyError(f"no lookup record for {key[1]} in VSID {key[0]}")
-        del self.records[key]
+        rec = self.records.pop(key)
+        if rec["method"] == "rewrite":
+            self._rewrite_record(rec, {**rec, "method": "encap"}, self.subnets[key[0]])
         self._calls.append(("record_del", key[0], V4(key[1]).packed))
 
     # -- customer routes -----------------------------------------------------------------
@@ -460,6 +559,9 @@ class Policy:
         nh = _ip(op["next_hop"], f"route {net} next hop")
         metric = _int(op.get("metric", 256), f"route {net} metric", 0, 65535)
         route = {"rdid": rdid, "prefix": str(net), "next_hop": str(nh), "metric": metric}
+        if self.routes.get((rdid, str(net)), {}).get(str(nh), {}).get("auto"):
+            raise PolicyError(f"route {net} via {nh} is the connected route of a virtual "
+                              f"subnet or attachment of routing domain {rdid}")
         # Where the next hop lives: a customer VLAN or a virtual subnet of this domain.
         if "vlan" in op:
             vlan = _int(op["vlan"], f"route {net} vlan", 1, 4094)

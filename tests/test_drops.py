@@ -59,6 +59,9 @@ ATTACH = "172.16.1.1"
 MTU = 1500
 BIG = MTU - 42 + 1                  # smallest inner IPv4 length that does not fit
 
+REWRITE_PA = "192.168.1.30"         # Blue's rewritten VM 10.1.1.9
+RED_MAPPED_PA = "192.168.1.101"     # ours, standing for Red's host 172.16.2.10 (IP rewrite)
+
 POLICY = {
     "provider": {"addresses": [f"{PA}/24"], "mtu": MTU},
     "routing_domains": [
@@ -68,7 +71,8 @@ POLICY = {
          "attachments": [{"vlan": 100, "address": f"{ATTACH}/24"}]},
         {"rdid": 2, "name": "red",
          "subnets": [{"vsid": 6001, "prefix": "10.1.1.0/24"}],
-         "attachments": [{"vlan": 200, "address": "172.16.2.1/24"}]},
+         "attachments": [{"vlan": 200, "address": "172.16.2.1/24"}],
+         "mappings": [{"ca": "172.16.2.10", "pa": RED_MAPPED_PA}]},
     ],
     "records": [
         {"vsid": 5001, "ca": BLUE_CA, "mac": BLUE_CA_MAC, "pa": HOST_PA, "method": "encap"},
@@ -76,8 +80,8 @@ POLICY = {
          "method": "encap"},
         {"vsid": 5002, "ca": "10.1.2.5", "mac": "00:15:5d:b2:00:05", "pa": HOST_PA,
          "method": "encap"},
-        # a translation method this gateway does not implement
-        {"vsid": 5001, "ca": "10.1.1.9", "mac": "00:15:5d:b1:00:09", "pa": HOST_PA,
+        # a rewritten VM; the customer host has no rewrite mapping in Blue
+        {"vsid": 5001, "ca": "10.1.1.9", "mac": "00:15:5d:b1:00:09", "pa": REWRITE_PA,
          "method": "rewrite"},
         # a PA on our subnet with no neighbour entry: the gateway must ARP for it
         {"vsid": 5001, "ca": "10.1.1.20", "mac": "00:15:5d:b1:00:20", "pa": "192.168.1.20",
@@ -272,7 +276,11 @@ CASES = [
     # from the fabric DF means nothing: ICMP errors go only to customer VLANs
     F("fabric_hairpin_too_big_df", nvgre(inner_ip(dst="10.1.2.5", size=BIG, flags="DF")),
       "mtu_exceeded"),
-    F("fabric_hairpin_rewrite_record", nvgre(inner_ip(dst="10.1.1.9")), "method_unsupported"),
+    F("fabric_hairpin_rewrite_record", nvgre(inner_ip(dst="10.1.1.9")), "no_rewrite_mapping"),
+    F("fabric_rewrite_cross_domain", Ether(dst=PMAC, src=FABRIC_PEER) /
+      IP(src=REWRITE_PA, dst=RED_MAPPED_PA) / UDP(sport=1, dport=2), "rewrite_spoofed"),
+    F("fabric_rewrite_unknown_source", Ether(dst=PMAC, src=FABRIC_PEER) /
+      IP(src="192.168.1.99", dst=RED_MAPPED_PA) / UDP(sport=1, dport=2), "no_rewrite_mapping"),
 
     # ---- from a customer VLAN (customer port), in the order classify_customer checks ----
     C("customer_short_frame", bytes(tagged())[:16], "truncated"),
@@ -303,7 +311,7 @@ CASES = [
     C("customer_too_big_df", _df_big, "mtu_exceeded",
       out={"tenants": [frag_needed(_df_big)]}, exc={"frag_needed": 1}),
     C("customer_to_rewrite_record", tagged(inner_ip(src=HOST, dst="10.1.1.9")),
-      "method_unsupported"),
+      "no_rewrite_mapping"),
 ]
 
 REASONS_TRIGGERED = {c.reason for c in CASES} | {"no_tx_port"}

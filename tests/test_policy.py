@@ -1,0 +1,926 @@
+"""The policy model and batch engine (dataplane/policy.py), and policy over the control socket.
+
+Most tests need no EAL: `Policy(None, ...)` validates and stages without C tables, `check`
+returns the C calls a batch would make (and stages it), `apply` bumps the generation.
+The live tests at the end share one gateway (net_pcap ports, no traffic) and check that a
+refused batch changes nothing, that malformed control requests get error replies, and
+that nvgwctl drives policy.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import zmq
+
+from dataplane.errors import NvgwError
+from dataplane.policy import APPLIANCE, CUSTOMER, VSUBNET, Policy, PolicyError
+from harness import GatewayProcess, PcapPort
+
+ROOT = Path(__file__).resolve().parent.parent
+REDBLUE = ROOT / "config" / "redblue-policy.json"
+PROVIDER_MAC = "02:70:63:61:70:00"
+CUSTOMER_MAC = "02:70:63:61:70:01"
+PROV_MAC_B = bytes.fromhex(PROVIDER_MAC.replace(":", ""))
+ZERO_B = bytes(4)
+
+
+def b(ip: str) -> bytes:
+    return ipaddress.IPv4Address(ip).packed
+
+
+def redblue_doc() -> dict:
+    return json.loads(REDBLUE.read_text())
+
+
+def new_policy(**kw) -> Policy:
+    return Policy(None, PROVIDER_MAC, CUSTOMER_MAC, **kw)
+
+
+def redblue(**kw) -> Policy:
+    """Blue (rdid 1: VSID 5001 10.1.1.0/24, VLAN 100 172.16.1.1/24) and Red (rdid 2: VSID 6001
+    10.1.1.0/24, VLAN 200 172.16.2.1/24), a record 10.1.1.7 in each; generation 1."""
+    p = new_policy(**kw)
+    assert p.load_document(redblue_doc()) == 1
+    return p
+
+
+def rec(vsid=5001, ca="10.1.1.20", mac="00:15:5d:00:00:20", pa="192.168.1.10", op="set", **kw):
+    o = {"op": op, "kind": "record", "vsid": vsid, "ca": ca}
+    if op == "set":
+        o.update(mac=mac, pa=pa)
+    return {**o, **kw}
+
+
+def route(prefix, next_hop, rdid=1, metric=None, op="set", **kw):
+    o = {"op": op, "kind": "route", "rdid": rdid, "prefix": prefix, "next_hop": next_hop}
+    if metric is not None:
+        o["metric"] = metric
+    return {**o, **kw}
+
+
+def subnet(vsid, prefix, rdid=1, op="set", **kw):
+    if op == "del":
+        return {"op": "del", "kind": "subnet", "vsid": vsid}
+    return {"op": "set", "kind": "subnet", "rdid": rdid, "vsid": vsid, "prefix": prefix, **kw}
+
+
+def attachment(vlan, address=None, rdid=1, op="set", **kw):
+    if op == "del":
+        return {"op": "del", "kind": "attachment", "vlan": vlan}
+    return {"op": "set", "kind": "attachment", "rdid": rdid, "vlan": vlan, "address": address,
+            **kw}
+
+
+def domain(rdid, name="", op="set"):
+    return ({"op": "set", "kind": "domain", "rdid": rdid, "name": name} if op == "set"
+            else {"op": "del", "kind": "domain", "rdid": rdid})
+
+
+def state(p: Policy):
+    """Everything a batch may touch, deep-copied."""
+    return copy.deepcopy((p.document(), p.generation, p.installed, p.lengths, p.free_slots,
+                          {v: s["slot"] for v, s in p.subnets.items()}))
+
+
+def assert_refused(p: Policy, ops, message: str, apply=True):
+    before = state(p)
+    with pytest.raises(PolicyError) as e:
+        p.apply(ops) if apply else p.load_document(ops)
+    assert message in str(e.value), str(e.value)
+    assert state(p) == before, "a refused batch changed the policy"
+    return str(e.value)
+
+
+def norm(doc: dict) -> dict:
+    """A document with its lists in a canonical order (for order-insensitive comparison)."""
+    def key(x):
+        return json.dumps(x, sort_keys=True)
+    out = copy.deepcopy(doc)
+    for d in out["routing_domains"]:
+        for k in ("subnets", "attachments", "routes", "mappings"):
+            if k in d:
+                d[k] = sorted(d[k], key=key)
+    out["routing_domains"].sort(key=lambda d: d["rdid"])
+    out["records"] = sorted(out["records"], key=key)
+    out["neighbours"] = sorted(out["neighbours"], key=key)
+    return out
+
+
+# -- field validation ------------------------------------------------------------------
+
+VSID_MSG = "VSID {} is outside 4096..16777214 (0..4095 and 16777215 are reserved)"
+
+INVALID = [
+    # VSIDs: reserved and out of range, on every kind that names one
+    ("vsid-0", [subnet(0, "10.1.2.0/24")], "vsid: " + VSID_MSG.format(0)),
+    ("vsid-4095", [subnet(4095, "10.1.2.0/24")], "vsid: " + VSID_MSG.format(4095)),
+    ("vsid-16777215", [subnet(16777215, "10.1.2.0/24")], VSID_MSG.format(16777215)),
+    ("vsid-16777216", [subnet(16777216, "10.1.2.0/24")], VSID_MSG.format(16777216)),
+    ("vsid-str", [subnet("5002", "10.1.2.0/24")], VSID_MSG.format("'5002'")),
+    ("vsid-bool", [subnet(True, "10.1.2.0/24")], VSID_MSG.format(True)),
+    ("record-vsid-4095", [rec(vsid=4095)], VSID_MSG.format(4095)),
+    ("record-vsid-16777215", [rec(vsid=16777215)], VSID_MSG.format(16777215)),
+    ("del-record-vsid", [rec(vsid=0, op="del")], VSID_MSG.format(0)),
+    ("route-vsid", [route("10.9.0.0/16", "0.0.0.0", vsid=4000)], VSID_MSG.format(4000)),
+    # prefixes and addresses
+    ("cidr-host-bits", [subnet(5002, "10.1.2.5/24")],
+     "virtual subnet 5002: '10.1.2.5/24' is not an IPv4 prefix"),
+    ("cidr-len-33", [subnet(5002, "10.1.2.0/33")],
+     "virtual subnet 5002: '10.1.2.0/33' is not an IPv4 prefix"),
+    ("cidr-garbage", [route("10.9.0.0/x", "172.16.1.20")],
+     "route prefix: '10.9.0.0/x' is not an IPv4 prefix"),
+    ("cidr-v6", [route("2001:db8::/32", "172.16.1.20")],
+     "route prefix: '2001:db8::/32' is not an IPv4 prefix"),
+    ("attach-address", [attachment(101, "172.16.5.1/33")],
+     "attachment vlan 101: '172.16.5.1/33' is not an address with a prefix length"),
+    ("provider-address", [{"op": "set", "kind": "provider", "addresses": ["192.168.1.300/24"]}],
+     "provider address: '192.168.1.300/24' is not an address with a prefix length"),
+    ("next-hop", [route("10.9.0.0/16", "172.16.1.x")],
+     "route 10.9.0.0/16 next hop: '172.16.1.x' is not an IPv4 address"),
+    ("record-ca", [rec(ca="10.1.1.300")], "lookup record CA: '10.1.1.300' is not an IPv4 address"),
+    ("record-ca-lead0", [rec(ca="10.1.1.07")], "lookup record CA: '10.1.1.07' is not an IPv4"),
+    ("record-pa", [rec(pa="192.168.1")], "lookup record 10.1.1.20 PA: '192.168.1' is not an IPv4"),
+    ("subnet-gateway", [subnet(5002, "10.1.2.0/24", gateway="10.1.3.1")],
+     "virtual subnet 5002: gateway 10.1.3.1 is not in 10.1.2.0/24"),
+    ("provider-gateway",
+     [{"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24"], "gateway": "10.0.0.1"}],
+     "provider gateway 10.0.0.1 is not in 192.168.1.0/24"),
+    ("provider-no-addresses", [{"op": "set", "kind": "provider", "addresses": []}],
+     "provider: 'addresses' must list 1..8 addresses with prefix"),
+    ("provider-mtu", [{"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24"],
+                       "mtu": 9001}], "provider mtu: 9001 must be an integer in 576..9000"),
+    # MACs
+    ("record-mac-short", [rec(mac="00:15:5d:00:00")],
+     "lookup record 10.1.1.20: '00:15:5d:00:00' is not a MAC address"),
+    ("record-mac-int", [rec(mac=5)], "lookup record 10.1.1.20: 5 is not a MAC address"),
+    ("gateway-mac", [subnet(5002, "10.1.2.0/24", gateway_mac="02:00:00:00:00:gg")],
+     "gateway_mac: '02:00:00:00:00:gg' is not a MAC address"),
+    ("attach-mac", [attachment(101, "172.16.5.1/24", mac="02-00-00-00-00")],
+     "attachment mac: '02-00-00-00-00' is not a MAC address"),
+    ("neighbour-mac", [{"op": "set", "kind": "neighbour", "ip": "192.168.1.20", "mac": "x"}],
+     "neighbour: 'x' is not a MAC address"),
+    # VLANs
+    ("vlan-0", [attachment(0, "172.16.5.1/24")], "vlan: 0 must be an integer in 1..4094"),
+    ("vlan-4095", [attachment(4095, "172.16.5.1/24")], "vlan: 4095 must be an integer in 1..4094"),
+    ("vlan-str", [attachment("101", "172.16.5.1/24")], "vlan: '101' must be an integer in 1..4094"),
+    ("route-vlan", [route("10.9.0.0/16", "172.16.1.20", vlan=5000)],
+     "route 10.9.0.0/16 vlan: 5000 must be an integer in 1..4094"),
+    ("neighbour-vlan", [{"op": "set", "kind": "neighbour", "vlan": 4095, "ip": "172.16.1.20",
+                         "mac": "02:00:00:00:00:01"}],
+     "neighbour vlan: 4095 must be an integer in 1..4094"),
+    ("del-attach-vlan", [attachment(9999, op="del")], "vlan: 9999 must be an integer in 1..4094"),
+    # routing domain ids
+    ("rdid-0", [domain(0)], "rdid: 0 must be an integer in 1..65535"),
+    ("rdid-65536", [domain(65536)], "rdid: 65536 must be an integer in 1..65535"),
+    ("rdid-str", [domain("1")], "rdid: '1' must be an integer in 1..65535"),
+    ("rdid-missing", [{"op": "set", "kind": "domain"}], "set domain: missing field 'rdid'"),
+    ("subnet-rdid-0", [subnet(5002, "10.1.2.0/24", rdid=0)], "rdid: 0 must be an integer"),
+    ("route-metric", [route("10.9.0.0/16", "172.16.1.20", metric=70000)],
+     "route 10.9.0.0/16 metric: 70000 must be an integer in 0..65535"),
+    ("flowid", [subnet(5002, "10.1.2.0/24", flowid=256)],
+     "virtual subnet 5002 flowid: 256 must be an integer in 0..255"),
+    ("record-method", [rec(method="nat")],
+     "lookup record 10.1.1.20: method must be 'encap' or 'rewrite'"),
+    # unknown and missing fields
+    ("record-field", [rec(colour="blue")], "set record: unknown field 'colour'"),
+    ("subnet-field", [subnet(5002, "10.1.2.0/24", vlan=100)], "set subnet: unknown field 'vlan'"),
+    ("route-field", [route("10.9.0.0/16", "172.16.1.20", weight=1)],
+     "set route: unknown field 'weight'"),
+    ("domain-field", [{"op": "set", "kind": "domain", "rdid": 3, "vsids": []}],
+     "set domain: unknown field 'vsids'"),
+    ("del-field", [{"op": "del", "kind": "subnet", "vsid": 5001, "prefix": "10.1.1.0/24"}],
+     "del subnet: unknown field 'prefix'"),
+    ("provider-field", [{"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24"],
+                         "mac": "02:00:00:00:00:01"}], "set provider: unknown field 'mac'"),
+    ("record-missing", [{"op": "set", "kind": "record", "vsid": 5001, "ca": "10.1.1.20",
+                         "mac": "00:15:5d:00:00:20"}], "set record: missing field 'pa'"),
+    ("subnet-missing", [{"op": "set", "kind": "subnet", "rdid": 1, "vsid": 5002}],
+     "set subnet: missing field 'prefix'"),
+    ("route-missing", [{"op": "set", "kind": "route", "rdid": 1, "prefix": "10.9.0.0/16"}],
+     "set route: missing field 'next_hop'"),
+    # unknown kinds and ops; malformed batches
+    ("kind", [{"op": "set", "kind": "vrf", "rdid": 1}], "operation 0: unknown kind 'vrf'"),
+    ("kind-none", [{"op": "set"}], "operation 0: unknown kind None"),
+    ("del-provider", [{"op": "del", "kind": "provider"}], "operation 0: unknown kind 'provider'"),
+    ("op", [rec(), {"op": "upsert", "kind": "record"}],
+     "operation 1: needs 'op' = 'set' or 'del'"),
+    ("op-missing", [{"kind": "record"}], "operation 0: needs 'op' = 'set' or 'del'"),
+    ("op-not-dict", [rec(), "set record"], "operation 1: needs 'op' = 'set' or 'del'"),
+    ("not-a-list", {"op": "set", "kind": "domain", "rdid": 3}, "a batch is a list of operations"),
+]
+
+
+@pytest.mark.parametrize("ops,message", [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_fields_refused(ops, message):
+    assert_refused(redblue(), ops, message)
+
+
+# -- consistency between objects ---------------------------------------------------------
+
+REFERENCES = [
+    ("record-missing-subnet", [rec(vsid=5002, ca="10.1.2.5")],
+     "lookup record 10.1.2.5: virtual subnet 5002 does not exist"),
+    ("route-missing-domain", [route("10.9.0.0/16", "172.16.1.20", rdid=3)],
+     "routing domain 3 does not exist"),
+    ("subnet-missing-domain", [subnet(7001, "10.3.0.0/16", rdid=3)],
+     "routing domain 3 does not exist"),
+    ("attachment-missing-domain", [attachment(300, "172.16.3.1/24", rdid=3)],
+     "routing domain 3 does not exist"),
+    ("vsid-moved", [subnet(5001, "10.1.1.0/24", rdid=2)],
+     "VSID 5001 is already in routing domain 1"),
+    ("vsid-moved-new-domain", [domain(3), subnet(6001, "10.1.1.0/24", rdid=3)],
+     "VSID 6001 is already in routing domain 2"),
+    ("subnet-prefix-change", [subnet(5001, "10.1.0.0/16")],
+     "virtual subnet 5001: its prefix cannot change (delete and re-add it)"),
+    ("overlap-wider", [subnet(5002, "10.1.0.0/16")],
+     "virtual subnet 5002 (10.1.0.0/16) overlaps virtual subnet 5001 (10.1.1.0/24) "
+     "in routing domain 1"),
+    ("overlap-narrower", [subnet(6002, "10.1.1.128/25", rdid=2)],
+     "virtual subnet 6002 (10.1.1.128/25) overlaps virtual subnet 6001 (10.1.1.0/24) "
+     "in routing domain 2"),
+    ("overlap-same-batch", [subnet(5002, "10.1.2.0/24"), subnet(5003, "10.1.2.0/23")],
+     "virtual subnet 5003 (10.1.2.0/23) overlaps virtual subnet 5002 (10.1.2.0/24)"),
+    ("ca-outside-subnet", [rec(ca="10.1.2.5")],
+     "lookup record 10.1.2.5 is outside virtual subnet 5001 (10.1.1.0/24)"),
+    ("ca-network-neighbour", [rec(vsid=6001, ca="10.1.0.255")],
+     "lookup record 10.1.0.255 is outside virtual subnet 6001 (10.1.1.0/24)"),
+    ("vlan-two-domains", [attachment(100, "172.16.1.1/24", rdid=2)],
+     "VLAN 100 is already attached to routing domain 1"),
+    ("route-vlan-other-domain", [route("10.9.0.0/16", "172.16.2.20", vlan=200)],
+     "route 10.9.0.0/16: VLAN 200 is not attached to routing domain 1"),
+    ("route-vsid-other-domain", [route("10.9.0.0/16", "10.1.1.50", vsid=6001)],
+     "route 10.9.0.0/16: VSID 6001 is not in routing domain 1"),
+    ("next-hop-nowhere", [route("10.9.0.0/16", "192.0.2.1", metric=10)],
+     "route 10.9.0.0/16: next hop 192.0.2.1 is on no VLAN and in no virtual subnet of "
+     "routing domain 1"),
+    ("next-hop-other-domain", [route("10.9.0.0/16", "172.16.2.20")],
+     "next hop 172.16.2.20 is on no VLAN and in no virtual subnet of routing domain 1"),
+    ("on-link-without-where", [route("10.9.0.0/16", "0.0.0.0")],
+     "route 10.9.0.0/16: an on-link route needs 'vlan' or 'vsid'"),
+    ("record-before-provider", None, "lookup records need the provider addresses set first"),
+]
+
+
+@pytest.mark.parametrize("ops,message", [c[1:] for c in REFERENCES],
+                         ids=[c[0] for c in REFERENCES])
+def test_inconsistent_objects_refused(ops, message):
+    if ops is None:             # a policy with no provider yet
+        p = new_policy()
+        p.apply([domain(1), subnet(5001, "10.1.1.0/24")])
+        assert_refused(p, [rec()], message)
+        return
+    assert_refused(redblue(), ops, message)
+
+
+def test_same_prefix_in_two_domains_allowed():
+    """Red/Blue: 10.1.1.0/24 in both domains, each with its own record for 10.1.1.7."""
+    p = redblue()
+    assert p.subnets[5001]["prefix"] == p.subnets[6001]["prefix"] == "10.1.1.0/24"
+    assert p.subnets[5001]["rdid"] == 1 and p.subnets[6001]["rdid"] == 2
+    assert p.records[(5001, "10.1.1.7")]["pa"] == "192.168.1.10"
+    assert p.records[(6001, "10.1.1.7")]["pa"] == "192.168.1.11"
+    assert p.installed[(1, "10.1.1.0/24")] == (VSUBNET, 5001, 0, ZERO_B)
+    assert p.installed[(2, "10.1.1.0/24")] == (VSUBNET, 6001, 0, ZERO_B)
+    # and a third domain may reuse the prefix too, as may a customer route in another one
+    calls = p.check([domain(3, "green"), subnet(7001, "10.1.1.0/24", rdid=3),
+                     route("10.1.1.0/24", "172.16.2.20", rdid=2, metric=10)])
+    assert calls == [
+        ("vsid_set", 7001, 3, b("10.1.1.1"), PROV_MAC_B, -1, 2),
+        ("route_set", 3, b("10.1.1.0"), 24, VSUBNET, 7001, 0, ZERO_B),
+    ]   # the rdid 2 customer route (metric 10) loses to the connected route (metric 0)
+
+
+def test_subnet_defaults_and_connected_routes():
+    p = redblue()
+    calls = p.check([subnet(5002, "10.1.2.0/24"),
+                     subnet(5003, "10.1.3.0/24", gateway="10.1.3.254",
+                            gateway_mac="02:AA:bb:cc:dd:ee", flowid=7),
+                     attachment(101, "172.16.5.1/24", mac="02-00-00-00-05-01")])
+    assert calls == [
+        ("vsid_set", 5002, 1, b("10.1.2.1"), PROV_MAC_B, -1, 2),
+        ("vsid_set", 5003, 1, b("10.1.3.254"), bytes.fromhex("02aabbccddee"), 7, 3),
+        ("attach_set", 101, 1, b("172.16.5.1"), b("255.255.255.0"), bytes.fromhex("020000000501")),
+        ("route_set", 1, b("10.1.2.0"), 24, VSUBNET, 5002, 0, ZERO_B),
+        ("route_set", 1, b("10.1.3.0"), 24, VSUBNET, 5003, 0, ZERO_B),
+        ("route_set", 1, b("172.16.5.0"), 24, CUSTOMER, 0, 101, ZERO_B),
+    ]
+    assert p.subnets[5003]["gateway_mac"] == "02:aa:bb:cc:dd:ee"
+    assert p.attachments[101]["mac"] == "02:00:00:00:05:01"
+    # the default attachment MAC is the customer port's
+    assert p.attachments[100]["mac"] == CUSTOMER_MAC
+    # re-setting a subnet unchanged re-sends its vsid_set but not its route
+    assert p.check([subnet(5002, "10.1.2.0/24")]) == [
+        ("vsid_set", 5002, 1, b("10.1.2.1"), PROV_MAC_B, -1, 2)]
+
+
+# -- deletions that would leave dangling references ----------------------------------------
+
+def test_delete_subnet_with_records_refused():
+    p = redblue()
+    p.apply([rec(ca="10.1.1.20")])
+    assert_refused(p, [subnet(5001, None, op="del")],
+                   "virtual subnet 5001 still has 2 lookup records; delete them first")
+    # deleting its records first, in the same batch, is fine
+    calls = p.check([rec(ca="10.1.1.7", op="del"), rec(ca="10.1.1.20", op="del"),
+                     subnet(5001, None, op="del")])
+    assert calls == [("record_del", 5001, b("10.1.1.7")), ("record_del", 5001, b("10.1.1.20")),
+                     ("vsid_del", 5001),
+                     ("route_del", 1, b("10.1.1.0"), 24, False)]   # 172.16.1.0/24 stays
+    assert 5001 not in p.subnets and 5001 not in p.domains[1]["vsids"]
+
+
+def test_delete_subnet_that_is_a_next_hop_refused():
+    p = redblue()
+    p.apply([rec(ca="10.1.1.7", op="del"), route("10.9.0.0/16", "10.1.1.50")])
+    assert_refused(p, [subnet(5001, None, op="del")],
+                   "virtual subnet 5001 is the next hop of route 10.9.0.0/16 via 10.1.1.50; "
+                   "delete it first")
+
+
+def test_delete_domain_with_subnets_or_attachments_refused():
+    p = redblue()
+    assert_refused(p, [domain(1, op="del")],
+                   "routing domain 1 still has virtual subnet 5001; delete it first")
+    p.apply([rec(ca="10.1.1.7", op="del"), subnet(5001, None, op="del")])
+    assert_refused(p, [domain(1, op="del")],
+                   "routing domain 1 still has attachment vlan 100; delete it first")
+    calls = p.check([attachment(100, op="del"), domain(1, op="del")])
+    assert calls == [("attach_del", 100), ("route_del", 1, b("172.16.1.0"), 24, True)]
+    assert 1 not in p.domains
+
+
+def test_delete_attachment_used_by_route_refused():
+    p = redblue()
+    p.apply([route("10.8.0.0/16", "172.16.1.254", metric=5)])
+    assert_refused(p, [attachment(100, op="del")],
+                   "VLAN 100 is the next hop of route 10.8.0.0/16 via 172.16.1.254; "
+                   "delete it first")
+    p.apply([route("10.8.0.0/16", "0.0.0.0", vlan=100, op="set")])
+    p.apply([route("10.8.0.0/16", "172.16.1.254", op="del")])
+    assert_refused(p, [attachment(100, op="del")],
+                   "VLAN 100 is the next hop of route 10.8.0.0/16 via 0.0.0.0")
+
+
+def test_delete_missing_objects_refused():
+    p = redblue()
+    assert_refused(p, [rec(ca="10.1.1.99", op="del")],
+                   "no lookup record for 10.1.1.99 in VSID 5001")
+    assert_refused(p, [subnet(5009, None, op="del")], "virtual subnet 5009 does not exist")
+    assert_refused(p, [attachment(300, op="del")], "no attachment on VLAN 300")
+    assert_refused(p, [domain(3, op="del")], "routing domain 3 does not exist")
+    assert_refused(p, [route("10.9.0.0/16", "172.16.1.20", op="del")],
+                   "no customer route 10.9.0.0/16 via 172.16.1.20 in routing domain 1")
+    # connected routes are not customer routes
+    assert_refused(p, [route("10.1.1.0/24", "0.0.0.0", op="del")],
+                   "no customer route 10.1.1.0/24 via 0.0.0.0 in routing domain 1")
+    assert_refused(p, [{"op": "del", "kind": "neighbour", "ip": "192.168.1.99"}],
+                   "no static neighbour 192.168.1.99 (vlan 0)")
+    # the same record deleted twice in one batch
+    assert_refused(p, [rec(ca="10.1.1.7", op="del"), rec(ca="10.1.1.7", op="del")],
+                   "no lookup record for 10.1.1.7 in VSID 5001")
+
+
+# -- whole or not at all -------------------------------------------------------------------
+
+def test_batch_with_invalid_last_op_changes_nothing():
+    p = redblue()
+    good = [
+        domain(3, "green"),
+        subnet(7001, "10.3.0.0/16", rdid=3),
+        attachment(300, "172.16.3.1/24", rdid=3),
+        rec(vsid=7001, ca="10.3.0.5", pa="192.168.1.13"),
+        route("10.30.0.0/16", "172.16.3.20", rdid=3, metric=10),
+        route("10.9.0.0/16", "10.1.1.50", rdid=1),
+        {"op": "set", "kind": "neighbour", "vlan": 300, "ip": "172.16.3.20",
+         "mac": "02:00:00:00:03:20"},
+        {"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24"], "mtu": 1400},
+        rec(ca="10.1.1.7", op="del"),
+        rec(vsid=6001, ca="10.1.1.7", mac="00:15:5d:7e:00:77", pa="192.168.1.12"),
+        attachment(100, "172.16.9.1/24"),           # readdressed
+    ]
+    bad = route("10.31.0.0/16", "192.0.2.1", rdid=3)
+    before = state(p)
+    with pytest.raises(PolicyError, match="next hop 192.0.2.1 is on no VLAN and in no "
+                                          "virtual subnet of routing domain 3"):
+        p.apply(good + [bad])
+    assert state(p) == before
+    assert p.generation == 1
+    assert 3 not in p.domains and 7001 not in p.subnets and 300 not in p.attachments
+    assert (7001, "10.3.0.5") not in p.records and (3, "10.30.0.0/16") not in p.routes
+    assert (1, "10.9.0.0/16") not in p.routes and (1, "10.9.0.0/16") not in p.installed
+    assert (300, "172.16.3.20") not in p.neighbours
+    assert p.provider["mtu"] == 1500
+    assert p.records[(5001, "10.1.1.7")]["pa"] == "192.168.1.10"
+    assert p.records[(6001, "10.1.1.7")]["mac"] == "00:15:5d:7e:00:07"
+    assert p.attachments[100]["address"] == "172.16.1.1/24"
+    assert (1, "172.16.1.0/24") in p.installed and (1, "172.16.9.0/24") not in p.installed
+    # the good part alone applies, as one generation; the subnet slot was not leaked
+    assert p.apply(good) == 2
+    assert p.subnets[7001]["slot"] == 2
+    assert p.provider["mtu"] == 1400
+    assert p.installed[(3, "10.30.0.0/16")] == (CUSTOMER, 0, 300, b("172.16.3.20"))
+    assert p.installed[(1, "10.9.0.0/16")] == (APPLIANCE, 5001, 0, b("10.1.1.50"))
+    assert (1, "172.16.1.0/24") not in p.installed
+    assert p.installed[(1, "172.16.9.0/24")] == (CUSTOMER, 0, 100, ZERO_B)
+
+
+def test_valid_batch_bumps_generation_by_one():
+    p = redblue()
+    assert p.apply([rec(ca="10.1.1.20"), rec(ca="10.1.1.21"), rec(ca="10.1.1.22")]) == 2
+    assert p.generation == 2
+    assert p.apply([]) == 3                 # an empty batch is a (no-op) generation
+    with pytest.raises(PolicyError):
+        p.apply([rec(ca="10.1.1.23", mac="nope")])
+    assert p.generation == 3
+    assert p.apply([rec(ca="10.1.1.23")]) == 4
+    assert p.apply([rec(ca="10.1.1.24")], generation=10) == 10     # numbered by a manager
+
+
+def test_failed_capacity_check_restores_route_bookkeeping():
+    """The capacity checks run after the routes are staged: a refusal there must also
+    restore the per-length route counts (else last_of_len goes wrong later)."""
+    p = redblue(capacity={"records": 3, "routes": 100})
+    p.apply([route("10.9.0.0/16", "172.16.1.20"), route("10.8.0.0/16", "172.16.1.20"),
+             rec(ca="10.1.1.20")])
+    assert_refused(p, [route("10.9.0.0/16", "172.16.1.20", op="del"),
+                       route("10.8.0.0/16", "172.16.1.20", op="del"), rec(ca="10.1.1.21")],
+                   "4 lookup records exceed the table size of 3")
+    assert p.check([route("10.9.0.0/16", "172.16.1.20", op="del")]) == [
+        ("route_del", 1, b("10.9.0.0"), 16, False)]
+    q = redblue(capacity={"records": 10, "routes": 6})
+    assert len(q.installed) == 4
+    q.apply([route("10.9.0.0/16", "172.16.1.20"), route("10.9.0.0/16", "172.16.1.21")])
+    assert_refused(q, [route("10.7.0.0/16", "172.16.1.20"), route("10.6.0.0/16", "172.16.1.20")],
+                   "7 routes exceed the table size of 6")
+
+
+# -- routes: metrics and the C calls ------------------------------------------------------
+
+def test_lowest_metric_route_is_installed():
+    p = redblue()
+    pfx = b("10.9.0.0")
+    assert p.check([route("10.9.0.0/16", "172.16.1.20", metric=20)]) == [
+        ("route_set", 1, pfx, 16, CUSTOMER, 0, 100, b("172.16.1.20"))]
+    # a better route replaces it: one route_set
+    assert p.check([route("10.9.0.0/16", "172.16.1.30", metric=10)]) == [
+        ("route_set", 1, pfx, 16, CUSTOMER, 0, 100, b("172.16.1.30"))]
+    # a worse one changes nothing in C
+    assert p.check([route("10.9.0.0/16", "172.16.1.40", metric=30)]) == []
+    # the best changes when a metric changes: exactly one route_set
+    assert p.check([route("10.9.0.0/16", "172.16.1.20", metric=5)]) == [
+        ("route_set", 1, pfx, 16, CUSTOMER, 0, 100, b("172.16.1.20"))]
+    # a metric change that keeps the best route: no C call
+    assert p.check([route("10.9.0.0/16", "172.16.1.20", metric=8)]) == []
+    # deleting the installed route installs the next best (no route_del)
+    assert p.check([route("10.9.0.0/16", "172.16.1.20", op="del")]) == [
+        ("route_set", 1, pfx, 16, CUSTOMER, 0, 100, b("172.16.1.30"))]
+    # deleting a route that is not installed: nothing in C
+    assert p.check([route("10.9.0.0/16", "172.16.1.40", op="del")]) == []
+    assert p.check([route("10.9.0.0/16", "172.16.1.30", op="del")]) == [
+        ("route_del", 1, pfx, 16, True)]
+    assert (1, "10.9.0.0/16") not in p.routes and (1, "10.9.0.0/16") not in p.installed
+
+
+def test_metric_default_and_route_kinds():
+    p = redblue()
+    calls = p.check([route("10.9.0.0/16", "10.1.1.50"),                     # appliance
+                     route("10.8.0.0/16", "0.0.0.0", vlan=100),             # on-link VLAN
+                     route("10.7.0.0/16", "0.0.0.0", vsid=5001),            # on-link subnet
+                     route("0.0.0.0/0", "172.16.1.254", metric=256)])       # default route
+    assert sorted(calls) == sorted([
+        ("route_set", 1, b("10.9.0.0"), 16, APPLIANCE, 5001, 0, b("10.1.1.50")),
+        ("route_set", 1, b("10.8.0.0"), 16, CUSTOMER, 0, 100, ZERO_B),
+        ("route_set", 1, b("10.7.0.0"), 16, VSUBNET, 5001, 0, ZERO_B),
+        ("route_set", 1, ZERO_B, 0, CUSTOMER, 0, 100, b("172.16.1.254")),
+    ])
+    assert p.routes[(1, "10.9.0.0/16")]["10.1.1.50"]["metric"] == 256
+    # metric 256 (the default) against 255: the explicit lower metric wins
+    assert p.check([route("0.0.0.0/0", "10.1.1.60", metric=255)]) == [
+        ("route_set", 1, ZERO_B, 0, APPLIANCE, 5001, 0, b("10.1.1.60"))]
+
+
+def test_last_of_len_is_per_domain():
+    p = redblue()
+    p.apply([route("10.9.0.0/16", "172.16.1.20"), route("10.8.0.0/16", "172.16.1.20"),
+             route("10.9.0.0/16", "172.16.2.20", rdid=2)])
+    # another /16 remains in domain 1
+    assert p.check([route("10.9.0.0/16", "172.16.1.20", op="del")]) == [
+        ("route_del", 1, b("10.9.0.0"), 16, False)]
+    # the last /16 of domain 1 (domain 2 still has one: it does not count)
+    assert p.check([route("10.8.0.0/16", "172.16.1.20", op="del")]) == [
+        ("route_del", 1, b("10.8.0.0"), 16, True)]
+    # replacing the last /16 of a domain by another /16 in one batch
+    p.apply([route("10.8.0.0/16", "172.16.1.20")])
+    calls = p.check([route("10.8.0.0/16", "172.16.1.20", op="del"),
+                     route("10.5.0.0/16", "172.16.1.20")])
+    assert calls == [
+        ("route_set", 1, b("10.5.0.0"), 16, CUSTOMER, 0, 100, b("172.16.1.20")),
+        ("route_del", 1, b("10.8.0.0"), 16, False)]
+    # the /24s of domain 2 (subnet and attachment): deleting the attachment is not the last
+    p.apply([route("10.9.0.0/16", "172.16.2.20", rdid=2, op="del")])
+    assert p.check([attachment(200, op="del")]) == [
+        ("attach_del", 200), ("route_del", 2, b("172.16.2.0"), 24, False)]
+
+
+def test_provider_change_rebuilds_records():
+    p = redblue()
+    calls = p.check([{"op": "set", "kind": "provider", "addresses": ["192.168.1.2/24",
+                                                                     "192.168.2.2/24"],
+                      "gateway": "192.168.1.254", "mtu": 9000}])
+    assert calls[0] == ("provider_set", [b("192.168.1.2"), b("192.168.2.2")],
+                        b("255.255.255.0"), b("192.168.1.254"), 9000, PROV_MAC_B)
+    assert sorted(calls[1:]) == sorted([
+        ("record_set", 5001, b("10.1.1.7"), bytes.fromhex("00155db10007"), b("192.168.1.10"), 0),
+        ("record_set", 6001, b("10.1.1.7"), bytes.fromhex("00155d7e0007"), b("192.168.1.11"), 0),
+    ])
+
+
+def test_record_normalised_and_calls():
+    p = redblue()
+    calls = p.check([rec(ca="10.1.1.20", mac="00-15-5D-00-00-2A", pa="192.168.1.12",
+                         method="encap")])
+    assert calls == [("record_set", 5001, b("10.1.1.20"), bytes.fromhex("00155d00002a"),
+                      b("192.168.1.12"), 0)]
+    assert p.records[(5001, "10.1.1.20")] == {"vsid": 5001, "ca": "10.1.1.20",
+                                              "mac": "00:15:5d:00:00:2a",
+                                              "pa": "192.168.1.12", "method": "encap"}
+    # the method defaults to encap
+    p.apply([rec(ca="10.1.1.21")])
+    assert p.records[(5001, "10.1.1.21")]["method"] == "encap"
+    assert p.check([rec(ca="10.1.1.20", op="del")]) == [("record_del", 5001, b("10.1.1.20"))]
+
+
+# -- documents ----------------------------------------------------------------------------
+
+def rich_policy() -> Policy:
+    """Red/Blue plus one of everything: every optional field, every route kind."""
+    p = redblue()
+    p.apply([
+        {"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24", "192.168.7.1/24"],
+         "gateway": "192.168.1.254", "mtu": 1400},
+        domain(3, "green"),
+        subnet(7001, "10.3.0.0/16", rdid=3, gateway="10.3.255.254",
+               gateway_mac="02:00:00:00:70:01", flowid=9),
+        subnet(7002, "10.4.0.0/30", rdid=3),
+        attachment(300, "172.16.3.1/24", rdid=3, mac="02:00:00:00:30:00"),
+        rec(vsid=7001, ca="10.3.0.5", pa="192.168.7.20", method="encap"),
+        rec(vsid=7002, ca="10.4.0.2", pa="192.168.1.30"),
+        route("10.30.0.0/16", "172.16.3.20", rdid=3, metric=10),
+        route("10.30.0.0/16", "10.3.0.5", rdid=3, metric=20),
+        route("10.31.0.0/16", "0.0.0.0", rdid=3, vsid=7002),
+        route("10.32.0.0/16", "0.0.0.0", rdid=3, vlan=300, metric=0),
+        route("10.9.0.0/16", "172.16.1.20", rdid=1),
+        {"op": "set", "kind": "neighbour", "vlan": 300, "ip": "172.16.3.20",
+         "mac": "02:00:00:00:03:20"},
+        {"op": "set", "kind": "neighbour", "ip": "192.168.1.254", "mac": "00:15:5d:00:00:fe"},
+    ])
+    return p
+
+
+def test_document_round_trips():
+    p = rich_policy()
+    doc = p.document()
+    q = new_policy()
+    assert q.load_document(json.loads(json.dumps(doc))) == 1
+    assert q.document() == doc
+    assert q.installed == p.installed and q.lengths == p.lengths
+    assert {v: s["slot"] for v, s in q.subnets.items()} == {v: s["slot"]
+                                                            for v, s in p.subnets.items()}
+    # its own document again: nothing to delete, one more generation, the same policy
+    gen = p.generation
+    assert p.load_document(json.loads(json.dumps(doc))) == gen + 1
+    assert p.document() == doc
+    # the documented defaults are filled in
+    d1 = next(d for d in doc["routing_domains"] if d["rdid"] == 1)
+    assert d1["subnets"] == [{"vsid": 5001, "prefix": "10.1.1.0/24", "gateway": "10.1.1.1",
+                              "gateway_mac": PROVIDER_MAC, "flowid": None}]
+    assert d1["attachments"] == [{"vlan": 100, "address": "172.16.1.1/24", "mac": CUSTOMER_MAC}]
+    assert d1["routes"] == [{"prefix": "10.9.0.0/16", "next_hop": "172.16.1.20", "metric": 256,
+                             "vlan": 100}]
+    d3 = next(d for d in doc["routing_domains"] if d["rdid"] == 3)
+    assert next(s for s in d3["subnets"] if s["vsid"] == 7002)["gateway"] == "10.4.0.1"
+
+
+class Recorder:
+    """A stand-in for the Cython tables: records every call and commit."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.commits = 0
+
+    def commit(self):
+        self.commits += 1
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args: self.calls.append((name, *args))
+
+
+def test_load_document_deletes_what_it_lacks():
+    nv = Recorder()
+    p = Policy(nv, PROVIDER_MAC, CUSTOMER_MAC)
+    assert p.load_document(redblue_doc()) == 1 and nv.commits == 1
+    p.apply([
+        domain(3, "green"), subnet(7001, "10.3.0.0/16", rdid=3),
+        attachment(300, "172.16.3.1/24", rdid=3),
+        rec(vsid=7001, ca="10.3.0.5"),
+        route("10.30.0.0/16", "172.16.3.20", rdid=3),
+        route("10.31.0.0/16", "10.3.0.5", rdid=3),
+        subnet(5002, "10.1.2.0/24"), rec(vsid=5002, ca="10.1.2.9"),
+        rec(ca="10.1.1.99"),
+        route("10.9.0.0/16", "172.16.1.20"), route("10.9.0.0/16", "10.1.2.9", metric=1),
+        attachment(101, "172.16.5.1/24"),
+        {"op": "set", "kind": "neighbour", "vlan": 101, "ip": "172.16.5.9",
+         "mac": "02:00:00:00:05:09"},
+    ])
+    assert p.generation == 2 and nv.commits == 2
+    nv.calls.clear()
+
+    doc = redblue_doc()
+    doc["records"][0]["pa"] = "192.168.1.12"           # and one object changed
+    assert p.load_document(doc) == 3
+    assert nv.commits == 3                              # one batch, one commit
+
+    fresh = new_policy()
+    fresh.load_document(copy.deepcopy(doc))
+    assert norm(p.document()) == norm(fresh.document())
+    assert sorted(p.domains) == [1, 2] and sorted(p.subnets) == [5001, 6001]
+    assert sorted(p.attachments) == [100, 200]
+    assert sorted(p.records) == [(5001, "10.1.1.7"), (6001, "10.1.1.7")]
+    assert set(p.installed) == {(1, "10.1.1.0/24"), (1, "172.16.1.0/24"),
+                                (2, "10.1.1.0/24"), (2, "172.16.2.0/24")}
+    assert (101, "172.16.5.9") not in p.neighbours
+    assert p.installed == fresh.installed
+    assert {k: n for k, n in p.lengths.items() if n} == fresh.lengths
+
+    deleted = [c for c in nv.calls if c[0].endswith("_del")]
+    assert sorted(c[:4] for c in deleted) == sorted([
+        ("record_del", 7001, b("10.3.0.5")), ("record_del", 5002, b("10.1.2.9")),
+        ("record_del", 5001, b("10.1.1.99")), ("attach_del", 300), ("attach_del", 101),
+        ("vsid_del", 7001), ("vsid_del", 5002),
+        ("route_del", 3, b("10.3.0.0"), 16), ("route_del", 3, b("10.30.0.0"), 16),
+        ("route_del", 3, b("10.31.0.0"), 16), ("route_del", 3, b("172.16.3.0"), 24),
+        ("route_del", 1, b("10.1.2.0"), 24), ("route_del", 1, b("172.16.5.0"), 24),
+        ("route_del", 1, b("10.9.0.0"), 16)])
+    # last_of_len=True exactly once for each (domain, length) left with no route
+    last = {(c[1], c[3]) for c in deleted if c[0] == "route_del" and c[4]}
+    assert last == {(3, 16), (3, 24), (1, 16)}
+    assert sum(1 for c in deleted if c[0] == "route_del" and c[4]) == 3
+    assert ("record_set", 5001, b("10.1.1.7"), bytes.fromhex("00155db10007"),
+            b("192.168.1.12"), 0) in nv.calls
+    # the records are deleted before their subnets
+    names = [c[0] for c in nv.calls]
+    assert names.index("vsid_del") > max(i for i, n in enumerate(names) if n == "record_del")
+
+
+def test_load_invalid_document_changes_nothing():
+    p = rich_policy()
+    doc = redblue_doc()
+    doc["records"].append(rec(ca="10.1.9.9"))
+    for k in ("op", "kind"):
+        del doc["records"][-1][k]
+    assert_refused(p, doc, "lookup record 10.1.9.9 is outside virtual subnet 5001 (10.1.1.0/24)",
+                   apply=False)
+    assert_refused(p, {**redblue_doc(), "vrfs": []}, "policy: unknown key 'vrfs'", apply=False)
+    bad = redblue_doc()
+    bad["routing_domains"][0]["vsids"] = [5001]
+    assert_refused(p, bad, "routing domain 1: unknown key 'vsids'", apply=False)
+    bad = redblue_doc()
+    del bad["routing_domains"][1]["rdid"]
+    assert_refused(p, bad, "routing_domains: each needs an 'rdid'", apply=False)
+    assert_refused(p, [], "a policy document is a JSON object", apply=False)
+    # valid on its own, but it would move VSID 5001 to routing domain 2
+    moved = redblue_doc()
+    moved["routing_domains"][0]["subnets"] = []
+    moved["routing_domains"][1]["subnets"] = [{"vsid": 5001, "prefix": "10.1.1.0/24"}]
+    moved["routing_domains"][0]["attachments"] = []
+    moved["records"][0]["vsid"] = 5001
+    moved["records"] = moved["records"][:1]
+    moved["neighbours"] = moved["neighbours"][:2]
+    assert_refused(redblue(), moved, "VSID 5001 is already in routing domain 1", apply=False)
+
+
+# -- malformed and conflicting input (bugs found once, fixed) -----------------------------------------------
+
+MALFORMED = [
+    ("record-method-no-pa", {"op": "set", "kind": "record", "vsid": 5001, "ca": "10.1.1.30",
+                             "mac": "00:15:5d:00:00:30", "method": "encap"},
+     "missing field 'pa'"),
+    ("record-method-no-mac", {"op": "set", "kind": "record", "vsid": 5001, "ca": "10.1.1.30",
+                              "pa": "192.168.1.10", "method": "encap"}, "missing field 'mac'"),
+    ("record-vsid-list", {"op": "set", "kind": "record", "vsid": [5001], "ca": "10.1.1.30",
+                          "mac": "00:15:5d:00:00:30", "pa": "192.168.1.10"}, "VSID [5001]"),
+]
+
+
+@pytest.mark.parametrize("op,message", [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_malformed_record_refused_whole(op, message):
+    assert_refused(redblue(), [rec(ca="10.1.1.20"), op], message)
+
+
+def test_document_with_non_object_entry_refused():
+    doc = redblue_doc()
+    doc["records"].append(1)
+    assert_refused(redblue(), doc, "records", apply=False)
+
+
+def test_attachment_overlapping_subnet_refused():
+    assert_refused(redblue(), [attachment(101, "10.1.1.1/24")], "overlaps")
+
+
+def test_customer_route_cannot_replace_connected_route():
+    p = redblue()
+    try:
+        p.apply([route("10.1.1.0/24", "0.0.0.0", vsid=5001, metric=5)])
+    except PolicyError:
+        pass
+    try:
+        p.apply([route("10.1.1.0/24", "0.0.0.0", op="del")])
+    except PolicyError:
+        pass
+    assert p.installed.get((1, "10.1.1.0/24")) == (VSUBNET, 5001, 0, ZERO_B)
+    assert p.routes[(1, "10.1.1.0/24")]["0.0.0.0"].get("auto")
+
+
+def test_attachment_address_needs_prefix_length():
+    assert_refused(redblue(), [attachment(101, "172.16.5.1")],
+                   "is not an address with a prefix length")
+
+
+# -- live: a gateway and its control socket ----------------------------------------------------
+
+BODY = """
+[pipeline]
+mode = "nvgre"
+policy = "{policy}"
+[tables]
+records = 4096
+routes = 4096
+neighbours = 1024
+"""
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("policy-gw")
+    g = GatewayProcess(wd, [PcapPort("fabric", "provider"), PcapPort("tenants", "customer")],
+                       BODY.format(policy=REDBLUE))
+    g.start()
+    yield g
+    rc = g.stop()
+    assert rc == 0, g.stderr
+
+
+def show_policy(gw) -> dict:
+    return gw.request("show", what="policy")
+
+
+def test_live_invalid_batch_changes_nothing(gw):
+    before = show_policy(gw)
+    gen = before["generation"]
+    good = [rec(ca="10.1.1.40", pa="192.168.1.12"),
+            route("10.9.0.0/16", "172.16.1.20", metric=10),
+            {"op": "set", "kind": "neighbour", "vlan": 100, "ip": "172.16.1.20",
+             "mac": "02:00:00:00:01:20"}]
+    with pytest.raises(NvgwError) as e:
+        gw.request("apply", ops=good + [rec(ca="10.2.0.5")])
+    assert str(e.value) == "lookup record 10.2.0.5 is outside virtual subnet 5001 (10.1.1.0/24)"
+    assert show_policy(gw) == before
+    with pytest.raises(NvgwError, match="routing domain 9 does not exist"):
+        gw.request("apply", ops=good + [route("10.9.0.0/16", "172.16.1.20", rdid=9)])
+    with pytest.raises(NvgwError, match="a batch is a list of operations"):
+        gw.request("apply", ops={"op": "set"})
+    with pytest.raises(NvgwError, match="no lookup record for 10.1.1.99 in VSID 5001"):
+        gw.request("migrate", vsid=5001, ca="10.1.1.99", pa="192.168.1.12")
+    assert show_policy(gw) == before
+
+    assert gw.request("apply", ops=good) == {"generation": gen + 1}
+    after = show_policy(gw)
+    assert after["generation"] == gen + 1
+    assert {"vsid": 5001, "ca": "10.1.1.40", "mac": "00:15:5d:00:00:20", "pa": "192.168.1.12",
+            "method": "encap"} in after["records"]
+    blue = next(d for d in after["routing_domains"] if d["rdid"] == 1)
+    assert {"prefix": "10.9.0.0/16", "next_hop": "172.16.1.20", "metric": 10,
+            "vlan": 100} in blue["routes"]
+    assert gw.request("show", what="vsid", vsid=5001)["rdid"] == 1
+
+
+def raw_request(endpoint: str, payload: bytes) -> dict:
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(payload)
+        assert sock.poll(2000), f"no reply to {payload!r}"
+        return json.loads(sock.recv())
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("payload,error", [
+    (b"not json {", "malformed request: "),
+    (b"\xff\xfe", "malformed request: "),
+    (b"[1, 2]", "malformed request: request must be a JSON object"),
+    (json.dumps({"v": 2, "type": "show", "what": "ports"}).encode(),
+     "schema version 2 not supported (this gateway speaks 1)"),
+    (json.dumps({"type": "show", "what": "ports"}).encode(),
+     "schema version None not supported"),
+    (json.dumps({"v": "1", "type": "show"}).encode(), "schema version '1' not supported"),
+    (json.dumps({"v": 1, "type": "reboot"}).encode(), "unknown request type 'reboot'"),
+    (json.dumps({"v": 1}).encode(), "unknown request type None"),
+    (json.dumps({"v": 1, "type": "show", "what": "secrets"}).encode(),
+     "show: unknown view 'secrets'"),
+    (json.dumps({"v": 1, "type": "load", "document": None}).encode(),
+     "a policy document is a JSON object"),
+], ids=["not-json", "not-utf8", "not-object", "v2", "no-v", "v-str", "unknown-type", "no-type",
+        "unknown-view", "load-null"])
+def test_live_malformed_requests_get_error_replies(gw, payload, error):
+    before = show_policy(gw)
+    reply = raw_request(gw.endpoint, payload)
+    assert reply["v"] == 1 and reply["ok"] is False
+    assert reply["error"].startswith(error), reply
+    assert "result" not in reply
+    assert show_policy(gw) == before            # still answering, nothing changed
+
+
+def nvgwctl(gw, *args):
+    return subprocess.run([sys.executable, "-m", "mgmt.ctl", "--gateway", gw.endpoint, *args],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+
+
+def test_nvgwctl_policy_commands(gw, tmp_path):
+    gen = show_policy(gw)["generation"]
+    doc = redblue_doc()
+    doc["records"].append({"vsid": 6001, "ca": "10.1.1.50", "mac": "00:15:5d:7e:00:50",
+                           "pa": "192.168.1.11", "method": "encap"})
+    good = tmp_path / "policy.json"
+    good.write_text(json.dumps(doc))
+    p = nvgwctl(gw, "apply", "-f", str(good))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"applied {good}: generation {gen + 1}"
+    expected = new_policy()
+    expected.load_document(copy.deepcopy(doc))
+
+    p = nvgwctl(gw, "--json", "show", "policy")
+    assert p.returncode == 0, p.stderr
+    live = json.loads(p.stdout)
+    assert live.pop("generation") == gen + 1
+    assert norm(live) == norm(expected.document())      # what the file lacked is gone
+
+    p = nvgwctl(gw, "migrate", "--vsid", "6001", "--ca", "10.1.1.50", "--pa", "192.168.1.12")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"10.1.1.50 in VSID 6001 now at 192.168.1.12: generation {gen + 2}"
+
+    p = nvgwctl(gw, "show", "vsid", "6001")
+    assert p.returncode == 0, p.stderr
+    header, row = p.stdout.splitlines()
+    assert header.split() == ["VSID", "RDID", "ENCAP_PKTS", "ENCAP_BYTES", "DECAP_PKTS",
+                              "DECAP_BYTES"]
+    assert row.split() == ["6001", "2", "0", "0", "0", "0"]
+
+    p = nvgwctl(gw, "--json", "show", "policy")
+    live = json.loads(p.stdout)
+    assert live["generation"] == gen + 2
+    assert {"vsid": 6001, "ca": "10.1.1.50", "mac": "00:15:5d:7e:00:50", "pa": "192.168.1.12",
+            "method": "encap"} in live["records"]
+
+    # an invalid file: non-zero exit, the reason on stderr, nothing changed
+    doc["records"].append({"vsid": 5001, "ca": "10.1.2.5", "mac": "00:15:5d:b1:02:05",
+                           "pa": "192.168.1.10"})
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    p = nvgwctl(gw, "apply", "-f", str(bad))
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.strip() == ("nvgwctl: lookup record 10.1.2.5 is outside virtual subnet 5001 "
+                                "(10.1.1.0/24)")
+    notjson = tmp_path / "notjson.json"
+    notjson.write_text("{records: [")
+    p = nvgwctl(gw, "apply", "-f", str(notjson))
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.startswith("nvgwctl: cannot read ") and f"{notjson}: " in p.stderr
+    p = nvgwctl(gw, "migrate", "--vsid", "6001", "--ca", "10.1.1.99", "--pa", "192.168.1.12")
+    assert p.returncode == 1
+    assert p.stderr.strip() == "nvgwctl: no lookup record for 10.1.1.99 in VSID 6001"
+    p = nvgwctl(gw, "show", "vsid", "7001")
+    assert p.returncode == 1
+    assert p.stderr.strip() == "nvgwctl: virtual subnet 7001 does not exist"
+    assert show_policy(gw)["generation"] == gen + 2
+    assert show_policy(gw)["records"] == live["records"]
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="mgmt/ctl.py: --json is an option of the top-level "
+    "parser only, so `nvgwctl show policy --json` exits 2 with 'unrecognized "
+    "arguments: --json' (only `nvgwctl --json show policy` works)")
+def test_nvgwctl_json_flag_after_subcommand(gw):
+    p = nvgwctl(gw, "show", "policy", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["generation"] == show_policy(gw)["generation"]
