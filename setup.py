@@ -56,5 +56,6 @@ setup(
     entry_points={"console_scripts": [
         "nvgw-dataplane = dataplane.cli:main",
         "nvgwctl = mgmt.ctl:main",
+        "nvgw-mgmt = mgmt.server:main",
     ]},
 )

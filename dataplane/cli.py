@@ -8,6 +8,7 @@ import sys
 import time
 
 import structlog
+import zmq
 
 from dataplane import config, log as logsetup
 from dataplane.errors import NvgwError
@@ -85,12 +86,40 @@ def main(argv=None) -> int:
         gw.stop()
         print(f"nvgw-dataplane: control socket {cfg.control['socket']}: {e}", file=sys.stderr)
         return 2
-    log.info("ready", control=cfg.control["socket"], ports=[p["name"] for p in gw.ports])
+    agent = None
+    if cfg.agent is not None:
+        from dataplane.agent import Agent
+        try:
+            agent = Agent(cfg.agent, gw)
+        except Exception as e:      # zmq connect errors are user errors (endpoint)
+            server.close()
+            gw.stop()
+            print(f"nvgw-dataplane: agent {cfg.agent['endpoint']}: {e}", file=sys.stderr)
+            return 2
+    log.info("ready", control=cfg.control["socket"], ports=[p["name"] for p in gw.ports],
+             mgmt=cfg.agent["endpoint"] if agent else None)
     deadline = time.monotonic() + args.duration if args.duration else None
+    # One poller over the control socket and the agent's: requests are served
+    # as they arrive; the timeout is the next heartbeat (at most 50 ms, so a
+    # signal or the deadline is noticed promptly). The workers are C and
+    # never wait for this loop.
+    poller = zmq.Poller()
+    poller.register(server.sock, zmq.POLLIN)
+    if agent is not None:
+        poller.register(agent.sock, zmq.POLLIN)
     try:
         while not stopping and (deadline is None or time.monotonic() < deadline):
-            server.poll(50)
+            timeout = 50 if agent is None else min(50, agent.timeout_ms())
+            ready = dict(poller.poll(timeout))
+            if server.sock in ready:
+                server.poll(0)
+            if agent is not None:
+                if agent.sock in ready:
+                    agent.handle()
+                agent.tick()
     finally:
+        if agent is not None:
+            agent.close()
         server.close()
         gw.stop()
     counters = gw.counters()

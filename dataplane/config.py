@@ -6,6 +6,7 @@ file is checked whole before EAL starts, so nothing is half set up.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 
@@ -24,9 +25,13 @@ SCHEMA = {
     "workers": {"lcores": (list, [1]), "cpus": (list, None)},
     "mempool": {"mbufs": (int, 8191), "cache": (int, 256)},
     "pipeline": {"mode": (str, "forward"), "policy": (str, "")},
-    "tables": {"records": (int, 1 << 20), "routes": (int, 1 << 17), "neighbours": (int, 1 << 16)},
+    "tables": {"records": (int, 1 << 20), "routes": (int, 1 << 17), "neighbours": (int, 1 << 16),
+               "rewrites": (int, 1 << 16)},
     "control": {"socket": (str, "ipc:///run/nvgw/dataplane.sock")},
 }
+# [agent]: optional; when present the gateway takes its policy from nvgw-mgmt.
+AGENT_SCHEMA = {"endpoint": (str, ...), "id": (str, ...), "key": (str, ...),
+                "server_key": (str, ...), "heartbeat_ms": (int, 1000)}
 PORT_SCHEMA = {"name": (str, ...), "role": (str, ...), "device": (str, ...),
                "queues": (int, 1), "descriptors": (int, 1024), "mtu": (int, 0),
                "peer": (str, "")}
@@ -53,6 +58,7 @@ class Config:
     tables: dict
     control: dict
     ports: list[Port] = field(default_factory=list)
+    agent: dict | None = None
 
     @property
     def worker_lcores(self) -> list[int]:
@@ -94,10 +100,10 @@ def parse(text: str, path: str = "<config>") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    unknown = sorted(set(raw) - set(SCHEMA) - {"ports"})
+    unknown = sorted(set(raw) - set(SCHEMA) - {"ports", "agent"})
     if unknown:
         raise ConfigError(f"unknown section or key '{unknown[0]}' "
-                          f"(known: {', '.join(sorted(SCHEMA) + ['ports'])})")
+                          f"(known: {', '.join(sorted(SCHEMA) + ['agent', 'ports'])})")
     sections = {}
     for name, schema in SCHEMA.items():
         sec = raw.get(name, {})
@@ -108,7 +114,12 @@ def parse(text: str, path: str = "<config>") -> Config:
     if not isinstance(raw_ports, list) or not all(isinstance(p, dict) for p in raw_ports):
         raise ConfigError("'ports' must be an array of tables ([[ports]])")
     ports = [Port(**_section(f"ports[{i}]", p, PORT_SCHEMA)) for i, p in enumerate(raw_ports)]
-    cfg = Config(path=path, ports=ports, **sections)
+    agent = None
+    if "agent" in raw:
+        if not isinstance(raw["agent"], dict):
+            raise ConfigError("'agent' must be a table")
+        agent = _section("agent", raw["agent"], AGENT_SCHEMA)
+    cfg = Config(path=path, ports=ports, agent=agent, **sections)
     _validate(cfg)
     return cfg
 
@@ -180,12 +191,15 @@ def _validate(cfg: Config) -> None:
         if roles.count("provider") != 1 or roles.count("customer") != 1:
             raise ConfigError("pipeline.mode = nvgre needs exactly one provider and one "
                               "customer port")
-    for key, lo in (("records", 1024), ("routes", 1024), ("neighbours", 256)):
+    for key, lo in (("records", 1024), ("routes", 1024), ("neighbours", 256),
+                    ("rewrites", 256)):
         if not lo <= cfg.tables[key] <= 1 << 26:
             raise ConfigError(f"'tables.{key}' must be {lo}..{1 << 26}")
     if cfg.pipeline["policy"]:
         cfg.pipeline["policy"] = os.path.join(os.path.dirname(os.path.abspath(cfg.path)),
                                               cfg.pipeline["policy"])
+    if cfg.agent is not None:
+        _validate_agent(cfg)
     if len(cfg.ports) > 8:
         raise ConfigError("at most 8 ports")
     if any(p.device.split(",")[0] == q.device.split(",")[0]
@@ -195,6 +209,31 @@ def _validate(cfg: Config) -> None:
         drivers.check_devices([p.device for p in cfg.ports])
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _validate_agent(cfg: Config) -> None:
+    ag = cfg.agent
+    if cfg.pipeline["mode"] != "nvgre":
+        raise ConfigError("[agent] needs pipeline.mode = nvgre (policy comes from nvgw-mgmt)")
+    if not ag["endpoint"].startswith(("tcp://", "ipc://")):
+        raise ConfigError(f"'agent.endpoint' must be tcp://HOST:PORT or ipc://PATH, "
+                          f"not {ag['endpoint']!r}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", ag["id"]):
+        raise ConfigError(f"'agent.id' {ag['id']!r} must be 1..64 letters, digits, '.', '_' "
+                          "or '-' (the name of the gateway's key in nvgw-mgmt's allow-list)")
+    if not 50 <= ag["heartbeat_ms"] <= 60000:
+        raise ConfigError("'agent.heartbeat_ms' must be 50..60000")
+    import zmq.auth
+    base = os.path.dirname(os.path.abspath(cfg.path))
+    for key, need_secret in (("key", True), ("server_key", False)):
+        ag[key] = path = os.path.join(base, ag[key])
+        try:
+            _public, secret = zmq.auth.load_certificate(path)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"'agent.{key}': cannot read key file {path}: {e}") from None
+        if need_secret and not secret:
+            raise ConfigError(f"'agent.key': {path} holds no secret key "
+                              "(give the .key_secret file of the gateway's key pair)")
 
 
 def _ranges(cpus) -> str:

@@ -1,13 +1,17 @@
 """nvgwctl: the operator's client.
 
-It talks to one gateway's control socket: live counters, and policy
-(apply a declarative file, migrate a CA). Each command is one function
-that the CLI prints and automation can call.
+It talks to one gateway's control socket (live counters; policy of that
+gateway alone) or, with --mgmt, to nvgw-mgmt, which holds the desired policy
+of every gateway (apply, set/del, migrate, show policy, show gateways, wait).
+Each command is one function returning (data, text) that the CLI prints
+(text, or data with --json) and automation can call with either client
+(dataplane.control.ControlClient or mgmt.client.MgmtClient).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from dataplane.control import ControlClient
@@ -53,58 +57,169 @@ def show_vsid(client: ControlClient, vsid: int) -> tuple[object, str]:
                                  "decap_pkts", "decap_bytes"])
 
 
-def apply_file(client: ControlClient, path: str) -> tuple[object, str]:
-    """Make the gateway's policy equal the JSON document in `path` (one batch)."""
+def read_json(path: str):
     try:
         with open(path) as f:
-            doc = json.load(f)
+            return json.load(f)
     except (OSError, ValueError) as e:
-        raise NvgwError(f"cannot read policy {path}: {e}") from None
-    data = client.request("load", document=doc)
-    return data, f"applied {path}: generation {data['generation']}"
+        raise NvgwError(f"cannot read {path}: {e}") from None
 
 
-def migrate(client: ControlClient, vsid: int, ca: str, pa: str) -> tuple[object, str]:
+def apply_file(client, path: str) -> tuple[object, str]:
+    """Apply a JSON file: a document (object) makes the policy equal it (diff, then
+    one batch); a batch (list of operations) is applied whole or not at all.
+    `client` is a gateway's ControlClient or a MgmtClient."""
+    data = read_json(path)
+    if isinstance(data, list):
+        res = client.request("apply", ops=data)
+        return res, f"applied {len(data)} operations from {path}: generation {res['generation']}"
+    res = client.request("load", document=data)
+    if res.get("changed") is False:
+        return res, f"{path}: no change (generation {res['generation']})"
+    return res, f"applied {path}: generation {res['generation']}"
+
+
+def set_del(client, op: str, kind: str, fields: list[str]) -> tuple[object, str]:
+    """`nvgwctl set|del KIND key=value...`: a one-operation batch. Values are JSON
+    when they parse as JSON (numbers, lists), strings otherwise."""
+    obj = {"op": op, "kind": kind}
+    for f in fields:
+        k, sep, v = f.partition("=")
+        if not sep or not k:
+            raise NvgwError(f"{op} {kind}: {f!r} is not key=value")
+        try:
+            obj[k] = json.loads(v)
+        except ValueError:
+            obj[k] = v
+    res = client.request("apply", ops=[obj])
+    return res, f"{op} {kind}: generation {res['generation']}"
+
+
+def migrate(client, vsid: int, ca: str, pa: str) -> tuple[object, str]:
     data = client.request("migrate", vsid=vsid, ca=ca, pa=pa)
     return data, f"{ca} in VSID {vsid} now at {pa}: generation {data['generation']}"
 
 
+def gateways_table(rows: list[dict]) -> str:
+    return _table([{**r, "applied": "-" if r["applied"] is None else r["applied"],
+                    "lag": "-" if r["lag"] is None else r["lag"],
+                    "last_seen": "-" if r["last_seen"] is None else f"{r['last_seen']:.1f}s ago",
+                    "error": r["error"] or ""} for r in rows],
+                  ["id", "state", "applied", "lag", "last_seen", "error"])
+
+
+def show_gateways(client) -> tuple[object, str]:
+    rows = client.gateways()
+    return rows, gateways_table(rows)
+
+
+def wait(client, generation, timeout: float, min_gateways: int) -> tuple[object, str]:
+    res = client.wait(generation, timeout, min_gateways)
+    n = sum(1 for g in res["gateways"] if g["state"] == "up")
+    return res, (f"generation {res['generation']} applied by {n} gateways "
+                 f"(waited {res['waited']:.3f} s)\n" + gateways_table(res["gateways"]))
+
+
+def keygen(directory: str, name: str) -> tuple[object, str]:
+    from mgmt.keys import keygen as _keygen
+    public, secret = _keygen(directory, name)
+    return ({"public": public, "secret": secret},
+            f"wrote {public} (public: give it to the peer) and {secret} (secret: keep it)")
+
+
+MGMT_ONLY = ("gateways", "wait")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="nvgwctl", description="Operate nvgw gateways.")
+    env = os.environ.get
+    ap = argparse.ArgumentParser(
+        prog="nvgwctl", description="Operate nvgw gateways: one gateway's control socket "
+        "(--gateway), or the policy of all of them through nvgw-mgmt (--mgmt).")
     ap.add_argument("--gateway", default=DEFAULT_GATEWAY, metavar="ENDPOINT",
                     help=f"a gateway's control socket (default {DEFAULT_GATEWAY})")
+    ap.add_argument("--mgmt", default=env("NVGW_MGMT"), metavar="ENDPOINT",
+                    help="nvgw-mgmt's client endpoint (env NVGW_MGMT): policy commands "
+                         "(apply, set, del, migrate, show policy|gateways, wait) go there")
+    ap.add_argument("--key", default=env("NVGW_KEY"), metavar="FILE",
+                    help="this client's key pair (.key_secret, env NVGW_KEY)")
+    ap.add_argument("--server-key", default=env("NVGW_SERVER_KEY"), metavar="FILE",
+                    help="nvgw-mgmt's public key (server.key, env NVGW_SERVER_KEY)")
     ap.add_argument("--json", action="store_true", help="JSON output for automation")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sh = sub.add_parser("show", help="read a gateway's live counters")
+    sh = sub.add_parser("show", help="read counters (a gateway) or policy and gateways")
     sh.add_argument("what", choices=["counters", "ports", "workers", "drops", "vsid",
-                                     "policy", "neighbours"])
+                                     "policy", "neighbours", "gateways"])
     sh.add_argument("vsid", nargs="?", type=int, help="with 'vsid': the VSID")
-    ap_ = sub.add_parser("apply", help="make the policy equal a JSON document")
+    sub.add_parser("gateways", help="nvgw-mgmt's gateways, applied generation and lag")
+    ap_ = sub.add_parser("apply", help="apply a JSON document (make the policy equal it) "
+                         "or a JSON batch (list of operations)")
     ap_.add_argument("-f", "--file", required=True)
+    for op in ("set", "del"):
+        p = sub.add_parser(op, help=f"{op} one policy object: KIND key=value ...")
+        p.add_argument("kind", choices=["provider", "domain", "subnet", "attachment", "route",
+                                        "record", "neighbour"])
+        p.add_argument("fields", nargs="*", metavar="key=value")
     mg = sub.add_parser("migrate", help="move a CA to a new PA (live migration)")
     mg.add_argument("--vsid", type=int, required=True)
     mg.add_argument("--ca", required=True)
     mg.add_argument("--pa", required=True)
+    wt = sub.add_parser("wait", help="wait until every gateway has applied a generation")
+    wt.add_argument("--generation", type=int, help="default: the latest")
+    wt.add_argument("--gateways", type=int, default=0, metavar="N",
+                    help="and at least N gateways are connected")
+    wt.add_argument("--timeout", dest="wait_timeout", type=float, metavar="SECONDS",
+                    help="give up after this long (default: the global --timeout)")
+    kg = sub.add_parser("keygen", help="write a CurveZMQ key pair DIR/NAME.key(_secret)")
+    kg.add_argument("dir")
+    kg.add_argument("name")
     args = ap.parse_args(argv)
 
-    client = ControlClient(args.gateway, int(args.timeout * 1000))
     try:
-        if args.cmd == "apply":
-            data, text = apply_file(client, args.file)
-        elif args.cmd == "migrate":
-            data, text = migrate(client, args.vsid, args.ca, args.pa)
-        elif args.what == "vsid":
-            if args.vsid is None:
-                ap.error("show vsid needs a VSID")
-            data, text = show_vsid(client, args.vsid)
+        if args.cmd == "keygen":
+            data, text = keygen(args.dir, args.name)
         else:
-            data, text = show(client, args.what)
+            data, text = _run(ap, args)
     except NvgwError as e:
         print(f"nvgwctl: {e}", file=sys.stderr)
         return 1
     print(json.dumps(data, indent=2) if args.json else text)
     return 0
+
+
+def _run(ap, args):
+    what = getattr(args, "what", None)
+    to_mgmt = args.mgmt and (args.cmd in ("apply", "set", "del", "migrate", "wait", "gateways")
+                             or what in ("policy", "gateways"))
+    if to_mgmt:
+        if not args.key or not args.server_key:
+            raise NvgwError("--mgmt needs --key (this client's .key_secret) and --server-key "
+                            "(nvgw-mgmt's public key)")
+        from mgmt.client import MgmtClient
+        client = MgmtClient(args.mgmt, args.key, args.server_key, args.timeout)
+    elif args.cmd in MGMT_ONLY or what == "gateways":
+        raise NvgwError(f"{args.cmd if args.cmd != 'show' else 'show gateways'} needs --mgmt "
+                        "(nvgw-mgmt's endpoint)")
+    else:
+        client = ControlClient(args.gateway, int(args.timeout * 1000))
+    if args.cmd == "apply":
+        return apply_file(client, args.file)
+    if args.cmd in ("set", "del"):
+        return set_del(client, args.cmd, args.kind, args.fields)
+    if args.cmd == "migrate":
+        return migrate(client, args.vsid, args.ca, args.pa)
+    if args.cmd == "wait":
+        return wait(client, args.generation, args.wait_timeout or args.timeout, args.gateways)
+    if args.cmd == "gateways" or what == "gateways":
+        return show_gateways(client)
+    if what == "vsid":
+        if args.vsid is None:
+            ap.error("show vsid needs a VSID")
+        return show_vsid(client, args.vsid)
+    if to_mgmt:                                     # show policy
+        data = client.policy()
+        return data, json.dumps(data, indent=2)
+    return show(client, what)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,170 @@
+"""The management agent inside nvgw-dataplane.
+
+A DEALER socket (CurveZMQ client) on the control thread connects to
+nvgw-mgmt when the configuration has an [agent] section. It says hello with
+the management generation it has applied (none at start: the gateway's own
+policy file, if any, is not a management generation) and the store it came
+from; nvgw-mgmt answers with a snapshot (the whole document) or the batches
+it is missing, in order. Each is applied to the C tables whole or not at all
+through Gateway.load / Gateway.apply with the management generation, and
+acknowledged with that generation. A batch that fails is reported (nack) and
+the agent waits for a snapshot.
+
+Heartbeats both ways: the agent sends one every heartbeat_ms; when nvgw-mgmt
+has been silent for three, it is considered lost (logged) and the agent
+keeps saying hello until it answers. Meanwhile the workers forward on the last
+policy. A policy changed behind the agent's back (the local control socket)
+is noticed at the next heartbeat and replaced by a snapshot.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import structlog
+import zmq
+import zmq.auth
+
+from dataplane.errors import NvgwError
+
+log = structlog.get_logger("nvgw.agent")
+SCHEMA_VERSION = 1
+MAX_MESSAGE = 1 << 30
+
+
+class Agent:
+    def __init__(self, cfg: dict, gateway, ctx: zmq.Context | None = None):
+        self.gw = gateway
+        self.id = cfg["id"]
+        self.endpoint = cfg["endpoint"]
+        self.heartbeat = cfg["heartbeat_ms"] / 1000.0
+        self.dead_after = 3 * self.heartbeat
+        self.ctx = ctx or zmq.Context.instance()
+        public, secret = zmq.auth.load_certificate(cfg["key"])
+        server, _ = zmq.auth.load_certificate(cfg["server_key"])
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.setsockopt(zmq.IMMEDIATE, 1)      # never queue for a dead connection
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        self.sock.curve_publickey, self.sock.curve_secretkey = public, secret
+        self.sock.curve_serverkey = server
+        self.sock.connect(self.endpoint)
+        self.applied: int | None = None     # management generation applied
+        self.store: str | None = None       # the store it came from
+        self.local_gen: int | None = None   # the gateway's generation after our last change
+        self.awaiting_snapshot = False
+        self.connected = False
+        self.last_heard = time.monotonic()
+        self.next_beat = 0.0                # say hello at once
+
+    # -- the control loop's hooks ------------------------------------------------
+
+    def timeout_ms(self) -> int:
+        return max(0, int((self.next_beat - time.monotonic()) * 1000) + 1)
+
+    def handle(self) -> None:
+        """Serve every message waiting on the socket."""
+        while True:
+            try:
+                raw = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.last_heard = time.monotonic()
+            if not self.connected:
+                self.connected = True
+                log.info("mgmt_connected", endpoint=self.endpoint)
+            try:
+                msg = json.loads(raw)
+                if not isinstance(msg, dict) or msg.get("v") != SCHEMA_VERSION:
+                    raise ValueError(f"schema version {msg.get('v')!r} not supported"
+                                     if isinstance(msg, dict) else "not a JSON object")
+            except ValueError as e:
+                log.warning("mgmt_message_refused", error=str(e))
+                continue
+            handler = getattr(self, f"_on_{msg.get('type')}", None)
+            if handler is None:
+                log.warning("mgmt_message_refused", error=f"unknown type {msg.get('type')!r}")
+                continue
+            handler(msg)
+
+    def tick(self) -> None:
+        """Heartbeats, and noticing a lost nvgw-mgmt or a policy changed locally."""
+        now = time.monotonic()
+        if now < self.next_beat:
+            return
+        self.next_beat = now + self.heartbeat
+        if self.local_gen is not None and self.gw.policy.generation != self.local_gen:
+            log.warning("policy_drift", applied=self.applied,
+                        gateway_generation=self.gw.policy.generation)
+            self.applied = self.local_gen = None        # ask for a snapshot
+            self.connected = False
+        if self.connected and now - self.last_heard > self.dead_after:
+            self.connected = False
+            log.warning("mgmt_lost", endpoint=self.endpoint, applied=self.applied,
+                        silent=round(now - self.last_heard, 3))
+        self._send({"type": "hello" if not self.connected else "heartbeat",
+                    "applied": self.applied, "store": self.store})
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # -- messages from nvgw-mgmt ----------------------------------------------------
+
+    def _send(self, msg: dict) -> None:
+        try:
+            self.sock.send(json.dumps({"v": SCHEMA_VERSION, "gateway": self.id, **msg}).encode(),
+                           zmq.NOBLOCK)
+        except zmq.Again:
+            pass            # no connection now; the next heartbeat says hello again
+
+    def _done(self, generation: int, store) -> None:
+        self.applied, self.store = generation, store
+        self.local_gen = self.gw.policy.generation
+        self._send({"type": "ack", "generation": generation, "store": store})
+
+    def _on_snapshot(self, msg: dict) -> None:
+        gen = msg.get("generation")
+        try:
+            if not isinstance(gen, int) or not isinstance(msg.get("document"), dict):
+                raise NvgwError("snapshot: needs 'generation' and 'document'")
+            t0 = time.monotonic()
+            self.gw.load(msg["document"], generation=gen)
+        except NvgwError as e:
+            log.warning("snapshot_failed", generation=gen, error=str(e))
+            self._send({"type": "nack", "generation": gen, "snapshot": True, "error": str(e)})
+            return
+        log.info("snapshot_applied", generation=gen,
+                 seconds=round(time.monotonic() - t0, 3))
+        self.awaiting_snapshot = False
+        self._done(gen, msg.get("store"))
+
+    def _on_batch(self, msg: dict) -> None:
+        gen = msg.get("generation")
+        if self.awaiting_snapshot:
+            return
+        if not isinstance(gen, int) or isinstance(gen, bool):
+            log.warning("mgmt_message_refused", error="batch without a generation")
+            return
+        if self.applied is not None and msg.get("store") == self.store and gen <= self.applied:
+            return                      # already have it (sent again after a resync)
+        try:
+            if self.applied is None or msg.get("store") != self.store or gen != self.applied + 1:
+                raise NvgwError(f"batch {gen} does not follow generation {self.applied}")
+            if "ops" in msg:
+                self.gw.apply(msg["ops"], generation=gen)
+            elif "document" in msg:
+                self.gw.load(msg["document"], generation=gen)
+            else:
+                raise NvgwError(f"batch {gen} has neither 'ops' nor 'document'")
+        except NvgwError as e:
+            log.warning("batch_failed", generation=gen, error=str(e))
+            self.awaiting_snapshot = True
+            self._send({"type": "nack", "generation": gen, "error": str(e)})
+            return
+        self._done(gen, self.store)
+
+    def _on_heartbeat(self, msg: dict) -> None:
+        pass
+
+    def _on_error(self, msg: dict) -> None:
+        log.warning("mgmt_error", error=msg.get("error"))

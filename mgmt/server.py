@@ -1,0 +1,502 @@
+"""nvgw-mgmt: the management process.
+
+One process, one thread, one zmq.Poller over three sockets:
+- a ROUTER for clients (nvgwctl --mgmt, mgmt.client.MgmtClient): requests
+  that read or change the desired policy, answered with JSON;
+- a ROUTER for gateways' agents (dataplane/agent.py, DEALER sockets): hello,
+  heartbeats and acks in; snapshots, batches and heartbeats out;
+- the ZAP handler (inproc://zeromq.zap.01) that authenticates every CurveZMQ
+  handshake against the allow-list of its socket's domain (clients or
+  gateways). An unknown key is refused during the handshake and logged: it
+  never gets to send a message.
+
+Every message is a JSON object with "type" and "v" (schema version). A
+malformed or unknown message gets an error reply and changes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import structlog
+import zmq
+
+from dataplane import log as logsetup
+from dataplane.errors import NvgwError
+from dataplane.policy import PolicyError
+from mgmt import keys
+from mgmt.store import Store
+
+log = structlog.get_logger("nvgw.mgmt")
+SCHEMA_VERSION = 1
+MAX_MESSAGE = 1 << 30
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+MAX_INCREMENTAL = 64           # more batches behind than this: send a snapshot
+DEFAULT_CLIENTS = "ipc:///run/nvgw/mgmt.sock"
+DEFAULT_GATEWAYS = "tcp://0.0.0.0:7701"
+DEFAULT_DB = "/var/lib/nvgw/mgmt.db"
+DEFAULT_KEYS = "/etc/nvgw/keys"
+
+
+class RequestError(NvgwError):
+    """A client request is malformed or cannot be served; nothing changed."""
+
+
+@dataclass
+class Session:
+    """A gateway as this process knows it since the gateway's last hello."""
+    id: str
+    route: bytes | None = None       # ROUTER identity of its connection
+    applied: int | None = None       # last generation it acknowledged
+    sent: int | None = None          # last generation sent (None: needs a snapshot)
+    snapshot_failed: bool = False
+    last_seen: float = 0.0           # monotonic
+    alive: bool = False
+    error: str | None = None
+
+
+@dataclass
+class Wait:
+    envelope: list
+    generation: int
+    deadline: float
+    min_gateways: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def _check(msg, fields: dict) -> None:
+    for name, typ in fields.items():
+        if name not in msg:
+            raise RequestError(f"{msg.get('type')}: missing field {name!r}")
+        if not isinstance(msg[name], typ) or (typ is int and isinstance(msg[name], bool)):
+            want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            raise RequestError(f"{msg.get('type')}: field {name!r} must be {want}")
+
+
+def decode(raw: bytes) -> dict:
+    """A message as a dict with a known schema version, or RequestError."""
+    try:
+        msg = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(f"malformed message: not JSON ({e})") from None
+    if not isinstance(msg, dict):
+        raise RequestError("malformed message: not a JSON object")
+    if msg.get("v") != SCHEMA_VERSION:
+        raise RequestError(f"schema version {msg.get('v')!r} not supported "
+                           f"(nvgw-mgmt speaks {SCHEMA_VERSION})")
+    if not isinstance(msg.get("type"), str):
+        raise RequestError("malformed message: no 'type'")
+    return msg
+
+
+def encode(msg: dict) -> bytes:
+    return json.dumps({"v": SCHEMA_VERSION, **msg}).encode()
+
+
+class MgmtServer:
+    def __init__(self, store: Store, clients: str, gateways: str, keys_dir: str,
+                 heartbeat: float = 1.0, ctx: zmq.Context | None = None):
+        self.store = store
+        self.heartbeat = heartbeat
+        self.dead_after = 3 * heartbeat
+        self.keys_dir = keys_dir
+        self.ctx = ctx or zmq.Context()
+        pair = keys.load_pair(os.path.join(keys_dir, keys.SERVER + ".key_secret"))
+        for d in (keys.CLIENTS, keys.GATEWAYS):
+            if not os.path.isdir(os.path.join(keys_dir, d)):
+                raise NvgwError(f"no allow-list directory {os.path.join(keys_dir, d)} "
+                                f"(put the public keys of trusted {d} there)")
+        self.sessions: dict[str, Session] = {}
+        self.waits: list[Wait] = []
+        self.endpoints = {"clients": clients, "gateways": gateways}
+        # The ZAP handler first: a CURVE socket without one accepts anyone.
+        self.zap = self.ctx.socket(zmq.REP)
+        self.zap.linger = 0
+        self.zap.bind(ZAP_ENDPOINT)
+        self.clients = self._router(clients, pair, keys.CLIENTS)
+        self.gateways = self._router(gateways, pair, keys.GATEWAYS)
+        self.gateways.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.poller = zmq.Poller()
+        for s in (self.zap, self.clients, self.gateways):
+            self.poller.register(s, zmq.POLLIN)
+        # Gateways known from earlier runs are listed, as down, until they say hello.
+        for gid, row in store.gateways().items():
+            self.sessions[gid] = Session(gid, applied=row["applied"], sent=None,
+                                         error=row["error"])
+        self._next_tick = 0.0
+
+    def _router(self, endpoint: str, pair, domain: str) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        keys.curve_server(sock, pair, domain)
+        if endpoint.startswith("ipc://"):
+            os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
+        sock.bind(endpoint)
+        if endpoint.endswith(":0") or endpoint.endswith(":*"):
+            self.endpoints[domain] = sock.last_endpoint.decode()
+        return sock
+
+    # -- the loop -----------------------------------------------------------------
+
+    def poll(self, timeout_ms: int) -> None:
+        now = time.monotonic()
+        wait_ms = max(0, min(timeout_ms, int((self._next_tick - now) * 1000) + 1))
+        for sock, _ in self.poller.poll(wait_ms):
+            if sock is self.zap:
+                self._zap()
+            elif sock is self.clients:
+                self._client()
+            else:
+                self._gateway()
+        if time.monotonic() >= self._next_tick:
+            self._tick()
+            self._next_tick = time.monotonic() + min(0.2, self.heartbeat / 2)
+
+    def close(self) -> None:
+        for s in (self.clients, self.gateways, self.zap):
+            s.close()
+        for ep in self.endpoints.values():
+            if ep.startswith("ipc://"):
+                try:
+                    os.unlink(ep[6:])
+                except OSError:
+                    pass
+
+    # -- authentication -------------------------------------------------------------
+
+    def _zap(self) -> None:
+        frames = self.zap.recv_multipart()
+        version, request_id, domain, address, _identity, mechanism = frames[:6]
+        creds = frames[6:]
+        domain_s = domain.decode(errors="replace")
+        status, text, user = b"400", b"unknown key", b""
+        if mechanism != b"CURVE" or not creds:
+            text = b"CURVE required"
+            key = None
+        else:
+            key = zmq.utils.z85.encode(creds[0])
+            allowed = (keys.allow_list(os.path.join(self.keys_dir, domain_s))
+                       if domain_s in (keys.CLIENTS, keys.GATEWAYS) else {})
+            if key in allowed:
+                status, text, user = b"200", b"OK", allowed[key].encode()
+        if status == b"200":
+            log.debug("auth_ok", domain=domain_s, name=user.decode(), address=address.decode())
+        else:
+            log.warning("auth_refused", domain=domain_s, address=address.decode(errors="replace"),
+                        mechanism=mechanism.decode(errors="replace"),
+                        key=key.decode() if key else None, reason=text.decode())
+        self.zap.send_multipart([version, request_id, status, text, user, b""])
+
+    # -- clients ----------------------------------------------------------------------
+
+    def _client(self) -> None:
+        try:
+            frames = self.clients.recv_multipart(copy=False)
+        except zmq.ZMQError:
+            return
+        user = frames[-1].get("User-Id") if frames else None
+        envelope = [f.bytes for f in frames[:-1]]
+        try:
+            msg = decode(frames[-1].bytes)
+            handler = getattr(self, f"_req_{msg['type']}", None)
+            if handler is None:
+                raise RequestError(f"unknown request type {msg['type']!r} (known: apply, "
+                                   "load, migrate, show, wait)")
+            result = handler(msg, envelope, user)
+        except (RequestError, PolicyError) as e:
+            log.warning("request_refused", client=user, error=str(e))
+            self._reply(envelope, {"ok": False, "error": str(e)})
+            return
+        if result is not None:          # None: answered later (wait)
+            self._reply(envelope, {"ok": True, "result": result})
+
+    def _reply(self, envelope: list, msg: dict) -> None:
+        try:
+            self.clients.send_multipart(envelope + [encode(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass                        # the client went away
+
+    def _req_apply(self, msg, _env, user):
+        _check(msg, {"ops": list})
+        gen = self.store.apply(msg["ops"])
+        log.info("apply", client=user, ops=len(msg["ops"]), generation=gen)
+        self._changed()
+        return {"generation": gen}
+
+    def _req_load(self, msg, _env, user):
+        _check(msg, {"document": dict})
+        gen, changed = self.store.load(msg["document"])
+        log.info("load", client=user, generation=gen, changed=changed,
+                 records=len(self.store.model.records))
+        if changed:
+            self._changed()
+        return {"generation": gen, "changed": changed}
+
+    def _req_migrate(self, msg, _env, user):
+        _check(msg, {"vsid": int, "ca": str, "pa": str})
+        old = self.store.record(msg["vsid"], msg["ca"])
+        gen = self.store.migrate(msg["vsid"], msg["ca"], msg["pa"])
+        log.info("migrate", client=user, vsid=msg["vsid"], ca=msg["ca"],
+                 old_pa=old["pa"], pa=msg["pa"], generation=gen)
+        self._changed()
+        return {"generation": gen}
+
+    def _req_show(self, msg, _env, _user):
+        what = msg.get("what")
+        if what == "policy":
+            return {"generation": self.store.generation, **self.store.document}
+        if what == "gateways":
+            return self.gateway_rows()
+        if what == "generation":
+            return {"generation": self.store.generation, "store": self.store.store_id}
+        raise RequestError(f"show: unknown view {what!r} (known: policy, gateways, generation)")
+
+    def _req_wait(self, msg, envelope, user):
+        gen = msg.get("generation", self.store.generation)
+        timeout = msg.get("timeout", 10)
+        min_gw = msg.get("min_gateways", 0)
+        if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
+            raise RequestError("wait: 'generation' must be a non-negative integer")
+        if gen > self.store.generation:
+            raise RequestError(f"wait: generation {gen} does not exist yet "
+                               f"(the store is at {self.store.generation})")
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or \
+                not 0 <= timeout <= 3600:
+            raise RequestError("wait: 'timeout' must be 0..3600 seconds")
+        if not isinstance(min_gw, int) or isinstance(min_gw, bool) or min_gw < 0:
+            raise RequestError("wait: 'min_gateways' must be a non-negative integer")
+        log.info("wait", client=user, generation=gen, timeout=timeout)
+        self.waits.append(Wait(envelope, gen, time.monotonic() + timeout, min_gw))
+        self._check_waits()
+        return None
+
+    def _check_waits(self) -> None:
+        now = time.monotonic()
+        keep = []
+        for w in self.waits:
+            live = [s for s in self.sessions.values() if s.alive]
+            behind = [s for s in live if w.generation and
+                      (s.applied is None or s.applied < w.generation)]
+            if not behind and len(live) >= w.min_gateways:
+                self._reply(w.envelope, {"ok": True, "result": {
+                    "generation": w.generation, "gateways": self.gateway_rows(),
+                    "waited": round(now - w.started, 3)}})
+            elif now >= w.deadline:
+                why = ", ".join(f"{s.id} at {s.applied}" + (f" ({s.error})" if s.error else "")
+                                for s in behind)
+                if len(live) < w.min_gateways:
+                    why = (why + "; " if why else "") + \
+                        f"{len(live)} of {w.min_gateways} gateways connected"
+                self._reply(w.envelope, {"ok": False, "error":
+                            f"timed out waiting for generation {w.generation}: {why}"})
+            else:
+                keep.append(w)
+        self.waits = keep
+
+    def gateway_rows(self) -> list[dict]:
+        now = time.monotonic()
+        gen = self.store.generation
+        return [{"id": s.id, "state": "up" if s.alive else "down", "applied": s.applied,
+                 "lag": None if s.applied is None else gen - s.applied,
+                 "last_seen": round(now - s.last_seen, 3) if s.last_seen else None,
+                 "error": s.error}
+                for s in sorted(self.sessions.values(), key=lambda s: s.id)]
+
+    # -- gateways -----------------------------------------------------------------------
+
+    def _gateway(self) -> None:
+        try:
+            frames = self.gateways.recv_multipart(copy=False)
+        except zmq.ZMQError:
+            return
+        if len(frames) != 2:
+            return
+        route, name = frames[0].bytes, frames[1].get("User-Id")
+        try:
+            msg = decode(frames[1].bytes)
+            if msg.get("gateway") != name:
+                raise RequestError(f"gateway id {msg.get('gateway')!r} does not match its "
+                                   f"key {name!r}")
+            handler = getattr(self, f"_gw_{msg['type']}", None)
+            if handler is None:
+                raise RequestError(f"unknown message type {msg['type']!r}")
+            handler(msg, route)
+        except RequestError as e:
+            log.warning("gateway_message_refused", gateway=name, error=str(e))
+            self._send(route, {"type": "error", "error": str(e)})
+
+    def _send(self, route: bytes, msg: dict, session: Session | None = None) -> bool:
+        try:
+            self.gateways.send_multipart([route, encode(msg)], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as e:       # gone (EHOSTUNREACH) or full (EAGAIN)
+            if session is not None:
+                log.warning("gateway_send_failed", gateway=session.id, error=str(e))
+                session.alive, session.sent = False, None
+            return False
+
+    def _session(self, msg: dict, route: bytes) -> tuple[Session, bool]:
+        s = self.sessions.get(msg["gateway"])
+        new = s is None or not s.alive or s.route != route
+        if s is None:
+            s = self.sessions[msg["gateway"]] = Session(msg["gateway"])
+        s.route, s.last_seen = route, time.monotonic()
+        if not s.alive:
+            s.alive = True
+        return s, new
+
+    def _gw_hello(self, msg, route, why="gateway_hello"):
+        applied = msg.get("applied")
+        if applied is not None and (not isinstance(applied, int) or isinstance(applied, bool)):
+            raise RequestError("hello: 'applied' must be an integer or null")
+        s, _ = self._session(msg, route)
+        same_store = msg.get("store") == self.store.store_id
+        s.applied = applied if same_store else None
+        s.sent = s.applied
+        s.snapshot_failed = False
+        log.info(why, gateway=s.id, applied=applied, same_store=same_store,
+                 generation=self.store.generation)
+        self._persist(s)
+        self._sync(s)
+        self._send(route, {"type": "heartbeat", "generation": self.store.generation,
+                           "store": self.store.store_id}, s)
+        self._check_waits()
+
+    def _gw_heartbeat(self, msg, route):
+        s = self.sessions.get(msg.get("gateway"))
+        if s is None or not s.alive or s.route != route:
+            # A gateway this process has not greeted (it restarted): resync from
+            # what the gateway says it has.
+            return self._gw_hello(msg, route, why="gateway_resync")
+        s.last_seen = time.monotonic()
+        self._send(route, {"type": "heartbeat", "generation": self.store.generation,
+                           "store": self.store.store_id}, s)
+        self._sync(s)
+
+    def _gw_ack(self, msg, route):
+        _check(msg, {"generation": int})
+        s, new = self._session(msg, route)
+        if new:
+            return self._gw_hello({**msg, "applied": msg["generation"],
+                                   "store": msg.get("store")}, route, why="gateway_resync")
+        s.applied, s.error, s.snapshot_failed = msg["generation"], None, False
+        log.info("gateway_ack", gateway=s.id, generation=s.applied,
+                 lag=self.store.generation - s.applied)
+        self._persist(s)
+        self._check_waits()
+
+    def _gw_nack(self, msg, route):
+        _check(msg, {"error": str})
+        s, _ = self._session(msg, route)
+        s.error = msg["error"]
+        log.warning("gateway_nack", gateway=s.id, generation=msg.get("generation"),
+                    snapshot=bool(msg.get("snapshot")), error=s.error)
+        if msg.get("snapshot"):
+            # The whole policy does not fit that gateway: say so, retry on the next change.
+            s.snapshot_failed, s.sent = True, self.store.generation
+        else:
+            s.sent = None
+        self._persist(s)
+        self._sync(s)
+        self._check_waits()
+
+    def _sync(self, s: Session) -> None:
+        """Bring a live gateway to the store's generation: batches in order, or a snapshot."""
+        gen = self.store.generation
+        if not s.alive or s.route is None or (s.sent is not None and s.sent >= gen):
+            return
+        if gen == 0:
+            return          # nothing was ever committed: no opinion on the gateway's policy
+        changes, ok = None, True
+        if s.sent is not None and not s.snapshot_failed and gen - s.sent <= MAX_INCREMENTAL:
+            changes = self.store.changes_since(s.sent)
+        if changes is None:
+            ok = self._send(s.route, {"type": "snapshot", "store": self.store.store_id,
+                                      "generation": gen, "document": self.store.document}, s)
+            if ok:
+                log.info("snapshot_sent", gateway=s.id, generation=gen,
+                         records=len(self.store.document["records"]))
+        else:
+            for g, kind, body in changes:
+                key = "ops" if kind == "ops" else "document"
+                ok = self._send(s.route, {"type": "batch", "store": self.store.store_id,
+                                          "generation": g, key: body}, s)
+                if not ok:
+                    return
+                log.info("batch_sent", gateway=s.id, generation=g, kind=kind)
+        if ok:
+            s.sent = gen
+
+    def _changed(self) -> None:
+        for s in self.sessions.values():
+            if s.snapshot_failed:
+                s.sent, s.snapshot_failed = None, False
+            self._sync(s)
+
+    def _persist(self, s: Session) -> None:
+        self.store.save_gateway(s.id, s.applied, time.time(), s.error)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for s in self.sessions.values():
+            if s.alive and now - s.last_seen > self.dead_after:
+                s.alive, s.sent = False, None
+                log.warning("gateway_lost", gateway=s.id, applied=s.applied,
+                            silent=round(now - s.last_seen, 3))
+        self._check_waits()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="nvgw-mgmt",
+        description="Hold the desired policy (SQLite) and push it to nvgw gateways over "
+                    "ZeroMQ with CurveZMQ.")
+    ap.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
+    ap.add_argument("--clients", default=DEFAULT_CLIENTS, metavar="ENDPOINT",
+                    help=f"endpoint for nvgwctl and API clients (default {DEFAULT_CLIENTS})")
+    ap.add_argument("--gateways", default=DEFAULT_GATEWAYS, metavar="ENDPOINT",
+                    help=f"endpoint for gateways' agents (default {DEFAULT_GATEWAYS})")
+    ap.add_argument("--keys", default=DEFAULT_KEYS, metavar="DIR",
+                    help="server.key_secret, clients/*.key and gateways/*.key "
+                         f"(default {DEFAULT_KEYS})")
+    ap.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
+                    help="a gateway silent for 3 heartbeats is down (default 1)")
+    ap.add_argument("--log-level", default="info")
+    args = ap.parse_args(argv)
+    logsetup.setup(args.log_level)
+
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+    try:
+        store = Store(args.db)
+    except Exception as e:          # sqlite3.Error, OSError, a corrupt document
+        print(f"nvgw-mgmt: cannot open {args.db}: {e}", file=sys.stderr)
+        return 2
+    try:
+        server = MgmtServer(store, args.clients, args.gateways, args.keys, args.heartbeat)
+    except (NvgwError, zmq.ZMQError) as e:
+        print(f"nvgw-mgmt: {e}", file=sys.stderr)
+        store.close()
+        return 2
+    log.info("ready", clients=server.endpoints["clients"],
+             gateways=server.endpoints["gateways"], db=args.db,
+             generation=store.generation, store=store.store_id)
+    try:
+        while not stopping:
+            server.poll(100)
+    finally:
+        server.close()
+        store.close()
+    log.info("stopped", signal=stopping[0] if stopping else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""The management plane with real processes and real sockets: nvgw-mgmt (SQLite store,
+CurveZMQ on both of its sockets), the agent in nvgw-dataplane, nvgwctl --mgmt.
+
+1. The store: validation before commit (one message per problem, nothing written),
+   generations, the changelog, persistence.
+2. Red/Blue applied with `nvgwctl apply` through nvgw-mgmt to a gateway that started
+   with no policy: the Red/Blue traffic of test_nvgre passes byte for byte.
+3. Two gateways converge; refused requests (unknown key, malformed, invalid policy)
+   change nothing; killing nvgw-mgmt keeps the gateways' policy; restarting it loses
+   nothing; restarted gateways get their whole policy back by themselves.
+4. Live traffic in a namespace: nvgw-mgmt killed and restarted, refusals, then
+   `migrate` through nvgw-mgmt while traffic runs: no packet lost or misdirected.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+
+import pytest
+from scapy.layers.inet import IP, TCP
+
+from dataplane.errors import NvgwError
+from dataplane.policy import PolicyError
+from harness import GatewayProcess, PcapPort
+from mgmt.store import Store
+from mgmt_harness import Keys, MgmtProcess, agent_body, ctl, wait_for
+from nvgw_helpers import (BLUE, FABRIC, RED, TENANTS, VM_CA, Injector, assert_drops,
+                          assert_packets, live_port, redblue_policy, udp, veth_pair,
+                          write_policy)
+
+WAIT = 10.0
+
+
+def records(doc: dict) -> dict:
+    return {(r["vsid"], r["ca"]): r["pa"] for r in doc["records"]}
+
+
+def gw_policy(gw) -> dict:
+    return gw.request("show", what="policy")
+
+
+def empty_ports():
+    """pcap ports with no input: the gateway only holds policy."""
+    return [PcapPort(FABRIC, "provider"), PcapPort(TENANTS, "customer")]
+
+
+# -- 1. the store ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"op": "set", "kind": "subnet", "rdid": 1, "vsid": 4095, "prefix": "10.2.0.0/24"},
+     "VSID 4095 is outside 4096..16777214"),
+    ({"op": "set", "kind": "subnet", "rdid": 1, "vsid": 5002, "prefix": "10.2.0.0/33"},
+     "is not an IPv4 prefix"),
+    ({"op": "set", "kind": "record", "vsid": 5001, "ca": "10.1.1.9", "mac": "00:15:5d",
+      "pa": "192.168.1.10"}, "is not a MAC address"),
+    ({"op": "set", "kind": "attachment", "rdid": 1, "vlan": 4095, "address": "172.16.9.1/24"},
+     "must be an integer in 1..4094"),
+    ({"op": "set", "kind": "record", "vsid": 7001, "ca": "10.1.1.9", "mac": "00:15:5d:00:00:01",
+      "pa": "192.168.1.10"}, "virtual subnet 7001 does not exist"),
+    ({"op": "set", "kind": "route", "rdid": 9, "prefix": "0.0.0.0/0", "next_hop": "172.16.1.254"},
+     "routing domain 9 does not exist"),
+    ({"op": "set", "kind": "subnet", "rdid": 2, "vsid": 5001, "prefix": "10.1.1.0/24"},
+     "VSID 5001 is already in routing domain 1"),
+])
+def test_store_refuses_invalid_batches_and_writes_nothing(tmp_path, bad, message):
+    db = tmp_path / "mgmt.db"
+    store = Store(str(db))
+    assert store.load(redblue_policy()) == (1, True)
+    dump = lambda: list(sqlite3.connect(str(db)).iterdump())      # noqa: E731
+    before = dump(), store.document, store.db.total_changes
+    good = {"op": "set", "kind": "record", "vsid": 5001, "ca": "10.1.1.8",
+            "mac": "00:15:5d:b1:00:08", "pa": "192.168.1.10"}
+    with pytest.raises(PolicyError, match=message.replace(".", r"\.")):
+        store.apply([good, bad])                 # whole or nothing: `good` is not kept
+    assert store.generation == 1 and store.document == before[1]
+    assert (5001, "10.1.1.8") not in store.model.records
+    assert store.db.total_changes == before[2]   # not one row was written
+    store.close()
+    assert dump() == before[0]
+    again = Store(str(db))
+    assert again.generation == 1 and again.document == before[1]
+    assert again.changes_since(0) == [(1, "document", before[1])]
+
+
+def test_store_generations_changelog_and_persistence(tmp_path):
+    db = tmp_path / "mgmt.db"
+    store = Store(str(db))
+    sid = store.store_id
+    assert (store.generation, store.changes_since(0)) == (0, [])
+    doc = redblue_policy()
+    assert store.load(doc) == (1, True)
+    assert store.load(doc) == (1, False)          # same document: nothing to commit
+    assert store.migrate(5001, VM_CA, "192.168.1.12") == 2
+    with pytest.raises(PolicyError, match="no lookup record for '10.9.9.9'"):
+        store.migrate(5001, "10.9.9.9", "192.168.1.12")
+    with pytest.raises(PolicyError, match="unknown key 'record'"):
+        store.load({"record": []})
+    dup = redblue_policy()
+    dup["records"].append({**dup["records"][0], "pa": "192.168.1.50"})
+    with pytest.raises(PolicyError, match="CA 10.1.1.7 appears twice in VSID 5001"):
+        store.load(dup)
+    # Defaults that depend on a gateway's port MACs are left for each gateway to fill in.
+    sub = store.document["routing_domains"][0]["subnets"][0]
+    assert "gateway_mac" not in sub and sub["gateway"] == "10.1.1.1"
+    assert "mac" not in store.document["routing_domains"][0]["attachments"][0]
+    store.close()
+    store = Store(str(db))
+    assert (store.store_id, store.generation) == (sid, 2)
+    assert records(store.document)[(5001, VM_CA)] == "192.168.1.12"
+    [(g, kind, ops)] = store.changes_since(1)
+    assert (g, kind) == (2, "ops") and ops[0]["pa"] == "192.168.1.12"
+    rows = sqlite3.connect(str(db)).execute("SELECT generation, command FROM changelog").fetchall()
+    assert rows == [(1, "load"), (2, "migrate")]
+
+
+# -- 2. Red/Blue through nvgw-mgmt, exact bytes ----------------------------------------
+
+
+def test_redblue_applied_with_nvgwctl_via_mgmt_passes_the_traffic_test(tmp_path):
+    """The gateway starts with no policy; `nvgwctl apply -f` through nvgw-mgmt gives it
+    Red/Blue; then test_nvgre's Red/Blue traffic, both directions, byte for byte."""
+    keys = Keys.create(tmp_path / "keys", ["gw1"])
+    blue_up = [udp(BLUE.host, VM_CA, 40001, 80, b"blue to its VM", id=1),
+               IP(src=BLUE.host, dst=VM_CA, id=2) / TCP(sport=40002, dport=443, flags="S")]
+    red_up = [udp(RED.host, VM_CA, 40001, 80, b"red to its VM", id=1)]
+    blue_down = [udp(VM_CA, BLUE.host, 80, 40001, b"blue VM answers", id=9)]
+    red_down = [udp(VM_CA, RED.host, 80, 40001, b"red VM answers", id=9)]
+    policy = write_policy(tmp_path, redblue_policy())
+    try:
+        fab_pair, cus_pair = veth_pair(), veth_pair()
+        (fab_gw, fab_test), (cus_gw, cus_test) = fab_pair.__enter__(), cus_pair.__enter__()
+    except OSError as e:
+        pytest.skip(f"live traffic needs veth pairs (root): {e}")
+    try:
+        with MgmtProcess(tmp_path / "mgmt", keys) as mgmt:
+            gwdir = tmp_path / "gw1"
+            ports = [live_port(FABRIC, "provider", 0, fab_gw, gwdir),
+                     live_port(TENANTS, "customer", 1, cus_gw, gwdir)]
+            gw = GatewayProcess(gwdir, ports, agent_body(mgmt, keys, "gw1")).start()
+            try:
+                assert gw_policy(gw)["records"] == []
+                r = ctl(mgmt, "apply", "-f", policy)
+                assert r.returncode == 0, r.stderr
+                assert r.stdout.strip() == f"applied {policy}: generation 1"
+                r = ctl(mgmt, "--timeout", WAIT, "wait", "--gateways", 1)
+                assert r.returncode == 0, r.stderr
+                assert r.stdout.startswith("generation 1 applied by 1 gateways")
+                assert gw_policy(gw)["generation"] == 1
+                cus, fab = Injector(gw, TENANTS, cus_test), Injector(gw, FABRIC, fab_test)
+                try:
+                    cus.send(*[BLUE.up(p) for p in blue_up], RED.up(red_up[0]))
+                    fab.send(BLUE.down(blue_down[0], flow=0x2A), RED.down(red_down[0], flow=7))
+                finally:
+                    cus.close()
+                    fab.close()
+            finally:
+                assert gw.stop() == 0, gw.stderr
+    finally:
+        cus_pair.__exit__(None, None, None)
+        fab_pair.__exit__(None, None, None)
+    assert_packets(gw.sent(FABRIC), [BLUE.encap(p) for p in blue_up] + [RED.encap(red_up[0])])
+    assert_packets(gw.sent(TENANTS), [BLUE.decap(blue_down[0]), RED.decap(red_down[0])])
+    final = gw.final_counters()
+    assert_drops(final)
+    assert final["generation"] == 1
+    assert final["vsids"]["5001"]["encap_pkts"] == 2 and final["vsids"]["6001"]["decap_pkts"] == 1
+
+
+# -- 3. two gateways, refusals, restarts ------------------------------------------------
+
+
+def test_two_gateways_converge_refusals_and_restarts(tmp_path):
+    keys = Keys.create(tmp_path / "keys", ["gw1", "gw2"])
+    mgmt = MgmtProcess(tmp_path / "mgmt", keys).start()
+    gws = {}
+    try:
+        for g in ("gw1", "gw2"):
+            gws[g] = GatewayProcess(tmp_path / g, empty_ports(), agent_body(mgmt, keys, g)).start()
+        policy = write_policy(tmp_path, redblue_policy())
+        assert ctl(mgmt, "apply", "-f", policy).returncode == 0
+        r = ctl(mgmt, "--timeout", WAIT, "wait", "--gateways", 2)
+        assert r.returncode == 0, r.stderr
+        r = ctl(mgmt, "--json", "show", "gateways")
+        rows = json.loads(r.stdout)
+        assert [(x["id"], x["state"], x["applied"], x["lag"]) for x in rows] == \
+            [("gw1", "up", 1, 0), ("gw2", "up", 1, 0)]
+        text = ctl(mgmt, "gateways").stdout.splitlines()
+        assert text[0].split() == ["ID", "STATE", "APPLIED", "LAG", "LAST_SEEN", "ERROR"]
+        want = records(redblue_policy())
+        for gw in gws.values():
+            p = gw_policy(gw)
+            assert (p["generation"], records(p)) == (1, want)
+            # The subnet gateway MAC defaults to this gateway's own provider port MAC.
+            assert p["routing_domains"][0]["subnets"][0]["gateway_mac"] == "02:70:63:61:70:00"
+
+        # -- refused: an unknown key, malformed messages, an invalid policy --------------
+        r = ctl(mgmt, "apply", "-f", policy, key="intruder")
+        assert r.returncode == 1
+        assert "refused this client's key" in r.stderr, r.stderr
+        assert any('"auth_refused"' in line and '"clients"' in line for line in mgmt.log_lines())
+        c = mgmt.client()
+        for raw, why in [(b"{not json", "malformed message: not JSON"),
+                         (b"[1, 2]", "malformed message: not a JSON object"),
+                         (b'{"type": "apply", "ops": []}', "schema version None not supported"),
+                         (b'{"v": 1, "type": "reboot"}', "unknown request type 'reboot'"),
+                         (b'{"v": 1, "type": "apply", "ops": {}}', "field 'ops' must be list"),
+                         (b'{"v": 1, "type": "migrate", "vsid": "5001", "ca": "10.1.1.7", '
+                          b'"pa": "192.168.1.12"}', "field 'vsid' must be int")]:
+            with pytest.raises(NvgwError, match=why.replace("(", r"\(").replace(")", r"\)")):
+                c.send_raw(raw)
+        bad = redblue_policy()
+        bad["routing_domains"][1]["subnets"][0]["vsid"] = 5001     # a VSID in two domains
+        r = ctl(mgmt, "apply", "-f", write_policy(tmp_path, bad, "bad.json"))
+        assert r.returncode == 1 and r.stdout == ""
+        assert r.stderr.strip() == "nvgwctl: VSID 5001 is already in routing domain 1", r.stderr
+        r = ctl(mgmt, "set", "record", "vsid=5001", "ca=10.1.1.9", "mac=00:15:5d",
+                "pa=192.168.1.10")
+        assert r.returncode == 1 and "'00:15:5d' is not a MAC address" in r.stderr
+        assert c.generation() == 1
+        for gw in gws.values():
+            assert gw_policy(gw)["generation"] == 1
+
+        # -- nvgw-mgmt killed: the gateways keep their policy; gw2 restarts meanwhile ----
+        mgmt.stop(signal.SIGKILL)
+        gws["gw2"].stop()
+        gws["gw2"] = GatewayProcess(tmp_path / "gw2b", empty_ports(),
+                                    agent_body(mgmt, keys, "gw2")).start()
+        assert gw_policy(gws["gw2"])["records"] == []             # nothing to get it from
+        assert records(gw_policy(gws["gw1"])) == want
+
+        # -- nvgw-mgmt back: nothing lost; gw2 gets everything without operator action ---
+        mgmt.start()
+        c = mgmt.client()
+        assert c.generation() == 1 and records(c.policy()) == want
+        wait_for(lambda: gw_policy(gws["gw2"])["generation"] == 1, WAIT, what="gw2 resync")
+        assert records(gw_policy(gws["gw2"])) == want
+        c.wait(1, timeout=WAIT, min_gateways=2)
+
+        # -- changes flow to both as batches; a restarted gw1 gets the whole policy -------
+        r = ctl(mgmt, "--json", "migrate", "--vsid", 5001, "--ca", VM_CA, "--pa", "192.168.1.12")
+        assert r.returncode == 0 and json.loads(r.stdout)["generation"] == 2, r.stderr
+        c.wait(2, timeout=WAIT, min_gateways=2)
+        for gw in gws.values():
+            assert records(gw_policy(gw))[(5001, VM_CA)] == "192.168.1.12"
+        batches = [json.loads(line) for line in mgmt.log_lines() if '"batch_sent"' in line]
+        assert {(b["gateway"], b["generation"]) for b in batches} == {("gw1", 2), ("gw2", 2)}
+        gws["gw1"].stop()
+        r = ctl(mgmt, "set", "record", "vsid=6001", "ca=10.1.1.8", "mac=00:15:5d:7e:00:08",
+                "pa=192.168.1.11")
+        assert r.returncode == 0 and r.stdout.strip() == "set record: generation 3", r.stderr
+        gws["gw1"] = GatewayProcess(tmp_path / "gw1b", empty_ports(),
+                                    agent_body(mgmt, keys, "gw1")).start()
+        c.wait(3, timeout=WAIT, min_gateways=2)
+        store_doc = c.policy()
+        for gw in gws.values():
+            p = gw_policy(gw)
+            assert p["generation"] == 3 and records(p) == records(store_doc)
+        rows = {x["id"]: x for x in c.gateways()}
+        assert [(rows[g]["applied"], rows[g]["lag"]) for g in ("gw1", "gw2")] == [(3, 0), (3, 0)]
+
+        # -- a change behind nvgw-mgmt's back (the local control socket) is undone --------
+        gws["gw2"].request("migrate", vsid=6001, ca=VM_CA, pa="192.168.1.99")
+        wait_for(lambda: records(gw_policy(gws["gw2"])) == records(store_doc), WAIT,
+                 what="gw2 back to the desired policy")
+        assert gw_policy(gws["gw2"])["generation"] == 3
+    finally:
+        for gw in gws.values():
+            gw.stop()
+        mgmt.stop()
+
+
+# -- 4. live traffic: nvgw-mgmt killed and back, refusals, migrate ----------------------
+
+
+def test_mgmt_down_refusals_and_migrate_under_live_traffic(tmp_path):
+    """Blue and Red traffic at a fixed rate through a gateway in a namespace whose policy
+    came from nvgw-mgmt. While it flows: nvgw-mgmt is killed and restarted, an unknown
+    key, a malformed message and an invalid policy are refused, then Blue's VM migrates
+    through nvgw-mgmt. Every packet arrives exactly once; Red's never move; Blue's move
+    once, and every one sent after `wait` returned goes to the new PA."""
+    tm = pytest.importorskip("test_migration")
+    from netns import Netns, NetnsGateway, Traffic, unavailable
+    if unavailable():
+        pytest.skip(unavailable())
+    n = 5000                                    # 2.5 s at 2000/s: room for a restart
+    keys = Keys.create(tmp_path / "keys", ["gw1"])
+    order = [(("blue", "red")[i % 2], i // 2) for i in range(n)]
+    events = {}
+    with Netns() as ns, MgmtProcess(tmp_path / "mgmt", keys) as mgmt:
+        gw = NetnsGateway(ns, tmp_path / "gw", agent_body(mgmt, keys, "gw1")).start()
+        try:
+            r = ctl(mgmt, "apply", "-f", tm.policy_file(tmp_path))
+            assert r.returncode == 0, r.stderr
+            mgmt.client().wait(1, timeout=WAIT, min_gateways=1)
+            tr = Traffic(ns, tmp_path / "traffic", "cus1", tm.frames(ns, order), tm.RATE,
+                         capture=["fab1"], quiet=0.5, limit=20.0)
+            t0 = tr.start()
+            time.sleep(max(0.0, t0 + 0.2 - time.monotonic()))
+            mgmt.stop(signal.SIGKILL)
+            events["killed"] = time.monotonic()
+            time.sleep(0.8)                      # the agent notices (3 heartbeats)
+            mgmt.start()
+            events["restarted"] = time.monotonic()
+            c = mgmt.client()
+            wait_for(lambda: [g["state"] for g in c.gateways()] == ["up"], WAIT,
+                     what="gw1 back")
+            with pytest.raises(NvgwError, match="refused this client's key"):
+                mgmt.client("intruder", timeout=2).apply([])
+            with pytest.raises(NvgwError, match="malformed message"):
+                c.send_raw(b'{"v": 1, "type": ')
+            with pytest.raises(NvgwError, match="lookup record 10.2.2.2 is outside virtual "
+                                                "subnet 5001"):
+                c.apply([{"op": "set", "kind": "record", "vsid": 5001, "ca": "10.1.1.9",
+                          "mac": "00:15:5d:00:00:09", "pa": "192.168.1.99"},
+                         {"op": "set", "kind": "record", "vsid": 5001, "ca": "10.2.2.2",
+                          "mac": "00:15:5d:00:00:09", "pa": "192.168.1.99"}])
+            assert c.generation() == 1 and gw_policy(gw)["generation"] == 1
+            gen = c.migrate(5001, tm.CA, tm.NEW_PA)["generation"]
+            assert gen == 2
+            c.wait(gen, timeout=WAIT, min_gateways=1)
+            ack = time.monotonic()
+            res = tr.wait()
+        finally:
+            rc = gw.stop()
+        assert rc == 0, gw.stderr
+        assert not res.truncated and len(res.sent_times) == n, res.output
+        assert res.dropped["fab1"] == 0
+        times = res.sent_times
+        assert times[0] < events["killed"] < events["restarted"] < ack < times[-1], \
+            "the control actions fell outside the traffic"
+        sent = {}
+        for (t, s), when in zip(order, times):
+            sent.setdefault(t, {})[s] = when
+        got, other = [], []
+        for _when, raw in res.captures["fab1"]:
+            if raw[12:14] == b"\x08\x00" and len(raw) > 34 and raw[23] == 47:
+                got.append(tm.decode(ns, raw))
+            else:
+                other.append(raw)
+    agent_log = gw.stderr
+    assert not other, f"{len(other)} unexpected frames, first {other[0].hex()}"
+    assert len(got) == n
+    tm.check_blue(sent, ack, got, n // 2)
+    red = [(seq, pa) for t, seq, pa in got if t == "red"]
+    assert sorted(seq for seq, _ in red) == list(range(n // 2))
+    assert {pa for _, pa in red} == {tm.RED_PA}
+    c = gw.final_counters()
+    assert_drops(c)
+    assert c["generation"] == 2
+    assert {v: c["vsids"][v]["encap_pkts"] for v in ("5001", "6001")} == \
+        {"5001": n // 2, "6001": n // 2}
+    # The agent noticed nvgw-mgmt go and come back, and resynced without a snapshot.
+    events = [json.loads(line)["event"] for line in agent_log.splitlines()
+              if line.startswith("{")]
+    assert "mgmt_lost" in events and events.count("snapshot_applied") == 1, events
+
+
+# -- the [agent] section of the gateway's configuration ----------------------------------
+
+
+def test_agent_config_is_validated(tmp_path):
+    from dataplane import config
+    from dataplane.errors import ConfigError
+    keys = Keys.create(tmp_path / "keys", ["gw1"])
+    base = ('[pipeline]\nmode = "nvgre"\n'
+            '[[ports]]\nname = "f"\nrole = "provider"\ndevice = "net_null0"\n'
+            '[[ports]]\nname = "c"\nrole = "customer"\ndevice = "net_null1"\n')
+
+    def agent(**kw):
+        fields = {"endpoint": '"ipc:///tmp/x.sock"', "id": '"gw1"',
+                  "key": f'"{keys.secret("gw1")}"', "server_key": f'"{keys.server_public}"',
+                  **kw}
+        return "[agent]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items() if v is not None)
+
+    cfg = config.parse(base + agent(), str(tmp_path / "gw.toml"))
+    assert cfg.agent["heartbeat_ms"] == 1000 and cfg.agent["id"] == "gw1"
+    assert config.parse(base, str(tmp_path / "gw.toml")).agent is None
+    for extra, message in [
+        (agent(retries="3"), "unknown key 'agent.retries'"),
+        (agent(id=None), "missing key 'agent.id'"),
+        (agent(endpoint='"udp://x"'), "'agent.endpoint' must be tcp://HOST:PORT or ipc://PATH"),
+        (agent(id='"a b"'), "'agent.id' .a b. must be"),
+        (agent(heartbeat_ms="10"), "'agent.heartbeat_ms' must be 50..60000"),
+        (agent(key='"nokey"'), "'agent.key': cannot read key file"),
+        (agent(key=f'"{keys.peers / "gw1.key"}"'), "holds no secret key"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config.parse(base + extra, str(tmp_path / "gw.toml"))
+    with pytest.raises(ConfigError, match="needs pipeline.mode = nvgre"):
+        config.parse(base.replace('"nvgre"', '"forward"') + agent(), str(tmp_path / "gw.toml"))
