@@ -13,6 +13,7 @@
 #define NVGW_BURST      32
 #define NVGW_MAX_PORTS  8
 #define NVGW_MAX_RXQ    32      /* (port, queue) pairs one worker polls */
+#define NVGW_MAX_WORKERS 16
 #define NVGW_DRAIN_US   100     /* TX buffers are flushed at least this often */
 
 enum nvgw_drop {
@@ -102,6 +103,9 @@ struct nvgw_worker {
 	unsigned int qsbr_id;
 	struct rte_ring *inject;                  /* worker 0: exception replies */
 	struct nvgw_vsid_counters *vsid;          /* [NVGW_MAX_VSIDS] */
+	uint16_t id, n_workers;                   /* software RSS when n_workers > 1 */
+	struct rte_ring *to[NVGW_MAX_WORKERS];    /* this worker -> owner (SP/SC) */
+	struct rte_ring *from[NVGW_MAX_WORKERS];  /* others -> this worker */
 
 	struct nvgw_txbuf tx[NVGW_MAX_PORTS] __rte_cache_aligned;
 
@@ -109,6 +113,7 @@ struct nvgw_worker {
 	struct nvgw_port_counters port[NVGW_MAX_PORTS] __rte_cache_aligned;
 	uint64_t drops[NVGW_DROP_MAX];
 	uint64_t exceptions;
+	uint64_t processed, handed_off;
 	uint64_t loops, busy_loops;
 	uint64_t busy_cycles, idle_cycles;
 } __rte_cache_aligned;

@@ -137,8 +137,8 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 					RTE_CACHE_LINE_SIZE, socket);
 	t->qsbr = rte_zmalloc_socket("nvgw_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket);
 	t->garbage = rte_malloc_socket(NULL, garbage * sizeof(void *), 0, socket);
-	t->rw_pa = make_hash("rw_pa", sz->records, sizeof(uint32_t), socket);
-	t->rw_gw = make_hash("rw_gw", sz->records, sizeof(struct nvgw_rw_key), socket);
+	t->rw_pa = make_hash("rw_pa", sz->rewrites, sizeof(uint32_t), socket);
+	t->rw_gw = make_hash("rw_gw", sz->rewrites, sizeof(struct nvgw_rw_key), socket);
 	if (!t->vsids || !t->records || !t->routes || !t->neigh || !t->rw_pa || !t->rw_gw ||
 	    !t->rd_lens || !t->qsbr || !t->garbage ||
 	    dead_init(&t->dead_rec, sz->records, socket) ||

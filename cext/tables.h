@@ -132,7 +132,7 @@ struct nvgw_tables {
 };
 
 struct nvgw_table_sizes {
-	uint32_t records, routes, neighbours, readers;
+	uint32_t records, routes, neighbours, rewrites, readers;
 };
 
 struct nvgw_rec_key { uint32_t vsid, ca; };

@@ -4,6 +4,7 @@
 #include <rte_errno.h>
 
 #include "nvgw.h"
+#include "dist.h"
 
 typedef void (*burst_fn)(struct nvgw_worker *, uint16_t,
 			 struct rte_mbuf **, uint16_t);
@@ -69,8 +70,15 @@ worker_loop(struct nvgw_worker *w, burst_fn fn)
 			w->port[q->port].rx_pkts += n;
 			w->port[q->port].rx_bytes += bytes;
 			got += n;
-			fn(w, q->port, pkts, n);
+			if (w->n_workers > 1) {
+				dist_burst(w, q->port, pkts, n, fn);
+			} else {
+				w->processed += n;
+				fn(w, q->port, pkts, n);
+			}
 		}
+		if (w->n_workers > 1)
+			got += dist_drain(w, fn);
 		if (w->inject != NULL) {
 			n = rte_ring_sc_dequeue_burst(w->inject, (void **)pkts,
 						      NVGW_BURST, NULL);

@@ -19,12 +19,13 @@ from dataplane.dpdk.rte_malloc cimport (rte_zmalloc_socket, rte_free,
                                         rte_malloc_socket_stats, rte_malloc_get_socket_stats)
 from dataplane.dpdk.rte_mempool cimport (rte_mempool, rte_mempool_avail_count,
                                          rte_mempool_in_use_count, rte_mempool_free)
-from dataplane.dpdk.rte_mbuf cimport rte_pktmbuf_pool_create, RTE_MBUF_DEFAULT_BUF_SIZE
+from dataplane.dpdk.rte_mbuf cimport (rte_pktmbuf_pool_create, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                      rte_mbuf, rte_pktmbuf_free)
 from dataplane.dpdk cimport rte_ethdev as eth
 from dataplane cimport cnvgw as c
 from dataplane cimport ctables as tb
 from dataplane.dpdk.rte_ring cimport (rte_ring, rte_ring_create, rte_ring_free, rte_ring_count,
-                                      RING_F_SP_ENQ, RING_F_SC_DEQ)
+                                      rte_ring_dequeue, RING_F_SP_ENQ, RING_F_SC_DEQ)
 from dataplane.dpdk.rte_lcore cimport pthread_t, pthread_join, rte_ctrl_thread_create
 
 from dataplane.errors import DataplaneError
@@ -215,8 +216,10 @@ cdef class Workers:
     """
     cdef c.nvgw_worker **w
     cdef int *quit
+    cdef rte_ring *rings[16][16]      # [from][to]: software RSS hand-over
     cdef readonly int count
     cdef readonly bint running
+    cdef readonly uint64_t discarded   # handed over but not processed at stop
 
     def __cinit__(self, int count):
         self.w = <c.nvgw_worker **>malloc(count * sizeof(c.nvgw_worker *))
@@ -224,8 +227,19 @@ cdef class Workers:
         if self.w == NULL or self.quit == NULL:
             raise MemoryError()
         memset(self.w, 0, count * sizeof(c.nvgw_worker *))
+        memset(self.rings, 0, sizeof(self.rings))
         self.quit[0] = 0
         self.count = count
+        if count > c.NVGW_MAX_WORKERS:
+            raise DataplaneError("workers", 22, f"at most {c.NVGW_MAX_WORKERS} workers")
+        for s in range(count if count > 1 else 0):
+            for d in range(count):
+                if s != d:
+                    name = f"nvgw_d{s}_{d}".encode()
+                    self.rings[s][d] = rte_ring_create(name, 1024, rte_socket_id(),
+                                                       RING_F_SP_ENQ | RING_F_SC_DEQ)
+                    if self.rings[s][d] == NULL:
+                        raise DataplaneError("workers", 12, "cannot create hand-over rings")
 
     def configure(self, int i, unsigned int lcore, str pipeline, list rxqs,
                   uint16_t txq, uint16_t n_ports, list fwd_out, Nvgre nv=None):
@@ -254,6 +268,11 @@ cdef class Workers:
             rte_lcore_to_socket_id(lcore))
         if w.vsid == NULL:
             raise DataplaneError("worker configure", 12, "no memory for VSID counters")
+        w.id = i
+        w.n_workers = self.count
+        for d in range(self.count):
+            w.to[d] = self.rings[i][d]
+            w.from_[d] = self.rings[d][i]
         if nv is not None:
             w.ctx = nv.ctx
             w.qsbr = nv.ctx.t.qsbr
@@ -279,6 +298,12 @@ cdef class Workers:
                 with nogil:
                     rte_eal_wait_lcore(lcore)
         self.running = False
+        cdef void *m
+        for s in range(self.count):
+            for d in range(self.count):
+                while self.rings[s][d] != NULL and rte_ring_dequeue(self.rings[s][d], &m) == 0:
+                    rte_pktmbuf_free(<rte_mbuf *>m)
+                    self.discarded += 1
 
     def counters(self, int i, uint16_t n_ports):
         """A snapshot of one worker's counters (plain reads of 64-bit words)."""
@@ -290,6 +315,7 @@ cdef class Workers:
                       for p in range(n_ports)],
             "drops": {DROP_REASONS[d][0]: w.drops[d] for d in range(c.NVGW_DROP_MAX)},
             "exceptions": w.exceptions,
+            "processed": w.processed, "handed_off": w.handed_off,
             "loops": w.loops, "busy_loops": w.busy_loops,
             "busy_cycles": w.busy_cycles, "idle_cycles": w.idle_cycles,
         }
@@ -314,6 +340,10 @@ cdef class Workers:
                 rte_free(self.w[i].vsid)
                 rte_free(self.w[i])
                 self.w[i] = NULL
+        for s in range(16):
+            for d in range(16):
+                rte_ring_free(self.rings[s][d])
+                self.rings[s][d] = NULL
         self.count = 0
 
     def __dealloc__(self):
@@ -349,12 +379,14 @@ cdef class Nvgre:
     cdef readonly bint thread_running
 
     def __cinit__(self, Mempool pool, uint16_t provider_port, uint16_t customer_port,
-                  uint32_t records, uint32_t routes, uint32_t neighbours, unsigned int workers):
+                  uint32_t records, uint32_t routes, uint32_t neighbours, uint32_t rewrites,
+                  unsigned int workers):
         cdef tb.nvgw_table_sizes sz
         cdef int rc
         sz.records = records
         sz.routes = routes
         sz.neighbours = neighbours
+        sz.rewrites = rewrites
         sz.readers = workers + 1          # the workers and the exception thread
         self.ctx = <c.nvgw_ctx *>rte_zmalloc_socket(b"nvgw_ctx", sizeof(c.nvgw_ctx), 64, -1)
         if self.ctx == NULL:

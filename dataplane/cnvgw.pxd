@@ -9,6 +9,7 @@ cdef extern from "nvgw.h" nogil:
     enum: NVGW_MAX_PORTS
     enum: NVGW_MAX_RXQ
     enum: NVGW_DROP_MAX
+    enum: NVGW_MAX_WORKERS
 
     const char *const nvgw_drop_names[]
     const char *const nvgw_drop_texts[]
@@ -59,10 +60,14 @@ cdef extern from "nvgw.h" nogil:
         unsigned int qsbr_id
         rte_ring *inject
         nvgw_vsid_counters *vsid
+        uint16_t id, n_workers
+        rte_ring *to[16]
+        rte_ring *from_ "from"[16]
         nvgw_txbuf tx[NVGW_MAX_PORTS]
         nvgw_port_counters port[NVGW_MAX_PORTS]
         uint64_t drops[NVGW_DROP_MAX]
         uint64_t exceptions
+        uint64_t processed, handed_off
         uint64_t loops, busy_loops, busy_cycles, idle_cycles
 
     int nvgw_worker_main(void *arg)

@@ -24,7 +24,7 @@ cdef extern from "tables.h" nogil:
         rte_hash *neigh
         uint32_t n_neigh
     struct nvgw_table_sizes:
-        uint32_t records, routes, neighbours, readers
+        uint32_t records, routes, neighbours, rewrites, readers
 
     int nvgw_tables_create(nvgw_tables **out, const nvgw_table_sizes *sz, int socket)
     void nvgw_tables_free(nvgw_tables *t)

@@ -90,11 +90,12 @@ class Gateway:
         prov, cust = self._port("provider"), self._port("customer")
         try:
             self.nv = dp.Nvgre(self.pool, prov["id"], cust["id"], tables["records"],
-                               tables["routes"], tables["neighbours"], len(cfg.worker_lcores))
+                               tables["routes"], tables["neighbours"], tables["rewrites"],
+                               len(cfg.worker_lcores))
         except DataplaneError as e:
             raise ConfigError(f"too little memory: {e.text}") from None
         self.policy = polmod.Policy(self.nv, prov["mac"], cust["mac"],
-                                    {"records": tables["records"], "routes": tables["routes"]})
+                                    {k: tables[k] for k in ("records", "routes", "rewrites")})
         if cfg.pipeline["policy"]:
             doc = polmod.load_file(cfg.pipeline["policy"])
             self.policy.load_document(doc)

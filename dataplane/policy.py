@@ -230,6 +230,9 @@ class Policy:
             if len(self.records) > self.capacity["records"]:
                 raise PolicyError(f"{len(self.records)} lookup records exceed the table "
                                   f"size of {self.capacity['records']}")
+            if len(self.rw_pas) > self.capacity.get("rewrites", 1 << 16):
+                raise PolicyError(f"{len(self.rw_pas)} rewrite PAs exceed the table size "
+                                  f"of {self.capacity.get('rewrites', 1 << 16)}")
             if len(self.installed) > self.capacity["routes"]:
                 raise PolicyError(f"{len(self.installed)} routes exceed the table size "
                                   f"of {self.capacity['routes']}")

@@ -158,6 +158,10 @@ class GatewayProcess:
     def final_counters(self) -> dict:
         return json.loads(self.stats_path.read_text())
 
+    def sent_queue(self, port: str, queue: int) -> list[bytes]:
+        """What one worker (its tx queue) transmitted on `port` (after stop)."""
+        return read_pcap(self.workdir / f"{port}.tx{queue}.pcap")
+
     def sent(self, port: str) -> list[bytes]:
         """What the gateway transmitted on `port` (after stop), queue by queue."""
         return [pkt for q in range(self.n_tx)

@@ -8,3 +8,4 @@ cdef extern from "rte_ring.h" nogil:
                               unsigned int flags)
     void rte_ring_free(rte_ring *r)
     unsigned int rte_ring_count(const rte_ring *r)
+    int rte_ring_dequeue(rte_ring *r, void **obj_p)

@@ -1,0 +1,92 @@
+"""Several workers with software RSS on the inner headers: traffic of ONE
+outer host pair spreads over all workers by inner flow, and every flow
+keeps its order (it is processed by one worker and leaves on its queue)."""
+import json
+from collections import defaultdict
+
+import pytest
+from scapy.layers.inet import GRE, IP, UDP
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Raw
+
+from harness import PcapPort, run_pcap
+
+PMAC, CMAC = "02:70:63:61:70:00", "02:70:63:61:70:01"
+WORKERS = 4
+FLOWS, PER_FLOW = 1000, 3
+TOLERANCE = 0.25           # each worker's share within 25% of an even split
+
+
+def policy(tmp_path):
+    with open("config/redblue-policy.json") as f:
+        doc = json.load(f)
+    doc["records"].append({"vsid": 5001, "ca": "10.1.1.9", "mac": "00:15:5d:b1:00:09",
+                           "pa": "192.168.1.30", "method": "rewrite"})
+    doc["routing_domains"][0]["mappings"] = [{"ca": "172.16.1.10", "pa": "192.168.1.100"}]
+    doc["neighbours"].append({"ip": "192.168.1.30", "mac": "00:15:5d:00:00:30"})
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(doc))
+    return (f'[pipeline]\nmode = "nvgre"\npolicy = "{path}"\n'
+            "[tables]\nrecords = 4096\nroutes = 4096\nneighbours = 1024\n")
+
+
+def flows(make):
+    """FLOWS flows x PER_FLOW packets, interleaved; payload = (flow, seq)."""
+    return [make(f, bytes(Raw(f"{f}:{s}".encode())))
+            for s in range(PER_FLOW) for f in range(FLOWS)]
+
+
+def nvgre(f, payload):       # ONE outer host pair: Blue's VM host -> the gateway
+    inner = IP(src="10.1.1.7", dst="172.16.1.10") / UDP(sport=10000 + f, dport=80) / payload
+    return (Ether(src="00:15:5d:00:00:10", dst=PMAC) /
+            IP(src="192.168.1.10", dst="192.168.1.1", flags="DF") /
+            GRE(key_present=1, proto=0x6558, key=5001 << 8) /
+            Ether(src="00:15:5d:b1:00:07", dst=PMAC) / inner)
+
+
+def rewrite(f, payload):     # one rewritten VM's PA -> our mapped PA
+    return (Ether(src="00:15:5d:00:00:30", dst=PMAC) /
+            IP(src="192.168.1.30", dst="192.168.1.100") /
+            UDP(sport=10000 + f, dport=80) / payload)
+
+
+def customer(f, payload):    # one on-premises host -> one VM
+    return (Ether(src="02:00:00:00:01:10", dst=CMAC) / Dot1Q(vlan=100) /
+            IP(src="172.16.1.10", dst="10.1.1.7") / UDP(sport=10000 + f, dport=80) / payload)
+
+
+def check_spread_and_order(gw, sent, n_pkts):
+    c = gw.final_counters()
+    assert all(v == 0 for v in c["drops"].values()), c["drops"]
+    shares = [w["processed"] for w in c["workers"]]
+    assert sum(shares) == n_pkts
+    even = n_pkts / WORKERS
+    assert all(abs(s - even) <= TOLERANCE * even for s in shares), shares
+    # Each worker has its own TX queue (its own pcap): a flow must appear on
+    # exactly one, in its original order.
+    where, order = {}, defaultdict(list)
+    for q, frames in enumerate(sent):
+        for frame in frames:
+            flow, seq = bytes(Ether(frame)[Raw].load).decode().split(":")
+            assert where.setdefault(flow, q) == q, f"flow {flow} on two workers"
+            order[flow].append(int(seq))
+    assert len(order) == FLOWS
+    assert all(seqs == list(range(PER_FLOW)) for seqs in order.values())
+    return shares
+
+
+@pytest.mark.parametrize("make, port, out", [
+    (nvgre, "fabric", "tenants"),
+    (rewrite, "fabric", "tenants"),
+    (customer, "tenants", "fabric"),
+], ids=["nvgre", "rewrite", "customer"])
+def test_one_host_pair_spreads_by_inner_flow(tmp_path, make, port, out):
+    pkts = flows(make)
+    ports = [PcapPort("fabric", "provider", pkts if port == "fabric" else []),
+             PcapPort("tenants", "customer", pkts if port == "tenants" else [])]
+    gw, _ = run_pcap(tmp_path, ports, policy(tmp_path),
+                     lcores=tuple(range(1, WORKERS + 1)))
+    from harness import read_pcap
+    sent = [read_pcap(tmp_path / f"{out}.tx{q}.pcap") for q in range(WORKERS)]
+    shares = check_spread_and_order(gw, sent, len(pkts))
+    print(f"{make.__name__}: packets per worker {shares}")
