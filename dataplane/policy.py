@@ -178,8 +178,14 @@ class Policy:
                               ("route", "routes"), ("mapping", "mappings")):
                 ops += [{"op": "set", "kind": kind, "rdid": d["rdid"], **o}
                         for o in objects(d.get(key, []), f"routing domain {d['rdid']} {key}")]
-        ops += [{"op": "set", "kind": "record", **r}
-                for r in objects(doc.get("records", []), "records")]
+        records = objects(doc.get("records", []), "records")
+        seen = set()
+        for r in records:       # a document states each CA once
+            key = (r.get("vsid"), r.get("ca"))
+            if key in seen and isinstance(key[0], int):
+                raise PolicyError(f"records: duplicate CA {key[1]} in VSID {key[0]}")
+            seen.add(key)
+        ops += [{"op": "set", "kind": "record", **r} for r in records]
         ops += [{"op": "set", "kind": "neighbour", **n}
                 for n in objects(doc.get("neighbours", []), "neighbours")]
         return ops

@@ -38,7 +38,8 @@ def show(client: ControlClient, what: str) -> tuple[object, str]:
             cycles = w["busy_cycles"] + w["idle_cycles"]
             rows.append(dict(w, worker=i,
                              busy=f"{100.0 * w['busy_cycles'] / cycles:.1f}%" if cycles else "-"))
-        text = _table(rows, ["worker", "lcore", "rx_pkts", "tx_pkts", "drop_pkts", "busy"])
+        text = _table(rows, ["worker", "lcore", "rx_pkts", "processed", "handed_off",
+                             "tx_pkts", "drop_pkts", "busy"])
     elif what == "drops":
         text = _table([{"reason": k, "packets": v} for k, v in data.items()], ["reason", "packets"])
     elif what == "neighbours":
@@ -146,31 +147,35 @@ def main(argv=None) -> int:
                     help="nvgw-mgmt's public key (server.key, env NVGW_SERVER_KEY)")
     ap.add_argument("--json", action="store_true", help="JSON output for automation")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    # --json also after the command (nvgwctl show policy --json).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="JSON output for automation")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sh = sub.add_parser("show", help="read counters (a gateway) or policy and gateways")
+    sh = sub.add_parser("show", parents=[common], help="read counters (a gateway) or policy and gateways")
     sh.add_argument("what", choices=["counters", "ports", "workers", "drops", "vsid",
                                      "policy", "neighbours", "gateways"])
     sh.add_argument("vsid", nargs="?", type=int, help="with 'vsid': the VSID")
-    sub.add_parser("gateways", help="nvgw-mgmt's gateways, applied generation and lag")
-    ap_ = sub.add_parser("apply", help="apply a JSON document (make the policy equal it) "
+    sub.add_parser("gateways", parents=[common], help="nvgw-mgmt's gateways, applied generation and lag")
+    ap_ = sub.add_parser("apply", parents=[common], help="apply a JSON document (make the policy equal it) "
                          "or a JSON batch (list of operations)")
     ap_.add_argument("-f", "--file", required=True)
     for op in ("set", "del"):
-        p = sub.add_parser(op, help=f"{op} one policy object: KIND key=value ...")
+        p = sub.add_parser(op, parents=[common], help=f"{op} one policy object: KIND key=value ...")
         p.add_argument("kind", choices=["provider", "domain", "subnet", "attachment", "route",
                                         "record", "neighbour"])
         p.add_argument("fields", nargs="*", metavar="key=value")
-    mg = sub.add_parser("migrate", help="move a CA to a new PA (live migration)")
+    mg = sub.add_parser("migrate", parents=[common], help="move a CA to a new PA (live migration)")
     mg.add_argument("--vsid", type=int, required=True)
     mg.add_argument("--ca", required=True)
     mg.add_argument("--pa", required=True)
-    wt = sub.add_parser("wait", help="wait until every gateway has applied a generation")
+    wt = sub.add_parser("wait", parents=[common], help="wait until every gateway has applied a generation")
     wt.add_argument("--generation", type=int, help="default: the latest")
     wt.add_argument("--gateways", type=int, default=0, metavar="N",
                     help="and at least N gateways are connected")
     wt.add_argument("--timeout", dest="wait_timeout", type=float, metavar="SECONDS",
                     help="give up after this long (default: the global --timeout)")
-    kg = sub.add_parser("keygen", help="write a CurveZMQ key pair DIR/NAME.key(_secret)")
+    kg = sub.add_parser("keygen", parents=[common], help="write a CurveZMQ key pair DIR/NAME.key(_secret)")
     kg.add_argument("dir")
     kg.add_argument("name")
     args = ap.parse_args(argv)

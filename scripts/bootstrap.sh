@@ -5,6 +5,9 @@
 # refuses system-wide pip installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One bootstrap at a time: concurrent pip installs into .venv collide.
+exec 9>>/tmp/nvgw-bootstrap.lock
+flock 9
 
 APT_PACKAGES=(dpdk libdpdk-dev pkg-config gcc python3-venv python3-dev iproute2)
 

@@ -915,12 +915,16 @@ def test_nvgwctl_policy_commands(gw, tmp_path):
     assert show_policy(gw)["records"] == live["records"]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="mgmt/ctl.py: --json is an option of the top-level "
-    "parser only, so `nvgwctl show policy --json` exits 2 with 'unrecognized "
-    "arguments: --json' (only `nvgwctl --json show policy` works)")
 def test_nvgwctl_json_flag_after_subcommand(gw):
     p = nvgwctl(gw, "show", "policy", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["generation"] == show_policy(gw)["generation"]
+
+
+def test_document_with_duplicate_ca_in_a_vsid_refused():
+    doc = redblue_doc()
+    doc["records"].append(dict(doc["records"][0], mac="00:15:5d:00:00:99"))
+    assert_refused(new_policy(), doc, "records: duplicate CA 10.1.1.7 in VSID 5001",
+                   apply=False)
+    # the same CA in two VSIDs (Red and Blue) is the point of the model
+    assert new_policy().load_document(redblue_doc()) == 1

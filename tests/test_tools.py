@@ -23,8 +23,9 @@ def test_nvgwctl_reads_live_counters(tmp_path):
         assert ports["a"]["rx_pkts"] == ports["b"]["tx_pkts"] == 100
         p = nvgwctl("--gateway", gw.endpoint, "show", "workers")
         header, row = p.stdout.splitlines()
-        assert header.split() == ["WORKER", "LCORE", "RX_PKTS", "TX_PKTS", "DROP_PKTS", "BUSY"]
-        assert row.split()[:5] == ["0", "1", "100", "100", "0"]
+        assert header.split() == ["WORKER", "LCORE", "RX_PKTS", "PROCESSED", "HANDED_OFF",
+                                  "TX_PKTS", "DROP_PKTS", "BUSY"]
+        assert row.split()[:7] == ["0", "1", "100", "100", "0", "100", "0"]
         p = nvgwctl("--gateway", gw.endpoint, "show", "drops")
         assert "tx_full" in p.stdout
 
