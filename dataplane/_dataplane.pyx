@@ -23,6 +23,7 @@ from dataplane.dpdk.rte_mbuf cimport (rte_pktmbuf_pool_create, RTE_MBUF_DEFAULT_
                                       rte_mbuf, rte_pktmbuf_free)
 from dataplane.dpdk cimport rte_ethdev as eth
 from dataplane cimport cnvgw as c
+from dataplane.dpdk cimport rte_flow as fl
 from dataplane cimport ctables as tb
 from dataplane.dpdk.rte_ring cimport (rte_ring, rte_ring_create, rte_ring_free, rte_ring_count,
                                       rte_ring_dequeue, RING_F_SP_ENQ, RING_F_SC_DEQ)
@@ -203,6 +204,47 @@ def port_stats(uint16_t port):
             "oerrors": s.oerrors, "rx_nombuf": s.rx_nombuf}
 
 
+def inner_rss(uint16_t port, uint16_t n_queues, bint install):
+    """Ask the PMD for RSS over the inner IPv4/TCP/UDP headers of NVGRE
+    (rte_flow RSS action, level 2) across n_queues RX queues. Returns
+    (supported, reason); with install, creates the rule when supported."""
+    cdef fl.rte_flow_attr attr
+    cdef fl.rte_flow_item pattern[4]
+    cdef fl.rte_flow_action actions[2]
+    cdef fl.rte_flow_action_rss rss
+    cdef fl.rte_flow_error err
+    cdef uint16_t queues[16]
+    cdef int rc
+    memset(&attr, 0, sizeof(attr))
+    memset(pattern, 0, sizeof(pattern))
+    memset(actions, 0, sizeof(actions))
+    memset(&rss, 0, sizeof(rss))
+    memset(&err, 0, sizeof(err))
+    attr.ingress = 1
+    pattern[0].type = fl.RTE_FLOW_ITEM_TYPE_ETH
+    pattern[1].type = fl.RTE_FLOW_ITEM_TYPE_IPV4
+    pattern[2].type = fl.RTE_FLOW_ITEM_TYPE_NVGRE
+    pattern[3].type = fl.RTE_FLOW_ITEM_TYPE_END
+    for q in range(min(n_queues, 16)):
+        queues[q] = q
+    rss.func = fl.RTE_ETH_HASH_FUNCTION_DEFAULT
+    rss.level = 2                       # the inner headers
+    rss.types = (fl.RTE_ETH_RSS_IPV4 | fl.RTE_ETH_RSS_NONFRAG_IPV4_TCP |
+                 fl.RTE_ETH_RSS_NONFRAG_IPV4_UDP)
+    rss.queue_num = min(n_queues, 16)
+    rss.queue = queues
+    actions[0].type = fl.RTE_FLOW_ACTION_TYPE_RSS
+    actions[0].conf = &rss
+    actions[1].type = fl.RTE_FLOW_ACTION_TYPE_END
+    rc = fl.rte_flow_validate(port, &attr, pattern, actions, &err)
+    if rc != 0:
+        return False, (err.message.decode() if err.message != NULL
+                       else rte_strerror(-rc).decode())
+    if install and fl.rte_flow_create(port, &attr, pattern, actions, &err) == NULL:
+        return False, err.message.decode() if err.message != NULL else "rule not created"
+    return True, "inner RSS rule installed" if install else "supported"
+
+
 def port_stop(uint16_t port):
     eth.rte_eth_dev_stop(port)
     eth.rte_eth_dev_close(port)
@@ -221,7 +263,9 @@ cdef class Workers:
     cdef readonly bint running
     cdef readonly uint64_t discarded   # handed over but not processed at stop
 
-    def __cinit__(self, int count):
+    cdef bint distribute
+
+    def __cinit__(self, int count, bint distribute=True):
         self.w = <c.nvgw_worker **>malloc(count * sizeof(c.nvgw_worker *))
         self.quit = <int *>malloc(sizeof(int))
         if self.w == NULL or self.quit == NULL:
@@ -232,7 +276,8 @@ cdef class Workers:
         self.count = count
         if count > c.NVGW_MAX_WORKERS:
             raise DataplaneError("workers", 22, f"at most {c.NVGW_MAX_WORKERS} workers")
-        for s in range(count if count > 1 else 0):
+        self.distribute = distribute and count > 1
+        for s in range(count if self.distribute else 0):
             for d in range(count):
                 if s != d:
                     name = f"nvgw_d{s}_{d}".encode()
@@ -269,7 +314,7 @@ cdef class Workers:
         if w.vsid == NULL:
             raise DataplaneError("worker configure", 12, "no memory for VSID counters")
         w.id = i
-        w.n_workers = self.count
+        w.n_workers = self.count if self.distribute else 1
         for d in range(self.count):
             w.to[d] = self.rings[i][d]
             w.from_[d] = self.rings[d][i]

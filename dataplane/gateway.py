@@ -103,6 +103,22 @@ class Gateway:
                      records=len(self.policy.records), generation=self.policy.generation)
         self.nv.start_exceptions()
 
+    def _rss_mode(self) -> str:
+        """Hardware RSS on the inner headers where every port can do it with a
+        queue per worker; otherwise software RSS (cext/dist.h). Logged per port."""
+        n = len(self.cfg.worker_lcores)
+        hardware = n > 1
+        for p, port in zip(self.cfg.ports, self.ports):
+            ok, why = dp.inner_rss(port["id"], p.queues, False) if p.queues > 1 \
+                else (False, "one RX queue")
+            ok = ok and p.queues == n
+            log.info("rss", port=p.name, mode="hardware" if ok else "software", reason=why)
+            hardware = hardware and ok
+        if hardware:
+            for port in self.ports:
+                dp.inner_rss(port["id"], n, True)
+        return "hardware" if hardware else "software"
+
     def _start_workers(self) -> None:
         cfg = self.cfg
         lcores = cfg.worker_lcores
@@ -116,7 +132,9 @@ class Gateway:
         if ids != list(range(len(ids))):
             raise DataplaneError("workers", 22, f"port ids {ids} are not 0..{len(ids) - 1}")
         fwd = cfg.forward_map()
-        self.workers = dp.Workers(len(lcores))
+        self.rss = self._rss_mode() if len(lcores) > 1 else "single worker"
+        # With hardware RSS each worker processes what its queues receive.
+        self.workers = dp.Workers(len(lcores), self.rss != "hardware")
         for i, lc in enumerate(lcores):
             self.workers.configure(i, lc, cfg.pipeline["mode"], rxqs[i], i, len(ids), fwd,
                                    self.nv)
