@@ -26,7 +26,7 @@ ipv4_flow_hash(const struct rte_ipv4_hdr *ip, uint32_t avail)
 	    (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
 						   RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
 	    avail >= hl + 4)
-		ports = *(const unaligned_uint32_t *)((const uint8_t *)ip + hl);
+		ports = *(const nvgw_u32 *)((const uint8_t *)ip + hl);
 	h = rte_hash_crc_4byte(ip->src_addr, ip->next_proto_id);
 	h = rte_hash_crc_4byte(ip->dst_addr, h);
 	return rte_hash_crc_4byte(ports, h);
@@ -45,7 +45,7 @@ nvgw_flow_hash(const struct rte_mbuf *m)
 		return 0;
 	type = ((const struct rte_ether_hdr *)p)->ether_type;
 	if (type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) && len >= NVGW_VLAN_ETH_LEN) {
-		type = *(const uint16_t *)(p + 16);
+		type = *(const nvgw_u16 *)(p + 16);
 		off = NVGW_VLAN_ETH_LEN;
 	}
 	if (type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
@@ -55,7 +55,7 @@ nvgw_flow_hash(const struct rte_mbuf *m)
 
 	if (hl && ip->next_proto_id == IPPROTO_GRE &&
 	    len >= off + hl + NVGW_GRE_LEN + NVGW_ETH_LEN + 20) {
-		const uint16_t *gre = (const uint16_t *)(p + off + hl);
+		const nvgw_u16 *gre = (const nvgw_u16 *)(p + off + hl);
 		const struct rte_ether_hdr *ieth =
 			(const struct rte_ether_hdr *)(p + off + hl + NVGW_GRE_LEN);
 

@@ -313,8 +313,8 @@ resolve(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
 	inject(c, m, scope ? c->customer_port : c->provider_port);
 }
 
-static void
-handle(struct nvgw_ctx *c, struct rte_mbuf *m)
+void
+nvgw_exc_handle(struct nvgw_ctx *c, struct rte_mbuf *m)
 {
 	const struct nvgw_provider *pv = __atomic_load_n(&c->t->prov, __ATOMIC_ACQUIRE);
 	int reason = m->hash.fdir.lo >> 24;
@@ -351,7 +351,7 @@ nvgw_exc_main(void *arg)
 	while (!c->quit) {
 		n = rte_ring_sc_dequeue_burst(c->exc, (void **)pkts, NVGW_BURST, NULL);
 		for (i = 0; i < n; i++)
-			handle(c, pkts[i]);
+			nvgw_exc_handle(c, pkts[i]);
 		rte_rcu_qsbr_quiescent(c->t->qsbr, c->exc_qsbr_id);
 		if (n == 0) {
 			/* Sleeping is a quiescent state too: go offline meanwhile. */

@@ -141,7 +141,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *oip = (struct rte_ipv4_hdr *)(eth + 1);
 	uint32_t len = m->data_len, off, key, vsid;
-	const uint16_t *gre;
+	const nvgw_u16 *gre;
 	struct rte_ether_hdr *ieth;
 	struct nvgw_vsid *vs;
 	unsigned int hl;
@@ -173,12 +173,12 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	len = NVGW_ETH_LEN + rte_be_to_cpu_16(oip->total_length);
 	if (len < off + NVGW_GRE_LEN + NVGW_ETH_LEN)
 		return nvgw_drop(w, NVGW_DROP_truncated, m), 0;
-	gre = (const uint16_t *)((uint8_t *)eth + off);
+	gre = (const nvgw_u16 *)((uint8_t *)eth + off);
 	if (gre[0] != rte_cpu_to_be_16(0x2000))
 		return nvgw_drop(w, NVGW_DROP_bad_gre_flags, m), 0;
 	if (gre[1] != rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB))
 		return nvgw_drop(w, NVGW_DROP_not_teb, m), 0;
-	key = rte_be_to_cpu_32(*(const uint32_t *)(gre + 2));
+	key = rte_be_to_cpu_32(*(const nvgw_u32 *)(gre + 2));
 	vsid = key >> 8;                         /* the FlowID byte is ignored */
 	if (nvgw_vsid_reserved(vsid))
 		return nvgw_drop(w, NVGW_DROP_reserved_vsid, m), 0;

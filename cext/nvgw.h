@@ -152,6 +152,8 @@ void nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port,
 
 /* The exception thread (rte_ctrl_thread_create); returns when ctx->quit. */
 void *nvgw_exc_main(void *ctx);
+/* One exception packet: answered through ctx->inject, or freed. */
+void nvgw_exc_handle(struct nvgw_ctx *c, struct rte_mbuf *m);
 
 /* rte_errno is a per-lcore macro; Cython reads it through this. */
 int nvgw_errno(void);

@@ -6,6 +6,11 @@
 #include <rte_ether.h>
 #include <rte_ip.h>
 
+/* Packet fields at any address (DPDK's unaligned_* types are plain on x86,
+ * which the compiler may still assume aligned). */
+typedef uint16_t nvgw_u16 __attribute__((aligned(1)));
+typedef uint32_t nvgw_u32 __attribute__((aligned(1)));
+
 #define NVGW_ETH_LEN      14
 #define NVGW_VLAN_ETH_LEN 18                    /* Ethernet + 802.1Q */
 #define NVGW_NVGRE_LEN    (14 + 20 + 8 + 14)    /* outer Eth, IPv4, GRE, inner Eth */
@@ -76,7 +81,7 @@ nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 	    (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
 						   RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
 	    avail >= hl + 4)
-		ports = rte_be_to_cpu_32(*(const uint32_t *)((const uint8_t *)ip + hl));
+		ports = rte_be_to_cpu_32(*(const nvgw_u32 *)((const uint8_t *)ip + hl));
 	h = rte_be_to_cpu_32(ip->src_addr) * 0x9E3779B1u;
 	h ^= rte_be_to_cpu_32(ip->dst_addr) * 0x85EBCA77u;
 	h ^= ports * 0xC2B2AE3Du;

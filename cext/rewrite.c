@@ -16,13 +16,13 @@ static int
 l4_rewrite(uint8_t proto, uint8_t *l4, uint32_t len, uint32_t os, uint32_t od,
 	   uint32_t ns, uint32_t nd, uint16_t *old, uint16_t *new)
 {
-	unaligned_uint16_t *csum;   /* quoted headers need not be aligned */
+	nvgw_u16 *csum;   /* quoted headers need not be aligned */
 
 	if (proto == IPPROTO_TCP && len >= 18)
-		csum = (unaligned_uint16_t *)(l4 + offsetof(struct rte_tcp_hdr, cksum));
+		csum = (nvgw_u16 *)(l4 + offsetof(struct rte_tcp_hdr, cksum));
 	else if (proto == IPPROTO_UDP && len >= 8 &&
 		 ((struct rte_udp_hdr *)l4)->dgram_cksum != 0)
-		csum = (unaligned_uint16_t *)(l4 + offsetof(struct rte_udp_hdr, dgram_cksum));
+		csum = (nvgw_u16 *)(l4 + offsetof(struct rte_udp_hdr, dgram_cksum));
 	else
 		return 0;
 	*old = *csum;

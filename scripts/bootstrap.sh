@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 exec 9>>/tmp/nvgw-bootstrap.lock
 flock 9
 
-APT_PACKAGES=(dpdk libdpdk-dev pkg-config gcc python3-venv python3-dev iproute2)
+APT_PACKAGES=(dpdk libdpdk-dev pkg-config gcc python3-venv python3-dev iproute2 clang libclang-rt-14-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
