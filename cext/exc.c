@@ -88,75 +88,56 @@ echo_reply(struct rte_ipv4_hdr *ip, uint32_t avail)
 	return 0;
 }
 
-static void
-from_provider(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
-	      int reason)
+/* Is ip ours on this side: an address of the VLAN attachment `a`, or (a
+ * NULL: the fabric) one of our PAs, rewrite PAs included. */
+static int
+is_ours(const struct nvgw_ctx *c, const struct nvgw_provider *pv,
+	const struct nvgw_attach *a, uint32_t ip)
 {
-	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	uint32_t avail = m->data_len - NVGW_ETH_LEN;
+	uint64_t word;
 	unsigned int i;
 
-	if (reason == NVGW_EXC_ARP_PROVIDER) {
-		struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(eth + 1);
-
-		if (!arp_ok(arp, avail))
-			goto ignore;
-		learn(c, NVGW_SCOPE_PROVIDER, arp);
-		if (arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
-			goto ignore;
-		for (i = 0; i < pv->n_pa; i++)
-			if (arp->arp_data.arp_tip == pv->pa[i])
-				break;
-		if (i == pv->n_pa) {
-			uint64_t word;    /* our rewrite PAs answer too */
-
-			if (!nvgw_rw_lookup(c->t, arp->arp_data.arp_tip, &word) ||
-			    !(word & NVGW_RW_GATEWAY))
-				goto ignore;
-		}
-		arp_reply(arp, &pv->mac);
-		c->c.arp_replies++;
-	} else if (echo_reply((struct rte_ipv4_hdr *)(eth + 1), avail) == 0) {
-		c->c.echo_replies++;
-	} else {
-		goto ignore;
-	}
-	swap_eth(eth, &pv->mac);
-	inject(c, m, c->provider_port);
-	return;
-ignore:
-	c->c.ignored++;
-	rte_pktmbuf_free(m);
+	if (a != NULL)
+		return ip == a->ip;
+	for (i = 0; i < pv->n_pa; i++)
+		if (ip == pv->pa[i])
+			return 1;
+	return nvgw_rw_lookup(c->t, ip, &word) && (word & NVGW_RW_GATEWAY);
 }
 
+/* ARP or ping for one of our addresses, on the fabric (vlan 0) or on a
+ * customer VLAN: answered in place, learning the ARP sender on the way. */
 static void
-from_customer(struct nvgw_ctx *c, struct rte_mbuf *m, int reason, uint16_t vlan)
+answer_local(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
+	     int reason, uint16_t vlan)
 {
-	const struct nvgw_attach *a = c->t->attach[vlan];
+	const struct nvgw_attach *a = vlan ? c->t->attach[vlan] : NULL;
+	const struct rte_ether_addr *mac = vlan ? (a ? &a->mac : NULL) : &pv->mac;
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	void *l3 = (uint8_t *)eth + NVGW_VLAN_ETH_LEN;
-	uint32_t avail = m->data_len - NVGW_VLAN_ETH_LEN;
+	uint32_t hdr = vlan ? NVGW_VLAN_ETH_LEN : NVGW_ETH_LEN;
+	void *l3 = (uint8_t *)eth + hdr;
+	uint32_t avail = m->data_len - hdr;
 
-	if (a == NULL)
+	if (mac == NULL)
 		goto ignore;
-	if (reason == NVGW_EXC_ARP_CUSTOMER) {
+	if (reason == NVGW_EXC_ARP_PROVIDER || reason == NVGW_EXC_ARP_CUSTOMER) {
 		struct rte_arp_hdr *arp = l3;
 
 		if (!arp_ok(arp, avail))
 			goto ignore;
 		learn(c, vlan, arp);
 		if (arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) ||
-		    arp->arp_data.arp_tip != a->ip)
+		    !is_ours(c, pv, a, arp->arp_data.arp_tip))
 			goto ignore;
-		arp_reply(arp, &a->mac);
+		arp_reply(arp, mac);
 		c->c.arp_replies++;
 	} else if (echo_reply(l3, avail) == 0) {
 		c->c.echo_replies++;
 	} else {
 		goto ignore;
 	}
-	swap_eth(eth, &a->mac);
-	inject(c, m, c->customer_port);
+	swap_eth(eth, mac);
+	inject(c, m, vlan ? c->customer_port : c->provider_port);
 	return;
 ignore:
 	c->c.ignored++;
@@ -323,10 +304,10 @@ nvgw_exc_handle(struct nvgw_ctx *c, struct rte_mbuf *m)
 	switch (reason) {
 	case NVGW_EXC_ARP_PROVIDER:
 	case NVGW_EXC_LOCAL_PROVIDER:
-		return from_provider(c, pv, m, reason);
+		return answer_local(c, pv, m, reason, 0);
 	case NVGW_EXC_ARP_CUSTOMER:
 	case NVGW_EXC_LOCAL_CUSTOMER:
-		return from_customer(c, m, reason, ctx);
+		return answer_local(c, pv, m, reason, ctx);
 	case NVGW_EXC_ARP_VSID:
 	case NVGW_EXC_LOCAL_VSID:
 		return from_vsid(c, pv, m, reason, ctx);
