@@ -418,7 +418,8 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 
 	if (unlikely(pv == NULL || (!from_fabric && in_port != w->ctx->customer_port))) {
 		for (i = 0; i < n; i++)
-			nvgw_drop(w, NVGW_DROP_no_tx_port, pkts[i]);
+			nvgw_drop(w, pv == NULL ? NVGW_DROP_no_policy : NVGW_DROP_no_tx_port,
+				  pkts[i]);
 		return;
 	}
 	for (i = 0; i < n; i++)

@@ -22,8 +22,10 @@ Reasons no test here triggers, on purpose:
                   worker: a race, not something one packet can show.
   dist_full       needs a 1024-entry hand-over ring between two workers full:
                   the owner falling behind the receiving worker, again a race.
-no_tx_port is triggered (no provider in the policy); multi_segment too: a frame
-longer than an mbuf's 2048-byte data room arrives from net_pcap as a chain.
+  no_tx_port      the config allows exactly one provider and one customer port
+                  in nvgre mode, and forward mode pairs every port.
+no_policy is triggered (no provider in the policy yet); multi_segment too: a
+frame longer than an mbuf's 2048-byte data room arrives from net_pcap as a chain.
 
 truncated vs bad_ip_header, as classify_provider/classify_customer decide: a frame
 shorter than its Ethernet (customer: Ethernet + 802.1Q) header, or an outer IPv4
@@ -316,8 +318,8 @@ CASES = [
       "no_rewrite_mapping"),
 ]
 
-REASONS_TRIGGERED = {c.reason for c in CASES} | {"no_tx_port"}
-NOT_TRIGGERABLE = {"tx_full", "no_headroom", "exception_full", "dist_full"}
+REASONS_TRIGGERED = {c.reason for c in CASES} | {"no_policy"}
+NOT_TRIGGERABLE = {"tx_full", "no_headroom", "exception_full", "dist_full", "no_tx_port"}
 
 
 def rounds(cases):
@@ -459,10 +461,10 @@ def test_each_offending_packet_raises_only_its_counter(tmp_path, idle_in_use, ca
     check_accounting(final, live, idle_in_use)
 
 
-def test_no_provider_means_no_tx_port(tmp_path, idle_in_use):
+def test_no_provider_means_no_policy(tmp_path, idle_in_use):
     """Before any provider is set (no policy), a packet on either port has nowhere to go."""
     final, live, sent = run(tmp_path, [nvgre()], [tagged()], policy=None)
-    assert nonzero(final["drops"]) == {"no_tx_port": 2}
+    assert nonzero(final["drops"]) == {"no_policy": 2}
     assert sent == {"fabric": [], "tenants": []}
     assert nonzero(final["exceptions"]) == {}
     check_accounting(final, live, idle_in_use)
