@@ -289,6 +289,7 @@ class Policy:
         if gw != ZERO and gw not in ifs[0].network:
             raise PolicyError(f"provider gateway {gw} is not in {ifs[0].network}")
         mtu = _int(op.get("mtu", 1500), "provider mtu", 576, 9000)
+        old = self.provider
         self.provider = {"addresses": [str(i) for i in ifs], "gateway": str(gw), "mtu": mtu,
                          "addresses_ip": frozenset(str(i.ip) for i in ifs)}
         clash = sorted(set(self.rw_pas) & self.provider["addresses_ip"])
@@ -296,9 +297,12 @@ class Policy:
             raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
         self._calls.append(("provider_set", [i.ip.packed for i in ifs], ifs[0].netmask.packed,
                             gw.packed, mtu, mac_bytes(self.provider_mac)))
-        # Records carry our PA and their fabric next hop: rebuild them all.
-        for r in self.records.values():
-            self._push_record(r)
+        # Records carry our PA and their fabric next hop: rebuild them all,
+        # unless nothing they depend on changed (a document reload).
+        if old is None or (old["addresses"][0], old["gateway"]) != \
+                (self.provider["addresses"][0], self.provider["gateway"]):
+            for r in self.records.values():
+                self._push_record(r)
 
     def _scope(self, op) -> int:
         vlan = op.get("vlan", 0)

@@ -22,7 +22,7 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
     -artifact_prefix="$out/findings/" "$out/corpus" tests/fuzz/seeds 2>&1 | tail -25
 # crash-, leak-, timeout- and oom- inputs are findings; slow-unit- ones only
 # mean the machine was busy (each is replayed at normal speed elsewhere).
-found=$(ls "$out/findings" 2>/dev/null | grep -v '^slow-unit-' | wc -l)
+found=$(find "$out/findings" -type f ! -name 'slow-unit-*' | wc -l)
 if ((found)); then
     mkdir -p tests/fuzz/regressions
     find "$out/findings" -type f ! -name 'slow-unit-*' -exec cp {} tests/fuzz/regressions/ \;

@@ -96,9 +96,13 @@ class GatewayProcess:
         return [sys.executable, "-m", "dataplane.cli", *args]
 
     def start(self) -> "GatewayProcess":
-        self.proc = subprocess.Popen(
-            self.command("--config", str(self.config), "--stats-json", str(self.stats_path)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Output goes to files, never pipes: a chatty gateway must not block
+        # on a pipe nobody reads until it stops.
+        self.out_path, self.err_path = self.workdir / "stdout.log", self.workdir / "stderr.log"
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(
+                self.command("--config", str(self.config), "--stats-json",
+                             str(self.stats_path)), stdout=out, stderr=err)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -139,20 +143,18 @@ class GatewayProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         if self.proc is not None and self.returncode is None:
-            # communicate, not wait: a gateway blocked on a full pipe never exits.
             try:
-                out, err = self.proc.communicate(timeout=timeout)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                out, err = self.proc.communicate()
-            self.stdout, self.stderr = out or "", err or ""
-            self.returncode = self.proc.returncode
+            self._collect()
         return self.returncode
 
     def _collect(self) -> None:
         if self.proc is not None and self.returncode is None:
-            out, err = self.proc.communicate()
-            self.stdout, self.stderr = out or "", err or ""
+            self.proc.wait()
+            self.stdout = self.out_path.read_text(errors="replace")
+            self.stderr = self.err_path.read_text(errors="replace")
             self.returncode = self.proc.returncode
 
     def final_counters(self) -> dict:
