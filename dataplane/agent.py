@@ -10,6 +10,14 @@ through Gateway.load / Gateway.apply with the management generation, and
 acknowledged with that generation. A batch that fails is reported (nack) and
 the agent waits for a snapshot.
 
+Generations only move forward: a batch is applied only when it is exactly the
+next generation of the store the agent follows; one already applied (replayed)
+is ignored, one that skips ahead is refused (nack) and the agent waits for a
+snapshot. A snapshot older than what is applied, from the same store, is
+ignored unless nvgw-mgmt marks it `force` (its store went back in time).
+Nothing nvgw-mgmt sends can stop the control loop: a message that fails in an
+unexpected way is logged and skipped.
+
 Heartbeats both ways: the agent sends one every heartbeat_ms; when nvgw-mgmt
 has been silent for three, it is considered lost (logged) and the agent
 keeps saying hello until it answers. Meanwhile the workers forward on the last
@@ -75,17 +83,21 @@ class Agent:
                 log.info("mgmt_connected", endpoint=self.endpoint)
             try:
                 msg = json.loads(raw)
-                if not isinstance(msg, dict) or msg.get("v") != SCHEMA_VERSION:
+                if not isinstance(msg, dict) or type(msg.get("v")) is not int or \
+                        msg.get("v") != SCHEMA_VERSION:
                     raise ValueError(f"schema version {msg.get('v')!r} not supported"
                                      if isinstance(msg, dict) else "not a JSON object")
-            except ValueError as e:
-                log.warning("mgmt_message_refused", error=str(e))
+            except (ValueError, RecursionError) as e:
+                log.warning("mgmt_message_refused", error=str(e) or type(e).__name__)
                 continue
             handler = getattr(self, f"_on_{msg.get('type')}", None)
             if handler is None:
                 log.warning("mgmt_message_refused", error=f"unknown type {msg.get('type')!r}")
                 continue
-            handler(msg)
+            try:
+                handler(msg)
+            except Exception:           # the gateway keeps forwarding whatever comes
+                log.exception("mgmt_message_failed", type=msg.get("type"))
 
     def tick(self) -> None:
         """Heartbeats, and noticing a lost nvgw-mgmt or a policy changed locally."""
@@ -124,8 +136,14 @@ class Agent:
 
     def _on_snapshot(self, msg: dict) -> None:
         gen = msg.get("generation")
+        if (type(gen) is int and self.applied is not None and gen < self.applied
+                and msg.get("store") == self.store and not msg.get("force")):
+            # Replayed or out of order: never go back to an older generation.
+            log.warning("mgmt_message_refused", error=f"snapshot {gen} is older than "
+                        f"the applied generation {self.applied}")
+            return
         try:
-            if not isinstance(gen, int) or not isinstance(msg.get("document"), dict):
+            if type(gen) is not int or gen < 0 or not isinstance(msg.get("document"), dict):
                 raise NvgwError("snapshot: needs 'generation' and 'document'")
             t0 = time.monotonic()
             self.gw.load(msg["document"], generation=gen)
@@ -142,7 +160,7 @@ class Agent:
         gen = msg.get("generation")
         if self.awaiting_snapshot:
             return
-        if not isinstance(gen, int) or isinstance(gen, bool):
+        if type(gen) is not int:
             log.warning("mgmt_message_refused", error="batch without a generation")
             return
         if self.applied is not None and msg.get("store") == self.store and gen <= self.applied:

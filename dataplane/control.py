@@ -1,6 +1,11 @@
 """The gateway's local control socket: a ZeroMQ REP endpoint on the control
 thread that answers requests with JSON. Requests name a verb; each verb maps
-to one Gateway method, the same functions the management agent calls."""
+to one Gateway method, the same functions the management agent calls.
+
+No input may stop the control loop (and with it the gateway): a request of more
+than MAX_REQUEST bytes is dropped by libzmq with its connection (ControlClient
+refuses to send one, with a clear error), a request of several frames or of
+JSON nested too deeply gets an error reply, and any failure of a verb is one."""
 from __future__ import annotations
 
 import json
@@ -13,7 +18,7 @@ from dataplane.errors import NvgwError
 
 log = structlog.get_logger("nvgw.control")
 SCHEMA_VERSION = 1
-MAX_REQUEST = 1 << 20
+MAX_REQUEST = 1 << 20      # ~9,000 lookup records in one request; big policies go via nvgw-mgmt
 
 
 class ControlServer:
@@ -58,7 +63,10 @@ class ControlServer:
                 raise ValueError("request must be a JSON object")
         except ValueError as e:
             return {"v": SCHEMA_VERSION, "ok": False, "error": f"malformed request: {e}"}
-        if req.get("v") != SCHEMA_VERSION:
+        except RecursionError:
+            return {"v": SCHEMA_VERSION, "ok": False,
+                    "error": "malformed request: JSON nested too deeply"}
+        if type(req.get("v")) is not int or req.get("v") != SCHEMA_VERSION:
             return {"v": SCHEMA_VERSION, "ok": False,
                     "error": f"schema version {req.get('v')!r} not supported "
                              f"(this gateway speaks {SCHEMA_VERSION})"}
@@ -80,10 +88,19 @@ class ControlServer:
         """Serve requests that arrive within timeout_ms."""
         if self.sock.poll(timeout_ms):
             try:
-                raw = self.sock.recv()
+                # All frames: REP can only answer once the whole request is read.
+                frames = self.sock.recv_multipart()
             except zmq.ZMQError:
                 return
-            self.sock.send(json.dumps(self.handle(raw)).encode())
+            if len(frames) != 1:
+                reply = {"v": SCHEMA_VERSION, "ok": False, "error":
+                         f"malformed request: {len(frames)} frames (a request is one)"}
+            else:
+                reply = self.handle(frames[0])
+            try:
+                self.sock.send(json.dumps(reply).encode())
+            except zmq.ZMQError as e:   # the requester is gone; REP is ready again
+                log.warning("reply_failed", error=str(e))
 
     def close(self) -> None:
         self.sock.close()
@@ -104,11 +121,17 @@ class ControlClient:
 
     def request(self, type_: str, **fields):
         """Send one request; return its result or raise NvgwError with the gateway's reason."""
+        payload = json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode()
+        if len(payload) > MAX_REQUEST:
+            # The gateway would drop it with the connection; say why instead of timing out.
+            raise NvgwError(f"{type_}: a request of {len(payload)} bytes exceeds the control "
+                            f"socket's limit of {MAX_REQUEST} bytes (send big policies "
+                            "through nvgw-mgmt)")
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.connect(self.endpoint)
-            sock.send(json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode())
+            sock.send(payload)
             if not sock.poll(self.timeout_ms):
                 raise NvgwError(f"no answer from {self.endpoint} within "
                                 f"{self.timeout_ms / 1000:g} s (is nvgw-dataplane running?)")

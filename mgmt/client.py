@@ -44,7 +44,8 @@ class MgmtClient:
         keys.curve_client(sock, self.pair, self.server_public)
         mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH |
                                       zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                                      zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                                      zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                      zmq.EVENT_DISCONNECTED)
         try:
             sock.connect(self.endpoint)
             sock.send(payload)
@@ -55,11 +56,21 @@ class MgmtClient:
             if sock in ready:
                 reply = json.loads(sock.recv())
             elif mon in ready:
-                ev = zmq.utils.monitor.recv_monitor_message(mon)
-                if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                # A refused key also ends in a disconnect: read what else came with it.
+                events = [zmq.utils.monitor.recv_monitor_message(mon)]
+                while mon.poll(50):
+                    events.append(zmq.utils.monitor.recv_monitor_message(mon))
+                kinds = {ev["event"]: ev for ev in events}
+                if zmq.EVENT_HANDSHAKE_FAILED_AUTH in kinds:
                     raise NvgwError(f"{self.endpoint} refused this client's key "
-                                    f"(status {ev['value']}): add its public key to "
-                                    "nvgw-mgmt's clients/ allow-list")
+                                    f"(status {kinds[zmq.EVENT_HANDSHAKE_FAILED_AUTH]['value']})"
+                                    ": add its public key to nvgw-mgmt's clients/ allow-list")
+                if kinds.keys() == {zmq.EVENT_DISCONNECTED}:
+                    # libzmq drops the connection of a peer whose message exceeds
+                    # ZMQ_MAXMSGSIZE, without a word: name the likely reason.
+                    raise NvgwError(f"{self.endpoint} closed the connection before answering "
+                                    f"(a request of {len(payload)} bytes: over nvgw-mgmt's "
+                                    "--max-message limit? or nvgw-mgmt stopped)")
                 raise NvgwError(f"CurveZMQ handshake with {self.endpoint} failed (is "
                                 "server_key the key of this nvgw-mgmt?)")
             else:

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,11 +31,20 @@ from dataplane import log as logsetup
 from dataplane.errors import NvgwError
 from dataplane.policy import PolicyError
 from mgmt import keys
-from mgmt.store import Store
+from mgmt.store import Store, StoreError
 
 log = structlog.get_logger("nvgw.mgmt")
 SCHEMA_VERSION = 1
-MAX_MESSAGE = 1 << 30
+# Limits on what a peer can make this process hold (see README, "Limits"). libzmq
+# checks MAXMSGSIZE before it allocates a frame and drops the connection of a
+# peer that sends a bigger one; the client library reports that as "closed the
+# connection". RCVHWM bounds the requests queued per connection while one is
+# being served (a client flooding requests is slowed down, not buffered).
+MAX_MESSAGE = 256 << 20        # client requests: a whole policy of ~2M records fits
+MAX_GATEWAY_MESSAGE = 1 << 20  # gateways send hello/heartbeat/ack/nack only
+CLIENT_RCVHWM = 100
+MAX_WAITS = 1024               # pending `wait` requests, all clients together
+MAX_WAITS_PER_CONNECTION = 16
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 MAX_INCREMENTAL = 64           # more batches behind than this: send a snapshot
 DEFAULT_CLIENTS = "ipc:///run/nvgw/mgmt.sock"
@@ -55,6 +65,7 @@ class Session:
     applied: int | None = None       # last generation it acknowledged
     sent: int | None = None          # last generation sent (None: needs a snapshot)
     snapshot_failed: bool = False
+    force: bool = False              # next snapshot replaces a newer one (see _gw_hello)
     last_seen: float = 0.0           # monotonic
     alive: bool = False
     error: str | None = None
@@ -84,9 +95,12 @@ def decode(raw: bytes) -> dict:
         msg = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(f"malformed message: not JSON ({e})") from None
+    except RecursionError:      # e.g. b"[" * 100000: refused, never a crash
+        raise RequestError("malformed message: JSON nested too deeply") from None
     if not isinstance(msg, dict):
         raise RequestError("malformed message: not a JSON object")
-    if msg.get("v") != SCHEMA_VERSION:
+    # `type(...) is int`: true == 1 and 1.0 == 1 in Python, but they are not version 1.
+    if type(msg.get("v")) is not int or msg.get("v") != SCHEMA_VERSION:
         raise RequestError(f"schema version {msg.get('v')!r} not supported "
                            f"(nvgw-mgmt speaks {SCHEMA_VERSION})")
     if not isinstance(msg.get("type"), str):
@@ -100,8 +114,10 @@ def encode(msg: dict) -> bytes:
 
 class MgmtServer:
     def __init__(self, store: Store, clients: str, gateways: str, keys_dir: str,
-                 heartbeat: float = 1.0, ctx: zmq.Context | None = None):
+                 heartbeat: float = 1.0, ctx: zmq.Context | None = None,
+                 max_message: int = MAX_MESSAGE):
         self.store = store
+        self.max_message = max_message
         self.heartbeat = heartbeat
         self.dead_after = 3 * heartbeat
         self.keys_dir = keys_dir
@@ -118,8 +134,8 @@ class MgmtServer:
         self.zap = self.ctx.socket(zmq.REP)
         self.zap.linger = 0
         self.zap.bind(ZAP_ENDPOINT)
-        self.clients = self._router(clients, pair, keys.CLIENTS)
-        self.gateways = self._router(gateways, pair, keys.GATEWAYS)
+        self.clients = self._router(clients, pair, keys.CLIENTS, max_message, CLIENT_RCVHWM)
+        self.gateways = self._router(gateways, pair, keys.GATEWAYS, MAX_GATEWAY_MESSAGE)
         self.gateways.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.poller = zmq.Poller()
         for s in (self.zap, self.clients, self.gateways):
@@ -130,10 +146,13 @@ class MgmtServer:
                                          error=row["error"])
         self._next_tick = 0.0
 
-    def _router(self, endpoint: str, pair, domain: str) -> zmq.Socket:
+    def _router(self, endpoint: str, pair, domain: str, max_message: int,
+                rcvhwm: int | None = None) -> zmq.Socket:
         sock = self.ctx.socket(zmq.ROUTER)
         sock.linger = 0
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message)
+        if rcvhwm is not None:
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
         keys.curve_server(sock, pair, domain)
         if endpoint.startswith("ipc://"):
             os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
@@ -209,9 +228,14 @@ class MgmtServer:
                 raise RequestError(f"unknown request type {msg['type']!r} (known: apply, "
                                    "load, migrate, show, wait)")
             result = handler(msg, envelope, user)
-        except (RequestError, PolicyError) as e:
+        except (RequestError, PolicyError, StoreError) as e:
             log.warning("request_refused", client=user, error=str(e))
             self._reply(envelope, {"ok": False, "error": str(e)})
+            return
+        except Exception as e:          # no request may take nvgw-mgmt down
+            log.exception("request_failed", client=user)
+            self._reply(envelope, {"ok": False,
+                                   "error": f"internal error: {type(e).__name__}: {e}"})
             return
         if result is not None:          # None: answered later (wait)
             self._reply(envelope, {"ok": True, "result": result})
@@ -271,6 +295,13 @@ class MgmtServer:
             raise RequestError("wait: 'timeout' must be 0..3600 seconds")
         if not isinstance(min_gw, int) or isinstance(min_gw, bool) or min_gw < 0:
             raise RequestError("wait: 'min_gateways' must be a non-negative integer")
+        # Each pending wait is held until it is answered: bound them, so a client
+        # flooding `wait` gets a refusal instead of growing this process.
+        mine = sum(1 for w in self.waits if w.envelope[:1] == envelope[:1])
+        if mine >= MAX_WAITS_PER_CONNECTION or len(self.waits) >= MAX_WAITS:
+            raise RequestError(f"wait: too many pending waits ({mine} on this connection, "
+                               f"{len(self.waits)} in all; the limits are "
+                               f"{MAX_WAITS_PER_CONNECTION} and {MAX_WAITS})")
         log.info("wait", client=user, generation=gen, timeout=timeout)
         self.waits.append(Wait(envelope, gen, time.monotonic() + timeout, min_gw))
         self._check_waits()
@@ -330,6 +361,10 @@ class MgmtServer:
         except RequestError as e:
             log.warning("gateway_message_refused", gateway=name, error=str(e))
             self._send(route, {"type": "error", "error": str(e)})
+        except Exception as e:          # no message may take nvgw-mgmt down
+            log.exception("gateway_message_failed", gateway=name)
+            self._send(route, {"type": "error",
+                               "error": f"internal error: {type(e).__name__}: {e}"})
 
     def _send(self, route: bytes, msg: dict, session: Session | None = None) -> bool:
         try:
@@ -358,6 +393,14 @@ class MgmtServer:
         s, _ = self._session(msg, route)
         same_store = msg.get("store") == self.store.store_id
         s.applied = applied if same_store else None
+        s.force = False
+        if s.applied is not None and s.applied > self.store.generation:
+            # Ahead of this store (it was restored from an older copy): the store is
+            # the desired policy, so the gateway gets it whole, marked `force` so the
+            # agent takes a snapshot older than what it has.
+            log.warning("gateway_ahead", gateway=s.id, applied=applied,
+                        generation=self.store.generation)
+            s.applied, s.force = None, True
         s.sent = s.applied
         s.snapshot_failed = False
         log.info(why, gateway=s.id, applied=applied, same_store=same_store,
@@ -385,7 +428,16 @@ class MgmtServer:
         if new:
             return self._gw_hello({**msg, "applied": msg["generation"],
                                    "store": msg.get("store")}, route, why="gateway_resync")
-        s.applied, s.error, s.snapshot_failed = msg["generation"], None, False
+        gen = msg["generation"]
+        if gen > self.store.generation or s.sent is None or gen > s.sent:
+            # Never sent to it: a replayed or forged ack must not make `wait` succeed.
+            raise RequestError(f"ack for generation {gen}, which was not sent to this "
+                               f"gateway (sent {s.sent}, store at {self.store.generation})")
+        if s.applied is not None and gen < s.applied:
+            log.warning("gateway_stale_ack", gateway=s.id, generation=gen, applied=s.applied)
+            return                      # out of order: keep the newer one
+        s.applied, s.error, s.snapshot_failed = gen, None, False
+        s.force = False
         log.info("gateway_ack", gateway=s.id, generation=s.applied,
                  lag=self.store.generation - s.applied)
         self._persist(s)
@@ -417,8 +469,11 @@ class MgmtServer:
         if s.sent is not None and not s.snapshot_failed and gen - s.sent <= MAX_INCREMENTAL:
             changes = self.store.changes_since(s.sent)
         if changes is None:
-            ok = self._send(s.route, {"type": "snapshot", "store": self.store.store_id,
-                                      "generation": gen, "document": self.store.document}, s)
+            snap = {"type": "snapshot", "store": self.store.store_id,
+                    "generation": gen, "document": self.store.document}
+            if s.force:
+                snap["force"] = True
+            ok = self._send(s.route, snap, s)
             if ok:
                 log.info("snapshot_sent", gateway=s.id, generation=gen,
                          records=len(self.store.document["records"]))
@@ -440,7 +495,12 @@ class MgmtServer:
             self._sync(s)
 
     def _persist(self, s: Session) -> None:
-        self.store.save_gateway(s.id, s.applied, time.time(), s.error)
+        # Only bookkeeping (the `gateways` view after a restart): a store that cannot
+        # be written (read-only, disk full) must not stop gateways from being served.
+        try:
+            self.store.save_gateway(s.id, s.applied, time.time(), s.error)
+        except sqlite3.Error as e:
+            log.warning("store_write_failed", what="gateway", gateway=s.id, error=str(e))
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -467,6 +527,9 @@ def main(argv=None) -> int:
                          f"(default {DEFAULT_KEYS})")
     ap.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
                     help="a gateway silent for 3 heartbeats is down (default 1)")
+    ap.add_argument("--max-message", type=int, default=MAX_MESSAGE, metavar="BYTES",
+                    help="largest client request; a bigger one closes that client's "
+                         f"connection (default {MAX_MESSAGE >> 20} MiB)")
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
     logsetup.setup(args.log_level)
@@ -480,7 +543,8 @@ def main(argv=None) -> int:
         print(f"nvgw-mgmt: cannot open {args.db}: {e}", file=sys.stderr)
         return 2
     try:
-        server = MgmtServer(store, args.clients, args.gateways, args.keys, args.heartbeat)
+        server = MgmtServer(store, args.clients, args.gateways, args.keys, args.heartbeat,
+                            max_message=args.max_message)
     except (NvgwError, zmq.ZMQError) as e:
         print(f"nvgw-mgmt: {e}", file=sys.stderr)
         store.close()

@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS gateways (
 """
 
 
+class StoreError(Exception):
+    """The SQLite file could not be written (read-only, disk full, I/O error). The
+    change was rolled back: the stored policy and the generation are as before."""
+
+
 class Store:
     """The desired policy and its history in one SQLite file (":memory:" for tests)."""
 
@@ -120,8 +125,12 @@ class Store:
         doc = doc if doc is not None else _strip(self.model.document())
         try:
             self._write(gen, doc, kind, body, command)
-        except BaseException:
+        except BaseException as e:
             self.model = self._model(self.document)     # back to what is stored
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"store {self.path}: cannot commit generation {gen} "
+                                 f"({e}); nothing was changed, the generation stays "
+                                 f"{self.generation}") from None
             raise
         self.generation, self.document = gen, doc
         return gen
@@ -143,6 +152,7 @@ class Store:
                 for r in self.db.execute("SELECT id, applied, last_seen, error FROM gateways")}
 
     def save_gateway(self, gw_id: str, applied, last_seen, error) -> None:
+        """Raises sqlite3.Error when the file cannot be written (the caller decides)."""
         with self._tx():
             self.db.execute("INSERT OR REPLACE INTO gateways VALUES (?, ?, ?, ?)",
                             (gw_id, applied, last_seen, error))
@@ -167,7 +177,26 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, *_):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        # After an I/O error or a full disk SQLite may already have rolled the
+        # transaction back by itself (a ROLLBACK then fails and would hide the real
+        # error), or a failed COMMIT may leave it open (the next BEGIN would then fail
+        # for ever). So: commit; on any failure roll back only what is still open, and
+        # let the first error through.
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
 
 def _no_duplicates(doc) -> None:

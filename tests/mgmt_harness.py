@@ -66,11 +66,15 @@ class Keys:
 class MgmtProcess:
     """nvgw-mgmt in a subprocess: ipc endpoints and SQLite file under `workdir`."""
 
-    def __init__(self, workdir: Path, keys: Keys, heartbeat: float = HEARTBEAT):
+    def __init__(self, workdir: Path, keys: Keys, heartbeat: float = HEARTBEAT,
+                 args=(), prefix=(), db: Path | None = None):
+        """`args`: more nvgw-mgmt options; `prefix`: a command it runs under (its
+        last word execs nvgw-mgmt, e.g. a mount namespace); `db`: another SQLite path."""
+        self.args, self.prefix = [str(a) for a in args], [str(a) for a in prefix]
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keys = keys
-        self.db = self.dir / "mgmt.db"
+        self.db = Path(db) if db is not None else self.dir / "mgmt.db"
         self.clients = f"ipc://{self.dir}/clients.sock"
         self.gateways = f"ipc://{self.dir}/gateways.sock"
         self.heartbeat = heartbeat
@@ -82,10 +86,10 @@ class MgmtProcess:
         self.runs += 1
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mgmt.server", "--db", str(self.db),
+                [*self.prefix, sys.executable, "-m", "mgmt.server", "--db", str(self.db),
                  "--clients", self.clients, "--gateways", self.gateways,
                  "--keys", str(self.keys.mgmt_dir), "--heartbeat", str(self.heartbeat),
-                 "--log-level", "debug"],
+                 "--log-level", "debug", *self.args],
                 stdout=log, stderr=log)
         deadline = time.monotonic() + START_TIMEOUT
         c = self.client(timeout=0.5)

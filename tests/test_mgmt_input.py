@@ -1,0 +1,409 @@
+"""Hostile input on the management channel, with real processes and sockets.
+
+1. Random and malformed ZeroMQ frames at nvgw-mgmt's client socket: bytes that are not
+   ZMTP, a peer without CurveZMQ, and from an allowed client random bytes, empty frames,
+   multipart garbage, deep JSON, wrong schema versions, wrong field types: each gets a
+   clear refusal, nothing changes, nothing fails inside.
+2. Oversized messages: over --max-message (nvgw-mgmt) or 1 MiB (the gateway's control
+   socket) the connection is dropped before the message is held, the client says why,
+   memory stays bounded and the next request is served. Multipart and deep JSON at the
+   gateway's control socket get an error reply.
+3. Replayed and out-of-order generations on the agent channel, both ways: nvgw-mgmt
+   refuses acks for generations it never sent and ignores stale ones; a gateway ahead of
+   the store gets a forced snapshot. The gateway's agent (talking to a stand-in nvgw-mgmt
+   here) ignores a batch it has, refuses one that skips ahead and waits for a snapshot,
+   never goes back to an older snapshot of the same store unless forced.
+4. A flood of 5,000 requests from one DEALER that reads no replies: every reply it gets is
+   an answer or a clear refusal (pending `wait`s are capped), nvgw-mgmt's memory stays
+   bounded, and another client is served meanwhile within a bound.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import zmq
+
+from dataplane.control import MAX_REQUEST, ControlClient
+from dataplane.errors import NvgwError
+from harness import GatewayProcess, PcapPort
+from mgmt import keys as mkeys
+from mgmt_harness import Keys, MgmtProcess, agent_body, wait_for
+from nvgw_helpers import FABRIC, TENANTS, redblue_policy
+
+LIMIT = 1 << 20                 # nvgw-mgmt --max-message in these tests
+WAIT = 10.0
+
+
+def rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def empty_ports():
+    return [PcapPort(FABRIC, "provider"), PcapPort(TENANTS, "customer")]
+
+
+def dealer(ctx, mgmt, name: str = "ops", endpoint: str | None = None) -> zmq.Socket:
+    """A CurveZMQ DEALER with `name`'s key pair (a client, or a gateway's id)."""
+    s = ctx.socket(zmq.DEALER)
+    s.linger = 0
+    mkeys.curve_client(s, mkeys.load_pair(str(mgmt.keys.secret(name))),
+                       mkeys.load_public(str(mgmt.keys.server_public)))
+    s.connect(endpoint or mgmt.clients)
+    return s
+
+
+def reply_of(sock, timeout: float = 5.0) -> list[bytes]:
+    assert sock.poll(int(timeout * 1000)), "no reply"
+    return sock.recv_multipart()
+
+
+def refusal(frames: list[bytes]) -> str:
+    msg = json.loads(frames[-1])
+    assert msg["v"] == 1 and msg["ok"] is False and msg["error"], msg
+    return msg["error"]
+
+
+@pytest.fixture
+def mgmt(tmp_path):
+    keys = Keys.create(tmp_path / "keys", ["gw1"])
+    with MgmtProcess(tmp_path / "mgmt", keys, args=["--max-message", LIMIT]) as m:
+        yield m
+        assert m.proc.poll() is None, "nvgw-mgmt died"
+        failed = [line for line in m.log_lines() if "_failed\"" in line and "Traceback" in line
+                  or '"request_failed"' in line or '"gateway_message_failed"' in line]
+        assert not failed, failed[:3]
+
+
+# -- 1. malformed frames --------------------------------------------------------------------
+
+
+def test_malformed_frames_are_refused_and_change_nothing(mgmt):
+    rng = random.Random(7)
+    c = mgmt.client()
+    # Bytes that are not ZMTP at all, straight into the ipc socket.
+    for i in range(30):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(mgmt.clients[6:])
+        try:
+            greeting = b"\xff" + bytes(8) + b"\x7f\x03\x00NULL" if i % 3 == 0 else b""
+            s.sendall(greeting + rng.randbytes(rng.randrange(1, 4096)))
+        except OSError:
+            pass                        # libzmq may close first
+        s.close()
+    # A peer without CurveZMQ never gets a message through.
+    ctx = zmq.Context()
+    try:
+        plain = ctx.socket(zmq.DEALER)
+        plain.linger = 0
+        plain.connect(mgmt.clients)
+        plain.send(b'{"v": 1, "type": "apply", "ops": []}')
+        assert not plain.poll(300)
+        plain.close()
+
+        d = dealer(ctx, mgmt)
+        payloads = [rng.randbytes(rng.randrange(0, 2000)) for _ in range(40)] + [
+            b"", b"\xff\xfe\xfd", b"[" * 100_000, b'{"a":' * 50_000, b"null", b"7",
+            b'{"v": 1' + b"0" * 5000 + b"}", b'{"v": NaN, "type": "show"}',
+            b'{"v": true, "type": "show", "what": "generation"}',
+            b'{"v": 1.0, "type": "show", "what": "generation"}',
+            b'{"v": "1", "type": "show", "what": "generation"}',
+            b'{"v": 2, "type": "show", "what": "generation"}',
+            b'{"v": 1}', b'{"v": 1, "type": 5}', b'{"v": 1, "type": "__class__"}',
+            b'{"v": 1, "type": "show", "what": ["policy"]}',
+            b'{"v": 1, "type": "apply", "ops": [1, "x", null]}',
+            b'{"v": 1, "type": "apply", "ops": [{"op": "set", "kind": "record"}]}',
+            b'{"v": 1, "type": "apply", "ops": [{"op": "del", "kind": "domain", "rdid": []}]}',
+            b'{"v": 1, "type": "load", "document": {"records": "x"}}',
+            b'{"v": 1, "type": "load", "document": {"routing_domains": [{"rdid": {}}]}}',
+            b'{"v": 1, "type": "migrate", "vsid": 5001, "ca": 7, "pa": null}',
+            b'{"v": 1, "type": "wait", "generation": 99}',
+            b'{"v": 1, "type": "wait", "timeout": 1e308}',
+            b'{"v": 1, "type": "wait", "min_gateways": -1}',
+        ]
+        errors = []
+        for p in payloads:
+            d.send(p)
+            errors.append(refusal(reply_of(d)))
+        for _ in range(20):             # multipart garbage: the reply keeps the envelope
+            parts = [rng.randbytes(rng.randrange(0, 64)) for _ in range(rng.randrange(2, 6))]
+            d.send_multipart(parts)
+            frames = reply_of(d)
+            assert frames[:-1] == parts[:-1]
+            errors.append(refusal(frames))
+        d.close()
+    finally:
+        ctx.term()
+    assert "schema version True not supported (nvgw-mgmt speaks 1)" in errors
+    assert "malformed message: JSON nested too deeply" in errors
+    assert c.generation() == 0 and c.policy()["records"] == []
+    print(f"\nmalformed: {len(errors)} refusals, e.g. {sorted(set(errors))[:4]}")
+
+
+# -- 2. oversized messages ----------------------------------------------------------------
+
+
+def test_oversized_messages_are_dropped_and_memory_stays_bounded(mgmt, tmp_path):
+    c = mgmt.client(timeout=5)
+    c.load(redblue_policy())
+    base = rss_kb(mgmt.proc.pid)
+    big = b'{"v": 1, "type": "show", "what": "' + b"x" * (2 * LIMIT) + b'"}'
+    t = time.monotonic()
+    with pytest.raises(NvgwError, match="closed the connection before answering .a request "
+                                        "of 2097.* bytes: over nvgw-mgmt's --max-message"):
+        c.send_raw(big)
+    assert time.monotonic() - t < 3
+    ctx = zmq.Context()
+    try:
+        for _ in range(30):             # huge frames, one connection after another
+            d = dealer(ctx, mgmt)
+            d.send_multipart([b"x" * 100, bytes(3 * LIMIT)])
+            d.close()
+        time.sleep(0.3)
+    finally:
+        ctx.term()
+    # Just under the limit is served.
+    ops = [{"op": "set", "kind": "record", "vsid": 5001, "ca": f"10.1.1.{10 + i}",
+            "mac": f"00:15:5d:b1:02:{i:02x}", "pa": "192.168.1.10"} for i in range(200)]
+    assert c.apply(ops)["generation"] == 2
+    grown = rss_kb(mgmt.proc.pid) - base
+    assert grown < 16 * 1024, f"nvgw-mgmt grew by {grown} kB"
+
+    # The gateway's control socket: the client refuses, a raw sender is cut off, and
+    # multipart or deep requests get an error reply; the gateway keeps serving.
+    gw = GatewayProcess(tmp_path / "gw", empty_ports(),
+                        '[pipeline]\nmode = "nvgre"\n').start()
+    try:
+        with pytest.raises(NvgwError, match="exceeds the control socket's limit"):
+            gw.request("load", document={"pad": "x" * MAX_REQUEST})
+        ctx = zmq.Context()
+        try:
+            for frames in ([b"x" * (2 * MAX_REQUEST)], [b"{}", b"{}"], [b"[" * 100_000],
+                           [b'{"v": true, "type": "show"}']):
+                r = ctx.socket(zmq.REQ)
+                r.linger = 0
+                r.connect(gw.endpoint)
+                r.send_multipart(frames)
+                got = json.loads(r.recv()) if r.poll(1000) else None
+                r.close()
+                if len(frames[0]) > MAX_REQUEST:
+                    assert got is None
+                else:
+                    assert got["ok"] is False and "malformed request" in got["error"] or \
+                        "schema version True" in got["error"], got
+        finally:
+            ctx.term()
+        assert gw.request("show", what="counters")["generation"] == 0
+    finally:
+        assert gw.stop() == 0, gw.stderr
+    print(f"\noversized: nvgw-mgmt grew by {grown} kB after 31 requests of 2-3 MiB")
+
+
+# -- 3. replayed and out-of-order generations -----------------------------------------------
+
+
+def recv_json(sock, types: set, timeout: float = 3.0):
+    """The next message of one of `types` (heartbeats and hellos skipped), or None."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not sock.poll(int(left * 1000)):
+            break
+        frames = sock.recv_multipart()
+        msg = json.loads(frames[-1])
+        if msg.get("type") in types:
+            return (frames[0], msg) if len(frames) > 1 else msg
+    return None
+
+
+def test_mgmt_refuses_replayed_and_forged_gateway_generations(mgmt):
+    c = mgmt.client()
+    c.load(redblue_policy())
+    gen = c.migrate(5001, "10.1.1.7", "192.168.1.12")["generation"]
+    store = c.request("show", what="generation")["store"]
+    ctx = zmq.Context()
+    try:
+        g = dealer(ctx, mgmt, "gw1", mgmt.gateways)
+        send = lambda **m: g.send(json.dumps({"v": 1, "gateway": "gw1", **m}).encode())  # noqa
+        applied = lambda: c.gateways()[0]["applied"]        # noqa: E731
+        send(type="hello", applied=None, store=None)
+        snap = recv_json(g, {"snapshot"})
+        assert snap["generation"] == gen and "force" not in snap
+        send(type="ack", generation=99, store=store)         # never sent: refused
+        assert "ack for generation 99, which was not sent" in recv_json(g, {"error"})["error"]
+        assert applied() is None
+        send(type="ack", generation=gen, store=store)
+        wait_for(lambda: applied() == gen, 5, what="ack")
+        send(type="ack", generation=gen - 1, store=store)    # stale: ignored
+        time.sleep(0.2)
+        assert applied() == gen
+        send(type="hello", applied=gen + 50, store=store)    # ahead of the store
+        snap = recv_json(g, {"snapshot"})
+        assert (snap["generation"], snap.get("force")) == (gen, True)
+        assert applied() is None
+        for bad, why in [({"v": 2, "type": "hello", "gateway": "gw1"}, "schema version 2"),
+                         ({"v": 1, "type": "hello", "gateway": "gw2"}, "does not match"),
+                         ({"v": 1, "type": "hello", "gateway": "gw1", "applied": "7"},
+                          "'applied' must be an integer"),
+                         ({"v": 1, "type": "ack", "gateway": "gw1"}, "missing field")]:
+            g.send(json.dumps(bad).encode())
+            assert why in recv_json(g, {"error"})["error"]
+        g.send(b"[" * 100_000)
+        assert "nested too deeply" in recv_json(g, {"error"})["error"]
+        g.close()
+    finally:
+        ctx.term()
+    assert c.generation() == gen
+
+
+def test_agent_applies_generations_in_order_only(tmp_path):
+    """A stand-in nvgw-mgmt (a CurveZMQ ROUTER with the server key) drives a real gateway."""
+    keys = Keys.create(tmp_path / "keys", ["gw1"])
+    endpoint = f"ipc://{tmp_path}/fake-mgmt.sock"
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    mkeys.curve_server(router, mkeys.load_pair(str(keys.mgmt_dir / "server.key_secret")),
+                       "gateways")     # no ZAP handler in this context: any key may connect
+    router.bind(endpoint)
+    gw = GatewayProcess(tmp_path / "gw", empty_ports(),
+                        agent_body(SimpleNamespace(gateways=endpoint), keys, "gw1")).start()
+    try:
+        route, hello = recv_json(router, {"hello"}, timeout=5)
+        assert hello["applied"] is None
+
+        def send(raw):
+            router.send_multipart([route, raw if isinstance(raw, bytes) else
+                                   json.dumps({"v": 1, "store": "S1", **raw}).encode()])
+
+        def answer(timeout=1.0):
+            got = recv_json(router, {"ack", "nack"}, timeout)
+            return got and (got[1]["type"], got[1]["generation"])
+
+        def policy():
+            p = gw.request("show", what="policy")
+            return p["generation"], {(r["vsid"], r["ca"]) for r in p["records"]}
+
+        full = {(5001, "10.1.1.7"), (6001, "10.1.1.7")}
+        del_red = [{"op": "del", "kind": "record", "vsid": 6001, "ca": "10.1.1.7"}]
+        send({"type": "snapshot", "generation": 3, "document": redblue_policy()})
+        assert answer(5) == ("ack", 3) and policy() == (3, full)
+        send({"type": "batch", "generation": 4, "ops": del_red})
+        assert answer() == ("ack", 4) and policy() == (4, {(5001, "10.1.1.7")})
+        send({"type": "batch", "generation": 4, "ops": del_red})    # replayed: ignored
+        send({"type": "batch", "generation": 3, "ops": del_red})    # older: ignored
+        assert answer(0.5) is None and policy() == (4, {(5001, "10.1.1.7")})
+        back = [{"op": "set", "kind": "record", **redblue_policy()["records"][1]}]
+        send({"type": "batch", "generation": 6, "ops": back})       # skips 5: refused
+        assert answer() == ("nack", 6) and policy()[0] == 4
+        send({"type": "batch", "generation": 5, "ops": back})       # waiting for a snapshot
+        send({"type": "snapshot", "generation": 2, "document": redblue_policy()})  # older
+        send({"v": 2, "type": "snapshot", "generation": 9, "document": redblue_policy()})
+        send(b"[" * 100_000)
+        send(b"\xff not json")
+        send({"type": "reboot"})
+        assert answer(0.5) is None and policy() == (4, {(5001, "10.1.1.7")})
+        send({"type": "snapshot", "generation": True, "document": redblue_policy()})
+        assert answer() == ("nack", True)
+        send({"type": "snapshot", "generation": 6, "document": redblue_policy()})
+        assert answer() == ("ack", 6) and policy() == (6, full)
+        send({"type": "snapshot", "generation": 1, "document": {**redblue_policy(),
+              "records": []}, "force": True})                       # the store went back
+        assert answer() == ("ack", 1) and policy() == (1, set())
+        send({"type": "snapshot", "generation": 0, "store": "S2",
+              "document": redblue_policy()})                        # another store
+        assert answer() == ("ack", 0) and policy() == (0, full)
+    finally:
+        rc = gw.stop()
+        router.close()
+        ctx.term()
+    assert rc == 0, gw.stderr
+    events = [json.loads(line) for line in gw.stderr.splitlines() if line.startswith("{")]
+    refused = [e["error"] for e in events if e["event"] == "mgmt_message_refused"]
+    assert "snapshot 2 is older than the applied generation 4" in refused, refused
+    assert not [e for e in events if e["event"] == "mgmt_message_failed"]
+
+
+# -- 4. a flood from one client -----------------------------------------------------------------
+
+
+def test_flood_from_one_client_is_bounded_and_others_are_served(mgmt):
+    c = mgmt.client(timeout=5)
+    c.load(redblue_policy())
+    pid = mgmt.proc.pid
+    for _ in range(50):
+        c.generation()                  # warm up before the baseline
+    base = rss_kb(pid)
+    n = 5000
+    rng = random.Random(3)
+    kinds = (["show"] * 12 + ["malformed"] * 4 + ["wait"] * 3 + ["apply"])
+    msgs = []
+    for i in range(n):
+        k = rng.choice(kinds)
+        msgs.append(k)
+    body = {"show": b'{"v": 1, "type": "show", "what": "generation"}',
+            "malformed": b'{"v": 1, "type": ',
+            "wait": b'{"v": 1, "type": "wait", "timeout": 30, "min_gateways": 1}',
+            "apply": b'{"v": 1, "type": "apply", "ops": [{"op": "del", "kind": "record", '
+                     b'"vsid": 5001, "ca": "10.1.1.99"}]}'}
+    latencies, other_errors, stop = [], [], threading.Event()
+
+    def other():
+        o = mgmt.client(timeout=5)
+        while not stop.is_set():
+            t = time.monotonic()
+            try:
+                o.generation()
+            except NvgwError as e:
+                other_errors.append(str(e))
+            latencies.append(time.monotonic() - t)
+            time.sleep(0.01)
+
+    ctx = zmq.Context()
+    try:
+        d = dealer(ctx, mgmt)
+        d.sndtimeo = 20_000
+        th = threading.Thread(target=other)
+        th.start()
+        t0 = time.monotonic()
+        for k in msgs:
+            d.send(body[k])
+        sent_s = time.monotonic() - t0
+        time.sleep(0.5)
+        peak = rss_kb(pid)
+        replies = []
+        while d.poll(1000):
+            replies.append(json.loads(d.recv()))
+        stop.set()
+        th.join(10)
+        d.close()
+    finally:
+        ctx.term()
+    assert not other_errors, other_errors[:3]
+    assert latencies and max(latencies) < 1.0, f"other client waited {max(latencies):.3f} s"
+    assert all(r.get("v") == 1 and (r.get("ok") is True or (r.get("ok") is False and
+               r.get("error"))) for r in replies), [r for r in replies if not r.get("ok")][:3]
+    errors = [r["error"] for r in replies if not r["ok"]]
+    assert any("too many pending waits" in e for e in errors)
+    # Replies to a client that reads none queue up to the high-water marks (1000 in
+    # nvgw-mgmt, 1000 in the client) and the rest are dropped: memory stays bounded and
+    # only that client loses its own replies. Every request was handled: the log holds
+    # one refusal per refused request.
+    assert 1000 <= len(replies) <= n, len(replies)
+    want = msgs.count("malformed") + msgs.count("apply") + msgs.count("wait") - 16
+    refused = sum('"request_refused"' in line for line in mgmt.log_lines())
+    assert refused == want, (refused, want)
+    grown = max(peak, rss_kb(pid)) - base
+    assert grown < 32 * 1024, f"nvgw-mgmt grew by {grown} kB"
+    assert c.generation() == 1
+    print(f"\nflood: {n} requests sent in {sent_s:.2f} s, all handled ({refused} refused), "
+          f"{len(replies)} replies read ({len(errors)} refusals); the other client: {len(latencies)} requests, max "
+          f"{max(latencies) * 1e3:.1f} ms; nvgw-mgmt RSS +{grown} kB")
