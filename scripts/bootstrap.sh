@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 exec 9>>/tmp/nvgw-bootstrap.lock
 flock 9
 
-APT_PACKAGES=(dpdk libdpdk-dev pkg-config gcc python3-venv python3-dev iproute2 clang libclang-rt-14-dev)
+APT_PACKAGES=(dpdk dpdk-dev libdpdk-dev pkg-config gcc python3-venv python3-dev iproute2 clang libclang-rt-14-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -20,6 +20,20 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The lab (scripts/lab.sh, the demo's first choice) also needs these; without them the
+# demo says so and runs on virtual ports, so a failure here is a warning.
+LAB_PACKAGES=(user-mode-linux iputils-ping ethtool)
+missing=()
+for p in "${LAB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing ${missing[*]} (for the lab)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 ||
+        echo "bootstrap: warning: could not install ${missing[*]}; the lab will not run" >&2
 fi
 
 PY=${PYTHON:-python3}
