@@ -52,7 +52,10 @@ setup(
     ext_modules=extensions() if needs_build else [],
     python_requires=">=3.11",
     install_requires=["pyzmq>=25", "structlog>=23", "pyelftools>=0.29"],
-    extras_require={"test": ["pytest>=7", "scapy>=2.5", "pytest-benchmark>=4"]},
+    # trex-stl-lib: tests/test_trex_profiles.py builds the TRex profiles offline;
+    # matplotlib: the benchmark's chart (scripts/bench.py writes results.png).
+    extras_require={"test": ["pytest>=7", "scapy>=2.5", "pytest-benchmark>=4",
+                             "trex-stl-lib>=0.3", "matplotlib>=3.6"]},
     entry_points={"console_scripts": [
         "nvgw-dataplane = dataplane.cli:main",
         "nvgwctl = mgmt.ctl:main",

@@ -1,0 +1,918 @@
+#!/usr/bin/env python3
+"""nvgw benchmark: packet rate side by side with dpdk-testpmd io-forward, in one run.
+
+    scripts/bench.sh [--reps 3] [--window 3] [--records 1000,1000000] [--quick] ...
+
+Generates the workloads (scripts/bench_workloads.py) under a work directory, then
+for each repetition, one after another on the same ports (net_pcap source with
+infinite_rx=1, net_null sink), burst 32, mempool, descriptors and memory mode:
+
+  testpmd    dpdk-testpmd --forward-mode=io (64-byte and IMIX pcaps)
+  nvgw       encap, decap, hairpin, rewrite x each record count (64-byte), encap and
+             decap with IMIX (1k records), encap with 2 workers (issue 6), and encap
+             while a separate process applies record updates through the control socket
+
+Every row is measured over the same window (--window seconds of steady state, after the
+gateway is up and its policy loaded) from the worker's own counters: packets sent by the
+sink port per second of wall time, cycles per packet (the worker's busy TSC cycles, and
+all its cycles, over packets it processed), and the ratio to testpmd measured in the same
+repetition. Reports the median over repetitions and the spread (min..max); writes
+results.json, results.md and results.png to the work directory.
+
+Then the control-plane figures (--no-control to skip): 1,000,000 lookup records pushed
+through nvgw-mgmt to a gateway (first byte sent to ack), and p50/p99 of one migrate.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_workloads as wl                          # noqa: E402
+
+PY = sys.executable
+PKTS = 65536                 # distinct packets per pcap (all preloaded by infinite_rx)
+WORK_MBUFS = 16384           # mbufs beyond the preloaded pcap: rx/tx rings, bursts
+MEMORY_MB = 2048
+DESCRIPTORS = 1024
+MBUF_CACHE = 256
+BURST = 32
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+# -- machine ------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = "?"
+    mhz = None
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and cpu == "?":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("cpu MHz") and mhz is None:
+                mhz = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "cpuinfo_mhz": mhz,
+            "kernel": platform.release(), "host": platform.node(),
+            "hugepages": hugepages_ok()}
+
+
+def hugepages_ok() -> bool:
+    try:
+        free = int(open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read())
+    except OSError:
+        return False
+    mounted = any(" hugetlbfs " in line for line in open("/proc/mounts"))
+    return mounted and free * 2 >= MEMORY_MB
+
+
+# -- workloads ----------------------------------------------------------------------
+
+def build_workloads(work: Path, counts, kinds, imix: bool) -> dict:
+    """pcaps and policies under work/ (reused when present: deterministic)."""
+    out = {"pcap": {}, "policy": {}}
+    wanted = [(n, k, "64") for n in counts for k in kinds]
+    if imix:
+        wanted += [(counts[0], k, "imix") for k in ("encap", "decap")]
+    for n, kind, size in wanted:
+        path = work / f"{kind}-{n}-{size}.pcap"
+        if not path.exists():
+            log(f"building {path.name}")
+            picks = wl.picks(n, kind, PKTS, size)
+            frames = [wl.frame_bytes(n, kind, p) for p in picks]
+            for p, f in zip(picks[:8], frames):          # the fast builder is scapy's twin
+                assert bytes(wl.frame(n, kind, p)) == f, (kind, size, p)
+            wl.write_pcap(str(path) + ".tmp", frames)
+            os.rename(str(path) + ".tmp", path)
+        out["pcap"][(n, kind, size)] = path
+    out["pcap"][("io", "64")] = out["pcap"][(counts[0], "encap", "64")]
+    if imix:
+        out["pcap"][("io", "imix")] = out["pcap"][(counts[0], "encap", "imix")]
+    for n in counts:
+        for method in ("encap", "rewrite"):
+            path = work / f"policy-{method}-{n}.json"
+            if not path.exists():
+                log(f"building {path.name}")
+                wl.write_policy(str(path) + ".tmp", n, method)
+                os.rename(str(path) + ".tmp", path)
+            out["policy"][(n, method)] = path
+    return out
+
+
+def worker_run_ns(pid: int) -> int:
+    """CPU time (ns) the process's EAL worker threads have run (schedstat field 1): on a
+    shared machine a polling worker is time-sliced with other processes' threads, and
+    wall-clock rates then measure the neighbours, not the code."""
+    total = 0
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (t / "comm").read_text().strip().startswith(("rte-worker", "lcore-worker")):
+                total += int((t / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+# -- testpmd ------------------------------------------------------------------------
+
+TP_PPS = re.compile(r"Tx-pps:\s+(\d+)")
+TP_CYC = re.compile(r"CPU cycles/packet=([\d.]+) \(total cycles=(\d+) / total io packets=(\d+)\)"
+                    r" at (\d+) MHz")
+
+
+def run_testpmd(work: Path, pcap: Path, window: float, tag: str) -> dict:
+    """io-forward from the pcap (infinite_rx) to net_null; the sink's Tx-pps, one line a
+    second: the first `warm` seconds are dropped, the next `window` averaged."""
+    mem = [] if hugepages_ok() else ["--no-huge"]
+    argv = ["dpdk-testpmd", *mem, "-m", str(MEMORY_MB), "--no-pci", "--file-prefix",
+            f"nvgwbench{os.getpid()}", "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1",
+            "--vdev", "net_null0,no-rx=1", "-l", "0,1", "--log-level", "warning", "--",
+            "--forward-mode=io", f"--burst={BURST}", f"--total-num-mbufs={PKTS + WORK_MBUFS}",
+            f"--mbcache={MBUF_CACHE}", f"--rxd={DESCRIPTORS}", f"--txd={DESCRIPTORS}",
+            "--record-core-cycles", "-a", "--stats-period", "1"]
+    logf = work / f"testpmd-{tag}.log"
+    warm = 2
+    with open(logf, "w") as f:
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        # testpmd prints once a second; wait until enough non-zero lines arrived.
+        deadline = time.monotonic() + 60 + window
+        mark = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            rates = [int(x) for x in TP_PPS.findall(logf.read_text(errors="replace"))]
+            got = len([r for r in rates if r])
+            if got >= warm and mark is None:
+                mark = (time.monotonic(), worker_run_ns(proc.pid))
+            if got >= warm + window:
+                end = (time.monotonic(), worker_run_ns(proc.pid))
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    text = logf.read_text(errors="replace")
+    rates = [int(x) for x in TP_PPS.findall(text) if int(x)]
+    sel = rates[warm:warm + int(window)]
+    if not sel:
+        raise RuntimeError(f"testpmd gave no rate; see {logf}")
+    m = TP_CYC.search(text)
+    pps = statistics.fmean(sel)
+    share = (end[1] - mark[1]) / 1e9 / (end[0] - mark[0])
+    res = {"wall_mpps": pps / 1e6, "samples_mpps": [r / 1e6 for r in sel],
+           "cpu_share": share, "mpps": pps / share / 1e6}
+    if m:
+        res.update(busy_cycles_per_pkt=float(m.group(1)), tsc_hz=int(m.group(4)) * 1_000_000)
+        res["cycles_per_pkt"] = res["tsc_hz"] * share / pps
+    return res
+
+
+# -- the gateway --------------------------------------------------------------------
+
+def gw_config(run: Path, src_role: str, pcap: Path, policy: Path, workers: int = 1,
+              queues: int = 1, extra: str = "", tx_pcap: Path | None = None) -> Path:
+    """net_pcap0 (the source, infinite_rx) in src_role, net_null0 in the other role.
+    Hairpin comes in and goes out the provider port: the customer port is a null
+    device that never receives."""
+    mem = "hugepages" if hugepages_ok() else "no-huge"
+    other = "customer" if src_role == "provider" else "provider"
+    rx = ",".join([f"rx_pcap={pcap}"] * queues)
+    src = f"net_pcap0,{rx},infinite_rx=1" + (f",tx_pcap={tx_pcap}" if tx_pcap else "")
+    lcores = list(range(1, workers + 1))
+    cpus = [c % (os.cpu_count() or 1) for c in lcores]
+    ports = [(src_role, src, queues), (other, "net_null0,no-rx=1", 1)]
+    if src_role == "customer":
+        ports.reverse()             # the provider port first, as in every test
+    text = (f'[eal]\nmemory = "{mem}"\nmemory_mb = {MEMORY_MB}\n'
+            f"[workers]\nlcores = {lcores}\ncpus = {cpus}\n"
+            f"[mempool]\nmbufs = {queues * PKTS + WORK_MBUFS}\ncache = {MBUF_CACHE}\n"
+            f'[pipeline]\nmode = "nvgre"\npolicy = "{policy}"\n'
+            "[tables]\nrecords = 1048576\nroutes = 131072\nneighbours = 8192\n"
+            "rewrites = 2097152\n"
+            f'[control]\nsocket = "ipc://{run}/ctl.sock"\n{extra}')
+    for role, dev, q in ports:
+        text += (f'[[ports]]\nname = "{role}"\nrole = "{role}"\ndevice = "{dev}"\n'
+                 f"queues = {q}\ndescriptors = {DESCRIPTORS}\n")
+    path = run / "gw.toml"
+    path.write_text(text)
+    return path
+
+
+class Gateway:
+    """nvgw-dataplane as a subprocess (our own process group; stopped by its pid)."""
+
+    def __init__(self, run: Path, cfg: Path):
+        from dataplane.control import ControlClient
+        self.run, self.cfg = run, cfg
+        self.ctl = ControlClient(f"ipc://{run}/ctl.sock", timeout_ms=20000)
+        self.log = run / "gw.log"
+        self.stats = run / "stats.json"
+        self.proc = None
+
+    def start(self, timeout: float = 180) -> "Gateway":
+        from dataplane.errors import NvgwError
+        self.proc = subprocess.Popen(
+            [PY, "-m", "dataplane.cli", "--config", str(self.cfg), "--stats-json",
+             str(self.stats), "--log-level", "warning"],
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited {self.proc.returncode}:\n"
+                                   f"{self.log.read_text()[-3000:]}")
+            if (self.run / "ctl.sock").exists():
+                try:
+                    self.ctl.request("show", what="ports")
+                    return self
+                except NvgwError:
+                    pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("gateway not ready in time")
+
+    def sample(self) -> dict:
+        t0 = time.monotonic()
+        ws = self.ctl.request("show", what="workers")
+        ports = self.ctl.request("show", what="ports")
+        t1 = time.monotonic()
+        return {"t": (t0 + t1) / 2, "workers": ws, "ports": ports,
+                "run_ns": worker_run_ns(self.proc.pid)}
+
+    def stop(self) -> dict | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        try:
+            return json.loads(self.stats.read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def delta(a: dict, b: dict, tsc_hz: float) -> dict:
+    """Rates between two samples of one gateway."""
+    def tot(s, key):
+        return sum(w[key] for w in s["workers"])
+    dt = b["t"] - a["t"]
+    tx = sum(p["tx_pkts"] for p in b["ports"]) - sum(p["tx_pkts"] for p in a["ports"])
+    txb = sum(p["tx_bytes"] for p in b["ports"]) - sum(p["tx_bytes"] for p in a["ports"])
+    rx = sum(p["rx_pkts"] for p in b["ports"]) - sum(p["rx_pkts"] for p in a["ports"])
+    proc = tot(b, "processed") - tot(a, "processed")
+    busy = tot(b, "busy_cycles") - tot(a, "busy_cycles")
+    idle = tot(b, "idle_cycles") - tot(a, "idle_cycles")
+    drops = {}
+    for wa, wb in zip(a["workers"], b["workers"]):
+        for k, v in wb["drops"].items():
+            if v - wa["drops"][k]:
+                drops[k] = drops.get(k, 0) + v - wa["drops"][k]
+    run_s = (b["run_ns"] - a["run_ns"]) / 1e9 / len(b["workers"])
+    share = run_s / dt if run_s > 0 else 1.0
+    res = {"mpps": tx / dt / share / 1e6, "wall_mpps": tx / dt / 1e6, "cpu_share": share,
+           "rx_mpps": rx / dt / 1e6, "gbps": txb * 8 / dt / share / 1e9,
+           "busy_cycles_per_pkt": busy / proc if proc else None,
+           "loop_cycles_per_pkt": (busy + idle) / proc if proc else None,
+           "cycles_per_pkt": (run_s * len(b["workers"]) * tsc_hz / proc
+                              if proc and tsc_hz else None),
+           "busy_frac": busy / (busy + idle) if busy + idle else 0.0,
+           "window_s": dt, "drops": drops,
+           "worker_mpps": [(wb["processed"] - wa["processed"]) / dt / 1e6
+                           for wa, wb in zip(a["workers"], b["workers"])]}
+    if tsc_hz and busy + idle:
+        # the workers' own clock over the same window (all workers together)
+        res["worker_s"] = (busy + idle) / tsc_hz / len(b["workers"])
+    return res
+
+
+def run_gateway(work: Path, tag: str, src_role: str, pcap: Path, policy: Path, window: float,
+                tsc_hz: float, workers: int = 1, queues: int = 1, during=None) -> dict:
+    run = work / "runs" / tag
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    cfg = gw_config(run, src_role, pcap, policy, workers, queues)
+    gw = Gateway(run, cfg)
+    t_start = time.monotonic()
+    gw.start()
+    load_s = time.monotonic() - t_start
+    extra = {}
+    try:
+        time.sleep(1.0)                       # past the first bursts and pool warm-up
+        ctx = during(gw) if during else None
+        if ctx is not None:
+            ctx.__enter__()
+            time.sleep(1.0)                   # updates in full swing before measuring
+        a = gw.sample()
+        time.sleep(window)
+        b = gw.sample()
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+            extra = ctx.result()
+    finally:
+        final = gw.stop()
+    res = delta(a, b, tsc_hz)
+    res["start_s"] = round(load_s, 2)
+    res.update(extra)
+    if final:
+        res["final_drops"] = {k: v for k, v in final["drops"].items() if v}
+    return res
+
+
+def perf_profile(work: Path, tag: str, src_role: str, pcap: Path, policy: Path,
+                 seconds: float = 3.0) -> dict:
+    """Where the worker's time goes: perf sampling (cpu-clock, software: this VM has no
+    hardware counters) of the worker thread only, by shared object and by symbol."""
+    run = work / "runs" / tag
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    gw = Gateway(run, gw_config(run, src_role, pcap, policy)).start()
+    try:
+        time.sleep(1.0)
+        task = Path(f"/proc/{gw.proc.pid}/task")
+        tid = next(t.name for t in task.iterdir()
+                   if (t / "comm").read_text().strip().startswith("rte-worker"))
+        data = run / "perf.data"
+        subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-t", tid, "-o", str(data),
+                        "--", "sleep", str(seconds)], capture_output=True)
+    finally:
+        gw.stop()
+    out = {}
+    for key in ("dso", "dso,sym"):
+        rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", key,
+                              "--stdio", "-q", "-g", "none", "--percent-limit", "1"],
+                             capture_output=True, text=True).stdout
+        out[key] = [" ".join(line.split()) for line in rep.splitlines() if "%" in line][:25]
+    return out
+
+
+# -- record updates during traffic ---------------------------------------------------
+
+UPDATER = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/scripts")
+import bench_workloads as wl
+from dataplane.control import ControlClient
+endpoint, n, rate, batch, out = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+c = ControlClient(endpoint, timeout_ms=20000)
+per = wl.per_domain(n)
+keys = [(rd, i) for rd in range(1, wl.domains(n) + 1) for i in range(per)]
+period = batch / rate
+applied, requests, k, lat = 0, 0, 0, []
+t0 = time.monotonic(); nxt = t0
+stop_at = None
+import select
+while True:
+    if select.select([sys.stdin], [], [], 0)[0]:
+        break
+    ops = []
+    for _ in range(batch):
+        rd, i = keys[k % len(keys)]
+        alt = (k // len(keys) + 1) & 1      # each pass moves every record to its other PA
+        ops.append({"op": "set", "kind": "record", **wl.record(n, rd, i, "encap", alt)})
+        k += 1
+    s = time.monotonic()
+    c.request("apply", ops=ops)
+    lat.append(time.monotonic() - s)
+    applied += batch; requests += 1
+    nxt += period
+    d = nxt - time.monotonic()
+    if d > 0:
+        time.sleep(d)
+t1 = time.monotonic()
+lat.sort()
+json.dump({"updates": applied, "requests": requests, "seconds": t1 - t0,
+           "rate": applied / (t1 - t0), "apply_p50_ms": 1000 * lat[len(lat) // 2],
+           "apply_p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+           "last_alt": (k // len(keys)) & 1, "k": k}, open(out, "w"))
+"""
+
+
+class Updates:
+    """A separate process applying `rate` record updates a second through the control
+    socket, `batch` per request; pinned to the CPU the workers do not use."""
+
+    def __init__(self, gw: Gateway, n: int, rate: int, batch: int):
+        self.gw, self.n, self.rate, self.batch = gw, n, rate, batch
+        self.out = gw.run / "updates.json"
+        self.t = None
+
+    def __enter__(self):
+        argv = [PY, "-c", UPDATER, str(ROOT), self.gw.ctl.endpoint, str(self.n), str(self.rate),
+                str(self.batch), str(self.out)]
+        if shutil.which("taskset"):
+            argv = ["taskset", "-c", "0"] + argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, cwd=ROOT,
+                                     stdout=open(self.gw.run / "updater.log", "w"),
+                                     stderr=subprocess.STDOUT)
+        self.t = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.stdin.write(b"stop\n")
+        self.proc.stdin.flush()
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+    def result(self) -> dict:
+        try:
+            r = json.loads(self.out.read_text())
+        except (OSError, ValueError):
+            return {"updates": None, "updater_log": (self.gw.run / "updater.log").read_text()}
+        return {"updates_per_s": r["rate"], "update_requests": r["requests"],
+                "updates": r["updates"], "apply_p50_ms": r["apply_p50_ms"],
+                "apply_p99_ms": r["apply_p99_ms"]}
+
+
+def verify_updates(work: Path, counts: list, rate: int, batch: int, seconds: float) -> dict:
+    """Zero lost or misdelivered packets while records move: a shorter run whose
+    provider port writes every frame to a pcap. The source replays the encap pcap in
+    order and one worker keeps that order, so output frame j is input frame j mod P
+    (no frame lost, none added); each must be NVGRE to the record's VSID, inner MAC and
+    one of its two PAs (old or new), carrying the input's inner packet with TTL - 1."""
+    n = counts[0]
+    tag = "verify-updates"
+    run = work / "runs" / tag
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    pcap = work / f"encap-{n}-64.pcap"
+    policy = work / f"policy-encap-{n}.json"
+    out = run / "fabric-out.pcap"
+    # Encapsulated frames leave on the provider port: a pcap device (net_pcap1, an empty
+    # rx pcap) that writes them to a file instead of the null sink.
+    cfg = gw_config(run, "customer", pcap, policy)
+    empty = run / "empty.pcap"
+    wl.write_pcap(empty, [])
+    cfg.write_text(cfg.read_text().replace(
+        'device = "net_null0,no-rx=1"', f'device = "net_pcap1,rx_pcap={empty},tx_pcap={out}"'))
+    gw = Gateway(run, cfg)
+    gw.start()
+    up = Updates(gw, n, rate, batch)
+    try:
+        with up:
+            time.sleep(seconds)
+    finally:
+        final = gw.stop()
+    upd = up.result()
+    inputs = list(wl.read_pcap(pcap))
+    picks = wl.picks(n, "encap", PKTS, "64")
+    allowed = []
+    for p in picks:
+        r0, r1 = wl.record(n, p.rd, p.dst, "encap", 0), wl.record(n, p.rd, p.dst, "encap", 1)
+        allowed.append((r0["vsid"], r0["mac"], {r0["pa"], r1["pa"]}))
+    import ipaddress
+    bad, total = [], 0
+    for j, f in enumerate(wl.read_pcap(out)):
+        total += 1
+        src = inputs[j % len(inputs)]
+        vs, mac, pas = allowed[j % len(inputs)]
+        ok = len(f) >= 14 + 20 + 8 + 14 + 20 and f[12:14] == b"\x08\x00" and f[23] == 47
+        if ok:
+            dst = str(ipaddress.IPv4Address(f[30:34]))
+            key = int.from_bytes(f[38:42], "big")
+            imac = ":".join(f"{b:02x}" for b in f[42:48])
+            inner = bytearray(src[18:])
+            inner[8] -= 1                                  # TTL - 1
+            got = bytearray(f[56:])
+            got[10:12] = inner[10:12]                      # header checksum (checked below)
+            ok = (dst in pas and key >> 8 == vs and imac == mac and got == inner and
+                  _csum_ok(f[56:76]) and _csum_ok(f[14:34]))
+        if not ok and len(bad) < 5:
+            bad.append({"frame": j, "hex": f[:80].hex()})
+        if not ok:
+            bad.append(None)
+    c = final or {}
+    ports = {p["name"]: p for p in c.get("ports", [])}
+    rx = ports.get("customer", {}).get("rx_pkts")
+    drops = {k: v for k, v in c.get("drops", {}).items() if v}
+    return {"records": n, "frames_in": rx, "frames_out": total,
+            "misdelivered": sum(1 for b in bad if b is None), "examples": [b for b in bad if b],
+            "drops": drops, "lost": (rx - total) if rx is not None else None, **upd}
+
+
+def _csum_ok(hdr: bytes) -> bool:
+    s = sum(int.from_bytes(hdr[i:i + 2], "big") for i in range(0, len(hdr), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s == 0xFFFF
+
+
+# -- control plane ---------------------------------------------------------------------
+
+def _log_times(path: Path, event: str, generation: int | None = None) -> list[float]:
+    """Unix times of JSON log lines named `event` (of that generation, when given)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == event and (generation is None or
+                                          generation in (rec.get("generation"),
+                                                         rec.get("applied"))):
+            out.append(datetime.datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00"))
+                       .timestamp())
+    return out
+
+
+def control_plane(work: Path, n_records: int, migrates: int) -> dict:
+    """nvgw-mgmt (CurveZMQ, SQLite) with one gateway (net_null ports, an [agent]):
+    the time to apply n_records lookup records from the first byte the client sends
+    to the gateway's ack (mgmt's wait answering), split by the two processes' log lines;
+    then `migrates` migrate commands, each timed from the command to the ack."""
+    from mgmt.client import MgmtClient
+    from mgmt.keys import keygen
+    cp = work / "control" / str(n_records)
+    shutil.rmtree(cp, ignore_errors=True)
+    (cp / "keys" / "clients").mkdir(parents=True)
+    (cp / "keys" / "gateways").mkdir(parents=True)
+    keygen(str(cp / "keys"), "server")
+    keygen(str(cp / "peers"), "ops")
+    keygen(str(cp / "peers"), "gw1")
+    shutil.copy(cp / "peers" / "ops.key", cp / "keys" / "clients")
+    shutil.copy(cp / "peers" / "gw1.key", cp / "keys" / "gateways")
+    mlog = cp / "mgmt.log"
+    mgmt = subprocess.Popen(
+        [PY, "-m", "mgmt.server", "--db", str(cp / "mgmt.db"), "--clients",
+         f"ipc://{cp}/clients.sock", "--gateways", f"ipc://{cp}/gateways.sock",
+         "--keys", str(cp / "keys"), "--heartbeat", "1", "--log-level", "info"],
+        stdout=open(mlog, "w"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    client = MgmtClient(f"ipc://{cp}/clients.sock", str(cp / "peers" / "ops.key_secret"),
+                        str(cp / "keys" / "server.key"), timeout=600)
+    gw = None
+    res = {"records": n_records}
+    try:
+        for _ in range(100):
+            if (cp / "clients.sock").exists():
+                break
+            time.sleep(0.1)
+        # the policy without its records, then the gateway
+        doc = wl.policy(n_records)
+        records = doc.pop("records")
+        client.load(doc)
+        run = cp / "gw"
+        run.mkdir()
+        mem = "hugepages" if hugepages_ok() else "no-huge"
+        cfg = run / "gw.toml"
+        cfg.write_text(
+            f'[eal]\nmemory = "{mem}"\nmemory_mb = {MEMORY_MB}\n[workers]\nlcores = [1]\n'
+            '[pipeline]\nmode = "nvgre"\n'
+            "[tables]\nrecords = 1048576\nroutes = 131072\nneighbours = 8192\n"
+            f'[control]\nsocket = "ipc://{run}/ctl.sock"\n'
+            f'[agent]\nendpoint = "ipc://{cp}/gateways.sock"\nid = "gw1"\n'
+            f'key = "{cp}/peers/gw1.key_secret"\nserver_key = "{cp}/keys/server.key"\n'
+            "heartbeat_ms = 1000\n"
+            '[[ports]]\nname = "fabric"\nrole = "provider"\ndevice = "net_null0,no-rx=1"\n'
+            '[[ports]]\nname = "tenants"\nrole = "customer"\ndevice = "net_null1,no-rx=1"\n')
+        gw = subprocess.Popen([PY, "-m", "dataplane.cli", "--config", str(cfg),
+                               "--log-level", "info"], stdout=open(run / "gw.log", "w"),
+                              stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        client.wait(timeout=60, min_gateways=1)
+        ops = [{"op": "set", "kind": "record", **r} for r in records]
+        t = time.time()
+        payload = json.dumps({"v": 1, "type": "apply", "ops": ops}).encode()
+        res["encode_s"] = time.time() - t
+        res["message_mb"] = len(payload) / 1e6
+        t0 = time.time()                                     # first byte sent
+        gen = client.send_raw(payload, timeout=600)["generation"]
+        t1 = time.time()
+        client.wait(gen, timeout=600, min_gateways=1)
+        t2 = time.time()
+        res["apply_to_ack_s"] = t2 - t0
+        res["mgmt_commit_s"] = t1 - t0
+        stored = _log_times(mlog, "apply", gen)
+        sent = _log_times(mlog, "batch_sent", gen)
+        applied = _log_times(run / "gw.log", "policy_applied", gen)
+        acked = _log_times(mlog, "gateway_ack", gen)
+        if stored and sent and applied and acked:
+            res["breakdown_s"] = {"mgmt_validate_store": stored[0] - t0,
+                                  "mgmt_to_first_batch_sent": sent[0] - stored[0],
+                                  "gateway_receive_apply": applied[0] - sent[0],
+                                  "applied_to_ack": acked[0] - applied[0]}
+        res["heartbeat_losses"] = len(_log_times(mlog, "gateway_lost")) + \
+            len(_log_times(run / "gw.log", "mgmt_lost"))
+        res["batches_sent"] = len(sent)
+        # migrate latency, command to ack, with the million records in place
+        lat = []
+        for k in range(migrates):
+            r = records[(k * 7919) % len(records)]
+            pa = wl.nvgre_pa(n_records, 1, k, 1)
+            s = time.time()
+            g = client.migrate(r["vsid"], r["ca"], pa)["generation"]
+            client.wait(g, timeout=120, min_gateways=1)
+            lat.append(time.time() - s)
+        lat.sort()
+        res["migrate"] = {"count": len(lat), "p50_ms": 1000 * lat[len(lat) // 2],
+                          "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+                          "max_ms": 1000 * lat[-1]}
+    finally:
+        for p in (gw, mgmt):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+    return res
+
+
+# -- report ----------------------------------------------------------------------------
+
+def summarize(rows: dict) -> list[dict]:
+    out = []
+    for name, reps in rows.items():
+        def med(key):
+            vals = [r[key] for r in reps if r.get(key) is not None]
+            return statistics.median(vals) if vals else None
+        def spread(key):
+            vals = [r[key] for r in reps if r.get(key) is not None]
+            return [min(vals), max(vals)] if vals else None
+        out.append({"row": name, "runs": len(reps), "mpps": med("mpps"),
+                    "mpps_spread": spread("mpps"), "ratio": med("ratio"),
+                    "ratio_spread": spread("ratio"), "cycles_per_pkt": med("cycles_per_pkt"),
+                    "busy_cycles_per_pkt": med("busy_cycles_per_pkt"), "gbps": med("gbps"),
+                    "wall_mpps": med("wall_mpps"), "cpu_share": med("cpu_share"),
+                    "drops": sum(sum(r.get("drops", {}).values()) for r in reps),
+                    **({"updates_per_s": med("updates_per_s")}
+                       if any("updates_per_s" in r for r in reps) else {})})
+    return out
+
+
+def fmt(v, nd=2):
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def markdown(summary: list[dict], meta: dict, control: dict | None, verify: dict | None,
+             goals: list[str]) -> str:
+    lines = [f"Measured {meta['date']} on {meta['machine']['cpu']} "
+             f"({meta['machine']['cpus']} CPUs, shared), "
+             f"{'hugepages' if meta['machine']['hugepages'] else 'no hugepages'}, "
+             f"TSC {meta['tsc_hz'] / 1e9:.2f} GHz; one worker core; median of "
+             f"{meta['reps']} runs (spread min..max), {meta['window_s']:g} s windows; "
+             f"pcaps of {PKTS} distinct packets. Mpps is per second of CPU time the worker "
+             "thread ran (schedstat; the machine is shared, so wall-clock rates also measure "
+             "the neighbours: 'wall' and 'CPU' columns); cycles/pkt = worker CPU time x TSC "
+             "/ packets, and the worker loop's own busy cycles / packets.",
+             "",
+             "| row | Mpps | spread | x testpmd | spread | cycles/pkt | busy cycles/pkt | "
+             "wall Mpps | CPU | drops |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        sp = s["mpps_spread"] or [None, None]
+        rs = s["ratio_spread"] or [None, None]
+        name = s["row"] + (f" ({s['updates_per_s'] / 1000:.0f}k upd/s achieved)"
+                           if s.get("updates_per_s") else "")
+        lines.append(f"| {name} | {fmt(s['mpps'])} | {fmt(sp[0])}..{fmt(sp[1])} | "
+                     f"{fmt(s['ratio'], 3)} | {fmt(rs[0], 3)}..{fmt(rs[1], 3)} | "
+                     f"{fmt(s['cycles_per_pkt'], 0)} | {fmt(s['busy_cycles_per_pkt'], 0)} | "
+                     f"{fmt(s['wall_mpps'])} | {fmt(s['cpu_share'])} | {s['drops']} |")
+    if verify:
+        lines += ["", f"Updates verification (pcap output, {verify['records']} records, "
+                  f"{fmt(verify.get('updates_per_s'), 0)} updates/s achieved): "
+                  f"{verify['frames_in']} frames in, {verify['frames_out']} out, "
+                  f"lost {verify['lost']}, misdelivered {verify['misdelivered']}, "
+                  f"drops {verify['drops'] or 'none'}."]
+    if control:
+        lines += [""]
+        for c in control.get("runs", []):
+            b = c.get("breakdown_s", {})
+            lines.append(f"Control plane, {c['records']:,} records through nvgw-mgmt "
+                         f"({c.get('message_mb', 0):.0f} MB message): "
+                         f"{fmt(c.get('apply_to_ack_s'))} s first byte to ack"
+                         + (f" (nvgw-mgmt validate+store {fmt(b.get('mgmt_validate_store'))} s, "
+                            f"until the batch is sent {fmt(b.get('mgmt_to_first_batch_sent'))} s, "
+                            f"gateway receive+apply {fmt(b.get('gateway_receive_apply'))} s, "
+                            f"applied to ack {fmt(b.get('applied_to_ack'), 3)} s; the batch "
+                            f"was sent {c.get('batches_sent')} times)" if b else "")
+                         + f"; migrate command to ack p50 {fmt(c['migrate']['p50_ms'], 1)} ms, "
+                         f"p99 {fmt(c['migrate']['p99_ms'], 1)} ms ({c['migrate']['count']} "
+                         f"migrates, {c['records']:,} records).")
+    if goals:
+        lines += ["", "Goals (issue 7):", ""] + [f"- {g}" for g in goals]
+    return "\n".join(lines) + "\n"
+
+
+def chart(summary: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no chart")
+        return False
+    names = [s["row"] for s in summary]
+    vals = [s["mpps"] or 0 for s in summary]
+    lo = [v - (s["mpps_spread"] or [v, v])[0] for v, s in zip(vals, summary)]
+    hi = [(s["mpps_spread"] or [v, v])[1] - v for v, s in zip(vals, summary)]
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(names) + 1.5))
+    ax.barh(names, vals, xerr=[lo, hi], color=["#888" if n.startswith("testpmd") else "#3a7"
+                                               for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel("Mpps (median, min..max), one worker core")
+    for i, s in enumerate(summary):
+        if s["ratio"] is not None:
+            ax.text(vals[i], i, f"  {s['ratio']:.2f}x", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def goals(summary: list[dict], counts, control, verify) -> list[str]:
+    s = {r["row"]: r for r in summary}
+    out = []
+
+    def ratio(row):
+        return s.get(row, {}).get("ratio")
+
+    def check(label, got, want):
+        if got is None:
+            return
+        out.append(f"{label}: {got:.3f} (goal >= {want}) {'met' if got >= want else 'NOT MET'}")
+    lo, hi = counts[0], counts[-1]
+    check(f"encap x testpmd, {lo:,} records", ratio(f"encap {lo:,}"), 0.60)
+    if hi != lo:
+        check(f"encap x testpmd, {hi:,} records", ratio(f"encap {hi:,}"), 0.45)
+    check(f"decap x testpmd, {lo:,} records", ratio(f"decap {lo:,}"), 0.65)
+    check(f"rewrite x testpmd, {lo:,} records", ratio(f"rewrite {lo:,}"), 0.60)
+    if hi != lo:
+        for k in wl.KINDS:
+            a, b = s.get(f"{k} {lo:,}"), s.get(f"{k} {hi:,}")
+            if a and b and a["mpps"] and b["mpps"]:
+                check(f"{k} {hi:,} / {lo:,} records", b["mpps"] / a["mpps"], 0.80)
+    up = s.get(f"encap {lo:,} + updates")
+    if up and s.get(f"encap {lo:,}"):
+        check("encap during updates / without", up["mpps"] / s[f"encap {lo:,}"]["mpps"], 0.95)
+        if up.get("updates_per_s") is not None:
+            out.append(f"updates applied: {up['updates_per_s']:.0f}/s (goal 100,000/s) "
+                       f"{'met' if up['updates_per_s'] >= 95_000 else 'NOT MET'}")
+    if verify:
+        ok = verify["lost"] == 0 and verify["misdelivered"] == 0 and not verify["drops"]
+        out.append(f"zero lost/misdelivered during updates: {'met' if ok else 'NOT MET'}")
+    for c in (control or {}).get("runs", []):
+        if c["records"] >= 1_000_000 and c.get("apply_to_ack_s") is not None:
+            out.append(f"{c['records']:,} records through nvgw-mgmt: {c['apply_to_ack_s']:.1f} s "
+                       f"(goal <= 5 s) {'met' if c['apply_to_ack_s'] <= 5 else 'NOT MET'}")
+    return out
+
+
+# -- main ------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default=os.environ.get("NVGW_BENCH_DIR", "/tmp/nvgw-bench"),
+                    help="work directory: pcaps, policies, runs, results (default %(default)s)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--window", type=float, default=3.0, help="seconds measured per run")
+    ap.add_argument("--records", default="1000,1000000")
+    ap.add_argument("--kinds", default=",".join(wl.KINDS))
+    ap.add_argument("--quick", action="store_true",
+                    help="1,000 records, one run each, no IMIX, no control plane")
+    ap.add_argument("--no-imix", action="store_true")
+    ap.add_argument("--no-updates", action="store_true")
+    ap.add_argument("--update-rate", type=int, default=100_000)
+    ap.add_argument("--update-batch", type=int, default=1000)
+    ap.add_argument("--no-workers2", action="store_true")
+    ap.add_argument("--no-control", action="store_true")
+    ap.add_argument("--control-records", type=int, default=1_000_000)
+    ap.add_argument("--control-only", action="store_true",
+                    help="only the control-plane figures (control.json)")
+    ap.add_argument("--migrates", type=int, default=100)
+    ap.add_argument("--profile", action="store_true",
+                    help="also sample each gateway row's worker with perf (cpu-clock): "
+                         "profile.json, the share of worker time per library and symbol")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.records, args.reps, args.no_imix, args.no_control = "1000", 1, True, True
+    if shutil.which("dpdk-testpmd") is None:
+        sys.exit("bench: dpdk-testpmd is missing (Debian package dpdk-dev; "
+                 "scripts/bootstrap.sh installs it)")
+    counts = [int(x) for x in args.records.split(",")]
+    kinds = args.kinds.split(",")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.control_only:
+        res = control_plane(work, args.control_records, max(10, args.migrates // 10))
+        (work / "control.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+        return 0
+    wk = build_workloads(work, counts, kinds, not args.no_imix)
+    meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
+            "reps": args.reps, "window_s": args.window, "packets_per_pcap": PKTS,
+            "burst": BURST, "mbufs": PKTS + WORK_MBUFS, "mbuf_cache": MBUF_CACHE,
+            "descriptors": DESCRIPTORS, "memory_mb": MEMORY_MB, "tsc_hz": None}
+    role = {"encap": "customer", "rewrite": "customer", "decap": "provider",
+            "hairpin": "provider"}
+    rows: dict[str, list] = {}
+
+    def add(name, res, base):
+        res["ratio"] = res["mpps"] / base if base else None
+        rows.setdefault(name, []).append(res)
+        log(f"  {name}: {res['mpps']:.2f} Mpps, x{res['ratio'] or 0:.3f}, "
+            f"{fmt(res.get('cycles_per_pkt'), 0)} cycles/pkt, drops {res.get('drops')}")
+
+    for rep in range(args.reps):
+        log(f"repetition {rep + 1}/{args.reps}")
+        tp = run_testpmd(work, wk["pcap"][("io", "64")], args.window, f"64-{rep}")
+        tsc = meta["tsc_hz"] = meta["tsc_hz"] or tp.get("tsc_hz") or \
+            (meta["machine"]["cpuinfo_mhz"] or 0) * 1e6
+        add("testpmd io 64B", tp, tp["mpps"])
+        base64 = tp["mpps"]
+        base_imix = None
+        if not args.no_imix:
+            tpi = run_testpmd(work, wk["pcap"][("io", "imix")], args.window, f"imix-{rep}")
+            tpi["gbps"] = None
+            base_imix = tpi["mpps"]
+            add("testpmd io IMIX", tpi, base_imix)
+        for n in counts:
+            for kind in kinds:
+                pol = wk["policy"][(n, "rewrite" if kind == "rewrite" else "encap")]
+                res = run_gateway(work, f"{kind}-{n}-{rep}", role[kind],
+                                  wk["pcap"][(n, kind, "64")], pol, args.window, tsc)
+                add(f"{kind} {n:,}", res, base64)
+        n = counts[0]
+        if not args.no_imix:
+            for kind in ("encap", "decap"):
+                res = run_gateway(work, f"{kind}-{n}-imix-{rep}", role[kind],
+                                  wk["pcap"][(n, kind, "imix")], wk["policy"][(n, "encap")],
+                                  args.window, tsc)
+                add(f"{kind} {n:,} IMIX", res, base_imix)
+        if not args.no_workers2 and "encap" in kinds:
+            res = run_gateway(work, f"encap-{n}-w2-{rep}", "customer",
+                              wk["pcap"][(n, "encap", "64")], wk["policy"][(n, "encap")],
+                              args.window, tsc, workers=2, queues=2)
+            add(f"encap {n:,} 2 workers", res, base64)
+        if not args.no_updates and "encap" in kinds:
+            res = run_gateway(work, f"encap-{n}-updates-{rep}", "customer",
+                              wk["pcap"][(n, "encap", "64")], wk["policy"][(n, "encap")],
+                              args.window, tsc,
+                              during=lambda gw: Updates(gw, n, args.update_rate,
+                                                        args.update_batch))
+            add(f"encap {n:,} + updates", res, base64)
+    profile = None
+    if args.profile and shutil.which("perf"):
+        profile = {}
+        for n in counts:
+            for kind in kinds:
+                pol = wk["policy"][(n, "rewrite" if kind == "rewrite" else "encap")]
+                profile[f"{kind} {n:,}"] = perf_profile(work, f"prof-{kind}-{n}", role[kind],
+                                                        wk["pcap"][(n, kind, "64")], pol)
+        (work / "profile.json").write_text(json.dumps(profile, indent=1))
+    verify = None
+    if not args.no_updates and "encap" in kinds:
+        log("verifying updates: no packet lost or misdelivered")
+        verify = verify_updates(work, counts, args.update_rate, args.update_batch, 1.5)
+        log(f"  {verify}")
+    control = None
+    if not args.no_control:
+        control = {"runs": []}
+        for n, m in ((args.control_records, max(10, args.migrates // 10)),
+                     (1000, args.migrates)):
+            log(f"control plane: {n:,} records, {m} migrates")
+            try:
+                control["runs"].append(control_plane(work, n, m))
+                log(f"  {control['runs'][-1]}")
+            except Exception as e:          # report, and keep the packet results
+                control["runs"].append({"records": n, "error": repr(e),
+                                        "migrate": {"count": 0, "p50_ms": None,
+                                                    "p99_ms": None}})
+                log(f"  failed: {e!r}")
+    summary = summarize(rows)
+    g = goals(summary, counts, control, verify)
+    md = markdown(summary, meta, control, verify, g)
+    out = {"meta": meta, "summary": summary, "runs": rows, "profile": profile, "verify_updates": verify,
+           "control_plane": control, "goals": g}
+    (work / "results.json").write_text(json.dumps(out, indent=1, default=str))
+    (work / "results.md").write_text(md)
+    chart(summary, work / "results.png")
+    print(md)
+    log(f"wrote {work}/results.json, results.md, results.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
