@@ -201,8 +201,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	if (p->hl == 0)
 		return nvgw_drop(w, NVGW_DROP_bad_ip_header, m), 0;
 	/* Anti-spoofing key: the inner source must live at the outer source. */
-	p->key.vsid = vsid;
-	p->key.ca = p->ip->src_addr;
+	p->key = (struct nvgw_rec_key){ .vsid = vsid, .ca = p->ip->src_addr };
 	p->outer_src = oip->src_addr;
 	p->rewritten = 0;
 	p->in_vlan = 0;
@@ -236,9 +235,10 @@ route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 			uint32_t mask = len ? ~0u << (32 - len) : 0;
 
 			left[i] &= ~(1ULL << len);
-			keys[k].rdid = p[i].rdid;
-			keys[k].prefix = p[i].ip->dst_addr & rte_cpu_to_be_32(mask);
-			keys[k].len = len;
+			keys[k] = (struct nvgw_route_key){
+				.rdid = p[i].rdid,
+				.prefix = p[i].ip->dst_addr & rte_cpu_to_be_32(mask),
+				.len = len };
 			kp[k] = &keys[k];
 			idx[k++] = i;
 		}
@@ -446,6 +446,9 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		hits = 0;
 		if (n_gre)
 			rte_hash_lookup_bulk_data(t->records, kp, n_gre, &hits, data);
+		for (i = 0; i < n_gre; i++)     /* overlap the records' misses */
+			if (hits & (1ULL << i))
+				rte_prefetch0(data[i]);
 		for (i = 0, j = 0, g = 0; i < k; i++) {
 			const struct nvgw_record *r;
 
@@ -492,8 +495,9 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		p[i].rec = NULL;
 		if (rt == NULL || rt->kind == NVGW_ROUTE_CUSTOMER)
 			continue;
-		keys[j].vsid = rt->vsid;
-		keys[j].ca = rt->kind == NVGW_ROUTE_APPLIANCE ? rt->nh_ip : p[i].ip->dst_addr;
+		keys[j] = (struct nvgw_rec_key){
+			.vsid = rt->vsid,
+			.ca = rt->kind == NVGW_ROUTE_APPLIANCE ? rt->nh_ip : p[i].ip->dst_addr };
 		kp[j] = &keys[j];
 		j++;
 	}

@@ -135,8 +135,10 @@ struct nvgw_table_sizes {
 	uint32_t records, routes, neighbours, rewrites, readers;
 };
 
-struct nvgw_rec_key { uint32_t vsid, ca; };
-struct nvgw_route_key { uint32_t rdid, prefix, len; };
+/* Keys of the hot tables are 16 bytes: rte_hash compares 16-byte keys inline
+ * (SSE) and others through memcmp. Build them whole so the padding is 0. */
+struct nvgw_rec_key { uint32_t vsid, ca, pad[2]; };
+struct nvgw_route_key { uint32_t rdid, prefix, len, pad; };
 struct nvgw_neigh_key { uint32_t scope, ip; };
 struct nvgw_rw_key { uint32_t rdid, ca; };
 
