@@ -62,13 +62,26 @@ learn(struct nvgw_ctx *c, uint16_t scope, const struct rte_arp_hdr *arp)
 		c->c.neigh_learned++;
 }
 
+/* Send an IPv4 packet back where it came from, as a fresh one of ours. */
+static void
+ip_turn_around(struct rte_ipv4_hdr *ip)
+{
+	uint32_t tmp = ip->src_addr;
+
+	ip->src_addr = ip->dst_addr;
+	ip->dst_addr = tmp;
+	ip->time_to_live = 64;
+	ip->hdr_checksum = 0;
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+}
+
 /* ICMP echo request at ip -> reply in place. 0 = answered. */
 static int
 echo_reply(struct rte_ipv4_hdr *ip, uint32_t avail)
 {
 	unsigned int hl = nvgw_ipv4_ok(ip, avail);
 	struct rte_icmp_hdr *icmp = (struct rte_icmp_hdr *)((uint8_t *)ip + hl);
-	uint32_t tmp, sum;
+	uint32_t sum;
 
 	if (hl == 0 || ip->next_proto_id != IPPROTO_ICMP ||
 	    rte_be_to_cpu_16(ip->total_length) < hl + sizeof(*icmp) ||
@@ -79,12 +92,7 @@ echo_reply(struct rte_ipv4_hdr *ip, uint32_t avail)
 	sum = (uint16_t)~icmp->icmp_cksum + rte_cpu_to_be_16(0xF7FF);
 	sum = (sum & 0xFFFF) + (sum >> 16);
 	icmp->icmp_cksum = (uint16_t)~sum;
-	tmp = ip->src_addr;
-	ip->src_addr = ip->dst_addr;
-	ip->dst_addr = tmp;
-	ip->time_to_live = 64;
-	ip->hdr_checksum = 0;
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	ip_turn_around(ip);
 	return 0;
 }
 
@@ -154,7 +162,7 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 	struct rte_ipv4_hdr *oip = (struct rte_ipv4_hdr *)(eth + 1);
 	unsigned int hl = (oip->version_ihl & 0xf) * 4;
 	struct rte_ether_hdr *ieth = (struct rte_ether_hdr *)((uint8_t *)oip + hl + NVGW_GRE_LEN);
-	uint32_t avail = m->data_len - ((uint8_t *)(ieth + 1) - (uint8_t *)eth), tmp;
+	uint32_t avail = m->data_len - ((uint8_t *)(ieth + 1) - (uint8_t *)eth);
 	const struct rte_ether_addr *answer;
 
 	if (vs == NULL)
@@ -187,12 +195,7 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 	}
 	swap_eth(ieth, answer);
 	swap_eth(eth, &pv->mac);
-	tmp = oip->src_addr;
-	oip->src_addr = oip->dst_addr;
-	oip->dst_addr = tmp;
-	oip->time_to_live = 64;
-	oip->hdr_checksum = 0;
-	oip->hdr_checksum = rte_ipv4_cksum(oip);
+	ip_turn_around(oip);
 	inject(c, m, c->provider_port);
 	return;
 ignore:
