@@ -11,8 +11,7 @@
 #include <rte_ip.h>
 
 #include "nvgw.h"
-#include "pkt.h"
-#include "tables.h"
+#include "frame.h"
 
 #define EXC(reason, ctx) (((uint32_t)(reason) << 24) | ((ctx) & 0xFFFFFF))
 
@@ -56,51 +55,34 @@ static inline int
 classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 		  struct rte_mbuf *m, struct pkt *p)
 {
-	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	struct rte_vlan_hdr *vh = (struct rte_vlan_hdr *)(eth + 1);
+	struct nvgw_view v;
 	const struct nvgw_attach *a;
-	uint16_t vlan;
+	int r = nvgw_parse_customer(rte_pktmbuf_mtod(m, uint8_t *), m->data_len, &v);
 
-	if (m->data_len < NVGW_VLAN_ETH_LEN)
-		return nvgw_drop(w, NVGW_DROP_truncated, m), 0;
-	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN))
-		return nvgw_drop(w, NVGW_DROP_untagged, m), 0;
-	vlan = rte_be_to_cpu_16(vh->vlan_tci) & 0xFFF;
-	a = t->attach[vlan];
+	if (r == NVGW_DROP_truncated || r == NVGW_DROP_untagged)
+		return nvgw_drop(w, r, m), 0;
+	a = t->attach[v.vlan];
 	if (a == NULL)
 		return nvgw_drop(w, NVGW_DROP_unknown_vlan, m), 0;
-	if (vh->eth_proto == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
-		return to_exception(w, m, EXC(NVGW_EXC_ARP_CUSTOMER, vlan), 0), 0;
-	if (vh->eth_proto != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
-		return nvgw_drop(w, NVGW_DROP_not_ipv4, m), 0;
-	if (!rte_is_same_ether_addr(&eth->dst_addr, &a->mac))
+	if (r == NVGW_PARSED_ARP)
+		return to_exception(w, m, EXC(NVGW_EXC_ARP_CUSTOMER, v.vlan), 0), 0;
+	if (r != NVGW_PARSED)
+		return nvgw_drop(w, r, m), 0;
+	if (!rte_is_same_ether_addr(rte_pktmbuf_mtod(m, struct rte_ether_addr *), &a->mac))
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
-	p->ip = (struct rte_ipv4_hdr *)(vh + 1);
-	p->hl = nvgw_ipv4_ok(p->ip, m->data_len - NVGW_VLAN_ETH_LEN);
-	if (p->hl == 0)
-		return nvgw_drop(w, NVGW_DROP_bad_ip_header, m), 0;
+	p->ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, v.l3);
+	p->hl = v.hl;
 	if (p->ip->dst_addr == a->ip) {
 		if (p->ip->next_proto_id != IPPROTO_ICMP)
 			return nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m), 0;
-		return to_exception(w, m, EXC(NVGW_EXC_LOCAL_CUSTOMER, vlan), 0), 0;
+		return to_exception(w, m, EXC(NVGW_EXC_LOCAL_CUSTOMER, v.vlan), 0), 0;
 	}
 	if (p->ip->time_to_live <= 1)
 		return nvgw_drop(w, NVGW_DROP_ttl_expired, m), 0;
-	p->in_vlan = vlan;
+	p->in_vlan = v.vlan;
 	p->rdid = a->rdid;
 	p->rewritten = 0;
 	return 1;
-}
-
-static inline int
-our_pa(const struct nvgw_provider *pv, uint32_t ip)
-{
-	unsigned int i;
-
-	for (i = 0; i < pv->n_pa; i++)
-		if (pv->pa[i] == ip)
-			return 1;
-	return 0;
 }
 
 /* Provider ingress by IP rewrite: the destination is one of our rewrite
@@ -138,71 +120,35 @@ static inline int
 classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 		  const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
 {
-	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	struct rte_ipv4_hdr *oip = (struct rte_ipv4_hdr *)(eth + 1);
-	uint32_t len = m->data_len, off, key, vsid;
-	const nvgw_u16 *gre;
-	struct rte_ether_hdr *ieth;
+	uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
+	struct nvgw_view v;
 	struct nvgw_vsid *vs;
-	unsigned int hl;
+	int r = nvgw_parse_provider(f, m->data_len, pv, &v);
 
-	if (len < NVGW_ETH_LEN)
-		return nvgw_drop(w, NVGW_DROP_truncated, m), 0;
-	if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+	switch (r) {
+	case NVGW_PARSED:
+	case NVGW_PARSED_ARP_VSID:
+		break;
+	case NVGW_PARSED_ARP:
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_PROVIDER, 0), 0), 0;
-	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
-		return nvgw_drop(w, NVGW_DROP_not_ipv4, m), 0;
-	if (!rte_is_same_ether_addr(&eth->dst_addr, &pv->mac))
-		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
-	hl = nvgw_ipv4_ok(oip, len - NVGW_ETH_LEN);
-	if (hl == 0)
-		return nvgw_drop(w, NVGW_DROP_bad_ip_header, m), 0;
-	if (rte_raw_cksum(oip, hl) != 0xFFFF)
-		return nvgw_drop(w, NVGW_DROP_bad_outer_checksum, m), 0;
-	if (!our_pa(pv, oip->dst_addr))
-		return classify_rewrite(w, t, m, oip, hl, p);
-	if (oip->next_proto_id == IPPROTO_ICMP)
+	case NVGW_PARSED_LOCAL:
 		return to_exception(w, m, EXC(NVGW_EXC_LOCAL_PROVIDER, 0), 0), 0;
-	if (oip->next_proto_id != IPPROTO_GRE)
-		return nvgw_drop(w, NVGW_DROP_not_nvgre, m), 0;
-	if (oip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
-						    RTE_IPV4_HDR_OFFSET_MASK))
-		return nvgw_drop(w, NVGW_DROP_outer_fragment, m), 0;
-	off = NVGW_ETH_LEN + hl;
-	/* Ignore link padding past the outer IPv4 packet. */
-	len = NVGW_ETH_LEN + rte_be_to_cpu_16(oip->total_length);
-	if (len < off + NVGW_GRE_LEN + NVGW_ETH_LEN)
-		return nvgw_drop(w, NVGW_DROP_truncated, m), 0;
-	gre = (const nvgw_u16 *)((uint8_t *)eth + off);
-	if (gre[0] != rte_cpu_to_be_16(0x2000))
-		return nvgw_drop(w, NVGW_DROP_bad_gre_flags, m), 0;
-	if (gre[1] != rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB))
-		return nvgw_drop(w, NVGW_DROP_not_teb, m), 0;
-	key = rte_be_to_cpu_32(*(const nvgw_u32 *)(gre + 2));
-	vsid = key >> 8;                         /* the FlowID byte is ignored */
-	if (nvgw_vsid_reserved(vsid))
-		return nvgw_drop(w, NVGW_DROP_reserved_vsid, m), 0;
-	if (rte_hash_lookup_data(t->vsids, &vsid, (void **)&vs) < 0)
+	case NVGW_PARSED_REWRITE:
+		return classify_rewrite(w, t, m, (struct rte_ipv4_hdr *)(f + v.l3), v.hl, p);
+	default:
+		return nvgw_drop(w, r, m), 0;
+	}
+	if (rte_hash_lookup_data(t->vsids, &v.vsid, (void **)&vs) < 0)
 		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
-	off += NVGW_GRE_LEN;
-	ieth = (struct rte_ether_hdr *)((uint8_t *)eth + off);
-	if (ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
-	    ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ))
-		return nvgw_drop(w, NVGW_DROP_inner_vlan, m), 0;
-	if (ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+	if (r == NVGW_PARSED_ARP_VSID)
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
-	if (ieth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
-		return nvgw_drop(w, NVGW_DROP_not_ipv4, m), 0;
-	if (!rte_is_same_ether_addr(&ieth->dst_addr, &vs->gw_mac))
+	if (!rte_is_same_ether_addr((struct rte_ether_addr *)(f + v.inner), &vs->gw_mac))
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
-	off += NVGW_ETH_LEN;
-	p->ip = (struct rte_ipv4_hdr *)((uint8_t *)eth + off);
-	p->hl = nvgw_ipv4_ok(p->ip, len - off);
-	if (p->hl == 0)
-		return nvgw_drop(w, NVGW_DROP_bad_ip_header, m), 0;
+	p->ip = (struct rte_ipv4_hdr *)(f + v.l3);
+	p->hl = v.hl;
 	/* Anti-spoofing key: the inner source must live at the outer source. */
-	p->key = (struct nvgw_rec_key){ .vsid = vsid, .ca = p->ip->src_addr };
-	p->outer_src = oip->src_addr;
+	p->key = (struct nvgw_rec_key){ .vsid = v.vsid, .ca = p->ip->src_addr };
+	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
 	p->in_vlan = 0;
 	p->rdid = vs->rdid;
@@ -293,20 +239,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
 	rte_pktmbuf_trim(m, m->pkt_len - (NVGW_NVGRE_LEN + ip_len));
 
-	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
-	struct nvgw_outer *o = (struct nvgw_outer *)(eth + 1);
-	struct rte_ether_hdr *ieth = (struct rte_ether_hdr *)(o + 1);
-
-	nvgw_mac_from_word(&eth->dst_addr, mac);
-	rte_ether_addr_copy(&pv->mac, &eth->src_addr);
-	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	*o = r->outer;
-	o->ip.total_length = rte_cpu_to_be_16(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN);
-	o->gre_key |= rte_cpu_to_be_32(flowid);
-	o->ip.hdr_checksum = rte_ipv4_cksum(&o->ip);
-	rte_ether_addr_copy(&r->mac, &ieth->dst_addr);
-	rte_ether_addr_copy(&vs->gw_mac, &ieth->src_addr);
-	ieth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	nvgw_nvgre_header(h, &r->outer, mac, &pv->mac, &r->mac, &vs->gw_mac, ip_len, flowid);
 
 	w->vsid[r->vsid_idx].encap_pkts++;
 	w->vsid[r->vsid_idx].encap_bytes += NVGW_ETH_LEN + ip_len;

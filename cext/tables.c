@@ -355,12 +355,15 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 	r->vsid = vsid;
 	r->ca = ca;
 	r->pa = pa;
-	r->outer.ip.version_ihl = RTE_IPV4_VHL_DEF;
-	r->outer.ip.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
-	r->outer.ip.time_to_live = 64;
-	r->outer.ip.next_proto_id = IPPROTO_GRE;
-	r->outer.ip.src_addr = t->prov->pa[0];
-	r->outer.ip.dst_addr = pa;
+	r->outer.ip = (struct rte_ipv4_hdr){
+		.version_ihl = RTE_IPV4_VHL_DEF,
+		.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG),
+		.time_to_live = 64,
+		.next_proto_id = IPPROTO_GRE,
+		.src_addr = t->prov->pa[0],
+		.dst_addr = pa };
+	/* With total length 0: the worker adds the length to finish it. */
+	r->outer.ip.hdr_checksum = rte_ipv4_cksum(&r->outer.ip);
 	r->outer.gre_flags = rte_cpu_to_be_16(0x2000);
 	r->outer.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
 	r->outer.gre_key = rte_cpu_to_be_32(vsid << 8);

@@ -1,0 +1,160 @@
+/* Frames read and written without tables: the structural checks of each
+ * ingress and the NVGRE header build, on a plain buffer (no EAL, no mbuf).
+ * The pipeline inlines them; the fuzzers call them on buffers of exactly
+ * the frame's length, so any read past the end is caught. */
+#ifndef NVGW_FRAME_H
+#define NVGW_FRAME_H
+
+#include <string.h>
+
+#include "nvgw.h"
+#include "pkt.h"
+#include "tables.h"
+
+/* Results beyond the drop reasons (which are 0 .. NVGW_DROP_MAX - 1). */
+enum {
+	NVGW_PARSED = NVGW_DROP_MAX,    /* route the IPv4 header at v->l3 */
+	NVGW_PARSED_ARP,                /* ARP on the link (customer VLAN or fabric) */
+	NVGW_PARSED_ARP_VSID,           /* ARP inside NVGRE of v->vsid */
+	NVGW_PARSED_LOCAL,              /* ICMP for one of our PAs */
+	NVGW_PARSED_REWRITE,            /* IPv4 not for our PAs: maybe IP rewrite */
+};
+
+struct nvgw_view {
+	uint32_t l3;                    /* offset of the IPv4 header to route */
+	uint16_t hl;                    /* its header length */
+	uint16_t vlan;                  /* customer: the 802.1Q VLAN ID */
+	uint32_t vsid;                  /* provider: from the GRE key */
+	uint32_t inner;                 /* provider: offset of the inner Ethernet */
+};
+
+/* Customer ingress: 802.1Q, then ARP or a sane IPv4 header. v->vlan is set
+ * for every result but truncated and untagged. */
+static inline int
+nvgw_parse_customer(const uint8_t *f, uint32_t len, struct nvgw_view *v)
+{
+	const struct rte_ether_hdr *eth = (const struct rte_ether_hdr *)f;
+	const struct rte_vlan_hdr *vh = (const struct rte_vlan_hdr *)(eth + 1);
+
+	if (len < NVGW_VLAN_ETH_LEN)
+		return NVGW_DROP_truncated;
+	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN))
+		return NVGW_DROP_untagged;
+	v->vlan = rte_be_to_cpu_16(vh->vlan_tci) & 0xFFF;
+	if (vh->eth_proto == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+		return NVGW_PARSED_ARP;
+	if (vh->eth_proto != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		return NVGW_DROP_not_ipv4;
+	v->l3 = NVGW_VLAN_ETH_LEN;
+	v->hl = nvgw_ipv4_ok((const struct rte_ipv4_hdr *)(vh + 1), len - NVGW_VLAN_ETH_LEN);
+	return v->hl ? NVGW_PARSED : NVGW_DROP_bad_ip_header;
+}
+
+static inline int
+nvgw_our_pa(const struct nvgw_provider *pv, uint32_t ip)
+{
+	unsigned int i;
+
+	for (i = 0; i < pv->n_pa; i++)
+		if (pv->pa[i] == ip)
+			return 1;
+	return 0;
+}
+
+/* Provider ingress: the outer Ethernet and IPv4 (for our MAC, checksum
+ * right); for our PAs, GRE as RFC 7637 has it and the inner frame. Link
+ * padding past the outer IPv4 packet is ignored. */
+static inline int
+nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
+		    struct nvgw_view *v)
+{
+	const struct rte_ether_hdr *eth = (const struct rte_ether_hdr *)f;
+	const struct rte_ipv4_hdr *oip = (const struct rte_ipv4_hdr *)(eth + 1);
+	const struct rte_ether_hdr *ieth;
+	const nvgw_u16 *gre;
+	uint32_t off, vsid;
+	unsigned int hl;
+
+	if (len < NVGW_ETH_LEN)
+		return NVGW_DROP_truncated;
+	if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+		return NVGW_PARSED_ARP;
+	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		return NVGW_DROP_not_ipv4;
+	if (!rte_is_same_ether_addr(&eth->dst_addr, &pv->mac))
+		return NVGW_DROP_not_for_gateway;
+	hl = nvgw_ipv4_ok(oip, len - NVGW_ETH_LEN);
+	if (hl == 0)
+		return NVGW_DROP_bad_ip_header;
+	if (rte_raw_cksum(oip, hl) != 0xFFFF)
+		return NVGW_DROP_bad_outer_checksum;
+	v->l3 = NVGW_ETH_LEN;
+	v->hl = hl;
+	if (!nvgw_our_pa(pv, oip->dst_addr))
+		return NVGW_PARSED_REWRITE;
+	if (oip->next_proto_id == IPPROTO_ICMP)
+		return NVGW_PARSED_LOCAL;
+	if (oip->next_proto_id != IPPROTO_GRE)
+		return NVGW_DROP_not_nvgre;
+	if (oip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
+						    RTE_IPV4_HDR_OFFSET_MASK))
+		return NVGW_DROP_outer_fragment;
+	off = NVGW_ETH_LEN + hl;
+	len = NVGW_ETH_LEN + rte_be_to_cpu_16(oip->total_length);
+	if (len < off + NVGW_GRE_LEN + NVGW_ETH_LEN)
+		return NVGW_DROP_truncated;
+	gre = (const nvgw_u16 *)(f + off);
+	if (gre[0] != rte_cpu_to_be_16(0x2000))
+		return NVGW_DROP_bad_gre_flags;
+	if (gre[1] != rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB))
+		return NVGW_DROP_not_teb;
+	vsid = rte_be_to_cpu_32(*(const nvgw_u32 *)(gre + 2)) >> 8;  /* FlowID ignored */
+	if (nvgw_vsid_reserved(vsid))
+		return NVGW_DROP_reserved_vsid;
+	v->vsid = vsid;
+	off += NVGW_GRE_LEN;
+	v->inner = off;
+	ieth = (const struct rte_ether_hdr *)(f + off);
+	if (ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
+	    ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ))
+		return NVGW_DROP_inner_vlan;
+	if (ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+		return NVGW_PARSED_ARP_VSID;
+	if (ieth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		return NVGW_DROP_not_ipv4;
+	off += NVGW_ETH_LEN;
+	v->l3 = off;
+	v->hl = nvgw_ipv4_ok((const struct rte_ipv4_hdr *)(f + off), len - off);
+	return v->hl ? NVGW_PARSED : NVGW_DROP_bad_ip_header;
+}
+
+/* Write the NVGRE_LEN bytes in front of an inner IPv4 packet of ip_len
+ * bytes: outer Ethernet, the record's outer IPv4/GRE template (its
+ * checksum is that of total length 0, so one addition finishes it), the
+ * inner Ethernet. */
+static inline void
+nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
+		  const struct rte_ether_addr *src_mac, const struct rte_ether_addr *in_dst,
+		  const struct rte_ether_addr *in_src, uint16_t ip_len, uint8_t flowid)
+{
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
+	struct nvgw_outer *o = (struct nvgw_outer *)(eth + 1);
+	struct rte_ether_hdr *ieth = (struct rte_ether_hdr *)(o + 1);
+	uint16_t tot = ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN;
+	uint32_t sum;
+
+	nvgw_mac_from_word(&eth->dst_addr, dst_mac);
+	rte_ether_addr_copy(src_mac, &eth->src_addr);
+	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	*o = *tmpl;
+	o->ip.total_length = rte_cpu_to_be_16(tot);
+	sum = (uint16_t)~tmpl->ip.hdr_checksum + (uint32_t)rte_cpu_to_be_16(tot);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	o->ip.hdr_checksum = (uint16_t)~sum;
+	o->gre_key |= rte_cpu_to_be_32(flowid);
+	rte_ether_addr_copy(in_dst, &ieth->dst_addr);
+	rte_ether_addr_copy(in_src, &ieth->src_addr);
+	ieth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+}
+
+#endif
