@@ -53,9 +53,10 @@ setup(
     python_requires=">=3.11",
     install_requires=["pyzmq>=25", "structlog>=23", "pyelftools>=0.29"],
     # trex-stl-lib: tests/test_trex_profiles.py builds the TRex profiles offline;
-    # matplotlib: the benchmark's chart (scripts/bench.py writes results.png).
+    # matplotlib: the benchmark's chart (scripts/bench.py writes results.png);
+    # atheris: libFuzzer for Python, the management-channel fuzzers (tests/fuzz/fuzz_*.py).
     extras_require={"test": ["pytest>=7", "scapy>=2.5", "pytest-benchmark>=4",
-                             "trex-stl-lib>=0.3", "matplotlib>=3.6"]},
+                             "trex-stl-lib>=0.3", "matplotlib>=3.6", "atheris>=2.3"]},
     entry_points={"console_scripts": [
         "nvgw-dataplane = dataplane.cli:main",
         "nvgwctl = mgmt.ctl:main",
