@@ -122,7 +122,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 {
 	uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
 	struct nvgw_view v;
-	struct nvgw_vsid *vs;
+	const struct nvgw_vsid *vs;
 	int r = nvgw_parse_provider(f, m->data_len, pv, &v);
 
 	switch (r) {
@@ -138,7 +138,8 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	default:
 		return nvgw_drop(w, r, m), 0;
 	}
-	if (rte_hash_lookup_data(t->vsids, &v.vsid, (void **)&vs) < 0)
+	vs = nvgw_vsid_find(t, v.vsid);
+	if (vs == NULL)
 		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
 	if (r == NVGW_PARSED_ARP_VSID)
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
@@ -158,7 +159,10 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 }
 
 /* Longest-prefix match for the burst: one bulk hash lookup per prefix
- * length present in any packet's routing domain, longest first. */
+ * length present in any packet's routing domain, longest first; lengths
+ * over /16 (/24) only where the filter says the block may have some. */
+#define LENS_OVER(n) (((1ULL << 33) - 1) & ~((1ULL << ((n) + 1)) - 1))
+
 static void
 route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 {
@@ -170,8 +174,15 @@ route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 	uint64_t hits;
 
 	for (i = 0; i < n; i++) {
+		uint32_t rd = p[i].rdid, dst = p[i].ip->dst_addr;
+
 		p[i].rt = NULL;
-		left[i] = t->rd_lens[p[i].rdid];
+		left[i] = t->rd_lens[rd];
+		if ((left[i] & LENS_OVER(16)) && !nvgw_blk_test(t->blk16, nvgw_blk(rd, dst, 16)))
+			left[i] &= ~LENS_OVER(16);
+		else if ((left[i] & LENS_OVER(24)) &&
+			 !nvgw_blk_test(t->blk24, nvgw_blk(rd, dst, 8)))
+			left[i] &= ~LENS_OVER(24);
 	}
 	for (;;) {
 		for (i = 0, k = 0; i < n; i++) {
@@ -442,6 +453,14 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	for (i = 0; i < j; i++)
 		if (hits & (1ULL << i))
 			rte_prefetch0(data[i]);
+	/* Then what emit reads through them: next hop and virtual subnet. */
+	for (i = 0; i < j; i++)
+		if (hits & (1ULL << i)) {
+			const struct nvgw_record *r = data[i];
+
+			rte_prefetch0(r->nh);
+			rte_prefetch0(t->vsid_by_idx[r->vsid_idx]);
+		}
 
 	/* 5. emit */
 	for (i = 0, j = 0; i < k; i++) {

@@ -119,6 +119,14 @@ struct nvgw_tables {
 	struct rte_hash *rw_gw;     /* {rdid, customer CA} -> our rewrite PA (the value) */
 	struct nvgw_vsid *vsid_by_idx[NVGW_MAX_VSIDS];
 	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists */
+	/* vsid >> 8 -> page of 256 (counter slot + 1): the data path's VSID
+	 * lookup, two loads instead of a hash probe. Pages live while used. */
+	uint16_t **vsid_dir;        /* [1 << 16] */
+	uint16_t *vsid_dir_n;       /* [1 << 16] entries per page (control side) */
+	/* Route length filters: bit (rdid, /16 block) set = a route longer than
+	 * /16 may exist in the block (likewise /24); the rest skip those lengths. */
+	uint64_t *blk16, *blk24;    /* [NVGW_BLK_BITS / 64] */
+	uint32_t *blk16_n, *blk24_n; /* [NVGW_BLK_BITS] routes per bit (control side) */
 	struct nvgw_attach *attach[NVGW_MAX_VLAN];
 	struct nvgw_provider *prov;
 	struct rte_rcu_qsbr *qsbr;
@@ -179,6 +187,41 @@ struct nvgw_neigh *nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_
 int nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
 
 /* Readers. */
+/* The VSID's object, or NULL. */
+static inline const struct nvgw_vsid *
+nvgw_vsid_find(const struct nvgw_tables *t, uint32_t vsid)
+{
+	const uint16_t *pg = __atomic_load_n(&t->vsid_dir[(vsid >> 8) & 0xFFFF], __ATOMIC_ACQUIRE);
+	const struct nvgw_vsid *vs;
+	uint16_t slot;
+
+	if (pg == NULL)
+		return NULL;
+	slot = __atomic_load_n(&pg[vsid & 0xFF], __ATOMIC_ACQUIRE);
+	if (slot == 0)
+		return NULL;
+	vs = __atomic_load_n(&t->vsid_by_idx[slot - 1], __ATOMIC_ACQUIRE);
+	return vs != NULL && vs->vsid == vsid ? vs : NULL;
+}
+
+#define NVGW_BLK_BITS (1u << 20)
+
+/* Filter bit of a route's (rdid, network-order address) block of `shift`
+ * host bits (16: the /16 block, 8: the /24 block). */
+static inline uint32_t
+nvgw_blk(uint32_t rdid, uint32_t addr, unsigned int shift)
+{
+	uint32_t h = rdid * 0x9E3779B1u ^ (rte_be_to_cpu_32(addr) >> shift) * 0x85EBCA77u;
+
+	return (h ^ h >> 15) & (NVGW_BLK_BITS - 1);
+}
+
+static inline int
+nvgw_blk_test(const uint64_t *bits, uint32_t b)
+{
+	return (__atomic_load_n(&bits[b >> 6], __ATOMIC_ACQUIRE) >> (b & 63)) & 1;
+}
+
 static inline struct nvgw_neigh *
 nvgw_neigh_find(const struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 {
@@ -214,5 +257,17 @@ nvgw_provider_nexthop(const struct nvgw_provider *p, uint32_t pa)
 {
 	return (p->gw_ip == 0 || ((pa ^ p->pa[0]) & p->mask) == 0) ? pa : p->gw_ip;
 }
+
+/* Lookup records in bulk, as the management channel packs them (20 bytes each,
+ * dataplane/recblock.py): n records applied whole or not at all. Each (vsid, ca)
+ * at most once. 0, or -errno with *bad = the index of the record that failed. */
+struct nvgw_rec_wire {
+	uint32_t vsid;              /* host order */
+	uint32_t ca, pa;            /* network order */
+	uint8_t mac[6];
+	uint8_t method, pad;
+};
+int nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint32_t n,
+			 uint32_t *bad);
 
 #endif

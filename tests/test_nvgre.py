@@ -340,6 +340,53 @@ def test_route_metric_lowest_wins_and_live_delete_falls_back(tmp_path, veth):
     assert_drops(gw.final_counters())
 
 
+def test_longest_prefix_across_lengths_and_live_deletes(tmp_path, veth):
+    """Nested routes on both sides of the worker's /16 and /24 length filters:
+    each destination takes its longest match, a block with long routes still
+    falls back to shorter ones, and deleting the longer routes live hands
+    their addresses to the next shorter one."""
+    gw_end, test_end = veth
+    pol = routes_policy([{"prefix": "0.0.0.0/0", "next_hop": ROUTER},
+                         {"prefix": "10.0.0.0/8", "next_hop": APPLIANCE},
+                         {"prefix": "10.20.16.0/20", "next_hop": APPLIANCE2},
+                         {"prefix": "10.20.16.64/26", "next_hop": APPLIANCE},
+                         {"prefix": "10.20.16.70/32", "next_hop": APPLIANCE2}])
+    dsts = [("10.20.16.70", 2), ("10.20.16.71", 1), ("10.20.17.1", 2), ("10.20.32.1", 1),
+            ("10.99.0.1", 1), (VM_CA, 0), ("8.8.4.4", None)]
+    phase2 = [("10.20.16.70", 1), ("10.20.16.71", 1)]          # the /32 deleted
+    phase3 = [("10.20.16.70", 2), ("10.20.16.71", 2)]          # the /26 deleted too
+    n = iter(range(100))
+
+    def pkt(dst):
+        i = next(n)
+        return udp(BLUE.host, dst, 7000 + i, 80, b"lpm %d" % i, id=i)
+
+    sends = [[(pkt(d), w) for d, w in ph] for ph in (dsts, phase2, phase3)]
+    gw = live_gateway(tmp_path, pol, gw_end)
+    inj = Injector(gw, TENANTS, test_end)
+    try:
+        for ph, dels in zip(sends, (None, "10.20.16.70/32", "10.20.16.64/26")):
+            if dels:
+                gw.request("apply", ops=[{"op": "del", "kind": "route", "rdid": 1,
+                                          "prefix": dels, "next_hop": APPLIANCE2
+                                          if dels.endswith("/32") else APPLIANCE}])
+            for p, _ in ph:
+                inj.send(BLUE.up(p))
+    finally:
+        inj.close()
+        gw.stop()
+    assert gw.returncode == 0, gw.stderr
+    fabric, tenants = [], []
+    for p, which in (x for ph in sends for x in ph):
+        if which is None:
+            tenants.append(expected_customer(p, vlan=100, dst_mac=ROUTER_MAC))
+        else:
+            fabric.append(BLUE.encap(p) if which == 0 else to_appliance(p, which))
+    assert gw.sent(FABRIC) == fabric
+    assert gw.sent(TENANTS) == tenants
+    assert_drops(gw.final_counters())
+
+
 # -- 5. provider MTU and ICMP fragmentation needed ------------------------------------
 
 
