@@ -1,5 +1,6 @@
 /* Policy tables: creation, writers, and RCU-deferred reclamation. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <rte_hash_crc.h>
 #include <rte_ip.h>
@@ -136,11 +137,19 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->rd_lens = rte_zmalloc_socket("nvgw_rd_lens", NVGW_MAX_RD * sizeof(uint64_t),
 					RTE_CACHE_LINE_SIZE, socket);
 	t->qsbr = rte_zmalloc_socket("nvgw_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket);
+	t->vsid_dir = rte_zmalloc_socket("nvgw_vsid_dir", (1 << 16) * sizeof(*t->vsid_dir),
+					 RTE_CACHE_LINE_SIZE, socket);
+	t->vsid_dir_n = calloc(1 << 16, sizeof(*t->vsid_dir_n));
+	t->blk16 = rte_zmalloc_socket("nvgw_blk16", NVGW_BLK_BITS / 8, RTE_CACHE_LINE_SIZE, socket);
+	t->blk24 = rte_zmalloc_socket("nvgw_blk24", NVGW_BLK_BITS / 8, RTE_CACHE_LINE_SIZE, socket);
+	t->blk16_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk16_n));
+	t->blk24_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk24_n));
 	t->garbage = rte_malloc_socket(NULL, garbage * sizeof(void *), 0, socket);
 	t->rw_pa = make_hash("rw_pa", sz->rewrites, sizeof(uint32_t), socket);
 	t->rw_gw = make_hash("rw_gw", sz->rewrites, sizeof(struct nvgw_rw_key), socket);
 	if (!t->vsids || !t->records || !t->routes || !t->neigh || !t->rw_pa || !t->rw_gw ||
-	    !t->rd_lens || !t->qsbr || !t->garbage ||
+	    !t->rd_lens || !t->qsbr || !t->garbage || !t->vsid_dir || !t->vsid_dir_n ||
+	    !t->blk16 || !t->blk24 || !t->blk16_n || !t->blk24_n ||
 	    dead_init(&t->dead_rec, sz->records, socket) ||
 	    dead_init(&t->dead_route, sz->routes, socket) ||
 	    dead_init(&t->dead_vsid, NVGW_MAX_VSIDS, socket) ||
@@ -184,6 +193,15 @@ nvgw_tables_free(struct nvgw_tables *t)
 		rte_free(t->attach[i]);
 	rte_free(t->prov);
 	rte_free(t->rd_lens);
+	if (t->vsid_dir != NULL)
+		for (i = 0; i < 1 << 16; i++)
+			rte_free(t->vsid_dir[i]);
+	rte_free(t->vsid_dir);
+	free(t->vsid_dir_n);
+	rte_free(t->blk16);
+	rte_free(t->blk24);
+	free(t->blk16_n);
+	free(t->blk24_n);
 	rte_free(t->qsbr);
 	rte_free(t->garbage);
 	dead_free(t, t->records, &t->dead_rec, 0);
@@ -289,10 +307,18 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 	      const uint8_t gw_mac[6], int flowid, uint16_t idx)
 {
 	struct nvgw_vsid *v;
+	uint16_t *pg;
 	int rc;
 
-	if (idx >= NVGW_MAX_VSIDS || rdid == 0 || rdid >= NVGW_MAX_RD)
+	if (idx >= NVGW_MAX_VSIDS || rdid == 0 || rdid >= NVGW_MAX_RD || vsid > 0xFFFFFF)
 		return -EINVAL;
+	pg = t->vsid_dir[vsid >> 8];
+	if (pg == NULL) {
+		pg = rte_zmalloc(NULL, 256 * sizeof(*pg), RTE_CACHE_LINE_SIZE);
+		if (pg == NULL)
+			return -ENOMEM;
+		__atomic_store_n(&t->vsid_dir[vsid >> 8], pg, __ATOMIC_RELEASE);
+	}
 	v = slab_get(t, &t->vsid_slab);
 	if (v == NULL)
 		return -ENOSPC;
@@ -305,20 +331,34 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 	v->idx = idx;
 	/* The hash owns v; the index array is a second, non-owning view. */
 	rc = swap_value(t, t->vsids, &vsid, v);
-	if (rc == 0)
+	if (rc == 0) {
 		__atomic_store_n(&t->vsid_by_idx[idx], v, __ATOMIC_RELEASE);
+		if (pg[vsid & 0xFF] == 0)
+			t->vsid_dir_n[vsid >> 8]++;
+		__atomic_store_n(&pg[vsid & 0xFF], idx + 1, __ATOMIC_RELEASE);
+	} else if (t->vsid_dir_n[vsid >> 8] == 0) {
+		__atomic_store_n(&t->vsid_dir[vsid >> 8], NULL, __ATOMIC_RELEASE);
+		defer_free(t, pg);
+	}
 	return rc;
 }
 
 int
 nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid)
 {
+	uint16_t *pg;
 	void *old;
 
 	if (rte_hash_lookup_data(t->vsids, &vsid, &old) < 0)
 		return -ENOENT;
 	__atomic_store_n(&t->vsid_by_idx[((struct nvgw_vsid *)old)->idx], NULL,
 			 __ATOMIC_RELEASE);
+	pg = t->vsid_dir[vsid >> 8];
+	__atomic_store_n(&pg[vsid & 0xFF], 0, __ATOMIC_RELEASE);
+	if (--t->vsid_dir_n[vsid >> 8] == 0) {
+		__atomic_store_n(&t->vsid_dir[vsid >> 8], NULL, __ATOMIC_RELEASE);
+		defer_free(t, pg);
+	}
 	return delete_key(t, t->vsids, &vsid, &t->dead_vsid, 1);
 }
 
@@ -327,6 +367,31 @@ provider_neigh(struct nvgw_tables *t, uint32_t pa)
 {
 	return t->prov ? nvgw_neigh_set(t, NVGW_SCOPE_PROVIDER,
 					nvgw_provider_nexthop(t->prov, pa), NULL, 0) : NULL;
+}
+
+/* A record's fields and its outer header template. */
+static void
+rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, uint32_t vsid, uint32_t ca,
+	 const uint8_t mac[6], uint32_t pa, uint8_t method, uint16_t vsid_idx)
+{
+	memcpy(&r->mac, mac, 6);
+	r->method = method;
+	r->vsid_idx = vsid_idx;
+	r->vsid = vsid;
+	r->ca = ca;
+	r->pa = pa;
+	r->outer.ip = (struct rte_ipv4_hdr){
+		.version_ihl = RTE_IPV4_VHL_DEF,
+		.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG),
+		.time_to_live = 64,
+		.next_proto_id = IPPROTO_GRE,
+		.src_addr = t->prov->pa[0],
+		.dst_addr = pa };
+	/* With total length 0: the worker adds the length to finish it. */
+	r->outer.ip.hdr_checksum = rte_ipv4_cksum(&r->outer.ip);
+	r->outer.gre_flags = rte_cpu_to_be_16(0x2000);
+	r->outer.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
+	r->outer.gre_key = rte_cpu_to_be_32(vsid << 8);
 }
 
 int
@@ -349,24 +414,7 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 		slab_put(&t->rec_slab, r);
 		return -ENOSPC;
 	}
-	memcpy(&r->mac, mac, 6);
-	r->method = method;
-	r->vsid_idx = v->idx;
-	r->vsid = vsid;
-	r->ca = ca;
-	r->pa = pa;
-	r->outer.ip = (struct rte_ipv4_hdr){
-		.version_ihl = RTE_IPV4_VHL_DEF,
-		.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG),
-		.time_to_live = 64,
-		.next_proto_id = IPPROTO_GRE,
-		.src_addr = t->prov->pa[0],
-		.dst_addr = pa };
-	/* With total length 0: the worker adds the length to finish it. */
-	r->outer.ip.hdr_checksum = rte_ipv4_cksum(&r->outer.ip);
-	r->outer.gre_flags = rte_cpu_to_be_16(0x2000);
-	r->outer.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
-	r->outer.gre_key = rte_cpu_to_be_32(vsid << 8);
+	rec_fill(t, r, vsid, ca, mac, pa, method, v->idx);
 	return swap_value(t, t->records, &k, r);
 }
 
@@ -378,13 +426,33 @@ nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 	return delete_key(t, t->records, &k, &t->dead_rec, 1);
 }
 
+static void
+blk_bit(uint64_t *bits, uint32_t *n, uint32_t b, int delta)
+{
+	n[b] += delta;
+	if (delta > 0 && n[b] == 1)
+		__atomic_or_fetch(&bits[b >> 6], 1ULL << (b & 63), __ATOMIC_RELEASE);
+	else if (delta < 0 && n[b] == 0)
+		__atomic_and_fetch(&bits[b >> 6], ~(1ULL << (b & 63)), __ATOMIC_RELEASE);
+}
+
+/* Keep the route length filters (nvgw_blk) counting the routes of each bit. */
+static void
+blk_count(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len, int delta)
+{
+	if (len > 16)
+		blk_bit(t->blk16, t->blk16_n, nvgw_blk(rdid, prefix, 16), delta);
+	if (len > 24)
+		blk_bit(t->blk24, t->blk24_n, nvgw_blk(rdid, prefix, 8), delta);
+}
+
 int
 nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
 	       uint8_t kind, uint32_t vsid, uint16_t vlan, uint32_t nh_ip)
 {
 	struct nvgw_route_key k = { rdid, prefix, len };
 	struct nvgw_route *r;
-	int rc;
+	int rc, had;
 
 	if (rdid == 0 || rdid >= NVGW_MAX_RD || len > 32)
 		return -EINVAL;
@@ -402,9 +470,14 @@ nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 			return -ENOSPC;
 		}
 	}
+	had = rte_hash_lookup(t->routes, &k) >= 0;
+	if (!had)       /* before the route exists: a reader never skips a real one */
+		blk_count(t, rdid, prefix, len, 1);
 	rc = swap_value(t, t->routes, &k, r);
-	if (rc == 0)    /* after the route exists: a reader never skips a real one */
+	if (rc == 0)
 		__atomic_or_fetch(&t->rd_lens[rdid], 1ULL << len, __ATOMIC_RELEASE);
+	else if (!had)
+		blk_count(t, rdid, prefix, len, -1);
 	return rc;
 }
 
@@ -418,6 +491,8 @@ nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 	/* The caller knows whether other routes of the domain have this length. */
 	if (rc == 0 && last_of_len)
 		__atomic_and_fetch(&t->rd_lens[rdid], ~(1ULL << len), __ATOMIC_RELEASE);
+	if (rc == 0)
+		blk_count(t, rdid, prefix, len, -1);
 	return rc;
 }
 
