@@ -1,0 +1,722 @@
+/* libFuzzer harnesses for the per-packet functions that need no EAL, no
+ * mbuf and no tables (cext/frame.h, cext/rewrite.c, cext/pkt.h). One
+ * source; the entry point is chosen at compile time:
+ *   -DENTRY_PARSE_CUSTOMER  nvgw_parse_customer() on a customer-port frame
+ *   -DENTRY_PARSE_PROVIDER  nvgw_parse_provider() on a fabric frame
+ *   -DENTRY_ENCAP           nvgw_nvgre_header() in front of an inner IPv4
+ *                           packet, read back with nvgw_parse_provider()
+ *   -DENTRY_REWRITE         nvgw_rewrite() to new addresses and back
+ * Every IPv4 packet a harness parses or builds also goes through
+ * nvgw_ttl_dec() and nvgw_flowid(). Built without DPDK's libraries (only the
+ * inline functions of its headers), so no EAL runs. Each input is copied
+ * into a malloc'd buffer that ends exactly where the frame does, so
+ * AddressSanitizer reports any read past the end; any broken invariant
+ * aborts (a finding). The checks compare with byte-level reference models
+ * written from the spec (RFC 791, 1624, 7637, the README's FlowID), and
+ * with full checksum recomputations. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_ip.h>
+
+#include "frame.h"
+
+#define CHECK(cond, what) do { if (!(cond)) { \
+	fprintf(stderr, "invariant broken: %s (%s:%d)\n", what, __FILE__, __LINE__); \
+	abort(); } } while (0)
+
+static const uint8_t GW_MAC[6] __rte_unused = { 0x02, 0x00, 0x00, 0x00, 0x00, 0xaa };
+
+/* ---- helpers: exact-size copies, network-order fields, checksums ---- */
+
+static uint8_t *
+dup_exact(const uint8_t *d, size_t n)
+{
+	uint8_t *b = malloc(n);
+
+	CHECK(b != NULL || n == 0, "malloc");
+	if (n)
+		memcpy(b, d, n);
+	return b;
+}
+
+static uint16_t
+be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t __rte_unused
+raw32(const uint8_t *p)     /* as stored (network order in memory) */
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* One's complement sum of n bytes as big-endian words, from s; unfolded. */
+static uint32_t
+sum_add(const uint8_t *p, size_t n, uint32_t s)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < n; i += 2)
+		s += be16(p + i);
+	if (n & 1)
+		s += (uint32_t)p[n - 1] << 8;
+	return s;
+}
+
+static uint16_t
+fold(uint32_t s)
+{
+	while (s >> 16)
+		s = (s & 0xFFFF) + (s >> 16);
+	return (uint16_t)s;
+}
+
+/* A one's complement sum as an integer mod 0xFFFF (0x0000 and 0xFFFF are
+ * both zero): equal before and after an update means "exactly as right or
+ * as wrong as before". */
+static unsigned int
+ones(uint32_t s)
+{
+	return fold(s) % 0xFFFF;
+}
+
+static uint32_t __rte_unused
+pseudo_sum(const uint8_t *ip, uint16_t l4_len)
+{
+	return sum_add(ip + 12, 8, ip[9] + (uint32_t)l4_len);
+}
+
+/* ---- reference models, from the specs ---- */
+
+/* RFC 791 header sanity with `avail` bytes: header length or 0. */
+static unsigned int
+ref_ipv4(const uint8_t *p, uint32_t avail)
+{
+	unsigned int hl, tot;
+
+	if (avail < 20 || p[0] >> 4 != 4)
+		return 0;
+	hl = (p[0] & 15) * 4;
+	tot = be16(p + 2);
+	return hl >= 20 && hl <= avail && tot >= hl && tot <= avail ? hl : 0;
+}
+
+static int
+is_fragment(const uint8_t *ip)
+{
+	return (be16(ip + 6) & 0x3FFF) != 0;     /* MF or an offset */
+}
+
+/* README: h = src*0x9E3779B1 ^ dst*0x85EBCA77 ^ ports*0xC2B2AE3D ^ proto;
+ * h ^= h>>15; h *= 0x2C1B3C6D; h ^= h>>12; FlowID = h>>24, ports only for
+ * unfragmented TCP/UDP. */
+static uint8_t
+ref_flowid(const uint8_t *ip, unsigned int hl, uint32_t avail)
+{
+	uint32_t src = (uint32_t)be16(ip + 12) << 16 | be16(ip + 14);
+	uint32_t dst = (uint32_t)be16(ip + 16) << 16 | be16(ip + 18);
+	uint32_t ports = 0, h;
+
+	if ((ip[9] == 6 || ip[9] == 17) && !is_fragment(ip) && avail >= hl + 4)
+		ports = (uint32_t)be16(ip + hl) << 16 | be16(ip + hl + 2);
+	h = src * 0x9E3779B1u ^ dst * 0x85EBCA77u ^ ports * 0xC2B2AE3Du ^ ip[9];
+	h ^= h >> 15;
+	h *= 0x2C1B3C6Du;
+	h ^= h >> 12;
+	return h >> 24;
+}
+
+/* nvgw_ttl_dec and nvgw_flowid on an IPv4 packet of `tot` bytes (hl valid),
+ * in a copy of exactly that size: FlowID as the README writes it and blind
+ * to TTL; TTL one less, nothing else but the checksum changed, the header
+ * sum exactly as right (or wrong) as before. The pipeline decrements only
+ * TTLs above 1; 1 -> 0 is checked too. */
+static void
+check_ttl_flowid(const uint8_t *pkt, unsigned int hl, uint16_t tot)
+{
+	uint8_t *p = dup_exact(pkt, tot), *q;
+	uint8_t fid = nvgw_flowid((struct rte_ipv4_hdr *)p, hl, tot);
+	unsigned int i;
+
+	CHECK(fid == ref_flowid(pkt, hl, tot), "FlowID as the README defines it");
+	CHECK(fid == nvgw_flowid((struct rte_ipv4_hdr *)p, hl, tot), "FlowID deterministic");
+	if (p[8] >= 1) {
+		q = dup_exact(pkt, tot);
+		nvgw_ttl_dec((struct rte_ipv4_hdr *)q);
+		CHECK(q[8] == p[8] - 1, "TTL one less");
+		for (i = 0; i < tot; i++)
+			CHECK(i == 8 || i == 10 || i == 11 || q[i] == p[i],
+			      "TTL decrement changes only TTL and checksum");
+		CHECK(ones(sum_add(q, hl, 0)) == ones(sum_add(p, hl, 0)),
+		      "TTL decrement keeps the header sum (RFC 1624 eqn. 3)");
+		if (rte_raw_cksum(p, hl) == 0xFFFF)
+			CHECK(rte_raw_cksum(q, hl) == 0xFFFF, "valid checksum stays valid after TTL");
+		CHECK(nvgw_flowid((struct rte_ipv4_hdr *)q, hl, tot) == fid, "FlowID ignores TTL");
+		free(q);
+	}
+	free(p);
+}
+
+/* ---- parse_customer ---- */
+#if defined(ENTRY_PARSE_CUSTOMER)
+
+static int
+ref_customer(const uint8_t *f, uint32_t len, uint16_t *vlan)
+{
+	if (len < 18)
+		return NVGW_DROP_truncated;
+	if (be16(f + 12) != 0x8100)
+		return NVGW_DROP_untagged;
+	*vlan = be16(f + 14) & 0xFFF;
+	if (be16(f + 16) == 0x0806)
+		return NVGW_PARSED_ARP;
+	if (be16(f + 16) != 0x0800)
+		return NVGW_DROP_not_ipv4;
+	return ref_ipv4(f + 18, len - 18) ? NVGW_PARSED : NVGW_DROP_bad_ip_header;
+}
+
+static int
+parse(const uint8_t *d, size_t n, struct nvgw_view *v, int fill)
+{
+	uint8_t *f = dup_exact(d, n);
+	int r;
+
+	memset(v, fill, sizeof(*v));
+	r = nvgw_parse_customer(f, (uint32_t)n, v);
+	free(f);
+	return r;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct nvgw_view v, v2;
+	uint16_t vlan = 0;
+	int r, ref;
+
+	if (size > 65535)
+		return 0;
+	r = parse(data, size, &v, 0xA5);
+	ref = ref_customer(data, (uint32_t)size, &vlan);
+	CHECK(r >= 0 && (r < NVGW_DROP_MAX || r == NVGW_PARSED || r == NVGW_PARSED_ARP),
+	      "a drop reason, PARSED or PARSED_ARP");
+	CHECK(r == ref, "result as the reference parser's");
+	CHECK(parse(data, size, &v2, 0x5A) == r, "deterministic");
+	if (r != NVGW_DROP_truncated && r != NVGW_DROP_untagged)
+		CHECK(v.vlan == vlan && v2.vlan == vlan, "VLAN ID from the tag");
+	if (r == NVGW_PARSED) {
+		const uint8_t *ip = data + v.l3;
+		uint16_t tot = be16(ip + 2);
+
+		CHECK(v.l3 == 18 && v2.l3 == v.l3 && v2.hl == v.hl, "l3 after the tag, stable");
+		CHECK(v.l3 + v.hl <= size, "IPv4 header inside the frame");
+		CHECK(ip[0] >> 4 == 4 && (ip[0] & 15) * 4 == v.hl, "version 4, ihl * 4 == hl");
+		CHECK(v.hl <= tot && tot <= size - v.l3, "hl <= total length <= len - l3");
+		/* Link padding after the IP packet does not matter. */
+		if (v.l3 + tot < size) {
+			CHECK(parse(data, v.l3 + tot, &v2, 0x33) == r && v2.hl == v.hl &&
+			      v2.vlan == v.vlan, "padding ignored");
+		}
+		check_ttl_flowid(ip, v.hl, tot);
+	}
+	return 0;
+}
+#endif
+
+/* ---- parse_provider ---- */
+#if defined(ENTRY_PARSE_PROVIDER)
+
+static struct nvgw_provider pv;
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	pv.n_pa = 2;
+	pv.pa[0] = rte_cpu_to_be_32(0xC0A80101);    /* 192.168.1.1 */
+	pv.pa[1] = rte_cpu_to_be_32(0xC0A80102);    /* 192.168.1.2 */
+	memcpy(&pv.mac, GW_MAC, 6);
+	return 0;
+}
+
+/* Which view fields a result defines. */
+#define F_L3    1
+#define F_VSID  2
+
+static int
+fields_of(int r)
+{
+	switch (r) {
+	case NVGW_PARSED:
+		return F_L3 | F_VSID;
+	case NVGW_PARSED_ARP_VSID:
+		return F_VSID;
+	case NVGW_PARSED_LOCAL:
+	case NVGW_PARSED_REWRITE:
+		return F_L3;
+	default:
+		return 0;
+	}
+}
+
+/* RFC 7637 as the README has it, byte by byte. */
+static int
+ref_provider(const uint8_t *f, uint32_t len, struct nvgw_view *v)
+{
+	unsigned int ohl, g, end, i, ours = 0;
+	uint16_t itype;
+	uint32_t vsid, dst;
+
+	if (len < 14)
+		return NVGW_DROP_truncated;
+	if (be16(f + 12) == 0x0806)
+		return NVGW_PARSED_ARP;
+	if (be16(f + 12) != 0x0800)
+		return NVGW_DROP_not_ipv4;
+	if (memcmp(f, GW_MAC, 6) != 0)
+		return NVGW_DROP_not_for_gateway;
+	ohl = ref_ipv4(f + 14, len - 14);
+	if (ohl == 0)
+		return NVGW_DROP_bad_ip_header;
+	if (fold(sum_add(f + 14, ohl, 0)) != 0xFFFF)
+		return NVGW_DROP_bad_outer_checksum;
+	v->l3 = 14;
+	v->hl = ohl;
+	dst = raw32(f + 30);
+	for (i = 0; i < pv.n_pa; i++)
+		ours |= pv.pa[i] == dst;
+	if (!ours)
+		return NVGW_PARSED_REWRITE;
+	if (f[14 + 9] == 1)
+		return NVGW_PARSED_LOCAL;
+	if (f[14 + 9] != 47)
+		return NVGW_DROP_not_nvgre;
+	if (is_fragment(f + 14))
+		return NVGW_DROP_outer_fragment;
+	g = 14 + ohl;
+	end = 14 + be16(f + 16);
+	if (end < g + 8 + 14)
+		return NVGW_DROP_truncated;
+	if (be16(f + g) != 0x2000)
+		return NVGW_DROP_bad_gre_flags;
+	if (be16(f + g + 2) != 0x6558)
+		return NVGW_DROP_not_teb;
+	vsid = (uint32_t)be16(f + g + 4) << 8 | f[g + 6];
+	if (vsid < 0x1000 || vsid == 0xFFFFFF)
+		return NVGW_DROP_reserved_vsid;
+	v->vsid = vsid;
+	v->inner = g + 8;
+	itype = be16(f + g + 8 + 12);
+	if (itype == 0x8100 || itype == 0x88A8)
+		return NVGW_DROP_inner_vlan;
+	if (itype == 0x0806)
+		return NVGW_PARSED_ARP_VSID;
+	if (itype != 0x0800)
+		return NVGW_DROP_not_ipv4;
+	v->l3 = g + 22;
+	v->hl = ref_ipv4(f + v->l3, end - v->l3);
+	return v->hl ? NVGW_PARSED : NVGW_DROP_bad_ip_header;
+}
+
+static int
+parse(const uint8_t *d, size_t n, struct nvgw_view *v, int fill)
+{
+	uint8_t *f = dup_exact(d, n);
+	int r;
+
+	memset(v, fill, sizeof(*v));
+	r = nvgw_parse_provider(f, (uint32_t)n, &pv, v);
+	free(f);
+	return r;
+}
+
+static void
+same_view(int r, const struct nvgw_view *a, const struct nvgw_view *b, const char *what)
+{
+	int fl = fields_of(r);
+
+	if (fl & F_L3)
+		CHECK(a->l3 == b->l3 && a->hl == b->hl, what);
+	if (fl & F_VSID)
+		CHECK(a->vsid == b->vsid && a->inner == b->inner, what);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct nvgw_view v, v2, rv;
+	int r, ref;
+
+	if (size > 65535)
+		return 0;
+	r = parse(data, size, &v, 0xA5);
+	CHECK(r >= 0 && (r < NVGW_DROP_MAX || r == NVGW_PARSED || r == NVGW_PARSED_ARP ||
+			 r == NVGW_PARSED_ARP_VSID || r == NVGW_PARSED_LOCAL ||
+			 r == NVGW_PARSED_REWRITE), "a drop reason or a PARSED* result");
+	memset(&rv, 0, sizeof(rv));
+	ref = ref_provider(data, (uint32_t)size, &rv);
+	CHECK(r == ref, "result as the reference parser's");
+	same_view(r, &v, &rv, "view as the reference parser's");
+	CHECK(parse(data, size, &v2, 0x5A) == r, "deterministic");
+	same_view(r, &v, &v2, "view deterministic");
+
+	if (fields_of(r)) {             /* the outer IPv4 header was accepted */
+		const uint8_t *oip = data + 14;
+		unsigned int ohl = (oip[0] & 15) * 4;
+		uint32_t end = 14 + be16(oip + 2);
+
+		CHECK(oip[0] >> 4 == 4 && ohl >= 20 && 14 + ohl <= end && end <= size,
+		      "outer IPv4 header and packet inside the frame");
+		CHECK(rte_raw_cksum(oip, ohl) == 0xFFFF, "outer checksum verifies");
+		CHECK(memcmp(data, GW_MAC, 6) == 0, "for our MAC");
+		if (r == NVGW_PARSED_LOCAL || r == NVGW_PARSED_REWRITE)
+			check_ttl_flowid(oip, ohl, end - 14);
+		if (fields_of(r) & F_VSID) {
+			const uint8_t *gre = data + 14 + ohl;
+
+			CHECK(!nvgw_vsid_reserved(v.vsid) && v.vsid >= 4096 &&
+			      v.vsid <= 16777214, "VSID not reserved");
+			CHECK(oip[9] == 47 && !is_fragment(oip), "unfragmented GRE");
+			CHECK(be16(gre) == 0x2000 && be16(gre + 2) == 0x6558,
+			      "GRE flags 0x2000, protocol 0x6558 after the outer header");
+			CHECK(((uint32_t)be16(gre + 4) << 8 | gre[6]) == v.vsid, "VSID from the key");
+			CHECK(v.inner == 14 + ohl + 8 && v.inner + 14 <= end,
+			      "inner Ethernet inside the outer packet");
+		}
+		if (r == NVGW_PARSED) {
+			const uint8_t *ip = data + v.l3;
+			uint16_t tot = be16(ip + 2);
+
+			CHECK(v.l3 == v.inner + 14 && v.l3 + v.hl <= end, "inner header inside");
+			CHECK(ip[0] >> 4 == 4 && (ip[0] & 15) * 4 == v.hl, "inner version 4, ihl");
+			CHECK(v.hl <= tot && tot <= end - v.l3, "inner hl <= total <= outer end");
+			check_ttl_flowid(ip, v.hl, tot);
+		}
+	}
+	/* Link padding after the outer IPv4 packet does not matter. */
+	if (size >= 34 && be16(data + 12) == 0x0800 && ref_ipv4(data + 14, size - 14)) {
+		uint32_t end = 14 + be16(data + 16);
+
+		if (end < size) {
+			CHECK(parse(data, end, &v2, 0x33) == r, "padding ignored");
+			same_view(r, &v, &v2, "padding ignored (view)");
+		}
+	}
+	return 0;
+}
+#endif
+
+/* ---- encap: nvgw_nvgre_header ---- */
+#if defined(ENTRY_ENCAP)
+
+/* Input: VSID (3 bytes, mapped into 4096..16777214), destination PA (4),
+ * source PA (4), FlowID mode (1: odd = hashed), fixed FlowID (1), then the
+ * inner IPv4 packet (bytes after its total length are ignored, as the
+ * pipeline trims them). */
+#define PARAMS 13
+
+static const uint8_t NH_MAC[6] = { 0x00, 0x15, 0x5d, 0x00, 0x00, 0x10 };
+static const uint8_t CA_MAC[6] = { 0x00, 0x15, 0x5d, 0x00, 0x00, 0x07 };
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const struct rte_ether_addr *src_mac = (const void *)GW_MAC;
+	struct nvgw_outer tmpl;
+	struct nvgw_provider pv;
+	struct nvgw_view v;
+	uint32_t vsid, pa_dst, pa_src, avail;
+	uint64_t dst_word = 0;
+	uint8_t *inner, *h, flowid, zeroed[20];
+	unsigned int hl;
+	uint16_t ip_len, stored;
+	int r;
+
+	if (size < PARAMS || size - PARAMS > 65535)
+		return 0;
+	vsid = 0x1000 + ((uint32_t)data[0] << 16 | data[1] << 8 | data[2]) % (0xFFFFFE - 0x1000 + 1);
+	pa_dst = raw32(data + 3);
+	pa_src = raw32(data + 7);
+	avail = (uint32_t)(size - PARAMS);
+	inner = dup_exact(data + PARAMS, avail);
+	hl = nvgw_ipv4_ok((const struct rte_ipv4_hdr *)inner, avail);
+	CHECK(hl == ref_ipv4(data + PARAMS, avail), "nvgw_ipv4_ok as RFC 791");
+	if (hl == 0 || be16(inner + 2) > 65535 - (NVGW_NVGRE_LEN - NVGW_ETH_LEN)) {
+		free(inner);
+		return 0;
+	}
+	ip_len = be16(inner + 2);
+	check_ttl_flowid(inner, hl, ip_len);
+	flowid = data[11] & 1 ? nvgw_flowid((const struct rte_ipv4_hdr *)inner, hl, ip_len) :
+				data[12];
+
+	/* The record's template, as nvgw_record_set builds it. */
+	memset(&tmpl, 0, sizeof(tmpl));
+	tmpl.ip.version_ihl = RTE_IPV4_VHL_DEF;
+	tmpl.ip.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+	tmpl.ip.time_to_live = 64;
+	tmpl.ip.next_proto_id = IPPROTO_GRE;
+	tmpl.ip.src_addr = pa_src;
+	tmpl.ip.dst_addr = pa_dst;
+	tmpl.ip.hdr_checksum = rte_ipv4_cksum(&tmpl.ip);
+	tmpl.gre_flags = rte_cpu_to_be_16(0x2000);
+	tmpl.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
+	tmpl.gre_key = rte_cpu_to_be_32(vsid << 8);
+	memcpy(&dst_word, NH_MAC, 6);
+
+	h = malloc(NVGW_NVGRE_LEN + ip_len);
+	CHECK(h != NULL, "malloc");
+	memcpy(h + NVGW_NVGRE_LEN, inner, ip_len);
+	nvgw_nvgre_header(h, &tmpl, dst_word, src_mac, (const void *)CA_MAC, src_mac,
+			  ip_len, flowid);
+
+	CHECK(memcmp(h + NVGW_NVGRE_LEN, inner, ip_len) == 0, "inner packet untouched");
+	CHECK(memcmp(h, NH_MAC, 6) == 0 && memcmp(h + 6, GW_MAC, 6) == 0 &&
+	      be16(h + 12) == 0x0800, "outer Ethernet: next hop <- us, IPv4");
+	CHECK(be16(h + 14 + 2) == ip_len + 42, "outer total length = inner + 42");
+	memcpy(zeroed, h + 14, 20);
+	zeroed[10] = zeroed[11] = 0;
+	memcpy(&stored, h + 14 + 10, 2);
+	CHECK(stored == (uint16_t)~rte_raw_cksum(zeroed, 20), "outer checksum = full recomputation");
+	CHECK(h[14] == 0x45 && h[14 + 8] == 64 && h[14 + 9] == 47 && be16(h + 14 + 6) == 0x4000 &&
+	      raw32(h + 14 + 12) == pa_src && raw32(h + 14 + 16) == pa_dst,
+	      "outer IPv4 from the template");
+	CHECK(be16(h + 34) == 0x2000 && be16(h + 36) == 0x6558 &&
+	      (raw32(h + 38) == rte_cpu_to_be_32(vsid << 8 | flowid)), "GRE: K, TEB, VSID, FlowID");
+	CHECK(memcmp(h + 42, CA_MAC, 6) == 0 && memcmp(h + 48, GW_MAC, 6) == 0 &&
+	      be16(h + 54) == 0x0800, "inner Ethernet: CA <- subnet gateway, IPv4");
+
+	/* The receiving host (a provider whose PA is the destination) reads
+	 * back the same VSID and the untouched inner packet. */
+	memset(&pv, 0, sizeof(pv));
+	pv.n_pa = 1;
+	pv.pa[0] = pa_dst;
+	memcpy(&pv.mac, NH_MAC, 6);
+	memset(&v, 0xA5, sizeof(v));
+	r = nvgw_parse_provider(h, NVGW_NVGRE_LEN + ip_len, &pv, &v);
+	CHECK(r == NVGW_PARSED, "the header parses as NVGRE carrying IPv4");
+	CHECK(v.vsid == vsid && v.inner == 42 && v.l3 == NVGW_NVGRE_LEN && v.hl == hl,
+	      "same VSID, l3 at the inner packet");
+	free(h);
+	free(inner);
+	return 0;
+}
+#endif
+
+/* ---- rewrite: nvgw_rewrite, and back ---- */
+#if defined(ENTRY_REWRITE)
+
+/* Input: new source (4), new destination (4), then an IPv4 packet and any
+ * link padding. It is placed after a 14-byte Ethernet header, as in the
+ * pipeline (so the IPv4 header is 2 mod 4 aligned), in a buffer that ends
+ * where the input does. */
+#define PARAMS 8
+#define MAXOFF 8
+
+/* The byte offsets (from the IPv4 header) nvgw_rewrite may change: the
+ * addresses and the checksums that cover them (IPv4; TCP/UDP; ICMP errors:
+ * the ICMP checksum, the quoted header's addresses and checksum and the
+ * quoted TCP/UDP checksum). *n_csum: how many of csum[] are checksums. */
+struct fields {
+	unsigned int csum[MAXOFF], n_csum;
+	unsigned int addr[2];           /* quoted source, destination (0: none) */
+	unsigned int quoted;            /* offset of the quoted header (0: none) */
+	unsigned int icmp;              /* offset of the ICMP header (0: none) */
+	unsigned int l4;                /* TCP/UDP whose checksum is updated (0: none) */
+};
+
+static void
+l4_fields(uint8_t proto, const uint8_t *ip, unsigned int off, uint32_t len, struct fields *fl)
+{
+	if (proto == 6 && len >= 18)
+		fl->csum[fl->n_csum++] = off + 16;
+	else if (proto == 17 && len >= 8 && be16(ip + off + 6) != 0)
+		fl->csum[fl->n_csum++] = off + 6;
+}
+
+static void
+rewrite_fields(const uint8_t *ip, unsigned int hl, struct fields *fl)
+{
+	uint32_t len = be16(ip + 2) - hl;
+	unsigned int q, qhl, t;
+
+	memset(fl, 0, sizeof(*fl));
+	fl->csum[fl->n_csum++] = 10;
+	if (be16(ip + 6) & 0x1FFF)
+		return;                         /* non-first fragment */
+	if (ip[9] != 1) {
+		if ((ip[9] == 6 && len >= 18) || (ip[9] == 17 && len >= 8))
+			fl->l4 = hl;    /* a TCP/UDP checksum field is there */
+		l4_fields(ip[9], ip, hl, len, fl);
+		return;
+	}
+	if (len < 28)
+		return;
+	t = ip[hl];
+	if (!(t == 3 || t == 4 || t == 5 || t == 11 || t == 12))
+		return;
+	fl->icmp = hl;
+	q = hl + 8;
+	qhl = (ip[q] & 15) * 4;
+	if (ip[q] >> 4 != 4 || qhl < 20 || len < 8 + qhl)
+		return;
+	fl->csum[fl->n_csum++] = hl + 2;
+	fl->csum[fl->n_csum++] = q + 10;
+	fl->quoted = q;
+	fl->addr[0] = q + 12;
+	fl->addr[1] = q + 16;
+	if ((be16(ip + q + 6) & 0x1FFF) == 0)
+		l4_fields(ip[q + 9], ip, q + qhl, len - 8 - qhl, fl);
+}
+
+static int
+may_change(const struct fields *fl, unsigned int i)
+{
+	unsigned int k;
+
+	if (i >= 12 && i < 20)
+		return 1;
+	for (k = 0; k < fl->n_csum; k++)
+		if (i == fl->csum[k] || i == fl->csum[k] + 1)
+			return 1;
+	return fl->quoted && i >= fl->addr[0] && i < fl->addr[1] + 4;
+}
+
+/* A checksum word may come back from a round trip as 0x0000 where it was
+ * 0xFFFF: the same one's complement value (RFC 1624 eqn. 3 never yields
+ * 0xFFFF; UDP maps a computed 0 to 0xFFFF and is exact). */
+static int
+same_or_other_zero(const struct fields *fl, const uint8_t *a, const uint8_t *b, unsigned int i)
+{
+	unsigned int k;
+
+	for (k = 0; k < fl->n_csum; k++) {
+		unsigned int c = fl->csum[k];
+
+		if ((i == c || i == c + 1) && be16(a + c) == 0xFFFF && be16(b + c) == 0x0000)
+			return 1;
+	}
+	return 0;
+}
+
+/* The one's complement sums the rewrite must keep, in their current state. */
+struct sums {
+	unsigned int ip, l4, icmp, quoted;
+	uint16_t udp;                   /* the UDP checksum word */
+};
+
+static void
+take_sums(const uint8_t *ip, unsigned int hl, const struct fields *fl, struct sums *s)
+{
+	uint16_t l4_len = be16(ip + 2) - hl;
+
+	s->ip = ones(sum_add(ip, hl, 0));
+	s->l4 = fl->l4 ? ones(sum_add(ip + hl, l4_len, pseudo_sum(ip, l4_len))) : 0;
+	s->icmp = fl->icmp ? ones(sum_add(ip + hl, l4_len, 0)) : 0;
+	s->quoted = fl->quoted ? ones(sum_add(ip + fl->quoted, (ip[fl->quoted] & 15) * 4, 0)) : 0;
+	s->udp = ip[9] == 17 && l4_len >= 8 ? be16(ip + hl + 6) : 0;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	uint32_t ns, nd, os, od, avail, qs = 0, qd = 0, i;
+	struct fields fl;
+	struct sums before, after;
+	uint8_t *buf, *ip, *orig;
+	unsigned int hl;
+	uint16_t tot;
+	int round_trip = 1;
+
+	if (size < PARAMS || size - PARAMS > 65535)
+		return 0;
+	ns = raw32(data);
+	nd = raw32(data + 4);
+	avail = (uint32_t)(size - PARAMS);
+	buf = malloc(NVGW_ETH_LEN + avail);
+	CHECK(buf != NULL, "malloc");
+	memcpy(buf, GW_MAC, 6);
+	memcpy(buf + 6, GW_MAC, 6);
+	buf[12] = 0x08;
+	buf[13] = 0x00;
+	ip = buf + NVGW_ETH_LEN;
+	memcpy(ip, data + PARAMS, avail);
+	hl = nvgw_ipv4_ok((const struct rte_ipv4_hdr *)ip, avail);
+	CHECK(hl == ref_ipv4(data + PARAMS, avail), "nvgw_ipv4_ok as RFC 791");
+	if (hl == 0) {
+		free(buf);
+		return 0;
+	}
+	tot = be16(ip + 2);
+	check_ttl_flowid(ip, hl, tot);
+	orig = dup_exact(buf, NVGW_ETH_LEN + avail);
+	os = raw32(ip + 12);
+	od = raw32(ip + 16);
+	rewrite_fields(ip, hl, &fl);
+	take_sums(ip, hl, &fl, &before);
+	if (fl.quoted) {
+		qs = raw32(ip + fl.addr[0]);
+		qd = raw32(ip + fl.addr[1]);
+	}
+
+	nvgw_rewrite((struct rte_ipv4_hdr *)ip, hl, avail, ns, nd);
+
+	CHECK(raw32(ip + 12) == ns && raw32(ip + 16) == nd, "new addresses");
+	for (i = 0; i < NVGW_ETH_LEN + avail; i++) {
+		int in_ip = i >= NVGW_ETH_LEN && i < NVGW_ETH_LEN + tot;
+
+		if (buf[i] != orig[i])
+			CHECK(in_ip && may_change(&fl, i - NVGW_ETH_LEN),
+			      "only addresses and checksums change, only inside the IP packet");
+	}
+	take_sums(ip, hl, &fl, &after);
+	CHECK(after.ip == before.ip, "IPv4 header sum kept (as right or wrong as before)");
+	if (before.ip == 0)
+		CHECK(rte_raw_cksum(ip, hl) == 0xFFFF, "a valid IPv4 checksum stays valid");
+	if (fl.l4) {
+		if (ip[9] == 17 && before.udp == 0) {
+			CHECK(after.udp == 0, "UDP checksum 0 (none) stays 0");
+		} else {
+			CHECK(after.l4 == before.l4, "TCP/UDP sum over the pseudo-header kept");
+			if (!is_fragment(ip) && before.l4 == 0)
+				CHECK(fold(sum_add(ip + hl, tot - hl, pseudo_sum(ip, tot - hl))) ==
+				      0xFFFF, "a valid TCP/UDP checksum stays valid");
+			if (ip[9] == 17)
+				CHECK(after.udp != 0, "a UDP checksum never becomes 0");
+		}
+	}
+	if (fl.icmp)
+		CHECK(after.icmp == before.icmp, "ICMP sum kept");
+	if (fl.quoted) {
+		uint32_t nqs = qs == od ? nd : qs, nqd = qd == os ? ns : qd;
+
+		CHECK(raw32(ip + fl.addr[0]) == nqs && raw32(ip + fl.addr[1]) == nqd,
+		      "quoted addresses mirror the outer rewrite");
+		CHECK(after.quoted == before.quoted, "quoted IPv4 header sum kept");
+		/* Back is the inverse only if no quoted address that did not
+		 * match the old addresses matches the new ones. */
+		if ((qs != od && qs == nd) || (qd != os && qd == ns))
+			round_trip = 0;
+	}
+	if (round_trip) {
+		nvgw_rewrite((struct rte_ipv4_hdr *)ip, hl, avail, os, od);
+		for (i = 0; i < NVGW_ETH_LEN + avail; i++)
+			if (buf[i] != orig[i])
+				CHECK(i >= NVGW_ETH_LEN &&
+				      same_or_other_zero(&fl, orig + NVGW_ETH_LEN, ip,
+							 i - NVGW_ETH_LEN),
+				      "rewriting back restores every byte");
+	}
+	free(orig);
+	free(buf);
+	return 0;
+}
+#endif
