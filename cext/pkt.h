@@ -27,9 +27,12 @@ nvgw_vsid_reserved(uint32_t vsid)
 static inline unsigned int
 nvgw_ipv4_ok(const struct rte_ipv4_hdr *ip, uint32_t avail)
 {
-	unsigned int hl = (ip->version_ihl & 0x0f) * 4;
+	unsigned int hl;
 
-	if (avail < sizeof(*ip) || (ip->version_ihl >> 4) != 4 || hl < 20 || hl > avail)
+	if (avail < sizeof(*ip))
+		return 0;       /* read nothing: avail may be 0 at the frame's end */
+	hl = (ip->version_ihl & 0x0f) * 4;
+	if ((ip->version_ihl >> 4) != 4 || hl < 20 || hl > avail)
 		return 0;
 	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
 	return (tot >= hl && tot <= avail) ? hl : 0;
