@@ -95,7 +95,8 @@ class Gateway:
         except DataplaneError as e:
             raise ConfigError(f"too little memory: {e.text}") from None
         self.policy = polmod.Policy(self.nv, prov["mac"], cust["mac"],
-                                    {k: tables[k] for k in ("records", "routes", "rewrites")})
+                                    {k: tables[k] for k in ("records", "routes", "rewrites",
+                                                             "neighbours")})
         if cfg.pipeline["policy"]:
             doc = polmod.load_file(cfg.pipeline["policy"])
             self.policy.load_document(doc)

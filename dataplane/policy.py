@@ -242,6 +242,8 @@ class Policy:
             if len(self.installed) > self.capacity["routes"]:
                 raise PolicyError(f"{len(self.installed)} routes exceed the table size "
                                   f"of {self.capacity['routes']}")
+            if self.nv is not None and "neighbours" in self.capacity:
+                self._neighbour_room(saved["provider"])
         except PolicyError:
             self._restore(saved)
             raise
@@ -266,6 +268,39 @@ class Policy:
             self.nv.commit()
         self.generation = self.generation + 1 if generation is None else generation
         return self.generation
+
+    def _neighbour_room(self, provider) -> None:
+        """The C neighbour table never frees an entry, and a call that needs one more
+        than it holds fails half-way through a batch: count the entries the staged
+        calls create (static neighbours, next hops of customer routes and of records,
+        as nvgw_provider_nexthop picks them) and refuse the batch before any call."""
+        def nexthop_of(pas, mask, gw):
+            pa0, m, g = (int.from_bytes(b, "big") for b in (pas[0], mask, gw))
+            return lambda pa: pa if g == 0 or (pa ^ pa0) & m == 0 else g
+
+        nexthop = None
+        if provider is not None:
+            ifc = ipaddress.IPv4Interface(provider["addresses"][0])
+            nexthop = nexthop_of([ifc.ip.packed], ifc.netmask.packed,
+                                 V4(provider["gateway"]).packed)
+        need = set()
+        for fn, *a in self._calls:
+            if fn == "provider_set":
+                nexthop = nexthop_of(a[0], a[1], a[2])
+            elif fn == "neigh_set":
+                need.add((a[0], a[1]))
+            elif fn == "route_set" and a[3] == CUSTOMER and a[6] != ZERO.packed:
+                need.add((a[5], a[6]))
+            elif fn == "record_set" and nexthop is not None:
+                need.add((0, nexthop(int.from_bytes(a[3], "big")).to_bytes(4, "big")))
+        if not need:
+            return
+        have = {(scope, ip) for scope, ip, _mac in self.nv.neighbours()}
+        n = len(have | need)
+        if n > self.capacity["neighbours"]:
+            raise PolicyError(f"{n} neighbour entries (static neighbours and the next hops "
+                              "of records and routes) exceed the table size of "
+                              f"{self.capacity['neighbours']}")
 
     def _snapshot(self):
         # Shallow copies of the dicts: staged objects are new dicts, never mutated.

@@ -388,8 +388,9 @@ class MgmtServer:
 
     def _gw_hello(self, msg, route, why="gateway_hello"):
         applied = msg.get("applied")
-        if applied is not None and (not isinstance(applied, int) or isinstance(applied, bool)):
-            raise RequestError("hello: 'applied' must be an integer or null")
+        if applied is not None and (not isinstance(applied, int) or isinstance(applied, bool)
+                                    or applied < 0):
+            raise RequestError("hello: 'applied' must be a non-negative integer or null")
         s, _ = self._session(msg, route)
         same_store = msg.get("store") == self.store.store_id
         s.applied = applied if same_store else None
@@ -429,7 +430,7 @@ class MgmtServer:
             return self._gw_hello({**msg, "applied": msg["generation"],
                                    "store": msg.get("store")}, route, why="gateway_resync")
         gen = msg["generation"]
-        if gen > self.store.generation or s.sent is None or gen > s.sent:
+        if gen < 0 or gen > self.store.generation or s.sent is None or gen > s.sent:
             # Never sent to it: a replayed or forged ack must not make `wait` succeed.
             raise RequestError(f"ack for generation {gen}, which was not sent to this "
                                f"gateway (sent {s.sent}, store at {self.store.generation})")

@@ -67,8 +67,7 @@ def start():
     gw.nv = dp.Nvgre(pool, 0, 1, SIZES["records"], SIZES["routes"], SIZES["neighbours"],
                      SIZES["rewrites"], 1)
     gw.policy = dataplane.policy.Policy(gw.nv, PMAC, CMAC,
-                                        {k: SIZES[k] for k in ("records", "routes",
-                                                                "rewrites")})
+                                        dict(SIZES))
     pub, _ = zmq.auth.create_certificates(tmp, "gw1")
     spub, _ = zmq.auth.create_certificates(tmp, "server")
     agent = dataplane.agent.Agent({"id": "gw1", "endpoint": f"inproc://fuzz-agent-{os.getpid()}",
