@@ -5,6 +5,9 @@
 #   mgmt_gateway  nvgw-mgmt's gateway messages (atheris): tests/fuzz/fuzz_mgmt_gateway.py
 #   agent         the gateway's agent, down to the C tables (atheris): tests/fuzz/fuzz_agent.py
 #   policy        policy documents and batches (atheris): tests/fuzz/fuzz_policy.py
+#   parse_customer, parse_provider, encap, rewrite
+#                 the per-packet C functions on plain buffers, no EAL (libFuzzer, ASan +
+#                 UBSan): tests/fuzz/fuzz_frame.c, one binary per entry point
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]   each TARGET (default: all) for SECONDS
 #                                            (default 600), one after another
@@ -16,7 +19,8 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(packet mgmt_client mgmt_gateway agent policy)
+frame_targets=(parse_customer parse_provider encap rewrite)
+((${#targets[@]})) || targets=(packet mgmt_client mgmt_gateway agent policy "${frame_targets[@]}")
 out=${NVGW_FUZZ_DIR:-/tmp/nvgw-fuzz}
 mkdir -p "$out"
 
@@ -37,6 +41,22 @@ fuzz_packet() {
         -artifact_prefix="$out/findings/packet/" "$out/corpus" tests/fuzz/seeds 2>&1 | tail -25
 }
 
+# The per-packet functions of cext/frame.h, rewrite.c and pkt.h: DPDK's headers only, no
+# DPDK library, no EAL. The entry point is chosen at compile time (-DENTRY_PARSE_CUSTOMER...).
+fuzz_frame() {
+    local t=$1 bin=$out/fuzz_frame_$1
+    local sources=(tests/fuzz/fuzz_frame.c cext/rewrite.c cext/drops.c)
+    mkdir -p "$out/corpus-$t" "$out/findings/$t"
+    if [[ ! -x $bin ]] || [[ -n $(find "${sources[@]}" cext/*.h cext/*.def -newer "$bin") ]]; then
+        clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+            -Icext $(pkg-config --cflags libdpdk) -DENTRY_${t^^} "${sources[@]}" -o "$bin"
+    fi
+    .venv/bin/python tests/fuzz/make_frame_corpus.py "$t" "$out/corpus-$t"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    "$bin" -max_total_time="$seconds" -max_len=1600 -print_final_stats=1 \
+        -artifact_prefix="$out/findings/$t/" "$out/corpus-$t" 2>&1 | tail -25
+}
+
 # The Python harnesses: atheris (libFuzzer's engine, coverage of our Python modules).
 fuzz_python() {
     local t=$1
@@ -54,7 +74,9 @@ status=0
 for t in "${targets[@]}"; do
     case $t in
         packet|mgmt_client|mgmt_gateway|agent|policy) ;;
-        *) echo "fuzz.sh: unknown target $t (packet mgmt_client mgmt_gateway agent policy)" >&2
+        parse_customer|parse_provider|encap|rewrite) ;;
+        *) echo "fuzz.sh: unknown target $t (packet mgmt_client mgmt_gateway agent policy" \
+                "${frame_targets[*]})" >&2
            exit 2 ;;
     esac
 done
@@ -62,7 +84,9 @@ for t in "${targets[@]}"; do
     echo "== fuzz $t: ${seconds}s"
     rm -rf "$out/findings/$t"       # earlier ones are in tests/fuzz/regressions already
     rc=0
-    if [[ $t == packet ]]; then fuzz_packet || rc=$?; else fuzz_python "$t" || rc=$?; fi
+    if [[ $t == packet ]]; then fuzz_packet || rc=$?
+    elif [[ " ${frame_targets[*]} " == *" $t "* ]]; then fuzz_frame "$t" || rc=$?
+    else fuzz_python "$t" || rc=$?; fi
     # crash-, leak-, timeout- and oom- inputs are findings; slow-unit- ones only
     # mean the machine was busy (each is replayed at normal speed elsewhere).
     found=$(find "$out/findings/$t" -type f ! -name 'slow-unit-*' | wc -l)
