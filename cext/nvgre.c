@@ -24,6 +24,8 @@ struct pkt {
 	uint32_t rdid;
 	const struct nvgw_route *rt;
 	const struct nvgw_record *rec;
+	const struct nvgw_neigh *nh;    /* customer destination on the link */
+	uint32_t src_pa;                /* IP rewrite: our PA for the source */
 	struct nvgw_rec_key key;
 };
 
@@ -266,7 +268,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	const struct nvgw_record *r = p->rec;
 	uint16_t ip_len = rte_be_to_cpu_16(p->ip->total_length);
 	uint32_t l3 = (uint8_t *)p->ip - rte_pktmbuf_mtod(m, uint8_t *);
-	uint32_t src_pa = nvgw_rw_gateway_pa(t, p->rdid, p->ip->src_addr);
+	uint32_t src_pa = p->src_pa;
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
 	uint8_t *h;
 
@@ -310,7 +312,7 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 {
 	const struct nvgw_route *rt = p->rt;
 	const struct nvgw_attach *a = t->attach[rt->vlan];
-	const struct nvgw_neigh *nh = rt->nh;
+	const struct nvgw_neigh *nh = rt->nh ? rt->nh : p->nh;
 	uint16_t ip_len = rte_be_to_cpu_16(p->ip->total_length);
 	uint32_t l3 = (uint8_t *)p->ip - rte_pktmbuf_mtod(m, uint8_t *);
 	uint32_t nh_ip = rt->nh_ip ? rt->nh_ip : p->ip->dst_addr;
@@ -319,8 +321,6 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 
 	if (unlikely(a == NULL || a->rdid != p->rdid))
 		return nvgw_drop(w, NVGW_DROP_no_route, m);
-	if (nh == NULL)
-		nh = nvgw_neigh_find(t, rt->vlan, nh_ip);
 	mac = nh ? __atomic_load_n(&nh->mac, __ATOMIC_ACQUIRE) : 0;
 	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
 		w->drops[NVGW_DROP_no_neighbour]++;
@@ -355,9 +355,11 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	struct pkt p[NVGW_BURST];
 	struct rte_mbuf *m[NVGW_BURST];
 	struct nvgw_rec_key keys[NVGW_BURST];
-	const void *kp[NVGW_BURST];
-	void *data[NVGW_BURST];
-	uint16_t i, k = 0, j;
+	struct nvgw_neigh_key nkeys[NVGW_BURST];
+	struct nvgw_rw_key wkeys[NVGW_BURST];
+	const void *kp[NVGW_BURST], *nkp[NVGW_BURST];
+	void *data[NVGW_BURST], *ndata[NVGW_BURST];
+	uint16_t i, k = 0, j, c, nidx[NVGW_BURST], ridx[NVGW_BURST];
 	uint64_t hits;
 
 	if (unlikely(pv == NULL || (!from_fabric && in_port != w->ctx->customer_port))) {
@@ -432,35 +434,68 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	/* 3. routes, in bulk */
 	route_bulk(t, p, k);
 
-	/* 4. lookup records of destinations in virtual subnets, in bulk */
-	for (i = 0, j = 0; i < k; i++) {
+	/* 4. lookup records of destinations in virtual subnets, and neighbours
+	 * of customer destinations on a link, in bulk */
+	for (i = 0, j = 0, c = 0; i < k; i++) {
 		const struct nvgw_route *rt = p[i].rt;
 
 		p[i].rec = NULL;
-		if (rt == NULL || rt->kind == NVGW_ROUTE_CUSTOMER)
+		if (rt == NULL)
 			continue;
+		if (rt->kind == NVGW_ROUTE_CUSTOMER) {
+			if (rt->nh == NULL) {
+				nkeys[c] = (struct nvgw_neigh_key){ .scope = rt->vlan,
+								    .ip = p[i].ip->dst_addr };
+				nkp[c] = &nkeys[c];
+				nidx[c++] = i;
+			}
+			continue;
+		}
 		keys[j] = (struct nvgw_rec_key){
 			.vsid = rt->vsid,
 			.ca = rt->kind == NVGW_ROUTE_APPLIANCE ? rt->nh_ip : p[i].ip->dst_addr };
 		kp[j] = &keys[j];
-		j++;
+		ridx[j++] = i;
 	}
 	hits = 0;
 	if (j)
 		rte_hash_lookup_bulk_data(t->records, kp, j, &hits, data);
+	if (c) {
+		uint64_t nhits = 0;
+
+		rte_hash_lookup_bulk_data(t->neigh, nkp, c, &nhits, ndata);
+		for (i = 0; i < c; i++)
+			p[nidx[i]].nh = nhits & (1ULL << i) ? ndata[i] : NULL;
+	}
 	/* With a million records each one is a cache miss: start them all
 	 * before the first is needed. */
 	for (i = 0; i < j; i++)
 		if (hits & (1ULL << i))
 			rte_prefetch0(data[i]);
-	/* Then what emit reads through them: next hop and virtual subnet. */
-	for (i = 0; i < j; i++)
+	/* Then what emit reads through them: next hop and virtual subnet; for
+	 * IP rewrite, our PA standing for the source, in bulk. */
+	for (i = 0, c = 0; i < j; i++)
 		if (hits & (1ULL << i)) {
 			const struct nvgw_record *r = data[i];
+			struct pkt *q = &p[ridx[i]];
 
 			rte_prefetch0(r->nh);
 			rte_prefetch0(t->vsid_by_idx[r->vsid_idx]);
+			if (r->method == NVGW_REWRITE) {
+				wkeys[c] = (struct nvgw_rw_key){ .rdid = q->rdid,
+								 .ca = q->ip->src_addr };
+				nkp[c] = &wkeys[c];
+				nidx[c++] = ridx[i];
+			}
 		}
+	if (c) {
+		uint64_t whits = 0;
+
+		rte_hash_lookup_bulk_data(t->rw_gw, nkp, c, &whits, ndata);
+		for (i = 0; i < c; i++)
+			p[nidx[i]].src_pa = whits & (1ULL << i) ?
+					    (uint32_t)(uintptr_t)ndata[i] : 0;
+	}
 
 	/* 5. emit */
 	for (i = 0, j = 0; i < k; i++) {

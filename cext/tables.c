@@ -145,7 +145,7 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->blk16_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk16_n));
 	t->blk24_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk24_n));
 	t->garbage = rte_malloc_socket(NULL, garbage * sizeof(void *), 0, socket);
-	t->rw_pa = make_hash("rw_pa", sz->rewrites, sizeof(uint32_t), socket);
+	t->rw_pa = make_hash("rw_pa", sz->rewrites, sizeof(struct nvgw_pa_key), socket);
 	t->rw_gw = make_hash("rw_gw", sz->rewrites, sizeof(struct nvgw_rw_key), socket);
 	if (!t->vsids || !t->records || !t->routes || !t->neigh || !t->rw_pa || !t->rw_gw ||
 	    !t->rd_lens || !t->qsbr || !t->garbage || !t->vsid_dir || !t->vsid_dir_n ||
@@ -586,12 +586,13 @@ nvgw_rw_set(struct nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid, uint
 {
 	uint64_t word = (uint64_t)ca | ((uint64_t)rdid << 32) |
 			((uint64_t)(slot & 0x3FFF) << 48) | (gateway ? NVGW_RW_GATEWAY : 0);
+	struct nvgw_pa_key pk = { pa };
 	int rc;
 
 	if (rdid == 0 || rdid >= NVGW_MAX_RD || slot >= NVGW_MAX_VSIDS)
 		return -EINVAL;
 	/* Values are words, not objects: replacing one is a single atomic store. */
-	rc = rte_hash_add_key_data(t->rw_pa, &pa, (void *)(uintptr_t)word);
+	rc = rte_hash_add_key_data(t->rw_pa, &pk, (void *)(uintptr_t)word);
 	if (rc == 0 && gateway) {
 		struct nvgw_rw_key k = { rdid, ca };
 
@@ -603,7 +604,8 @@ nvgw_rw_set(struct nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid, uint
 int
 nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int gateway)
 {
-	int rc = delete_key(t, t->rw_pa, &pa, &t->dead_rw_pa, 0);
+	struct nvgw_pa_key pk = { pa };
+	int rc = delete_key(t, t->rw_pa, &pk, &t->dead_rw_pa, 0);
 
 	if (rc == 0 && gateway) {
 		struct nvgw_rw_key k = { rdid, ca };

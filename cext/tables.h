@@ -147,8 +147,9 @@ struct nvgw_table_sizes {
  * (SSE) and others through memcmp. Build them whole so the padding is 0. */
 struct nvgw_rec_key { uint32_t vsid, ca, pad[2]; };
 struct nvgw_route_key { uint32_t rdid, prefix, len, pad; };
-struct nvgw_neigh_key { uint32_t scope, ip; };
-struct nvgw_rw_key { uint32_t rdid, ca; };
+struct nvgw_neigh_key { uint32_t scope, ip, pad[2]; };
+struct nvgw_rw_key { uint32_t rdid, ca, pad[2]; };
+struct nvgw_pa_key { uint32_t pa, pad[3]; };
 
 int nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz,
 		       int socket);
@@ -234,21 +235,13 @@ nvgw_neigh_find(const struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 static inline int
 nvgw_rw_lookup(const struct nvgw_tables *t, uint32_t pa, uint64_t *word)
 {
+	struct nvgw_pa_key k = { pa };
 	void *d;
 
-	if (rte_hash_lookup_data(t->rw_pa, &pa, &d) < 0)
+	if (rte_hash_lookup_data(t->rw_pa, &k, &d) < 0)
 		return 0;
 	*word = (uint64_t)(uintptr_t)d;
 	return 1;
-}
-
-static inline uint32_t
-nvgw_rw_gateway_pa(const struct nvgw_tables *t, uint32_t rdid, uint32_t ca)
-{
-	struct nvgw_rw_key k = { rdid, ca };
-	void *d;
-
-	return rte_hash_lookup_data(t->rw_gw, &k, &d) >= 0 ? (uint32_t)(uintptr_t)d : 0;
 }
 
 /* Fabric next hop for a remote PA: itself when on our subnet, else the router. */
