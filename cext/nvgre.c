@@ -481,6 +481,7 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 
 			rte_prefetch0(r->nh);
 			rte_prefetch0(t->vsid_by_idx[r->vsid_idx]);
+			rte_prefetch0(&w->vsid[r->vsid_idx]);
 			if (r->method == NVGW_REWRITE) {
 				wkeys[c] = (struct nvgw_rw_key){ .rdid = q->rdid,
 								 .ca = q->ip->src_addr };
