@@ -81,6 +81,9 @@ def provider():
         "other_mac": Ether(dst="02:00:00:00:00:01") / IP(dst=PA1) / ICMP(),
     })
     seeds = {k: bytes(v) for k, v in seeds.items()}
+    qinq = bytearray(seeds["nvgre_inner_vlan"])
+    qinq[54:56] = b"\x88\xa8"          # the inner EtherType: 802.1ad
+    seeds["nvgre_inner_qinq"] = bytes(qinq)
     seeds["nvgre_padded"] = bytes(nvgre(5002, IP(src="10.1.2.5") / UDP())) + bytes(12)
     bad = bytearray(seeds["ping_pa"])
     bad[24] ^= 0x55                     # outer checksum
