@@ -614,3 +614,139 @@ nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int 
 	}
 	return rc;
 }
+
+#include <stdlib.h>
+
+/* The next hop neighbour of pa, remembering the last one (records of a block
+ * mostly share few next hops). */
+static struct nvgw_neigh *
+bulk_neigh(struct nvgw_tables *t, uint32_t pa, uint32_t *last_ip, struct nvgw_neigh **last)
+{
+	uint32_t ip = nvgw_provider_nexthop(t->prov, pa);
+
+	if (*last == NULL || ip != *last_ip) {
+		*last = nvgw_neigh_set(t, NVGW_SCOPE_PROVIDER, ip, NULL, 0);
+		*last_ip = ip;
+	}
+	return *last;
+}
+
+int
+nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint32_t n,
+		     uint32_t *bad)
+{
+	struct nvgw_record **old = NULL, *r;
+	struct nvgw_neigh *nh = NULL;
+	struct nvgw_vsid *v = NULL;
+	uint32_t i, j, n_new = 0, vsid = 0, nh_ip = 0;
+	int rc = 0, atomic;
+	int32_t room;
+	void *d;
+
+	*bad = 0;
+	if (n == 0)
+		return 0;
+	if (t->prov == NULL)
+		return -EINVAL;
+	/* 1. Everything that can fail, before anything changes. Next-hop neighbours
+	 * are created (unresolved) as one record_set would; they are never freed. */
+	for (i = 0; i < n; i++) {
+		struct nvgw_rec_key k = { w[i].vsid, w[i].ca, { 0, 0 } };
+
+		*bad = i;
+		if (v == NULL || w[i].vsid != vsid) {
+			if (rte_hash_lookup_data(t->vsids, &w[i].vsid, &d) < 0)
+				return -ENOENT;
+			v = d;
+			vsid = w[i].vsid;
+		}
+		if (w[i].method > 1)
+			return -EINVAL;
+		if (bulk_neigh(t, w[i].pa, &nh_ip, &nh) == NULL)
+			return -ENOSPC;
+		if (rte_hash_lookup(t->records, &k) < 0)
+			n_new++;
+	}
+	*bad = 0;
+	room = rte_hash_max_key_id(t->records) - (int32_t)rte_hash_count(t->records);
+	if (room < (int32_t)n_new && t->dead_rec.n > 0) {
+		nvgw_tables_commit(t);      /* deleted keys' slots become free */
+		room = rte_hash_max_key_id(t->records) - (int32_t)rte_hash_count(t->records);
+	}
+	if (room < (int32_t)n_new)
+		return -ENOSPC;
+	if (t->rec_slab.n_free < n)
+		nvgw_tables_commit(t);
+	/* Atomic when every record gets a fresh object: the replaced ones are kept
+	 * aside, and retired only once all are in. Otherwise (a batch replacing most
+	 * of a full table) replaced objects are retired as it goes, and the slab
+	 * refilled by grace periods; after the checks above nothing can fail then. */
+	atomic = t->rec_slab.n_free >= n;
+	if (atomic) {
+		old = malloc((size_t)n * sizeof(*old));
+		if (old == NULL)
+			atomic = 0;
+	}
+	/* 2. Apply. */
+	v = NULL;
+	nh = NULL;
+	for (i = 0; i < n; i++) {
+		struct nvgw_rec_key k = { w[i].vsid, w[i].ca, { 0, 0 } };
+		void *o = NULL;
+		int had;
+
+		if (v == NULL || w[i].vsid != vsid) {
+			if (rte_hash_lookup_data(t->vsids, &w[i].vsid, &d) < 0) {
+				rc = -ENOENT;
+				break;
+			}
+			v = d;
+			vsid = w[i].vsid;
+		}
+		r = slab_get(t, &t->rec_slab);
+		if (r == NULL) {
+			rc = -ENOSPC;
+			break;
+		}
+		r->nh = bulk_neigh(t, w[i].pa, &nh_ip, &nh);
+		if (r->nh == NULL) {
+			slab_put(&t->rec_slab, r);
+			rc = -ENOSPC;
+			break;
+		}
+		rec_fill(t, r, w[i].vsid, w[i].ca, w[i].mac, w[i].pa, w[i].method, v->idx);
+		had = rte_hash_lookup_data(t->records, &k, &o) >= 0;
+		rc = rte_hash_add_key_data(t->records, &k, r);
+		if (rc < 0) {
+			slab_put(&t->rec_slab, r);
+			break;
+		}
+		if (atomic)
+			old[i] = had ? o : NULL;
+		else if (had)
+			defer_free(t, o);
+	}
+	if (rc < 0) {
+		*bad = i;
+		/* 3. Undo (atomic mode; the other cannot fail after the checks but
+		 * for an rte_hash bug). Readers may have seen the new objects: they
+		 * are retired, not freed. */
+		for (j = 0; j < i; j++) {
+			struct nvgw_rec_key k = { w[j].vsid, w[j].ca, { 0, 0 } };
+			void *cur = NULL;
+
+			if (atomic && old[j] != NULL) {
+				rte_hash_lookup_data(t->records, &k, &cur);
+				if (rte_hash_add_key_data(t->records, &k, old[j]) == 0)
+					defer_free(t, cur);
+			} else if (atomic) {
+				delete_key(t, t->records, &k, &t->dead_rec, 1);
+			}
+		}
+	} else if (atomic) {
+		for (j = 0; j < n; j++)
+			defer_free(t, old[j]);
+	}
+	free(old);
+	return rc;
+}

@@ -512,6 +512,32 @@ cdef class Nvgre:
     def record_del(self, uint32_t vsid, bytes ca):
         self._ok(tb.nvgw_record_del(self.ctx.t, vsid, _be32(ca)), f"delete record {vsid}")
 
+    def record_set_bulk(self, const unsigned char[::1] block not None):
+        """Lookup records packed as dataplane/recblock.py does (20 bytes each:
+        vsid host order, CA and PA network order, MAC, method, 0), whole or not
+        at all: one C call for a million records."""
+        cdef size_t size = sizeof(tb.nvgw_rec_wire)
+        cdef uint32_t n = block.shape[0] // size
+        cdef uint32_t bad = 0
+        cdef int rc
+        if block.shape[0] % size:
+            raise ValueError(f"a record block is a multiple of {size} bytes")
+        if n == 0:
+            return
+        if self.ctx == NULL:
+            raise DataplaneError("record block", 19, "the pipeline is stopped")
+        with nogil:
+            rc = tb.nvgw_record_set_bulk(self.ctx.t, <const tb.nvgw_rec_wire *>&block[0], n,
+                                         &bad)
+        self._ok(rc, f"record block (record {bad} of {n})")
+
+    def table_counts(self):
+        """Entries in the C tables (what the workers see, not the Python mirror)."""
+        if self.ctx == NULL:
+            raise DataplaneError("tables", 19, "the pipeline is stopped")
+        return {"records": tb.rte_hash_count(self.ctx.t.records),
+                "neighbours": tb.rte_hash_count(self.ctx.t.neigh)}
+
     def route_set(self, uint32_t rdid, bytes prefix, uint8_t length, uint8_t kind,
                   uint32_t vsid, uint16_t vlan, bytes nh):
         self._ok(tb.nvgw_route_set(self.ctx.t, rdid, _be32(prefix), length, kind, vsid, vlan,

@@ -1,5 +1,5 @@
 # cext/tables.h: policy tables and their writers.
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "tables.h" nogil:
     enum: NVGW_MAX_VSIDS
@@ -21,6 +21,7 @@ cdef extern from "tables.h" nogil:
         uint16_t scope
     struct nvgw_tables:
         rte_rcu_qsbr *qsbr
+        rte_hash *records
         rte_hash *neigh
         uint32_t n_neigh
     struct nvgw_table_sizes:
@@ -53,3 +54,14 @@ cdef extern from "tables.h" nogil:
 
 cdef extern from "rte_hash.h" nogil:
     int rte_hash_iterate(const rte_hash *h, const void **key, void **data, uint32_t *next)
+
+cdef extern from "tables.h" nogil:
+    struct nvgw_rec_wire:
+        uint32_t vsid
+        uint32_t ca, pa
+        uint8_t mac[6]
+        uint8_t method, pad
+    int nvgw_record_set_bulk(nvgw_tables *t, const nvgw_rec_wire *w, uint32_t n, uint32_t *bad)
+
+cdef extern from "rte_hash.h" nogil:
+    int32_t rte_hash_count(const rte_hash *h)
