@@ -51,7 +51,7 @@ setup(
     package_data={"dataplane": ["*.pxd", "dpdk/*.pxd"]},
     ext_modules=extensions() if needs_build else [],
     python_requires=">=3.11",
-    install_requires=["pyzmq>=25", "structlog>=23", "pyelftools>=0.29"],
+    install_requires=["pyzmq>=25", "structlog>=23", "pyelftools>=0.29", "numpy>=1.24"],
     # trex-stl-lib: tests/test_trex_profiles.py builds the TRex profiles offline;
     # matplotlib: the benchmark's chart (scripts/bench.py writes results.png);
     # atheris: libFuzzer for Python, the management-channel fuzzers (tests/fuzz/fuzz_*.py).

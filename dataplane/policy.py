@@ -15,6 +15,9 @@ import json
 import re
 import socket
 
+import numpy as np
+
+from dataplane import recblock
 from dataplane.errors import ConfigError
 
 VSID_MIN, VSID_MAX = 4096, 16777214
@@ -114,7 +117,7 @@ class Policy:
         self.subnets: dict[int, dict] = {}        # vsid -> subnet
         self.attachments: dict[int, dict] = {}    # vlan -> attachment
         self.routes: dict[tuple, dict] = {}       # (rdid, prefix) -> {next_hop: route}
-        self.records: dict[tuple, dict] = {}      # (vsid, ca) -> record
+        self.records = recblock.RecordMap()       # (vsid, ca) -> record
         self.neighbours: dict[tuple, str] = {}    # (scope, ip) -> mac
         self.mappings: dict[tuple, str] = {}      # (rdid, customer CA) -> our rewrite PA
         self.rw_pas: dict[str, tuple] = {}        # rewrite PA -> ("record", key) | ("mapping", key)
@@ -124,9 +127,16 @@ class Policy:
 
     # -- reading -------------------------------------------------------------
 
-    def document(self) -> dict:
-        """The whole policy as a document that `load` accepts."""
+    def document(self, records: bool = True) -> dict:
+        """The whole policy as a document that `load` accepts (without its lookup
+        records when `records` is false: they are self.records.block() then)."""
         doms = []
+        routes: dict[int, list] = {}        # by domain: one pass, not one per domain
+        for (rd, _), by_nh in self.routes.items():
+            routes.setdefault(rd, []).extend(r for r in by_nh.values() if not r.get("auto"))
+        maps: dict[int, list] = {}
+        for (rd, ca), pa in self.mappings.items():
+            maps.setdefault(rd, []).append({"ca": ca, "pa": pa})
         for rdid, d in sorted(self.domains.items()):
             doms.append({
                 "rdid": rdid, "name": d["name"],
@@ -134,15 +144,13 @@ class Policy:
                              if k not in ("rdid", "slot", "net")} for vs in sorted(d["vsids"])],
                 "attachments": [{k: v for k, v in self.attachments[vl].items() if k != "rdid"}
                                 for vl in sorted(d["vlans"])],
-                "mappings": [{"ca": ca, "pa": pa} for (r, ca), pa in self.mappings.items()
-                             if r == rdid],
+                "mappings": maps.get(rdid, []),
                 "routes": [{k: v for k, v in r.items() if k != "rdid"}
-                           for (d, _), by_nh in self.routes.items() if d == rdid
-                           for r in by_nh.values() if not r.get("auto")],
+                           for r in routes.get(rdid, ())],
             })
         prov = self.provider and {k: v for k, v in self.provider.items() if k != "addresses_ip"}
         return {"provider": prov, "routing_domains": doms,
-                "records": list(self.records.values()),
+                "records": self.records.values() if records else [],
                 "neighbours": [{"vlan": s, "ip": ip, "mac": m}
                                for (s, ip), m in self.neighbours.items()]}
 
@@ -190,15 +198,24 @@ class Policy:
                 for n in objects(doc.get("neighbours", []), "neighbours")]
         return ops
 
-    def load_document(self, doc: dict, generation: int | None = None) -> int:
-        """Make the policy equal `doc`: delete what it lacks, set the rest, one batch."""
+    def load_document(self, doc: dict, generation: int | None = None, block=None) -> int:
+        """Make the policy equal `doc`: delete what it lacks, set the rest, one batch.
+        Its lookup records are in doc["records"] or, many of them, in `block` (a
+        record block, see dataplane/recblock.py), not both."""
         new = Policy(None, self.provider_mac, self.customer_mac, self.capacity)
         set_ops = self.ops_of(doc)
-        new.check(set_ops)                      # the document is valid on its own
-        keep_records = {(r["vsid"], r["ca"]) for r in new.records.values()}
+        arr = _block_array(block)
+        if arr is not None and doc.get("records"):
+            raise PolicyError("policy: its records come in 'records' or as a record block, "
+                              "not both")
+        new.check(set_ops, arr, stage=False)    # the document is valid on its own
+        keep_records = set(new.records.d)
+        if arr is not None:
+            keep_records.update(recblock.keys(arr).tolist())
         keep_routes = {(d, p, nh) for (d, p), by_nh in new.routes.items() for nh in by_nh}
-        dels = [{"op": "del", "kind": "record", "vsid": v, "ca": ca}
-                for (v, ca) in self.records if (v, ca) not in keep_records]
+        dels = [{"op": "del", "kind": "record", "vsid": k >> 32,
+                 "ca": recblock.ip(k & 0xFFFFFFFF)}
+                for k in self.records.d if k not in keep_records]
         dels += [{"op": "del", "kind": "route", "rdid": r, "prefix": p, "next_hop": nh}
                  for (r, p), by_nh in self.routes.items() for nh, route in by_nh.items()
                  if (r, p, nh) not in keep_routes and not route.get("auto")]
@@ -212,18 +229,24 @@ class Policy:
                  for r in self.domains if r not in new.domains]
         dels += [{"op": "del", "kind": "neighbour", "vlan": s, "ip": ip}
                  for (s, ip) in self.neighbours if (s, ip) not in new.neighbours]
-        return self.apply(dels + set_ops, generation)
+        self.last_ops = dels + set_ops
+        return self.apply(self.last_ops, generation, arr)
 
-    def check(self, ops: list[dict]) -> list[tuple]:
-        """Validate a batch against the current policy and stage it here.
+    def check(self, ops: list[dict], block=None, stage: bool = True,
+              _keep: bool = False) -> list[tuple]:
+        """Validate a batch against the current policy and stage it here; `block`
+        (a record block) sets many lookup records after the operations.
 
         Returns the C calls that realise it. On error the policy is as before.
+        With stage=False a block is checked but its records are not kept.
         """
         if not isinstance(ops, list):
             raise PolicyError("a batch is a list of operations")
         saved = self._snapshot()
         self._calls: list[tuple] = []
         self._touched: set[tuple] = set()
+        self._unstaged = 0
+        i = len(ops)
         try:
             for i, op in enumerate(ops):
                 if not isinstance(op, dict) or op.get("op") not in ("set", "del"):
@@ -232,9 +255,13 @@ class Policy:
                 if handler is None:
                     raise PolicyError(f"operation {i}: unknown kind {op.get('kind')!r}")
                 handler(op)
+            if block is not None:
+                i = "in the record block"
+                self._check_block(_block_array(block), stage)
             self._routes_changed()
-            if len(self.records) > self.capacity["records"]:
-                raise PolicyError(f"{len(self.records)} lookup records exceed the table "
+            n_rec = len(self.records) + self._unstaged
+            if n_rec > self.capacity["records"]:
+                raise PolicyError(f"{n_rec} lookup records exceed the table "
                                   f"size of {self.capacity['records']}")
             if len(self.rw_pas) > self.capacity.get("rewrites", 1 << 16):
                 raise PolicyError(f"{len(self.rw_pas)} rewrite PAs exceed the table size "
@@ -253,21 +280,87 @@ class Policy:
         except BaseException:
             self._restore(saved)
             raise
+        if _keep:
+            self._saved = saved
+        else:
+            self.records.end()
         return self._calls
 
-    def apply(self, ops: list[dict], generation: int | None = None) -> int:
+    def apply(self, ops: list[dict], generation: int | None = None, block=None) -> int:
         """Check then apply a batch whole; return the new generation: `generation`
         when a management process numbers its batches, else the next one."""
         if generation is not None and (not isinstance(generation, int) or
                                        isinstance(generation, bool) or generation < 0):
             raise PolicyError(f"generation {generation!r} must be a non-negative integer")
-        calls = self.check(ops)
-        if self.nv is not None:
-            for fn, *args in calls:
-                getattr(self.nv, fn)(*args)
-            self.nv.commit()
+        calls = self.check(ops, block, _keep=True)
+        saved, self._saved = self._saved, None
+        try:
+            if self.nv is not None:
+                for i, (fn, *args) in enumerate(calls):
+                    try:
+                        getattr(self.nv, fn)(*args)
+                    except Exception:
+                        # The first C call failed and changed nothing (a record
+                        # block rolls itself back): so does the batch.
+                        if i == 0:
+                            self._restore(saved)
+                        raise
+                self.nv.commit()
+        finally:
+            if self.records.journal is not None:
+                self.records.end()
         self.generation = self.generation + 1 if generation is None else generation
         return self.generation
+
+    def _check_block(self, arr, stage: bool) -> None:
+        """The lookup records of a record block: the checks of _set_record, done on
+        the whole array; the first bad record gets _set_record's own message."""
+        n = len(arr)
+        if n == 0:
+            return
+        vs, ca = arr["vsid"], arr["ca"].astype(np.uint32)
+        sv = sorted(self.subnets)
+        if sv:
+            sva = np.array(sv, np.uint32)
+            idx = np.minimum(np.searchsorted(sva, vs), len(sv) - 1)
+            nets = np.array([self.subnets[v]["net"][0] for v in sv], np.uint32)
+            masks = np.array([self.subnets[v]["net"][1] for v in sv], np.uint32)
+            ok = (sva[idx] == vs) & ((ca & masks[idx]) == nets[idx])
+        else:
+            ok = np.zeros(n, bool)
+        ok &= (arr["method"] <= 1) & (arr["pad"] == 0)
+        if self.provider is None or not ok.all():
+            i = int((~ok).argmax())
+            if arr["pad"][i] != 0:
+                raise PolicyError(f"record block: record {i} has a non-zero last byte")
+            self._set_record({"op": "set", "kind": "record",
+                              **recblock.row_dict(arr[i:i + 1].tobytes())})
+            raise PolicyError(f"record block: record {i} is invalid")    # not reached
+        k = recblock.keys(arr)
+        ks = np.sort(k)
+        dup = ks[1:] == ks[:-1]
+        if dup.any():
+            j = int(np.flatnonzero(k == ks[int(dup.argmax())])[1])
+            raise PolicyError(f"records: duplicate CA {recblock.ip(ca[j])} in VSID {vs[j]}")
+        # Rewrite records (and records that were) take the per-record path: they
+        # own their PA, and there are few of them.
+        slow = arr["method"] == 1
+        if self.records.rewrite:
+            slow |= np.isin(k, np.fromiter(self.records.rewrite, np.uint64))
+        if slow.any():
+            for i in np.flatnonzero(slow).tolist():
+                self._set_record({"op": "set", "kind": "record",
+                                  **recblock.row_dict(arr[i:i + 1].tobytes())})
+            arr, k = arr[~slow], k[~slow]
+        if not stage:
+            self._unstaged += len(arr)
+            return
+        rows = arr.view("V20").tolist()
+        changed = self.records.put_rows(k.tolist(), rows, k, arr)
+        if not changed.all():           # the same record again: nothing to do in C
+            arr = arr[changed]
+        if len(arr):
+            self._calls.append(("record_set_bulk", arr.tobytes()))
 
     def _neighbour_room(self, provider) -> None:
         """The C neighbour table never frees an entry, and a call that needs one more
@@ -293,6 +386,10 @@ class Policy:
                 need.add((a[5], a[6]))
             elif fn == "record_set" and nexthop is not None:
                 need.add((0, nexthop(int.from_bytes(a[3], "big")).to_bytes(4, "big")))
+            elif fn == "record_set_bulk" and nexthop is not None:
+                # the distinct PAs of the block first (a million records, few hosts)
+                pas = np.unique(np.frombuffer(a[0], recblock.DTYPE)["pa"].astype(np.uint32))
+                need.update((0, nexthop(pa).to_bytes(4, "big")) for pa in pas.tolist())
         if not need:
             return
         have = {(scope, ip) for scope, ip, _mac in self.nv.neighbours()}
@@ -304,13 +401,16 @@ class Policy:
 
     def _snapshot(self):
         # Shallow copies of the dicts: staged objects are new dicts, never mutated.
+        # The lookup records (a million, maybe) keep a journal instead.
+        self.records.begin()
         return {k: copy.copy(getattr(self, k)) for k in
-                ("provider", "domains", "subnets", "attachments", "routes", "records",
+                ("provider", "domains", "subnets", "attachments", "routes",
                  "neighbours", "installed", "lengths", "free_slots", "mappings", "rw_pas")}
 
     def _restore(self, saved):
         for k, v in saved.items():
             setattr(self, k, v)
+        self.records.rollback()
 
     # -- provider and neighbours -------------------------------------------------
 
@@ -336,8 +436,8 @@ class Policy:
         # unless nothing they depend on changed (a document reload).
         if old is None or (old["addresses"][0], old["gateway"]) != \
                 (self.provider["addresses"][0], self.provider["gateway"]):
-            for r in self.records.values():
-                self._push_record(r)
+            if len(self.records):
+                self._calls.append(("record_set_bulk", self.records.block()))
 
     def _scope(self, op) -> int:
         vlan = op.get("vlan", 0)
@@ -435,7 +535,7 @@ class Policy:
         sub = self.subnets.get(vsid)
         if sub is None:
             raise PolicyError(f"virtual subnet {vsid} does not exist")
-        n = sum(1 for (v, _ca) in self.records if v == vsid)
+        n = self.records.count_vsid(vsid)
         if n:
             raise PolicyError(f"virtual subnet {vsid} still has {n} lookup records; "
                               "delete them first")
@@ -692,6 +792,15 @@ class Policy:
             if c != old:
                 self._calls.append(("route_set", rdid, net.network_address.packed,
                                     net.prefixlen, *c))
+
+
+def _block_array(block):
+    """A record block (bytes, memoryview or array of recblock.DTYPE) as an array."""
+    if block is None or isinstance(block, np.ndarray):
+        return block
+    if (len(block) if not isinstance(block, memoryview) else block.nbytes) % recblock.SIZE:
+        raise PolicyError(f"a record block is a multiple of {recblock.SIZE} bytes")
+    return np.frombuffer(block, recblock.DTYPE)
 
 
 def load_file(path: str) -> dict:

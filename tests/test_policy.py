@@ -535,9 +535,14 @@ def test_provider_change_rebuilds_records():
                       "gateway": "192.168.1.254", "mtu": 9000}])
     assert calls[0] == ("provider_set", [b("192.168.1.2"), b("192.168.2.2")],
                         b("255.255.255.0"), b("192.168.1.254"), 9000, PROV_MAC_B)
-    assert sorted(calls[1:]) == sorted([
-        ("record_set", 5001, b("10.1.1.7"), bytes.fromhex("00155db10007"), b("192.168.1.10"), 0),
-        ("record_set", 6001, b("10.1.1.7"), bytes.fromhex("00155d7e0007"), b("192.168.1.11"), 0),
+    # every record again, in one C call (a record block, dataplane/recblock.py)
+    [(fn, block)] = calls[1:]
+    assert fn == "record_set_bulk"
+    assert sorted(block[i:i + 20] for i in range(0, len(block), 20)) == sorted([
+        (5001).to_bytes(4, "little") + b("10.1.1.7") + b("192.168.1.10") +
+        bytes.fromhex("00155db10007") + b"\0\0",
+        (6001).to_bytes(4, "little") + b("10.1.1.7") + b("192.168.1.11") +
+        bytes.fromhex("00155d7e0007") + b"\0\0",
     ])
 
 
@@ -928,3 +933,46 @@ def test_document_with_duplicate_ca_in_a_vsid_refused():
                    apply=False)
     # the same CA in two VSIDs (Red and Blue) is the point of the model
     assert new_policy().load_document(redblue_doc()) == 1
+
+
+# -- record blocks (many records in one array, dataplane/recblock.py) -----------------------
+
+
+def test_record_block_checked_whole_with_the_per_record_messages():
+    from dataplane import recblock
+    p = redblue()
+    recs = [{"vsid": 5001, "ca": f"10.1.1.{i}", "mac": f"00:15:5d:00:01:{i:02x}",
+             "pa": "192.168.1.10"} for i in range(20, 220)]
+    for i, change, message in [
+            (150, {"ca": "10.2.0.1"}, "lookup record 10.2.0.1 is outside virtual subnet 5001 "
+                                      "(10.1.1.0/24)"),
+            (3, {"vsid": 5009}, "lookup record 10.1.1.23: virtual subnet 5009 does not exist"),
+            (7, {"vsid": 4095}, "VSID 4095 is outside 4096..16777214"),
+            (9, {"ca": "10.1.1.20"}, "records: duplicate CA 10.1.1.20 in VSID 5001"),
+            # a rewrite record may not take an NVGRE PA of the gateway
+            (5, {"method": "rewrite", "pa": "192.168.1.1"},
+             "lookup record 10.1.1.25 (rewrite): PA 192.168.1.1 is one of the gateway's")]:
+        bad = [dict(r) for r in recs]
+        bad[i].update(change)
+        before = state(p)
+        with pytest.raises(PolicyError) as e:
+            p.apply([rec(ca="10.1.1.250")], block=recblock.encode(bad, extra=()))
+        assert message in str(e.value), str(e.value)
+        assert state(p) == before, "a refused block changed the policy"
+    # a malformed field is refused when the block is made, with the same message
+    with pytest.raises(recblock.BlockError, match="'00:15:5d:00:01' is not a MAC address"):
+        recblock.encode([{**recs[0], "mac": "00:15:5d:00:01"}], extra=())
+    # applied: the same policy as one operation per record, one C call for the block
+    recs[10]["method"] = "rewrite"
+    recs[10]["pa"] = "192.168.1.77"
+    calls = p.check([], block=recblock.encode(recs, extra=()))
+    q = redblue()
+    q.apply([rec(**r) for r in recs])
+    assert p.document() == q.document() and p.rw_pas == q.rw_pas
+    bulk = [c for c in calls if c[0] == "record_set_bulk"]
+    assert len(bulk) == 1 and len(bulk[0][1]) == 20 * 199      # the rewrite one aside
+    assert ("rw_set", ipaddress.IPv4Address("192.168.1.77").packed,
+            ipaddress.IPv4Address("10.1.1.30").packed, 1, 0, False) in calls
+    # the same block again: nothing for C to do but the rewrite record's own calls
+    again = p.check([], block=recblock.encode(recs, extra=()))
+    assert not [c for c in again if c[0] == "record_set_bulk"]
