@@ -18,11 +18,19 @@ ignored unless nvgw-mgmt marks it `force` (its store went back in time).
 Nothing nvgw-mgmt sends can stop the control loop: a message that fails in an
 unexpected way is logged and skipped.
 
+Many lookup records come as a record block (dataplane/recblock.py) in the
+frame after the message (it says {"records": {"format", "count"}}): they are
+checked on the array and written to the C tables in one call
+(Nvgre.record_set_bulk), whole or not at all.
+
 Heartbeats both ways: the agent sends one every heartbeat_ms; when nvgw-mgmt
 has been silent for three, it is considered lost (logged) and the agent
 keeps saying hello until it answers. Meanwhile the workers forward on the last
 policy. A policy changed behind the agent's back (the local control socket)
-is noticed at the next heartbeat and replaced by a snapshot.
+is noticed at the next heartbeat and replaced by a snapshot. Time spent
+applying a message is not silence of nvgw-mgmt (its heartbeats wait in the
+socket meanwhile): a long apply does not make the agent say hello again and
+so cause a resend.
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ import structlog
 import zmq
 import zmq.auth
 
+from dataplane import recblock
 from dataplane.errors import NvgwError
 
 log = structlog.get_logger("nvgw.agent")
@@ -63,7 +72,9 @@ class Agent:
         self.awaiting_snapshot = False
         self.connected = False
         self.last_heard = time.monotonic()
+        self.quiet_until = 0.0              # nvgw-mgmt said it is busy until then
         self.next_beat = 0.0                # say hello at once
+        self._extra: list = []              # the frames after the message being handled
 
     # -- the control loop's hooks ------------------------------------------------
 
@@ -74,15 +85,16 @@ class Agent:
         """Serve every message waiting on the socket."""
         while True:
             try:
-                raw = self.sock.recv(zmq.NOBLOCK)
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             self.last_heard = time.monotonic()
             if not self.connected:
                 self.connected = True
                 log.info("mgmt_connected", endpoint=self.endpoint)
+            self._extra = frames[1:]
             try:
-                msg = json.loads(raw)
+                msg = json.loads(frames[0].bytes)
                 if not isinstance(msg, dict) or type(msg.get("v")) is not int or \
                         msg.get("v") != SCHEMA_VERSION:
                     raise ValueError(f"schema version {msg.get('v')!r} not supported"
@@ -98,6 +110,35 @@ class Agent:
                 handler(msg)
             except Exception:           # the gateway keeps forwarding whatever comes
                 log.exception("mgmt_message_failed", type=msg.get("type"))
+            self.last_heard = time.monotonic()     # busy is not silence
+
+    def _block(self, msg: dict):
+        """The record block the message carries, or None; NvgwError when the
+        frames do not match what it says."""
+        if "records" not in msg:
+            return None
+        if len(self._extra) != 1:
+            raise NvgwError(f"{msg.get('type')}: 'records' without one record block frame")
+        try:
+            return recblock.decode(self._extra[0].buffer, msg["records"])
+        except recblock.BlockError as e:
+            raise NvgwError(str(e)) from None
+
+    def _apply(self, gen: int, ops=None, document=None, block=None) -> None:
+        """A batch or a whole document, with its record block if any."""
+        if block is None:
+            if document is not None:
+                self.gw.load(document, generation=gen)
+            else:
+                self.gw.apply(ops, generation=gen)
+            return
+        pol = self.gw._need_policy()
+        if document is not None:
+            pol.load_document(document, gen, block)
+            log.info("policy_loaded", records=len(pol.records), generation=gen)
+        else:
+            pol.apply(ops, gen, block)
+            log.info("policy_applied", ops=len(ops), records=len(block), generation=gen)
 
     def tick(self) -> None:
         """Heartbeats, and noticing a lost nvgw-mgmt or a policy changed locally."""
@@ -110,7 +151,7 @@ class Agent:
                         gateway_generation=self.gw.policy.generation)
             self.applied = self.local_gen = None        # ask for a snapshot
             self.connected = False
-        if self.connected and now - self.last_heard > self.dead_after:
+        if self.connected and now - max(self.last_heard, self.quiet_until) > self.dead_after:
             self.connected = False
             log.warning("mgmt_lost", endpoint=self.endpoint, applied=self.applied,
                         silent=round(now - self.last_heard, 3))
@@ -146,7 +187,7 @@ class Agent:
             if type(gen) is not int or gen < 0 or not isinstance(msg.get("document"), dict):
                 raise NvgwError("snapshot: needs 'generation' and 'document'")
             t0 = time.monotonic()
-            self.gw.load(msg["document"], generation=gen)
+            self._apply(gen, document=msg["document"], block=self._block(msg))
         except NvgwError as e:
             log.warning("snapshot_failed", generation=gen, error=str(e))
             self._send({"type": "nack", "generation": gen, "snapshot": True, "error": str(e)})
@@ -169,9 +210,9 @@ class Agent:
             if self.applied is None or msg.get("store") != self.store or gen != self.applied + 1:
                 raise NvgwError(f"batch {gen} does not follow generation {self.applied}")
             if "ops" in msg:
-                self.gw.apply(msg["ops"], generation=gen)
+                self._apply(gen, ops=msg["ops"], block=self._block(msg))
             elif "document" in msg:
-                self.gw.load(msg["document"], generation=gen)
+                self._apply(gen, document=msg["document"], block=self._block(msg))
             else:
                 raise NvgwError(f"batch {gen} has neither 'ops' nor 'document'")
         except NvgwError as e:
@@ -182,7 +223,10 @@ class Agent:
         self._done(gen, self.store)
 
     def _on_heartbeat(self, msg: dict) -> None:
-        pass
+        busy = msg.get("busy")
+        if type(busy) in (int, float) and 0 < busy <= 600:
+            # nvgw-mgmt is about to work on a big request and will be silent.
+            self.quiet_until = time.monotonic() + busy
 
     def _on_error(self, msg: dict) -> None:
         log.warning("mgmt_error", error=msg.get("error"))

@@ -50,6 +50,8 @@ class ControlServer:
             "policy": lambda: {"generation": self.gw._need_policy().generation,
                                **self.gw.policy.document()},
             "neighbours": lambda: self.gw.neighbours(),
+            # entries in the C tables themselves (records, neighbours)
+            "tables": lambda: self.gw._need_policy() and self.gw.nv.table_counts(),
         }
         what = req.get("what", "counters")
         if what not in views:

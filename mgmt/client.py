@@ -9,18 +9,56 @@
 Each call sends one request over a CurveZMQ REQ socket and returns its
 result, or raises NvgwError with nvgw-mgmt's reason. A server that refuses
 our key is reported as such (from the handshake), not as a time-out.
+
+Many lookup records (apply: a batch ending in BLOCK_MIN or more 'set record'
+operations; load: a document with as many records; apply_records) travel as a
+record block (dataplane/recblock.py) in a second frame: 20 bytes a record, and
+nvgw-mgmt checks them without a Python object per record. The text fields are
+parsed here; a malformed one is refused here with the message nvgw-mgmt would
+give, and nothing is sent.
 """
 from __future__ import annotations
 
 import json
+import time
+from itertools import repeat
 
+import numpy as np
 import zmq
 import zmq.utils.monitor
 
+from dataplane import recblock
 from dataplane.errors import NvgwError
+from dataplane.policy import PolicyError
 from mgmt import keys
 
 SCHEMA_VERSION = 1
+BLOCK_MIN = 1000           # record sets from this many on go as a record block
+
+
+def _encode(records: list, extra=("op", "kind")) -> bytes:
+    try:
+        return recblock.encode(records, extra)
+    except recblock.BlockError as e:
+        raise PolicyError(str(e)) from None
+
+
+def split_records(ops) -> tuple[list, bytes] | None:
+    """A batch ending in BLOCK_MIN or more 'set record' operations, as (the
+    operations before them, their record block); None for any other batch.
+    Records set twice keep the last, as the operations would."""
+    if not isinstance(ops, list) or len(ops) < BLOCK_MIN:
+        return None
+    try:
+        kinds = np.array(list(map(dict.get, ops, repeat("kind"))), dtype=object)
+        verbs = np.array(list(map(dict.get, ops, repeat("op"))), dtype=object)
+    except TypeError:           # not all objects: nvgw-mgmt says which
+        return None
+    other = np.flatnonzero(~((kinds == "record") & (verbs == "set")))
+    start = int(other[-1]) + 1 if len(other) else 0
+    if len(ops) - start < BLOCK_MIN:
+        return None
+    return ops[:start], recblock.last_wins(_encode(ops[start:]))
 
 
 class MgmtClient:
@@ -32,12 +70,19 @@ class MgmtClient:
         self.timeout = timeout
         self.ctx = ctx or zmq.Context.instance()
 
-    def request(self, type_: str, *, reply_timeout: float | None = None, **fields):
-        """One request: its result, or NvgwError with the reason."""
-        return self.send_raw(json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode(),
-                             reply_timeout)
+    last_sent_at: float | None = None     # time.time() of the last request's first byte
+    last_sent_bytes: int = 0
 
-    def send_raw(self, payload: bytes, timeout: float | None = None):
+    def request(self, type_: str, *, reply_timeout: float | None = None, block=None,
+                **fields):
+        """One request (with a record block: its records): its result, or NvgwError
+        with the reason."""
+        if block is not None:
+            fields["records"] = recblock.header(len(block) // recblock.SIZE)
+        return self.send_raw(json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode(),
+                             reply_timeout, () if block is None else (block,))
+
+    def send_raw(self, payload: bytes, timeout: float | None = None, frames=()):
         timeout = self.timeout if timeout is None else timeout
         sock = self.ctx.socket(zmq.REQ)
         sock.linger = 0
@@ -48,7 +93,12 @@ class MgmtClient:
                                       zmq.EVENT_DISCONNECTED)
         try:
             sock.connect(self.endpoint)
-            sock.send(payload)
+            self.last_sent_at = time.time()
+            if frames:
+                sock.send_multipart([payload, *frames], copy=False)
+            else:
+                sock.send(payload)
+            self.last_sent_bytes = len(payload) + sum(len(f) for f in frames)
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
             poller.register(mon, zmq.POLLIN)
@@ -89,11 +139,33 @@ class MgmtClient:
 
     def apply(self, ops: list) -> dict:
         """A batch (set/del operations), whole or not at all: {"generation"}."""
+        split = split_records(ops)
+        if split is not None:
+            head, block = split
+            return self.request("apply", ops=head, block=block, reply_timeout=self._big(block))
         return self.request("apply", ops=ops)
+
+    def apply_records(self, records) -> dict:
+        """Set lookup records, whole or not at all: a list of record objects
+        ({"vsid", "ca", "mac", "pa", "method"?}, each (VSID, CA) once) or a record
+        block already packed (bytes). {"generation"}."""
+        block = records if isinstance(records, (bytes, bytearray, memoryview)) else \
+            _encode(records, extra=())
+        return self.request("apply", ops=[], block=block, reply_timeout=self._big(block))
 
     def load(self, document: dict) -> dict:
         """Make the desired policy equal a document: {"generation", "changed"}."""
+        recs = document.get("records") if isinstance(document, dict) else None
+        if isinstance(recs, list) and len(recs) >= BLOCK_MIN:
+            block = _encode(recs, extra=())
+            return self.request("load", document={**document, "records": []}, block=block,
+                                reply_timeout=self._big(block))
         return self.request("load", document=document)
+
+    def _big(self, block) -> float:
+        """A reply time-out for a request with a record block: at least 1 s per
+        100,000 records on top of the usual (nvgw-mgmt checks and stores them)."""
+        return self.timeout + len(block) / recblock.SIZE / 1e5
 
     def migrate(self, vsid: int, ca: str, pa: str) -> dict:
         return self.request("migrate", vsid=vsid, ca=ca, pa=pa)

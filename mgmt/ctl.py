@@ -69,12 +69,14 @@ def read_json(path: str):
 def apply_file(client, path: str) -> tuple[object, str]:
     """Apply a JSON file: a document (object) makes the policy equal it (diff, then
     one batch); a batch (list of operations) is applied whole or not at all.
-    `client` is a gateway's ControlClient or a MgmtClient."""
+    `client` is a gateway's ControlClient or a MgmtClient (which sends many lookup
+    records as one record block)."""
     data = read_json(path)
+    mgmt = hasattr(client, "apply_records")
     if isinstance(data, list):
-        res = client.request("apply", ops=data)
+        res = client.apply(data) if mgmt else client.request("apply", ops=data)
         return res, f"applied {len(data)} operations from {path}: generation {res['generation']}"
-    res = client.request("load", document=data)
+    res = client.load(data) if mgmt else client.request("load", document=data)
     if res.get("changed") is False:
         return res, f"{path}: no change (generation {res['generation']})"
     return res, f"applied {path}: generation {res['generation']}"

@@ -1,11 +1,17 @@
 """The management plane's store: the desired policy, persisted in SQLite.
 
 The store holds one policy document (the HNV objects, the format of
-config/redblue-policy.json) and a generation number. Every committed change
-bumps the generation by exactly one and is kept in a changelog (generation ->
-the batch that made it), so a gateway that is a few generations behind gets
+config/redblue-policy.json) and a generation number. The lookup records, which
+may be millions, are not in the document: they are in their own table, in
+buckets of one VSID's /24 of CAs (at most 256 records of 20 bytes, the format
+of dataplane/recblock.py, in one BLOB), so a change writes the buckets it
+touches: a `migrate` costs the same with ten records or ten million, and a
+million new records are ~4,000 rows, not a million (SQLite inserts rows at
+~0.5-1 M/s; a million rows would be most of the time of the whole push). Every committed change bumps the generation by exactly
+one and is kept in a changelog (generation -> the batch that made it, its
+record block in a BLOB), so a gateway that is a few generations behind gets
 the missing batches in order, and one that is too far behind (or new) gets a
-snapshot of the whole document.
+snapshot: the document and every record as one record block.
 
 Every change is validated first, against the current policy, by the same
 model the gateways run (dataplane.policy.Policy without C tables); a change
@@ -20,6 +26,9 @@ import sqlite3
 import time
 import uuid
 
+import numpy as np
+
+from dataplane import recblock
 from dataplane.policy import Policy, PolicyError
 
 # The store validates without knowing the gateways' port MACs. Defaults that
@@ -29,15 +38,23 @@ from dataplane.policy import Policy, PolicyError
 _PROVIDER_MAC = "fe:ff:ff:ff:ff:01"
 _CUSTOMER_MAC = "fe:ff:ff:ff:ff:02"
 CHANGELOG_KEEP = 1000          # batches kept for incremental resync
+BLOCKS_KEEP = 4                # ... back to the 4th latest batch with a record block
+BLOCK_LOG_MAX = 100_000        # records: a bigger block is not kept in the changelog
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS changelog (
     generation INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,              -- 'ops' (a batch) or 'document' (a whole policy)
+    kind TEXT NOT NULL,              -- 'ops' (a batch), 'document' (a whole policy), or
+                                     -- 'snapshot' (its block was too big to keep:
+                                     -- a gateway that missed it gets a snapshot)
     body TEXT NOT NULL,              -- JSON
     command TEXT NOT NULL,           -- what made it: apply, load, migrate
-    at REAL NOT NULL);
+    at REAL NOT NULL,
+    block BLOB);                     -- its record block (dataplane/recblock.py), if any
+CREATE TABLE IF NOT EXISTS record_buckets (
+    bucket INTEGER PRIMARY KEY,      -- VSID << 24 | CA >> 8
+    rows BLOB NOT NULL);             -- its records, 20 bytes each, in CA order
 CREATE TABLE IF NOT EXISTS gateways (
     id TEXT PRIMARY KEY,
     applied INTEGER,                 -- last generation it acknowledged (NULL: none)
@@ -62,6 +79,8 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        if "block" not in [r[1] for r in self.db.execute("PRAGMA table_info(changelog)")]:
+            self.db.execute("ALTER TABLE changelog ADD COLUMN block BLOB")   # older file
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
         if "store_id" not in meta:
             with self._tx():
@@ -70,48 +89,72 @@ class Store:
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         self.store_id: str = meta["store_id"]
         self.generation: int = int(meta["generation"])
-        self.document: dict = json.loads(meta["document"])
-        self.model = self._model(self.document)
+        doc = json.loads(meta["document"])
+        if doc.get("records"):
+            doc = self._move_records(doc)   # a file from before the records table
+        self._doc: dict = doc               # the document without its records
+        self._snapshot: tuple[int, bytes] | None = None
+        self._last: tuple | None = None     # the latest batch, its block always kept
+        self.model = self._model(self._doc)
 
     def close(self) -> None:
         self.db.close()
 
     # -- reading ------------------------------------------------------------------
 
-    def changes_since(self, generation: int) -> list[tuple[int, str, object]] | None:
-        """The batches after `generation`, in order, as (generation, kind, body);
-        None when the changelog no longer reaches back that far (send a snapshot)."""
+    @property
+    def document(self) -> dict:
+        """The whole desired policy, records included (a million records take a
+        second: gateways get snapshot() instead)."""
+        return {**self._doc, "records": self.model.records.values()}
+
+    def snapshot(self) -> tuple[dict, bytes]:
+        """The document without its records, and every record as one record block."""
+        if self._snapshot is None or self._snapshot[0] != self.generation:
+            self._snapshot = (self.generation, self.model.records.block())
+        return self._doc, self._snapshot[1]
+
+    def changes_since(self, generation: int) -> list[tuple] | None:
+        """The batches after `generation`, in order, as (generation, kind, body,
+        record block or None); None when the changelog no longer reaches back that
+        far (send a snapshot). A 'document' batch is a whole policy: the document
+        without records, and all of them in the block."""
         if generation >= self.generation:
             return []
+        if generation == self.generation - 1 and self._last and self._last[0] == self.generation:
+            return [self._last]             # the usual case, from memory
         rows = self.db.execute(
-            "SELECT generation, kind, body FROM changelog WHERE generation > ? "
+            "SELECT generation, kind, body, block FROM changelog WHERE generation > ? "
             "ORDER BY generation", (generation,)).fetchall()
-        if len(rows) != self.generation - generation:
+        if len(rows) != self.generation - generation or any(r[1] == "snapshot" for r in rows):
             return None
-        return [(g, k, json.loads(b)) for g, k, b in rows]
+        return [(g, k, json.loads(b), blk) for g, k, b, blk in rows]
 
     def record(self, vsid, ca) -> dict | None:
         return self.model.records.get((vsid, ca))
 
     # -- changes ------------------------------------------------------------------
 
-    def apply(self, ops: list, command: str = "apply") -> int:
-        """Validate a batch against the desired policy, then commit it; return the
-        new generation. Raises PolicyError (nothing written) when it is invalid."""
-        if not isinstance(ops, list) or not ops:
+    def apply(self, ops: list, command: str = "apply", block=None) -> int:
+        """Validate a batch (operations, then the records of `block`, a record
+        block) against the desired policy, then commit it; return the new
+        generation. Raises PolicyError (nothing written) when it is invalid."""
+        if not isinstance(ops, list) or (not ops and (block is None or len(block) == 0)):
             raise PolicyError("a batch is a non-empty list of operations")
-        self.model.apply(ops)       # raises PolicyError with the model as it was
-        return self._commit("ops", ops, command)
+        self.model.apply(ops, block=block)  # raises PolicyError with the model as it was
+        return self._commit("ops", ops, command, block)
 
-    def load(self, document: dict) -> tuple[int, bool]:
-        """Make the desired policy equal `document`; return (generation, changed).
-        A document equal to the stored one commits nothing."""
+    def load(self, document: dict, block=None) -> tuple[int, bool]:
+        """Make the desired policy equal `document` (its records in it, or in
+        `block`); return (generation, changed). A document equal to the stored one
+        commits nothing."""
         _no_duplicates(document)
-        self.model.load_document(document)  # the document alone, then the diff
-        new = _strip(self.model.document())
-        if new == self.document:
+        self.model.load_document(document, block=block)  # the document alone, then the diff
+        new = _strip(self.model.document(records=False))
+        arrays, singles, deleted = self.model.records.changes()
+        if new == self._doc and not any(len(a) for a in arrays) and not singles and not deleted:
             return self.generation, False
-        return self._commit("document", new, "load", new), True
+        return self._commit("document", new, "load", self.model.records.block(), new), True
 
     def migrate(self, vsid, ca, pa) -> int:
         """Move a lookup record to a new PA (one 'set record' batch)."""
@@ -120,30 +163,61 @@ class Store:
             raise PolicyError(f"no lookup record for {ca!r} in VSID {vsid!r}")
         return self.apply([{"op": "set", "kind": "record", **rec, "pa": pa}], "migrate")
 
-    def _commit(self, kind: str, body, command: str, doc: dict | None = None) -> int:
+    def _commit(self, kind: str, body, command: str, block=None, doc: dict | None = None) -> int:
         gen = self.generation + 1
-        doc = doc if doc is not None else _strip(self.model.document())
+        if block is not None and not isinstance(block, bytes):
+            block = bytes(block)
+        if doc is None:
+            records_only = kind == "ops" and all(
+                isinstance(op, dict) and op.get("kind") == "record" for op in body)
+            # Lookup records are not in the document: a batch of them alone leaves it.
+            doc = self._doc if records_only else _strip(self.model.document(records=False))
         try:
-            self._write(gen, doc, kind, body, command)
+            self._write(gen, doc, kind, body, command, block, self.model.records.changes())
         except BaseException as e:
-            self.model = self._model(self.document)     # back to what is stored
+            self.model = self._model(self._doc)     # back to what is stored
             if isinstance(e, sqlite3.Error):
                 raise StoreError(f"store {self.path}: cannot commit generation {gen} "
                                  f"({e}); nothing was changed, the generation stays "
                                  f"{self.generation}") from None
             raise
-        self.generation, self.document = gen, doc
+        self.generation, self._doc = gen, doc
+        self._last = (gen, kind, body, block)
         return gen
 
-    def _write(self, gen, doc, kind, body, command) -> None:
+    def _write(self, gen, doc, kind, body, command, block, changes) -> None:
+        if block is not None and len(block) > BLOCK_LOG_MAX * recblock.SIZE:
+            kind, block = "snapshot", None
         with self._tx():
             self.db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),))
-            self.db.execute("UPDATE meta SET value = ? WHERE key = 'document'",
-                            (json.dumps(doc),))
-            self.db.execute("INSERT INTO changelog VALUES (?, ?, ?, ?, ?)",
-                            (gen, kind, json.dumps(body), command, time.time()))
+            if doc != self._doc:
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'document'",
+                                (json.dumps(doc),))
+            self._write_buckets(changes)
+            self.db.execute("INSERT INTO changelog VALUES (?, ?, ?, ?, ?, ?)",
+                            (gen, kind, json.dumps(body), command, time.time(), block))
             self.db.execute("DELETE FROM changelog WHERE generation <= ?",
                             (gen - CHANGELOG_KEEP,))
+            if block is not None:
+                # Big blocks are not kept for long: older batches go, and a gateway
+                # that far behind gets a snapshot.
+                self.db.execute(
+                    "DELETE FROM changelog WHERE generation < (SELECT min(generation) FROM "
+                    "(SELECT generation FROM changelog WHERE block IS NOT NULL "
+                    "ORDER BY generation DESC LIMIT ?))", (BLOCKS_KEEP,))
+
+    def _move_records(self, doc: dict) -> dict:
+        """A store written before records had their own table: move them there."""
+        arr = recblock.decode(recblock.encode(doc["records"], extra=()),
+                              recblock.header(len(doc["records"])))
+        doc = {**doc, "records": []}
+        records = recblock.RecordMap()
+        records.put_rows(recblock.keys(arr).tolist(), arr.view("V20").tolist())
+        with self._tx():
+            self._write_buckets(([arr], [], set()), records)
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'document'",
+                            (json.dumps(doc),))
+        return doc
 
     # -- gateways -----------------------------------------------------------------
 
@@ -162,11 +236,65 @@ class Store:
     def _tx(self):
         return _Transaction(self.db)
 
-    @staticmethod
-    def _model(doc: dict) -> Policy:
+    def _model(self, doc: dict) -> Policy:
+        """The policy engine holding the stored policy: the document, then the rows
+        of the records table (checked when they were committed)."""
         model = Policy(None, _PROVIDER_MAC, _CUSTOMER_MAC)
         model.load_document(doc)
+        block = b"".join(r for (r,) in self.db.execute("SELECT rows FROM record_buckets"))
+        if block:
+            arr = np.frombuffer(block, recblock.DTYPE)
+            model.records.load_rows(recblock.keys(arr).tolist(), arr.view("V20").tolist())
         return model
+
+    def _write_buckets(self, changes, records=None) -> None:
+        """Rewrite the buckets that hold what `changes` (RecordMap.changes()) set or
+        deleted: their rows as stored, less what was deleted, with the new rows."""
+        d = (records or self.model.records).d
+        arrays, singles, deleted = changes
+        if singles:
+            arrays = arrays + [np.frombuffer(b"".join(d[k] for k in singles), recblock.DTYPE)]
+        new = recblock.concat(arrays)
+        dk = np.array(sorted(deleted), np.uint64)
+        touched = np.union1d(recblock.keys(new) >> np.uint64(8), dk >> np.uint64(8))
+        if len(touched) == 0:
+            return
+        if len(touched) <= 64:          # a few records: the buckets from memory
+            rows = [(b, b"".join(filter(None, map(d.get, range(b << 8, (b << 8) + 256)))))
+                    for b in touched.tolist()]
+        else:
+            # Many: the stored rows of those buckets, then the new ones (which win),
+            # less the deleted; sorted and cut into buckets.
+            lo, hi = int(touched[0]), int(touched[-1])
+            stored = [(b, r) for b, r in self.db.execute(
+                "SELECT bucket, rows FROM record_buckets WHERE bucket BETWEEN ? AND ?",
+                (lo, hi))]
+            tset = set(touched.tolist())
+            old = np.frombuffer(b"".join(r for b, r in stored if b in tset),
+                                recblock.DTYPE) if stored else np.zeros(0, recblock.DTYPE)
+            both = recblock.concat([old, new])
+            k = recblock.keys(both)
+            order = np.argsort(k, kind="stable")
+            both, k = both[order], k[order]
+            last = np.ones(len(k), bool)
+            last[:-1] = k[1:] != k[:-1]             # the newest row of each key
+            if len(dk):
+                last &= ~np.isin(k, dk)
+            both, k = both[last], k[last]
+            bk = k >> np.uint64(8)
+            cuts = np.flatnonzero(bk[1:] != bk[:-1]) + 1
+            raw = both.tobytes()
+            starts = [0] + cuts.tolist()
+            ends = cuts.tolist() + [len(both)]
+            size = recblock.SIZE
+            rows = [(b, raw[s * size:e * size]) for b, s, e in
+                    zip(bk[starts].tolist() if len(both) else [], starts, ends)]
+            present = {b for b, _ in rows}
+            rows += [(b, b"") for b in touched.tolist() if b not in present]
+        self.db.executemany("DELETE FROM record_buckets WHERE bucket = ?",
+                            ((b,) for b, r in rows if not r))
+        self.db.executemany("INSERT OR REPLACE INTO record_buckets VALUES (?, ?)",
+                            ((b, r) for b, r in rows if r))
 
 
 class _Transaction:

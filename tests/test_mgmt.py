@@ -18,8 +18,11 @@ import signal
 import sqlite3
 import time
 
+import numpy as np
 import pytest
 from scapy.layers.inet import IP, TCP
+
+from dataplane import recblock
 
 from dataplane.errors import NvgwError
 from dataplane.policy import PolicyError
@@ -82,7 +85,10 @@ def test_store_refuses_invalid_batches_and_writes_nothing(tmp_path, bad, message
     assert dump() == before[0]
     again = Store(str(db))
     assert again.generation == 1 and again.document == before[1]
-    assert again.changes_since(0) == [(1, "document", before[1])]
+    [(g, kind, doc, block)] = again.changes_since(0)
+    # a whole policy: the document without its records, and all of them as a block
+    assert (g, kind, doc) == (1, "document", {**before[1], "records": []})
+    assert recblock.to_dicts(np.frombuffer(block, recblock.DTYPE)) == before[1]["records"]
 
 
 def test_store_generations_changelog_and_persistence(tmp_path):
@@ -110,8 +116,8 @@ def test_store_generations_changelog_and_persistence(tmp_path):
     store = Store(str(db))
     assert (store.store_id, store.generation) == (sid, 2)
     assert records(store.document)[(5001, VM_CA)] == "192.168.1.12"
-    [(g, kind, ops)] = store.changes_since(1)
-    assert (g, kind) == (2, "ops") and ops[0]["pa"] == "192.168.1.12"
+    [(g, kind, ops, block)] = store.changes_since(1)
+    assert (g, kind, block) == (2, "ops", None) and ops[0]["pa"] == "192.168.1.12"
     rows = sqlite3.connect(str(db)).execute("SELECT generation, command FROM changelog").fetchall()
     assert rows == [(1, "load"), (2, "migrate")]
 
@@ -391,3 +397,100 @@ def test_agent_config_is_validated(tmp_path):
             config.parse(base + extra, str(tmp_path / "gw.toml"))
     with pytest.raises(ConfigError, match="needs pipeline.mode = nvgre"):
         config.parse(base.replace('"nvgre"', '"forward"') + agent(), str(tmp_path / "gw.toml"))
+
+
+# -- 5. many records: record blocks, bulk C apply, whole or nothing -----------------------
+
+
+BULK_VSID, BULK_NET = 7001, "10.64.0.0/14"
+
+
+def bulk_records(n: int, pas: int = 100) -> list[dict]:
+    """n lookup records in VSID 7001 (10.64.0.0/14) behind `pas` hosts on the fabric."""
+    return [{"vsid": BULK_VSID, "ca": f"10.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}",
+             "mac": f"00:15:5d:{i >> 16:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}",
+             "pa": f"192.168.1.{20 + i % pas}"} for i in range(1, n + 1)]
+
+
+def test_bulk_records_through_mgmt(tmp_path):
+    """100,000 records in one batch: client -> nvgw-mgmt -> gateway as a record block,
+    applied to the C tables in one call. A block with one bad record is refused whole
+    (nothing stored, nothing sent, the C tables unchanged); migrate after the load; a
+    restarted nvgw-mgmt keeps the records; a restarted gateway gets them all back."""
+    n = 100_000
+    keys = Keys.create(tmp_path / "keys", ["gw1"])
+    mgmt = MgmtProcess(tmp_path / "mgmt", keys).start()
+    body = agent_body(mgmt, keys, "gw1").replace("records = 4096", "records = 131072")
+    gw = GatewayProcess(tmp_path / "gw1", empty_ports(), body).start()
+    try:
+        c = mgmt.client(timeout=30)
+        assert c.load(redblue_policy())["generation"] == 1
+        c.apply([{"op": "set", "kind": "domain", "rdid": 3, "name": "bulk"},
+                 {"op": "set", "kind": "subnet", "rdid": 3, "vsid": BULK_VSID,
+                  "prefix": BULK_NET}])
+        c.wait(2, timeout=WAIT, min_gateways=1)
+        base = gw.request("show", what="tables")
+        assert base["records"] == 2
+        recs = bulk_records(n)
+        ops = [{"op": "set", "kind": "record", **r} for r in recs]
+
+        # -- refused whole, with the per-record message; nothing changes anywhere ------
+        for i, change, message in [
+                (54321, {"ca": "10.1.1.9"},
+                 "lookup record 10.1.1.9 is outside virtual subnet 7001 (10.64.0.0/14)"),
+                (99999, {"vsid": 7002}, "lookup record 10.65.134.160: virtual subnet 7002 "
+                                        "does not exist"),
+                (777, {"ca": recs[3]["ca"]}, "records: duplicate CA 10.64.0.4 in VSID 7001")]:
+            bad = [dict(r) for r in recs]
+            bad[i].update(change)
+            with pytest.raises(NvgwError) as e:
+                c.apply_records(bad)
+            assert str(e.value) == message
+        bad = ops[:]
+        bad[500] = {**ops[500], "mac": "00:15:5d:zz:00:01"}   # refused by the client itself
+        with pytest.raises(PolicyError, match="lookup record 10.64.1.245: "
+                                              "'00:15:5d:zz:00:01' is not a MAC address"):
+            c.apply(bad)
+        assert c.generation() == 2
+        assert gw.request("show", what="tables") == base
+        assert gw_policy(gw)["generation"] == 2
+
+        # -- applied: one batch, one record block, one C call --------------------------
+        t = time.monotonic()
+        gen = c.apply(ops)["generation"]
+        c.wait(gen, timeout=WAIT, min_gateways=1)
+        took = time.monotonic() - t
+        assert gen == 3
+        assert c.last_sent_bytes < 21 * n                    # ~20 bytes a record
+        assert gw.request("show", what="tables")["records"] == n + 2
+        sent = [json.loads(x) for x in mgmt.log_lines() if '"batch_sent"' in x]
+        assert [(b["generation"], b["records"]) for b in sent if b["generation"] == 3] == \
+            [(3, n)]                                          # sent once: no resend
+        print(f"\n{n} records: {took:.2f} s client call to gateway ack")
+
+        # -- migrate after the bulk load ----------------------------------------------
+        r = recs[4242]
+        g = c.migrate(BULK_VSID, r["ca"], "192.168.1.250")["generation"]
+        c.wait(g, timeout=WAIT, min_gateways=1)
+        assert g == 4 and gw.request("show", what="tables")["records"] == n + 2
+
+        # -- nvgw-mgmt restarted: every record kept ---------------------------------------
+        mgmt.stop(signal.SIGKILL)
+        mgmt.start()
+        c = mgmt.client(timeout=30)
+        assert c.generation() == 4
+        stored = records(c.policy())
+        assert len(stored) == n + 2 and stored[(BULK_VSID, r["ca"])] == "192.168.1.250"
+        assert stored[(BULK_VSID, recs[77]["ca"])] == recs[77]["pa"]
+
+        # -- a restarted gateway gets them all back (a snapshot with a record block) ----
+        gw.stop()
+        gw = GatewayProcess(tmp_path / "gw1b", empty_ports(), body).start()
+        c.wait(4, timeout=WAIT, min_gateways=1)
+        assert gw.request("show", what="tables")["records"] == n + 2
+        assert records(gw_policy(gw)) == stored
+        assert any('"snapshot_sent"' in x and f'"records": {n + 2}' in x
+                   for x in mgmt.log_lines())
+    finally:
+        gw.stop()
+        mgmt.stop()
