@@ -491,6 +491,55 @@ def test_bulk_records_through_mgmt(tmp_path):
         assert records(gw_policy(gw)) == stored
         assert any('"snapshot_sent"' in x and f'"records": {n + 2}' in x
                    for x in mgmt.log_lines())
+
+        # -- `nvgwctl apply -f` of a document with half the records: one record block ---
+        doc = c.policy()
+        del doc["generation"]
+        doc["records"] = [x for x in doc["records"] if x["vsid"] != BULK_VSID or
+                          int(x["ca"].rsplit(".", 1)[1]) % 2 == 0]
+        half = len(doc["records"])
+        res = ctl(mgmt, "--timeout", 30, "--json", "apply", "-f",
+                  write_policy(tmp_path, doc, "half.json"))
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout) == {"generation": 5, "changed": True}
+        assert any('"load"' in x and '"generation": 5' in x for x in mgmt.log_lines())
+        c.wait(5, timeout=WAIT, min_gateways=1)
+        assert gw.request("show", what="tables")["records"] == half
     finally:
         gw.stop()
         mgmt.stop()
+
+
+def test_store_load_with_record_block_diffs_and_persists(tmp_path):
+    """A document whose records come as a block (MgmtClient.load with >= 1,000 records):
+    the same document again changes nothing; fewer records delete the rest; a restart
+    reads them back from the bucket table; a bad record refuses the whole document."""
+    from mgmt.client import BLOCK_MIN
+    db = tmp_path / "mgmt.db"
+    store = Store(str(db))
+    doc = redblue_policy()
+    doc["routing_domains"].append({"rdid": 3, "name": "bulk", "subnets": [
+        {"vsid": BULK_VSID, "prefix": BULK_NET}]})
+    recs = doc.pop("records") + bulk_records(3000)
+    doc["records"] = []
+    block = recblock.encode(recs, extra=())
+    assert len(recs) >= BLOCK_MIN
+    assert store.load(doc, block=block) == (1, True)
+    assert store.load(doc, block=block) == (1, False)
+    with pytest.raises(PolicyError, match="its records come in 'records' or as a record block"):
+        store.load({**doc, "records": recs[:1]}, block=block)
+    bad = [dict(r) for r in recs]
+    bad[2999]["ca"] = "10.1.1.99"           # in VSID 7001
+    with pytest.raises(PolicyError, match="lookup record 10.1.1.99 is outside virtual subnet"):
+        store.load(doc, block=recblock.encode(bad, extra=()))
+    assert store.generation == 1
+    fewer = recblock.encode(recs[:1000], extra=())
+    assert store.load({**doc, "records": []}, block=fewer) == (2, True)
+    want = records(store.document)
+    assert len(want) == 1000
+    store.close()
+    store = Store(str(db))
+    assert store.generation == 2 and records(store.document) == want
+    [(g, kind, body, blk)] = store.changes_since(1)
+    assert (g, kind) == (2, "document") and blk == fewer
+    store.close()
