@@ -632,6 +632,43 @@ def control_plane(work: Path, n_records: int, migrates: int) -> dict:
         res["migrate"] = {"count": len(lat), "p50_ms": 1000 * lat[len(lat) // 2],
                           "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
                           "max_ms": 1000 * lat[-1]}
+        # A restarted gateway gets everything back: a snapshot (the document and one
+        # record block), from nvgw-mgmt sending it to the gateway's ack.
+        gen = client.generation()
+        gw.send_signal(signal.SIGTERM)
+        gw.wait(60)
+        t = time.time()
+        while time.time() - t < 30 and any(r["state"] == "up" for r in client.gateways()):
+            time.sleep(0.1)                     # nvgw-mgmt has noticed it is gone
+        gw = subprocess.Popen([PY, "-m", "dataplane.cli", "--config", str(cfg),
+                               "--log-level", "info"], stdout=open(run / "gw2.log", "w"),
+                              stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        t = time.time()
+        while time.time() - t < 120 and not _log_times(mlog, "snapshot_sent", gen):
+            time.sleep(0.2)
+        client.wait(gen, timeout=600, min_gateways=1)
+        snap, acks = _log_times(mlog, "snapshot_sent", gen), _log_times(mlog, "gateway_ack", gen)
+        if snap and acks:
+            res["snapshot_to_ack_s"] = max(acks) - max(snap)
+        # nvgw-mgmt restarted with the million records in its store: until it answers.
+        mgmt.send_signal(signal.SIGTERM)
+        mgmt.wait(60)
+        t = time.time()
+        mgmt = subprocess.Popen(
+            [PY, "-m", "mgmt.server", "--db", str(cp / "mgmt.db"), "--clients",
+             f"ipc://{cp}/clients.sock", "--gateways", f"ipc://{cp}/gateways.sock",
+             "--keys", str(cp / "keys"), "--heartbeat", "1", "--log-level", "info"],
+            stdout=open(cp / "mgmt2.log", "w"), stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True)
+        quick = MgmtClient(f"ipc://{cp}/clients.sock", str(cp / "peers" / "ops.key_secret"),
+                           str(cp / "keys" / "server.key"), timeout=1)
+        while time.time() - t < 120:
+            try:
+                if quick.generation() == gen:
+                    res["mgmt_restart_s"] = time.time() - t
+                    break
+            except Exception:
+                time.sleep(0.05)
     finally:
         for p in (gw, mgmt):
             if p is not None and p.poll() is None:
@@ -714,6 +751,11 @@ def markdown(summary: list[dict], meta: dict, control: dict | None, verify: dict
                             f"applied to ack {fmt(b.get('applied_to_ack'), 3)} s; the batch "
                             f"was sent {c.get('batches_sent')} times)" if b else "")
                          + f"; heartbeat losses {c.get('heartbeat_losses')}"
+                         + (f"; a restarted gateway is sent a snapshot and acks it "
+                            f"{fmt(c['snapshot_to_ack_s'])} s later"
+                            if c.get("snapshot_to_ack_s") is not None else "")
+                         + (f"; nvgw-mgmt restarted answers after {fmt(c['mgmt_restart_s'])} s"
+                            if c.get("mgmt_restart_s") is not None else "")
                          + f"; migrate command to ack p50 {fmt(c['migrate']['p50_ms'], 1)} ms, "
                          f"p99 {fmt(c['migrate']['p99_ms'], 1)} ms ({c['migrate']['count']} "
                          f"migrates, {c['records']:,} records).")
