@@ -320,12 +320,17 @@ class RecordMap:
         them changed (bools)."""
         d = self.d
         n = len(rows)
-        old = list(map(d.get, keys_))
-        changed = np.fromiter(map(ne, old, rows), bool, n)
+        if not d:                       # a first load, a snapshot to a new gateway
+            old = [None] * n
+            changed = new = np.ones(n, bool)
+            self.d = d = dict(zip(keys_, rows))
+        else:
+            old = list(map(d.get, keys_))
+            changed = np.fromiter(map(ne, old, rows), bool, n)
+            d.update(zip(keys_, rows))
+            new = np.fromiter(map(is_, old, repeat(None)), bool, n)
         if self.journal is not None:
             self.journal.append((keys_, rows, old, changed, arr))
-        d.update(zip(keys_, rows))
-        new = np.fromiter(map(is_, old, repeat(None)), bool, n)
         if new.any():
             karr = np.array(keys_, np.uint64) if karr is None else karr
             u, c = np.unique(karr[new] >> np.uint64(32), return_counts=True)
