@@ -13,7 +13,8 @@ batches, generation 4) every time.
 
 Invariants, after every request:
 - exactly one reply (for `wait`: a pending wait instead, and answers to earlier waits
-  it finds done or timed out), to the requester's envelope: JSON, an object, "v": 1,
+  it finds done or timed out), to the requester (identity and REQ delimiter first, then
+  the frames before the message): JSON, an object, "v": 1,
   "ok" a bool, "result" when ok; a refusal has a non-empty "error" that is not
   "internal error: ..." (an exception the handlers did not foresee) and no
   request_failed event was logged. (Replies to clients carry no "type": they answer
@@ -55,13 +56,13 @@ def one(line: bytes) -> None:
     new_pending = [w for w in srv.waits if not any(w is o for o in old_waits)]
     answered_old = len(old_waits) - (len(srv.waits) - len(new_pending))
     mc.check(len(new_pending) <= 1, "one request added several waits")
-    mc.check(all(w.envelope == ENVELOPE for w in new_pending), "a wait for another envelope")
+    mc.check(all(w.envelope[:2] == ENVELOPE for w in new_pending), "a wait for another client")
     mc.check(len(sent) == answered_old + (0 if new_pending else 1),
              f"{len(sent)} replies: {answered_old} earlier waits answered, "
              f"{len(new_pending)} now pending", raw[:300], sent)
     replies = []
     for out in sent:
-        mc.check(out[:-1] == ENVELOPE, "reply to the wrong envelope", out[:-1])
+        mc.check(out[:2] == ENVELOPE and len(out) > 2, "reply to the wrong client", out[:-1])
         reply = mc.decode_reply(out[-1], "client reply")
         mc.check(type(reply.get("ok")) is bool, "reply without a boolean 'ok'", reply)
         if reply["ok"]:
@@ -77,6 +78,12 @@ def one(line: bytes) -> None:
                  "a wait changed the store", raw[:300])
         return
     reply = replies[0]
+    # Its envelope: the frames before the message, which is the last frame unless the
+    # one before announces a record block (a REQ client then gets the frames it sent
+    # before the refusal; test_mgmt_input.py: "the reply keeps the envelope").
+    env = sent[0][:-1]
+    mc.check(env == (ENVELOPE + frames)[:len(env)] and len(env) >= len(ENVELOPE + frames) - 2,
+             "the reply's envelope is not the request's", env, frames)
     if not reply["ok"]:
         mc.check(after_mem == before_mem, "a refused request changed the store in memory",
                  raw[:300], reply["error"])
