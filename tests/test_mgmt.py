@@ -542,4 +542,16 @@ def test_store_load_with_record_block_diffs_and_persists(tmp_path):
     assert store.generation == 2 and records(store.document) == want
     [(g, kind, body, blk)] = store.changes_since(1)
     assert (g, kind) == (2, "document") and blk == fewer
+    # A block too big for the changelog: the gateway one behind gets it from memory,
+    # one further behind (or any, after a restart) a snapshot.
+    import mgmt.store
+    old_max, mgmt.store.BLOCK_LOG_MAX = mgmt.store.BLOCK_LOG_MAX, 500
+    try:
+        assert store.load({**doc, "records": []}, block=block) == (3, True)
+    finally:
+        mgmt.store.BLOCK_LOG_MAX = old_max
+    assert [c[0] for c in store.changes_since(2)] == [3] and store.changes_since(1) is None
+    store.close()
+    store = Store(str(db))
+    assert store.changes_since(2) is None and len(store.document["records"]) == 3002
     store.close()
