@@ -275,9 +275,9 @@ class MgmtServer:
                 raise RequestError(f"unknown request type {msg['type']!r} (known: apply, "
                                    "load, migrate, show, wait)")
             self._frames = body[1:]
-            if msg["type"] not in ("apply", "load"):
-                block_of(msg, self._frames)     # no block: refused if one came
-            elif self._frames:
+            if msg["type"] not in ("apply", "load") and "records" in msg:
+                raise RequestError(f"{msg['type']}: takes no record block")
+            if self._frames:
                 self._busy(len(self._frames[0]) // recblock.SIZE)
             result = handler(msg, envelope, user)
         except (RequestError, PolicyError, StoreError) as e:

@@ -409,3 +409,37 @@ def test_flood_from_one_client_is_bounded_and_others_are_served(mgmt):
     print(f"\nflood: {n} requests sent in {sent_s:.2f} s, all handled ({refused} refused), "
           f"{len(replies)} replies read ({len(errors)} refusals); the other client: {len(latencies)} requests, max "
           f"{max(latencies) * 1e3:.1f} ms; nvgw-mgmt RSS +{grown} kB")
+
+
+# -- 6. record blocks that do not match their message ------------------------------------------
+
+
+def test_malformed_record_blocks_are_refused_and_change_nothing(mgmt):
+    c = mgmt.client()
+    c.load(redblue_policy())
+    rec = (5001).to_bytes(4, "little") + bytes([10, 1, 1, 20, 192, 168, 1, 10]) + bytes(8)
+    fmt = {"format": "nvgw-records/1", "count": 1}
+    for msg, frames, why in [
+            ({"type": "apply", "ops": [], "records": fmt}, (), "'records' needs the record "
+             "block as the one frame after the message (0 follow)"),
+            ({"type": "apply", "ops": [], "records": {**fmt, "count": 2}}, (rec,),
+             "the block is 20 bytes, 2 records are 40"),
+            ({"type": "apply", "ops": [], "records": {**fmt, "format": "nvgw-records/9"}},
+             (rec,), "format 'nvgw-records/9' not supported"),
+            ({"type": "apply", "ops": [], "records": {**fmt, "count": -1}}, (rec,),
+             "'count' must be a non-negative integer"),
+            ({"type": "show", "what": "generation", "records": fmt}, (rec,),
+             "show: takes no record block"),
+            ({"type": "apply", "ops": [], "records": fmt}, (rec[:19] + b"\1",),
+             "record block: record 0 has a non-zero last byte"),
+            ({"type": "apply", "ops": [], "records": fmt}, (rec[:18] + b"\7\0",),
+             "method must be 'encap' or 'rewrite'")]:
+        with pytest.raises(NvgwError) as e:
+            c.send_raw(json.dumps({"v": 1, **msg}).encode(), frames=frames)
+        assert why in str(e.value), str(e.value)
+    assert c.generation() == 1
+    # the same record well formed: applied
+    gen = c.send_raw(json.dumps({"v": 1, "type": "apply", "ops": [], "records": fmt}).encode(),
+                     frames=(rec,))["generation"]
+    assert gen == 2 and {"vsid": 5001, "ca": "10.1.1.20", "mac": "00:00:00:00:00:00",
+                         "pa": "192.168.1.10", "method": "encap"} in c.policy()["records"]
