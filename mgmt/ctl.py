@@ -45,6 +45,8 @@ def show(client: ControlClient, what: str) -> tuple[object, str]:
     elif what == "neighbours":
         text = _table([dict(n, mac=n["mac"] or "(resolving)") for n in data],
                       ["vlan", "ip", "mac"])
+    elif what == "tables":
+        text = _table([{"table": k, "entries": v} for k, v in data.items()], ["table", "entries"])
     elif what == "policy":
         text = json.dumps(data, indent=2)
     else:
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sh = sub.add_parser("show", parents=[common], help="read counters (a gateway) or policy and gateways")
     sh.add_argument("what", choices=["counters", "ports", "workers", "drops", "vsid",
-                                     "policy", "neighbours", "gateways"])
+                                     "policy", "neighbours", "tables", "gateways"])
     sh.add_argument("vsid", nargs="?", type=int, help="with 'vsid': the VSID")
     sub.add_parser("gateways", parents=[common], help="nvgw-mgmt's gateways, applied generation and lag")
     ap_ = sub.add_parser("apply", parents=[common], help="apply a JSON document (make the policy equal it) "

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -505,6 +507,10 @@ def test_bulk_records_through_mgmt(tmp_path):
         assert any('"load"' in x and '"generation": 5' in x for x in mgmt.log_lines())
         c.wait(5, timeout=WAIT, min_gateways=1)
         assert gw.request("show", what="tables")["records"] == half
+        r = subprocess.run([sys.executable, "-m", "mgmt.ctl", "--gateway", gw.endpoint,
+                            "show", "tables"], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0 and r.stdout.split()[:4] == ["TABLE", "ENTRIES", "records",
+                                                              str(half)], r.stdout + r.stderr
     finally:
         gw.stop()
         mgmt.stop()
