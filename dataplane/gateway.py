@@ -12,6 +12,7 @@ import structlog
 from dataplane import _dataplane as dp
 from dataplane import config as cfgmod
 from dataplane import policy as polmod
+from dataplane import recblock
 from dataplane.errors import ConfigError, DataplaneError, NvgwError
 
 log = structlog.get_logger("nvgw.dataplane")
@@ -209,8 +210,17 @@ class Gateway:
     def apply(self, ops: list, generation: int | None = None) -> int:
         """Apply a batch whole or not at all; return the applied generation
         (`generation` when the management process numbers batches)."""
-        gen = self._need_policy().apply(ops, generation)
-        log.info("policy_applied", ops=len(ops), generation=gen)
+        pol = self._need_policy()
+        try:
+            split = recblock.split_records(ops)
+        except recblock.BlockError as e:
+            raise polmod.PolicyError(str(e)) from None
+        if split is None:
+            gen, n_block = pol.apply(ops, generation), 0
+        else:               # many record updates: checked as arrays, one C call
+            gen = pol.apply(split[0], generation, block=split[1])
+            n_block = len(split[1]) // recblock.SIZE
+        log.info("policy_applied", ops=len(ops), block_records=n_block, generation=gen)
         return gen
 
     def load(self, document: dict, generation: int | None = None) -> int:

@@ -218,6 +218,30 @@ def encode(records: list[dict], extra=("op", "kind")) -> bytes:
     return out.tobytes()
 
 
+BLOCK_MIN = 1000           # record sets from this many on go as a record block
+
+
+def split_records(ops, minimum: int = BLOCK_MIN) -> tuple[list, bytes] | None:
+    """A batch ending in `minimum` or more 'set record' operations, as (the
+    operations before them, their record block); None for any other batch.
+    Records set twice keep the last, as the operations would. The client of
+    nvgw-mgmt and the gateway's control socket both send big record batches
+    through this, so they are validated on whole arrays (BlockError: a record
+    that cannot be packed)."""
+    if not isinstance(ops, list) or len(ops) < minimum:
+        return None
+    try:
+        kinds = np.array(list(map(dict.get, ops, repeat("kind"))), dtype=object)
+        verbs = np.array(list(map(dict.get, ops, repeat("op"))), dtype=object)
+    except TypeError:           # not all objects: the validator says which
+        return None
+    other = np.flatnonzero(~((kinds == "record") & (verbs == "set")))
+    start = int(other[-1]) + 1 if len(other) else 0
+    if len(ops) - start < minimum:
+        return None
+    return ops[:start], last_wins(encode(ops[start:]))
+
+
 def last_wins(block: bytes) -> bytes:
     """A block where a (VSID, CA) that appears more than once keeps its last record,
     in place: what a batch of 'set record' operations means."""

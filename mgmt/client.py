@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import json
 import time
-from itertools import repeat
-
-import numpy as np
 import zmq
 import zmq.utils.monitor
 
@@ -33,7 +30,7 @@ from dataplane.policy import PolicyError
 from mgmt import keys
 
 SCHEMA_VERSION = 1
-BLOCK_MIN = 1000           # record sets from this many on go as a record block
+BLOCK_MIN = recblock.BLOCK_MIN
 
 
 def _encode(records: list, extra=("op", "kind")) -> bytes:
@@ -44,21 +41,11 @@ def _encode(records: list, extra=("op", "kind")) -> bytes:
 
 
 def split_records(ops) -> tuple[list, bytes] | None:
-    """A batch ending in BLOCK_MIN or more 'set record' operations, as (the
-    operations before them, their record block); None for any other batch.
-    Records set twice keep the last, as the operations would."""
-    if not isinstance(ops, list) or len(ops) < BLOCK_MIN:
-        return None
+    """recblock.split_records, refusing malformed records as nvgw-mgmt would."""
     try:
-        kinds = np.array(list(map(dict.get, ops, repeat("kind"))), dtype=object)
-        verbs = np.array(list(map(dict.get, ops, repeat("op"))), dtype=object)
-    except TypeError:           # not all objects: nvgw-mgmt says which
-        return None
-    other = np.flatnonzero(~((kinds == "record") & (verbs == "set")))
-    start = int(other[-1]) + 1 if len(other) else 0
-    if len(ops) - start < BLOCK_MIN:
-        return None
-    return ops[:start], recblock.last_wins(_encode(ops[start:]))
+        return recblock.split_records(ops, BLOCK_MIN)
+    except recblock.BlockError as e:
+        raise PolicyError(str(e)) from None
 
 
 class MgmtClient:
