@@ -257,13 +257,15 @@ static void
 resolve(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
 	uint16_t scope, uint32_t ip)
 {
-	struct nvgw_neigh *n = nvgw_neigh_set(c->t, scope, ip, NULL, 0);
+	struct nvgw_neigh *n = nvgw_neigh_resolve(c->t, scope, ip);
 	const struct nvgw_attach *a = scope ? c->t->attach[scope] : NULL;
 	uint64_t now = rte_rdtsc();
 	struct rte_ether_hdr *eth;
 	struct rte_arp_hdr *arp;
 	uint16_t hdr = scope ? NVGW_VLAN_ETH_LEN : NVGW_ETH_LEN;
 
+	if (n == NULL)
+		c->c.resolve_refused++;
 	if (n == NULL || (scope && a == NULL) ||
 	    (n->last_request && now - n->last_request < rte_get_tsc_hz())) {
 		rte_pktmbuf_free(m);

@@ -56,6 +56,7 @@ struct nvgw_vsid_counters {
 struct nvgw_exc_counters {
 	uint64_t arp_replies, arp_requests, neigh_learned, arp_no_record;
 	uint64_t echo_replies, frag_needed, ignored, inject_full;
+	uint64_t resolve_refused;   /* no neighbour entry: the learning budget is spent */
 };
 
 struct nvgw_tables;

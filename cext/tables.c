@@ -525,31 +525,39 @@ nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan)
 	return 0;
 }
 
+/* With neigh_lock held: the entry of k, made when absent and `create`. */
+static struct nvgw_neigh *
+neigh_get_locked(struct nvgw_tables *t, const struct nvgw_neigh_key *k, int create)
+{
+	struct nvgw_neigh *n;
+
+	if (rte_hash_lookup_data(t->neigh, k, (void **)&n) >= 0)
+		return n;
+	if (!create || t->n_neigh >= t->max_neigh)
+		return NULL;
+	n = slab_get(t, &t->neigh_slab);
+	if (n == NULL)
+		return NULL;
+	n->ip = k->ip;
+	n->scope = k->scope;
+	if (rte_hash_add_key_data(t->neigh, k, n) < 0) {
+		slab_put(&t->neigh_slab, n);
+		return NULL;
+	}
+	t->n_neigh++;
+	return n;
+}
+
 struct nvgw_neigh *
 nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip, const uint8_t *mac,
 	       int only_existing)
 {
 	struct nvgw_neigh_key k = { scope, ip };
-	struct nvgw_neigh *n = NULL;
+	struct nvgw_neigh *n;
 	uint64_t word = 0;
 
 	pthread_mutex_lock(&t->neigh_lock);
-	if (rte_hash_lookup_data(t->neigh, &k, (void **)&n) < 0) {
-		n = NULL;
-		if (!only_existing && t->n_neigh < t->max_neigh) {
-			n = slab_get(t, &t->neigh_slab);
-			if (n != NULL) {
-				n->ip = ip;
-				n->scope = scope;
-				if (rte_hash_add_key_data(t->neigh, &k, n) < 0) {
-					slab_put(&t->neigh_slab, n);
-					n = NULL;
-				} else {
-					t->n_neigh++;
-				}
-			}
-		}
-	}
+	n = neigh_get_locked(t, &k, !only_existing);
 	if (n != NULL && mac != NULL) {
 		if (only_existing && (n->mac & NVGW_NEIGH_STATIC)) {
 			n = NULL;                 /* learning never overrides policy */
@@ -558,6 +566,25 @@ nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip, const uint8_t
 			word |= NVGW_NEIGH_VALID | (only_existing ? 0 : NVGW_NEIGH_STATIC);
 			__atomic_store_n(&n->mac, word, __ATOMIC_RELEASE);
 		}
+	}
+	pthread_mutex_unlock(&t->neigh_lock);
+	return n;
+}
+
+/* The entry to resolve for traffic: found, or made while the learning budget
+ * lasts (NULL after: the packet is dropped as unresolved, policy keeps room). */
+struct nvgw_neigh *
+nvgw_neigh_resolve(struct nvgw_tables *t, uint16_t scope, uint32_t ip)
+{
+	struct nvgw_neigh_key k = { scope, ip };
+	struct nvgw_neigh *n;
+
+	pthread_mutex_lock(&t->neigh_lock);
+	n = neigh_get_locked(t, &k, 0);
+	if (n == NULL && t->n_learned < NVGW_NEIGH_LEARN_MAX(t->max_neigh)) {
+		n = neigh_get_locked(t, &k, 1);
+		if (n != NULL)
+			t->n_learned++;
 	}
 	pthread_mutex_unlock(&t->neigh_lock);
 	return n;

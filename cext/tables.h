@@ -132,6 +132,7 @@ struct nvgw_tables {
 	struct rte_rcu_qsbr *qsbr;
 	pthread_mutex_t neigh_lock; /* neighbours have two writers: control, exceptions */
 	uint32_t n_neigh, max_neigh;
+	uint32_t n_learned;         /* entries the exception thread made (never freed) */
 	struct nvgw_slab rec_slab, route_slab, vsid_slab, neigh_slab;
 	/* Objects and key slots waiting for a grace period. */
 	void **garbage;
@@ -183,6 +184,11 @@ int nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, 
 /* Static (only_existing 0) or learned (only_existing 1) MAC; mac NULL: create
  * unresolved. Learning never overrides a static MAC (returns NULL then). Safe
  * from any thread. */
+/* Hosts the exception thread resolves for traffic (a tenant picks them) may take
+ * at most this share of the neighbour table; the rest stays for policy. */
+#define NVGW_NEIGH_LEARN_MAX(max) ((max) / 4)
+
+struct nvgw_neigh *nvgw_neigh_resolve(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
 struct nvgw_neigh *nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip,
 				  const uint8_t *mac, int only_existing);
 /* A static neighbour deleted: unresolved again (the next packet ARPs). */

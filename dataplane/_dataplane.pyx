@@ -44,7 +44,7 @@ ROUTE_CUSTOMER = tb.NVGW_ROUTE_CUSTOMER
 VSID_COUNTERS = ("encap_pkts", "encap_bytes", "decap_pkts", "decap_bytes",
                  "rewrite_out_pkts", "rewrite_out_bytes", "rewrite_in_pkts", "rewrite_in_bytes")
 EXC_COUNTERS = ("arp_replies", "arp_requests", "neigh_learned", "arp_no_record",
-                "echo_replies", "frag_needed", "ignored", "inject_full")
+                "echo_replies", "frag_needed", "ignored", "inject_full", "resolve_refused")
 
 DROP_REASONS = tuple(
     (c.nvgw_drop_names[i].decode(), c.nvgw_drop_texts[i].decode())
@@ -536,7 +536,8 @@ cdef class Nvgre:
         if self.ctx == NULL:
             raise DataplaneError("tables", 19, "the pipeline is stopped")
         return {"records": tb.rte_hash_count(self.ctx.t.records),
-                "neighbours": tb.rte_hash_count(self.ctx.t.neigh)}
+                "neighbours": tb.rte_hash_count(self.ctx.t.neigh),
+                "neighbours_learned": self.ctx.t.n_learned}
 
     def route_set(self, uint32_t rdid, bytes prefix, uint8_t length, uint8_t kind,
                   uint32_t vsid, uint16_t vlan, bytes nh):

@@ -23,7 +23,7 @@ cdef extern from "tables.h" nogil:
         rte_rcu_qsbr *qsbr
         rte_hash *records
         rte_hash *neigh
-        uint32_t n_neigh
+        uint32_t n_neigh, n_learned
     struct nvgw_table_sizes:
         uint32_t records, routes, neighbours, rewrites, readers
 

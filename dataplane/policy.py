@@ -393,11 +393,14 @@ class Policy:
         if not need:
             return
         have = {(scope, ip) for scope, ip, _mac in self.nv.neighbours()}
-        n = len(have | need)
-        if n > self.capacity["neighbours"]:
+        n, cap = len(have | need), self.capacity["neighbours"]
+        # The exception thread may still make entries for hosts it resolves, up to
+        # a quarter of the table (NVGW_NEIGH_LEARN_MAX): keep their room free.
+        learn = max(0, cap // 4 - self.nv.table_counts()["neighbours_learned"])
+        if n + learn > cap:
             raise PolicyError(f"{n} neighbour entries (static neighbours and the next hops "
-                              "of records and routes) exceed the table size of "
-                              f"{self.capacity['neighbours']}")
+                              f"of records and routes) and {learn} kept for hosts the "
+                              f"gateway resolves exceed the table size of {cap}")
 
     def _snapshot(self):
         # Shallow copies of the dicts: staged objects are new dicts, never mutated.

@@ -15,11 +15,13 @@ from scapy.layers.inet import GRE, ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
+from dataplane.errors import NvgwError
 from harness import GatewayProcess, PcapPort
 from nvgw_helpers import (BLUE, BROADCAST, CUSTOMER_MAC, FABRIC, GW_PA, PROVIDER_MAC, RED,
                           TENANTS, VM_CA, Injector, arp_reply, arp_request, assert_drops,
                           assert_packets, customer_frame, expected_customer, expected_encap,
                           flowid, inner_frame_len, live_port, nonzero, nvgre_body, nvgre_frame,
+                          nvgre_ports,
                           redblue_policy, run_nvgre, sized_udp, udp, veth_pair,
                           write_policy)
 
@@ -509,6 +511,46 @@ def test_unresolved_next_hop_is_dropped_and_arped_once(tmp_path):
     final = gw.final_counters()
     assert_drops(final, no_neighbour=4)
     assert exceptions(final) == {"arp_requests": 2}
+
+
+def test_hosts_resolved_for_traffic_take_at_most_a_quarter_of_the_neighbour_table(tmp_path):
+    """A VM sending to many unresolved hosts of an attached subnet cannot fill the
+    neighbour table (which never frees an entry): the exception thread makes entries
+    for at most a quarter of it, then counts resolve_refused; policy keeps the rest,
+    so a batch that fits is applied and one that does not is refused whole."""
+    hosts = [f"172.16.1.{i}" for i in range(100, 180)]
+    downs = [udp(VM_CA, h, 80, 7000, b"scan", id=i) for i, h in enumerate(hosts)]
+    path = write_policy(tmp_path, redblue_policy())
+    gw = GatewayProcess(tmp_path, nvgre_ports(fabric=[BLUE.down(p) for p in downs]),
+                        nvgre_body(path, neighbours=256)).start()
+    try:
+        for _ in range(100):
+            exc = gw.counters()["exceptions"]
+            if exc["arp_requests"] + exc["resolve_refused"] == len(hosts):
+                break
+            time.sleep(0.05)
+        tables = gw.request("show", what="tables")
+        assert tables["neighbours_learned"] == 64, tables
+        room = 256 - tables["neighbours"]            # policy's own entries stay free
+        static = [{"op": "set", "kind": "neighbour", "vlan": 100,
+                   "ip": f"172.16.{3 + i // 250}.{1 + i % 250}", "mac": "02:00:00:00:02:%02x" % i}
+                  for i in range(room + 1)]
+        before = gw.request("show", what="policy")
+        with pytest.raises(NvgwError, match="257 neighbour entries .* and 0 kept for "
+                                            "hosts the gateway resolves exceed the table "
+                                            "size of 256"):
+            gw.request("apply", ops=static)
+        assert gw.request("show", what="policy") == before
+        assert gw.request("show", what="tables") == tables
+        gw.request("apply", ops=static[:room])
+        assert gw.request("show", what="tables")["neighbours"] == 256
+    finally:
+        gw.stop()
+    assert gw.returncode == 0, gw.stderr
+    final = gw.final_counters()
+    assert_drops(final, no_neighbour=len(hosts))
+    assert exceptions(final) == {"arp_requests": 64, "resolve_refused": 16}
+    assert len(gw.sent(TENANTS)) == 64                   # one ARP request per entry
 
 
 def test_deleting_a_static_neighbour_live_makes_it_unresolved(tmp_path, veth):
