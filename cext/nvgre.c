@@ -163,7 +163,6 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 /* Longest-prefix match for the burst: one bulk hash lookup per prefix
  * length present in any packet's routing domain, longest first; lengths
  * over /16 (/24) only where the filter says the block may have some. */
-#define LENS_OVER(n) (((1ULL << 33) - 1) & ~((1ULL << ((n) + 1)) - 1))
 
 static void
 route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
@@ -176,15 +175,9 @@ route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 	uint64_t hits;
 
 	for (i = 0; i < n; i++) {
-		uint32_t rd = p[i].rdid, dst = p[i].ip->dst_addr;
-
 		p[i].rt = NULL;
-		left[i] = t->rd_lens[rd];
-		if ((left[i] & LENS_OVER(16)) && !nvgw_blk_test(t->blk16, nvgw_blk(rd, dst, 16)))
-			left[i] &= ~LENS_OVER(16);
-		else if ((left[i] & LENS_OVER(24)) &&
-			 !nvgw_blk_test(t->blk24, nvgw_blk(rd, dst, 8)))
-			left[i] &= ~LENS_OVER(24);
+		left[i] = nvgw_route_lens(t->rd_lens[p[i].rdid], t->blk16, t->blk24, p[i].rdid,
+					  p[i].ip->dst_addr);
 	}
 	for (;;) {
 		for (i = 0, k = 0; i < n; i++) {

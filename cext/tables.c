@@ -426,24 +426,11 @@ nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 	return delete_key(t, t->records, &k, &t->dead_rec, 1);
 }
 
-static void
-blk_bit(uint64_t *bits, uint32_t *n, uint32_t b, int delta)
-{
-	n[b] += delta;
-	if (delta > 0 && n[b] == 1)
-		__atomic_or_fetch(&bits[b >> 6], 1ULL << (b & 63), __ATOMIC_RELEASE);
-	else if (delta < 0 && n[b] == 0)
-		__atomic_and_fetch(&bits[b >> 6], ~(1ULL << (b & 63)), __ATOMIC_RELEASE);
-}
-
-/* Keep the route length filters (nvgw_blk) counting the routes of each bit. */
+/* Keep the route length filters counting the routes of each bit. */
 static void
 blk_count(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len, int delta)
 {
-	if (len > 16)
-		blk_bit(t->blk16, t->blk16_n, nvgw_blk(rdid, prefix, 16), delta);
-	if (len > 24)
-		blk_bit(t->blk24, t->blk24_n, nvgw_blk(rdid, prefix, 8), delta);
+	nvgw_blk_count(t->blk16, t->blk16_n, t->blk24, t->blk24_n, rdid, prefix, len, delta);
 }
 
 int

@@ -14,6 +14,8 @@
 #include <rte_hash.h>
 #include <rte_rcu_qsbr.h>
 
+#include "lpm.h"
+
 #define NVGW_MAX_VSIDS      16384   /* virtual subnets per gateway (counter slots) */
 #define NVGW_MAX_RD         65536   /* routing domain ids 1..65535 */
 #define NVGW_MAX_VLAN       4096
@@ -210,24 +212,6 @@ nvgw_vsid_find(const struct nvgw_tables *t, uint32_t vsid)
 		return NULL;
 	vs = __atomic_load_n(&t->vsid_by_idx[slot - 1], __ATOMIC_ACQUIRE);
 	return vs != NULL && vs->vsid == vsid ? vs : NULL;
-}
-
-#define NVGW_BLK_BITS (1u << 20)
-
-/* Filter bit of a route's (rdid, network-order address) block of `shift`
- * host bits (16: the /16 block, 8: the /24 block). */
-static inline uint32_t
-nvgw_blk(uint32_t rdid, uint32_t addr, unsigned int shift)
-{
-	uint32_t h = rdid * 0x9E3779B1u ^ (rte_be_to_cpu_32(addr) >> shift) * 0x85EBCA77u;
-
-	return (h ^ h >> 15) & (NVGW_BLK_BITS - 1);
-}
-
-static inline int
-nvgw_blk_test(const uint64_t *bits, uint32_t b)
-{
-	return (__atomic_load_n(&bits[b >> 6], __ATOMIC_ACQUIRE) >> (b & 63)) & 1;
 }
 
 static inline struct nvgw_neigh *

@@ -5,8 +5,8 @@
 #   mgmt_gateway  nvgw-mgmt's gateway messages (atheris): tests/fuzz/fuzz_mgmt_gateway.py
 #   agent         the gateway's agent, down to the C tables (atheris): tests/fuzz/fuzz_agent.py
 #   policy        policy documents and batches (atheris): tests/fuzz/fuzz_policy.py
-#   parse_customer, parse_provider, encap, rewrite
-#                 the per-packet C functions on plain buffers, no EAL (libFuzzer, ASan +
+#   parse_customer, parse_provider, encap, rewrite, route
+#                 the per-packet C functions and route selection, no EAL (libFuzzer, ASan +
 #                 UBSan): tests/fuzz/fuzz_frame.c, one binary per entry point
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]   each TARGET (default: all) for SECONDS
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-frame_targets=(parse_customer parse_provider encap rewrite)
+frame_targets=(parse_customer parse_provider encap rewrite route)
 ((${#targets[@]})) || targets=(packet mgmt_client mgmt_gateway agent policy "${frame_targets[@]}")
 out=${NVGW_FUZZ_DIR:-/tmp/nvgw-fuzz}
 mkdir -p "$out"

@@ -6,6 +6,8 @@
  *   -DENTRY_ENCAP           nvgw_nvgre_header() in front of an inner IPv4
  *                           packet, read back with nvgw_parse_provider()
  *   -DENTRY_REWRITE         nvgw_rewrite() to new addresses and back
+ *   -DENTRY_ROUTE           nvgw_route_lens() (cext/lpm.h) beside a brute-force
+ *                           longest-prefix match, routes added and removed
  * Every IPv4 packet a harness parses or builds also goes through
  * nvgw_ttl_dec() and nvgw_flowid(). Built without DPDK's libraries (only the
  * inline functions of its headers), so no EAL runs. Each input is copied
@@ -717,6 +719,130 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	free(orig);
 	free(buf);
+	return 0;
+}
+#endif
+
+#if defined(ENTRY_ROUTE)
+/* Route selection: the lengths nvgw_route_lens() says to look up, against a
+ * brute-force longest-prefix match over the same routes. The input is a
+ * program of 8-byte steps: op, domain, address, length; the routes live in
+ * a model and in the filters (kept by nvgw_blk_count, as the tables do).
+ * Invariants: looking up the chosen lengths longest first finds exactly the
+ * longest matching route (a filter may say "maybe", never "no" wrongly);
+ * only lengths the domain has are chosen; once every route is gone again,
+ * each filter bit and count it touched is back to zero. */
+#include "lpm.h"
+
+#define MAX_ROUTES 256
+#define DOMAINS    4
+
+struct model_route { uint32_t rdid, prefix; uint8_t len; };
+
+static uint64_t b16[NVGW_BLK_BITS / 64], b24[NVGW_BLK_BITS / 64];
+static uint32_t n16[NVGW_BLK_BITS], n24[NVGW_BLK_BITS];
+
+static uint32_t
+netmask(uint8_t len)
+{
+	return rte_cpu_to_be_32(len ? ~0u << (32 - len) : 0);
+}
+
+static int
+find(const struct model_route *r, int n, uint32_t rdid, uint32_t prefix, uint8_t len)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (r[i].rdid == rdid && r[i].prefix == prefix && r[i].len == len)
+			return i;
+	return -1;
+}
+
+static uint64_t
+domain_lens(const struct model_route *r, int n, uint32_t rdid)
+{
+	uint64_t lens = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (r[i].rdid == rdid)
+			lens |= 1ULL << r[i].len;
+	return lens;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct model_route r[MAX_ROUTES];
+	int n = 0, i, truth, found;
+	size_t at;
+
+	for (at = 0; at + 8 <= size; at += 8) {
+		const uint8_t *s = data + at;
+		uint32_t rdid = 1 + (s[1] & (DOMAINS - 1)), addr;
+		uint8_t len = s[6] % 33;
+		uint64_t lens, pick;
+
+		memcpy(&addr, s + 2, 4);
+		switch (s[0] & 3) {
+		case 0:                                 /* add a route */
+		case 1:                                 /* delete one */
+			addr &= netmask(len);
+			i = find(r, n, rdid, addr, len);
+			if ((s[0] & 3) == 0 && i < 0 && n < MAX_ROUTES) {
+				r[n++] = (struct model_route){ rdid, addr, len };
+				nvgw_blk_count(b16, n16, b24, n24, rdid, addr, len, 1);
+			} else if ((s[0] & 3) == 1 && i >= 0) {
+				nvgw_blk_count(b16, n16, b24, n24, rdid, addr, len, -1);
+				r[i] = r[--n];
+			}
+			continue;
+		case 3:                                 /* near a route: its prefix, */
+			if (n == 0)                     /* host bits from the input */
+				continue;
+			i = s[1] % n;
+			rdid = r[i].rdid;
+			addr = r[i].prefix | (addr & ~netmask(r[i].len));
+			break;
+		}
+		/* a query: dst = addr in domain rdid */
+		truth = -1;
+		for (i = 0; i < n; i++)
+			if (r[i].rdid == rdid && (addr & netmask(r[i].len)) == r[i].prefix &&
+			    r[i].len > truth)
+				truth = r[i].len;
+		lens = domain_lens(r, n, rdid);
+		pick = nvgw_route_lens(lens, b16, b24, rdid, addr);
+		CHECK((pick & ~lens) == 0, "only lengths the domain has");
+		found = -1;
+		while (pick && found < 0) {
+			uint8_t l = 63 - __builtin_clzll(pick);
+
+			pick &= ~(1ULL << l);
+			if (find(r, n, rdid, addr & netmask(l), l) >= 0)
+				found = l;
+		}
+		CHECK(found == truth, "the chosen lengths find the longest match");
+	}
+	while (n > 0) {
+		n--;
+		nvgw_blk_count(b16, n16, b24, n24, r[n].rdid, r[n].prefix, r[n].len, -1);
+		if (r[n].len > 16) {
+			uint32_t b = nvgw_blk(r[n].rdid, r[n].prefix, 16);
+
+			CHECK(n16[b] < MAX_ROUTES, "a /16 filter count never underflows");
+		}
+	}
+	for (at = 0; at + 8 <= size; at += 8) {
+		uint32_t rdid = 1 + (data[at + 1] & (DOMAINS - 1)), addr;
+
+		memcpy(&addr, data + at + 2, 4);
+		CHECK(n16[nvgw_blk(rdid, addr, 16)] == 0 && !nvgw_blk_test(b16, nvgw_blk(rdid, addr, 16)),
+		      "every /16 filter bit clears with its last route");
+		CHECK(n24[nvgw_blk(rdid, addr, 8)] == 0 && !nvgw_blk_test(b24, nvgw_blk(rdid, addr, 8)),
+		      "every /24 filter bit clears with its last route");
+	}
 	return 0;
 }
 #endif

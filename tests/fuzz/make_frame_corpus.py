@@ -121,8 +121,27 @@ def rewrite():
     return seeds
 
 
+def route():
+    # Programs of 8-byte steps (op, domain, address, length, 0): nested routes
+    # on both sides of the /16 and /24 filters, queries at and near them,
+    # then deletes (fuzz_frame.c, ENTRY_ROUTE).
+    def step(op, rd, a, length=0):
+        return bytes([op, rd]) + addr(a) + bytes([length, 0])
+    add, dele, query, near = 0, 1, 2, 3
+    nested = [step(add, 0, "0.0.0.0", 0), step(add, 0, "10.0.0.0", 8),
+              step(add, 0, "10.20.16.0", 20), step(add, 0, "10.20.16.64", 26),
+              step(add, 0, "10.20.16.70", 32), step(add, 1, "10.20.16.0", 24)]
+    queries = [step(query, 0, a) for a in ("10.20.16.70", "10.20.16.71", "10.20.17.1",
+                                           "10.20.32.1", "10.99.0.1", "8.8.4.4")]
+    return {"nested": b"".join(nested + queries),
+            "deletes": b"".join(nested + queries + [step(dele, 0, "10.20.16.70", 32),
+                                                    step(dele, 0, "10.20.16.64", 26)] +
+                                queries),
+            "near": b"".join(nested + [step(near, i, "0.0.1.255") for i in range(6)])}
+
+
 TARGETS = {"parse_customer": customer, "parse_provider": provider, "encap": encap,
-           "rewrite": rewrite}
+           "rewrite": rewrite, "route": route}
 
 
 def main(target, outdir):
