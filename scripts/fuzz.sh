@@ -74,7 +74,7 @@ status=0
 for t in "${targets[@]}"; do
     case $t in
         packet|mgmt_client|mgmt_gateway|agent|policy) ;;
-        parse_customer|parse_provider|encap|rewrite) ;;
+        parse_customer|parse_provider|encap|rewrite|route) ;;
         *) echo "fuzz.sh: unknown target $t (packet mgmt_client mgmt_gateway agent policy" \
                 "${frame_targets[*]})" >&2
            exit 2 ;;
