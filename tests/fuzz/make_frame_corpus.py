@@ -3,6 +3,7 @@
 TARGET: parse_customer (802.1Q frames), parse_provider (fabric frames),
 encap (template fields + an inner IPv4 packet), rewrite (new addresses + an
 IPv4 packet). The input layouts are those fuzz_frame.c documents."""
+import random
 import socket
 import struct
 import sys
@@ -137,7 +138,19 @@ def route():
             "deletes": b"".join(nested + queries + [step(dele, 0, "10.20.16.70", 32),
                                                     step(dele, 0, "10.20.16.64", 26)] +
                                 queries),
-            "near": b"".join(nested + [step(near, i, "0.0.1.255") for i in range(6)])}
+            "near": b"".join(nested + [step(near, i, "0.0.1.255") for i in range(6)]),
+            # and some mixed programs over all four domains and lengths
+            **{f"mixed{k}": mixed(random.Random(k)) for k in range(8)}}
+
+
+def mixed(rnd):
+    steps = b""
+    for _ in range(24):
+        op = rnd.choice((0, 0, 0, 1, 2, 3, 3))
+        a = bytes([10, rnd.randrange(4), rnd.randrange(256), rnd.randrange(256)])
+        steps += bytes([op, rnd.randrange(4)]) + a + bytes([rnd.choice((0, 8, 16, 20, 24,
+                                                                         26, 30, 32)), 0])
+    return steps
 
 
 TARGETS = {"parse_customer": customer, "parse_provider": provider, "encap": encap,
