@@ -139,7 +139,6 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->qsbr = rte_zmalloc_socket("nvgw_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket);
 	t->vsid_dir = rte_zmalloc_socket("nvgw_vsid_dir", (1 << 16) * sizeof(*t->vsid_dir),
 					 RTE_CACHE_LINE_SIZE, socket);
-	t->vsid_dir_n = calloc(1 << 16, sizeof(*t->vsid_dir_n));
 	t->blk16 = rte_zmalloc_socket("nvgw_blk16", NVGW_BLK_BITS / 8, RTE_CACHE_LINE_SIZE, socket);
 	t->blk24 = rte_zmalloc_socket("nvgw_blk24", NVGW_BLK_BITS / 8, RTE_CACHE_LINE_SIZE, socket);
 	t->blk16_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk16_n));
@@ -148,7 +147,7 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->rw_pa = make_hash("rw_pa", sz->rewrites, sizeof(struct nvgw_pa_key), socket);
 	t->rw_gw = make_hash("rw_gw", sz->rewrites, sizeof(struct nvgw_rw_key), socket);
 	if (!t->vsids || !t->records || !t->routes || !t->neigh || !t->rw_pa || !t->rw_gw ||
-	    !t->rd_lens || !t->qsbr || !t->garbage || !t->vsid_dir || !t->vsid_dir_n ||
+	    !t->rd_lens || !t->qsbr || !t->garbage || !t->vsid_dir ||
 	    !t->blk16 || !t->blk24 || !t->blk16_n || !t->blk24_n ||
 	    dead_init(&t->dead_rec, sz->records, socket) ||
 	    dead_init(&t->dead_route, sz->routes, socket) ||
@@ -197,7 +196,6 @@ nvgw_tables_free(struct nvgw_tables *t)
 		for (i = 0; i < 1 << 16; i++)
 			rte_free(t->vsid_dir[i]);
 	rte_free(t->vsid_dir);
-	free(t->vsid_dir_n);
 	rte_free(t->blk16);
 	rte_free(t->blk24);
 	free(t->blk16_n);
@@ -302,6 +300,20 @@ nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint
 	return 0;
 }
 
+/* Unlink and retire the directory page of vsid once no VSID uses it. */
+static void
+dir_page_release(struct nvgw_tables *t, uint32_t vsid)
+{
+	uint16_t *pg = t->vsid_dir[vsid >> 8];
+	unsigned int i;
+
+	for (i = 0; i < 256; i++)
+		if (pg[i] != 0)
+			return;
+	__atomic_store_n(&t->vsid_dir[vsid >> 8], NULL, __ATOMIC_RELEASE);
+	defer_free(t, pg);
+}
+
 int
 nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_ip,
 	      const uint8_t gw_mac[6], int flowid, uint16_t idx)
@@ -320,8 +332,10 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 		__atomic_store_n(&t->vsid_dir[vsid >> 8], pg, __ATOMIC_RELEASE);
 	}
 	v = slab_get(t, &t->vsid_slab);
-	if (v == NULL)
+	if (v == NULL) {
+		dir_page_release(t, vsid);
 		return -ENOSPC;
+	}
 	v->vsid = vsid;
 	v->rdid = rdid;
 	v->gw_ip = gw_ip;
@@ -333,12 +347,9 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 	rc = swap_value(t, t->vsids, &vsid, v);
 	if (rc == 0) {
 		__atomic_store_n(&t->vsid_by_idx[idx], v, __ATOMIC_RELEASE);
-		if (pg[vsid & 0xFF] == 0)
-			t->vsid_dir_n[vsid >> 8]++;
 		__atomic_store_n(&pg[vsid & 0xFF], idx + 1, __ATOMIC_RELEASE);
-	} else if (t->vsid_dir_n[vsid >> 8] == 0) {
-		__atomic_store_n(&t->vsid_dir[vsid >> 8], NULL, __ATOMIC_RELEASE);
-		defer_free(t, pg);
+	} else {
+		dir_page_release(t, vsid);
 	}
 	return rc;
 }
@@ -346,19 +357,14 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 int
 nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid)
 {
-	uint16_t *pg;
 	void *old;
 
 	if (rte_hash_lookup_data(t->vsids, &vsid, &old) < 0)
 		return -ENOENT;
 	__atomic_store_n(&t->vsid_by_idx[((struct nvgw_vsid *)old)->idx], NULL,
 			 __ATOMIC_RELEASE);
-	pg = t->vsid_dir[vsid >> 8];
-	__atomic_store_n(&pg[vsid & 0xFF], 0, __ATOMIC_RELEASE);
-	if (--t->vsid_dir_n[vsid >> 8] == 0) {
-		__atomic_store_n(&t->vsid_dir[vsid >> 8], NULL, __ATOMIC_RELEASE);
-		defer_free(t, pg);
-	}
+	__atomic_store_n(&t->vsid_dir[vsid >> 8][vsid & 0xFF], 0, __ATOMIC_RELEASE);
+	dir_page_release(t, vsid);
 	return delete_key(t, t->vsids, &vsid, &t->dead_vsid, 1);
 }
 

@@ -124,7 +124,6 @@ struct nvgw_tables {
 	/* vsid >> 8 -> page of 256 (counter slot + 1): the data path's VSID
 	 * lookup, two loads instead of a hash probe. Pages live while used. */
 	uint16_t **vsid_dir;        /* [1 << 16] */
-	uint16_t *vsid_dir_n;       /* [1 << 16] entries per page (control side) */
 	/* Route length filters: bit (rdid, /16 block) set = a route longer than
 	 * /16 may exist in the block (likewise /24); the rest skip those lengths. */
 	uint64_t *blk16, *blk24;    /* [NVGW_BLK_BITS / 64] */

@@ -75,6 +75,17 @@ def machine() -> dict:
             "hugepages": hugepages_ok()}
 
 
+def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 60) -> None:
+    """Stop a process we started: `sig`, then SIGKILL after `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def hugepages_ok() -> bool:
     try:
         free = int(open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read())
@@ -165,12 +176,7 @@ def run_testpmd(work: Path, pcap: Path, window: float, tag: str) -> dict:
                 end = (time.monotonic(), worker_run_ns(proc.pid))
                 break
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGINT, 30)
     text = logf.read_text(errors="replace")
     rates = [int(x) for x in TP_PPS.findall(text) if int(x)]
     sel = rates[warm:warm + int(window)]
@@ -262,13 +268,7 @@ class Gateway:
     def stop(self) -> dict | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         try:
             return json.loads(self.stats.read_text())
@@ -679,13 +679,8 @@ def control_plane(work: Path, n_records: int, migrates: int) -> dict:
                 time.sleep(0.05)
     finally:
         for p in (gw, mgmt):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            if p is not None:
+                stop_process(p)
     return res
 
 
