@@ -169,17 +169,16 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 		goto ignore;
 	if (reason == NVGW_EXC_ARP_VSID) {
 		struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(ieth + 1);
-		struct nvgw_rec_key k = { vs->vsid, 0 };
-		struct nvgw_record *r;
+		uint64_t r;
 
 		if (!arp_ok(arp, avail) ||
 		    arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
 			goto ignore;
-		k.ca = arp->arp_data.arp_tip;
-		if (k.ca == vs->gw_ip) {
+		if (arp->arp_data.arp_tip == vs->gw_ip) {
 			answer = &vs->gw_mac;
-		} else if (rte_hash_lookup_data(c->t->records, &k, (void **)&r) >= 0) {
-			answer = &r->mac;
+		} else if (nvgw_htab_lookup(&c->t->records,
+					    nvgw_rec_key(vs->vsid, arp->arp_data.arp_tip), &r)) {
+			answer = &((const struct nvgw_record *)(uintptr_t)r)->mac;
 		} else {
 			c->c.arp_no_record++;
 			rte_pktmbuf_free(m);

@@ -7,7 +7,6 @@
  * VLAN. ARP, ICMP for our addresses, unresolved next hops and "fragmentation
  * needed" leave on the exception ring for the control thread. */
 #include <rte_ethdev.h>
-#include <rte_hash.h>
 #include <rte_ip.h>
 
 #include "nvgw.h"
@@ -26,7 +25,7 @@ struct pkt {
 	const struct nvgw_record *rec;
 	const struct nvgw_neigh *nh;    /* customer destination on the link */
 	uint32_t src_pa;                /* IP rewrite: our PA for the source */
-	struct nvgw_rec_key key;
+	uint64_t key;                   /* decap: the inner source's record */
 };
 
 /* Hand a packet to the exception thread. A dropped packet that only asks
@@ -150,7 +149,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	p->ip = (struct rte_ipv4_hdr *)(f + v.l3);
 	p->hl = v.hl;
 	/* Anti-spoofing key: the inner source must live at the outer source. */
-	p->key = (struct nvgw_rec_key){ .vsid = v.vsid, .ca = p->ip->src_addr };
+	p->key = nvgw_rec_key(v.vsid, p->ip->src_addr);
 	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
 	p->in_vlan = 0;
@@ -167,12 +166,8 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 static void
 route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 {
-	uint64_t left[NVGW_BURST];
-	struct nvgw_route_key keys[NVGW_BURST];
-	const void *kp[NVGW_BURST];
-	void *data[NVGW_BURST];
+	uint64_t left[NVGW_BURST], keys[NVGW_BURST], data[NVGW_BURST], hits;
 	uint16_t idx[NVGW_BURST], i, k;
-	uint64_t hits;
 
 	for (i = 0; i < n; i++) {
 		p[i].rt = NULL;
@@ -187,20 +182,16 @@ route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 			uint32_t mask = len ? ~0u << (32 - len) : 0;
 
 			left[i] &= ~(1ULL << len);
-			keys[k] = (struct nvgw_route_key){
-				.rdid = p[i].rdid,
-				.prefix = p[i].ip->dst_addr & rte_cpu_to_be_32(mask),
-				.len = len };
-			kp[k] = &keys[k];
+			keys[k] = nvgw_route_key(p[i].rdid,
+						 p[i].ip->dst_addr & rte_cpu_to_be_32(mask), len);
 			idx[k++] = i;
 		}
 		if (k == 0)
 			return;
-		hits = 0;
-		rte_hash_lookup_bulk_data(t->routes, kp, k, &hits, data);
+		hits = nvgw_htab_lookup_bulk(&t->routes, keys, k, data);
 		for (i = 0; i < k; i++)
 			if (hits & (1ULL << i))
-				p[idx[i]].rt = data[i];
+				p[idx[i]].rt = (const struct nvgw_route *)(uintptr_t)data[i];
 	}
 }
 
@@ -347,11 +338,10 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	const int from_fabric = in_port == w->ctx->provider_port;
 	struct pkt p[NVGW_BURST];
 	struct rte_mbuf *m[NVGW_BURST];
-	struct nvgw_rec_key keys[NVGW_BURST];
+	uint64_t keys[NVGW_BURST], data[NVGW_BURST], wkeys[NVGW_BURST], wdata[NVGW_BURST];
 	struct nvgw_neigh_key nkeys[NVGW_BURST];
-	struct nvgw_rw_key wkeys[NVGW_BURST];
-	const void *kp[NVGW_BURST], *nkp[NVGW_BURST];
-	void *data[NVGW_BURST], *ndata[NVGW_BURST];
+	const void *nkp[NVGW_BURST];
+	void *ndata[NVGW_BURST];
 	uint16_t i, k = 0, j, c, nidx[NVGW_BURST], ridx[NVGW_BURST];
 	uint64_t hits;
 
@@ -381,13 +371,11 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 
 		for (i = 0; i < k; i++)
 			if (!p[i].rewritten)
-				kp[n_gre++] = &p[i].key;
-		hits = 0;
-		if (n_gre)
-			rte_hash_lookup_bulk_data(t->records, kp, n_gre, &hits, data);
+				keys[n_gre++] = p[i].key;
+		hits = nvgw_htab_lookup_bulk(&t->records, keys, n_gre, data);
 		for (i = 0; i < n_gre; i++)     /* overlap the records' misses */
 			if (hits & (1ULL << i))
-				rte_prefetch0(data[i]);
+				rte_prefetch0((void *)(uintptr_t)data[i]);
 		for (i = 0, j = 0, g = 0; i < k; i++) {
 			const struct nvgw_record *r;
 
@@ -396,7 +384,7 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 				m[j++] = m[i];
 				continue;
 			}
-			r = data[g];
+			r = (const struct nvgw_record *)(uintptr_t)data[g];
 			if (!(hits & (1ULL << g++)) || r->pa != p[i].outer_src) {
 				nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
 				continue;
@@ -444,15 +432,11 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			}
 			continue;
 		}
-		keys[j] = (struct nvgw_rec_key){
-			.vsid = rt->vsid,
-			.ca = rt->kind == NVGW_ROUTE_APPLIANCE ? rt->nh_ip : p[i].ip->dst_addr };
-		kp[j] = &keys[j];
+		keys[j] = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
+						 rt->nh_ip : p[i].ip->dst_addr);
 		ridx[j++] = i;
 	}
-	hits = 0;
-	if (j)
-		rte_hash_lookup_bulk_data(t->records, kp, j, &hits, data);
+	hits = nvgw_htab_lookup_bulk(&t->records, keys, j, data);
 	if (c) {
 		uint64_t nhits = 0;
 
@@ -464,31 +448,27 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	 * before the first is needed. */
 	for (i = 0; i < j; i++)
 		if (hits & (1ULL << i))
-			rte_prefetch0(data[i]);
+			rte_prefetch0((void *)(uintptr_t)data[i]);
 	/* Then what emit reads through them: next hop and virtual subnet; for
 	 * IP rewrite, our PA standing for the source, in bulk. */
 	for (i = 0, c = 0; i < j; i++)
 		if (hits & (1ULL << i)) {
-			const struct nvgw_record *r = data[i];
+			const struct nvgw_record *r = (void *)(uintptr_t)data[i];
 			struct pkt *q = &p[ridx[i]];
 
 			rte_prefetch0(r->nh);
 			rte_prefetch0(t->vsid_by_idx[r->vsid_idx]);
 			rte_prefetch0(&w->vsid[r->vsid_idx]);
 			if (r->method == NVGW_REWRITE) {
-				wkeys[c] = (struct nvgw_rw_key){ .rdid = q->rdid,
-								 .ca = q->ip->src_addr };
-				nkp[c] = &wkeys[c];
+				wkeys[c] = nvgw_rw_key(q->rdid, q->ip->src_addr);
 				nidx[c++] = ridx[i];
 			}
 		}
 	if (c) {
-		uint64_t whits = 0;
+		uint64_t whits = nvgw_htab_lookup_bulk(&t->rw_gw, wkeys, c, wdata);
 
-		rte_hash_lookup_bulk_data(t->rw_gw, nkp, c, &whits, ndata);
 		for (i = 0; i < c; i++)
-			p[nidx[i]].src_pa = whits & (1ULL << i) ?
-					    (uint32_t)(uintptr_t)ndata[i] : 0;
+			p[nidx[i]].src_pa = whits & (1ULL << i) ? (uint32_t)wdata[i] : 0;
 	}
 
 	/* 5. emit */
@@ -502,7 +482,7 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		} else if (!(hits & (1ULL << j++))) {
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);
 		} else {
-			p[i].rec = data[j - 1];
+			p[i].rec = (const struct nvgw_record *)(uintptr_t)data[j - 1];
 			if (p[i].rec->method == NVGW_ENCAP)
 				emit_nvgre(w, t, pv, m[i], &p[i]);
 			else

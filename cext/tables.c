@@ -117,12 +117,41 @@ dead_free(struct nvgw_tables *t, struct rte_hash *h, struct nvgw_dead_keys *d, i
 	(void)t;
 }
 
+/* An exact-match table of the data path (htab.h) for `max` keys. */
+static int
+htab_create(struct nvgw_htab *h, uint32_t max, uint32_t max_dead, int socket)
+{
+	struct nvgw_hbucket *b;
+	uint32_t *dead;
+
+	b = rte_malloc_socket("nvgw_htab", (size_t)nvgw_htab_buckets(max) * sizeof(*b),
+			      RTE_CACHE_LINE_SIZE, socket);
+	dead = rte_malloc_socket("nvgw_htab_dead", (size_t)max_dead * sizeof(*dead), 0, socket);
+	if (b == NULL || dead == NULL) {
+		rte_free(b);
+		rte_free(dead);
+		return -ENOMEM;
+	}
+	nvgw_htab_init(h, b, max, dead, max_dead);
+	return 0;
+}
+
+static void
+htab_free(struct nvgw_htab *h)
+{
+	rte_free(h->b);
+	rte_free(h->dead);
+	h->b = NULL;
+	h->dead = NULL;
+}
+
 int
 nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, int socket)
 {
 	struct nvgw_tables *t;
 	size_t qsz = rte_rcu_qsbr_get_memsize(sz->readers);
 	uint32_t garbage = sz->records + sz->routes + NVGW_MAX_VSIDS + 64;
+	int rc;
 
 	t = rte_zmalloc_socket("nvgw_tables", sizeof(*t), RTE_CACHE_LINE_SIZE, socket);
 	if (t == NULL)
@@ -131,8 +160,6 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->max_neigh = sz->neighbours;
 	t->max_garbage = garbage;
 	t->vsids = make_hash("vsids", NVGW_MAX_VSIDS, sizeof(uint32_t), socket);
-	t->records = make_hash("records", sz->records, sizeof(struct nvgw_rec_key), socket);
-	t->routes = make_hash("routes", sz->routes, sizeof(struct nvgw_route_key), socket);
 	t->neigh = make_hash("neigh", sz->neighbours, sizeof(struct nvgw_neigh_key), socket);
 	t->rd_lens = rte_zmalloc_socket("nvgw_rd_lens", NVGW_MAX_RD * sizeof(uint64_t),
 					RTE_CACHE_LINE_SIZE, socket);
@@ -144,16 +171,14 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->blk16_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk16_n));
 	t->blk24_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk24_n));
 	t->garbage = rte_malloc_socket(NULL, garbage * sizeof(void *), 0, socket);
-	t->rw_pa = make_hash("rw_pa", sz->rewrites, sizeof(struct nvgw_pa_key), socket);
-	t->rw_gw = make_hash("rw_gw", sz->rewrites, sizeof(struct nvgw_rw_key), socket);
-	if (!t->vsids || !t->records || !t->routes || !t->neigh || !t->rw_pa || !t->rw_gw ||
+	rc = htab_create(&t->records, sz->records, sz->records, socket);
+	rc = rc ?: htab_create(&t->routes, sz->routes, sz->routes, socket);
+	rc = rc ?: htab_create(&t->rw_pa, sz->rewrites, 4096, socket);
+	rc = rc ?: htab_create(&t->rw_gw, sz->rewrites, 4096, socket);
+	if (rc || !t->vsids || !t->neigh ||
 	    !t->rd_lens || !t->qsbr || !t->garbage || !t->vsid_dir ||
 	    !t->blk16 || !t->blk24 || !t->blk16_n || !t->blk24_n ||
-	    dead_init(&t->dead_rec, sz->records, socket) ||
-	    dead_init(&t->dead_route, sz->routes, socket) ||
 	    dead_init(&t->dead_vsid, NVGW_MAX_VSIDS, socket) ||
-	    dead_init(&t->dead_rw_pa, 4096, socket) ||
-	    dead_init(&t->dead_rw_gw, 4096, socket) ||
 	    rte_rcu_qsbr_init(t->qsbr, sz->readers) != 0 ||
 	    /* a margin for replaced objects waiting out a grace period */
 	    slab_init(&t->rec_slab, sizeof(struct nvgw_record), sz->records + sz->records / 8 + 64,
@@ -178,12 +203,12 @@ nvgw_tables_free(struct nvgw_tables *t)
 		return;
 	if (t->qsbr != NULL && t->garbage != NULL)
 		nvgw_tables_commit(t);
-	rte_hash_free(t->records);
-	rte_hash_free(t->routes);
+	htab_free(&t->records);
+	htab_free(&t->routes);
+	htab_free(&t->rw_pa);
+	htab_free(&t->rw_gw);
 	rte_hash_free(t->neigh);
 	rte_hash_free(t->vsids);
-	rte_hash_free(t->rw_pa);
-	rte_hash_free(t->rw_gw);
 	slab_fini(&t->rec_slab);
 	slab_fini(&t->route_slab);
 	slab_fini(&t->vsid_slab);
@@ -202,11 +227,7 @@ nvgw_tables_free(struct nvgw_tables *t)
 	free(t->blk24_n);
 	rte_free(t->qsbr);
 	rte_free(t->garbage);
-	dead_free(t, t->records, &t->dead_rec, 0);
-	dead_free(t, t->routes, &t->dead_route, 0);
 	dead_free(t, t->vsids, &t->dead_vsid, 0);
-	dead_free(t, t->rw_pa, &t->dead_rw_pa, 0);
-	dead_free(t, t->rw_gw, &t->dead_rw_gw, 0);
 	rte_free(t);
 }
 
@@ -225,18 +246,18 @@ nvgw_tables_commit(struct nvgw_tables *t)
 {
 	uint32_t i;
 
-	if (t->n_garbage + t->dead_rec.n + t->dead_route.n + t->dead_vsid.n +
-	    t->dead_rw_pa.n + t->dead_rw_gw.n == 0)
+	if (t->n_garbage + t->records.n_dead + t->routes.n_dead + t->dead_vsid.n +
+	    t->rw_pa.n_dead + t->rw_gw.n_dead == 0)
 		return;
 	/* Readers that saw the old objects have all passed a quiescent state. */
 	rte_rcu_qsbr_synchronize(t->qsbr, RTE_QSBR_THRID_INVALID);
 	for (i = 0; i < t->n_garbage; i++)
 		obj_free(t, t->garbage[i]);
-	dead_free(t, t->records, &t->dead_rec, 1);
-	dead_free(t, t->routes, &t->dead_route, 1);
+	nvgw_htab_reclaim(&t->records);
+	nvgw_htab_reclaim(&t->routes);
 	dead_free(t, t->vsids, &t->dead_vsid, 1);
-	dead_free(t, t->rw_pa, &t->dead_rw_pa, 1);
-	dead_free(t, t->rw_gw, &t->dead_rw_gw, 1);
+	nvgw_htab_reclaim(&t->rw_pa);
+	nvgw_htab_reclaim(&t->rw_gw);
 	t->n_garbage = 0;
 }
 
@@ -255,6 +276,41 @@ swap_value(struct nvgw_tables *t, struct rte_hash *h, const void *key, void *val
 	if (had)
 		defer_free(t, old);
 	return 0;
+}
+
+/* Set key's value in h, retiring the old one; `owned`: values are objects
+ * (freed after a grace period; a new one that could not be set at once).
+ * Dead slots come back after a grace period when a table runs short. */
+static int
+ht_set(struct nvgw_tables *t, struct nvgw_htab *h, uint64_t key, uint64_t val, int owned)
+{
+	uint64_t old;
+	int rc = nvgw_htab_set(h, key, val, &old);
+
+	if (rc == -ENOSPC && h->n < h->max && h->n_dead > 0) {
+		nvgw_tables_commit(t);
+		rc = nvgw_htab_set(h, key, val, &old);
+	}
+	if (rc < 0 && owned)
+		obj_free(t, (void *)(uintptr_t)val);
+	else if (rc == 1 && owned)
+		defer_free(t, (void *)(uintptr_t)old);
+	return rc < 0 ? rc : 0;
+}
+
+static int
+ht_del(struct nvgw_tables *t, struct nvgw_htab *h, uint64_t key, int owned)
+{
+	uint64_t old;
+	int rc = nvgw_htab_del(h, key, &old);
+
+	if (rc == -EBUSY) {             /* the dead list is full */
+		nvgw_tables_commit(t);
+		rc = nvgw_htab_del(h, key, &old);
+	}
+	if (rc == 0 && owned)
+		defer_free(t, (void *)(uintptr_t)old);
+	return rc;
 }
 
 /* Delete key; its slot (and its value, when `owned`) is released after a
@@ -404,7 +460,6 @@ int
 nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t mac[6],
 		uint32_t pa, uint8_t method)
 {
-	struct nvgw_rec_key k = { vsid, ca };
 	struct nvgw_record *r;
 	struct nvgw_vsid *v;
 
@@ -421,15 +476,15 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 		return -ENOSPC;
 	}
 	rec_fill(t, r, vsid, ca, mac, pa, method, v->idx);
-	return swap_value(t, t->records, &k, r);
+	return ht_set(t, &t->records, nvgw_rec_key(vsid, ca), (uintptr_t)r, 1);
 }
 
 int
 nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 {
-	struct nvgw_rec_key k = { vsid, ca };
-
-	return delete_key(t, t->records, &k, &t->dead_rec, 1);
+	if (vsid > 0xFFFFFF)
+		return -ENOENT;
+	return ht_del(t, &t->records, nvgw_rec_key(vsid, ca), 1);
 }
 
 /* Keep the route length filters counting the routes of each bit. */
@@ -443,7 +498,7 @@ int
 nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
 	       uint8_t kind, uint32_t vsid, uint16_t vlan, uint32_t nh_ip)
 {
-	struct nvgw_route_key k = { rdid, prefix, len };
+	uint64_t k = nvgw_route_key(rdid, prefix, len), cur;
 	struct nvgw_route *r;
 	int rc, had;
 
@@ -463,10 +518,10 @@ nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 			return -ENOSPC;
 		}
 	}
-	had = rte_hash_lookup(t->routes, &k) >= 0;
+	had = nvgw_htab_lookup(&t->routes, k, &cur);
 	if (!had)       /* before the route exists: a reader never skips a real one */
 		blk_count(t, rdid, prefix, len, 1);
-	rc = swap_value(t, t->routes, &k, r);
+	rc = ht_set(t, &t->routes, k, (uintptr_t)r, 1);
 	if (rc == 0)
 		__atomic_or_fetch(&t->rd_lens[rdid], 1ULL << len, __ATOMIC_RELEASE);
 	else if (!had)
@@ -478,8 +533,11 @@ int
 nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
 	       int last_of_len)
 {
-	struct nvgw_route_key k = { rdid, prefix, len };
-	int rc = delete_key(t, t->routes, &k, &t->dead_route, 1);
+	int rc;
+
+	if (rdid >= NVGW_MAX_RD || len > 32)
+		return -ENOENT;
+	rc = ht_del(t, &t->routes, nvgw_route_key(rdid, prefix, len), 1);
 
 	/* The caller knows whether other routes of the domain have this length. */
 	if (rc == 0 && last_of_len)
@@ -606,32 +664,27 @@ nvgw_rw_set(struct nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid, uint
 {
 	uint64_t word = (uint64_t)ca | ((uint64_t)rdid << 32) |
 			((uint64_t)(slot & 0x3FFF) << 48) | (gateway ? NVGW_RW_GATEWAY : 0);
-	struct nvgw_pa_key pk = { pa };
 	int rc;
 
 	if (rdid == 0 || rdid >= NVGW_MAX_RD || slot >= NVGW_MAX_VSIDS)
 		return -EINVAL;
 	/* Values are words, not objects: replacing one is a single atomic store. */
-	rc = rte_hash_add_key_data(t->rw_pa, &pk, (void *)(uintptr_t)word);
-	if (rc == 0 && gateway) {
-		struct nvgw_rw_key k = { rdid, ca };
-
-		rc = rte_hash_add_key_data(t->rw_gw, &k, (void *)(uintptr_t)pa);
-	}
+	rc = ht_set(t, &t->rw_pa, pa, word, 0);
+	if (rc == 0 && gateway)
+		rc = ht_set(t, &t->rw_gw, nvgw_rw_key(rdid, ca), pa, 0);
 	return rc;
 }
 
 int
 nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int gateway)
 {
-	struct nvgw_pa_key pk = { pa };
-	int rc = delete_key(t, t->rw_pa, &pk, &t->dead_rw_pa, 0);
+	int rc;
 
-	if (rc == 0 && gateway) {
-		struct nvgw_rw_key k = { rdid, ca };
-
-		rc = delete_key(t, t->rw_gw, &k, &t->dead_rw_gw, 0);
-	}
+	if (rdid >= NVGW_MAX_RD)
+		return -ENOENT;
+	rc = ht_del(t, &t->rw_pa, pa, 0);
+	if (rc == 0 && gateway)
+		rc = ht_del(t, &t->rw_gw, nvgw_rw_key(rdid, ca), 0);
 	return rc;
 }
 
@@ -660,7 +713,7 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 	struct nvgw_vsid *v = NULL;
 	uint32_t i, j, n_new = 0, vsid = 0, nh_ip = 0;
 	int rc = 0, atomic;
-	int32_t room;
+	uint64_t cur;
 	void *d;
 
 	*bad = 0;
@@ -671,8 +724,6 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 	/* 1. Everything that can fail, before anything changes. Next-hop neighbours
 	 * are created (unresolved) as one record_set would; they are never freed. */
 	for (i = 0; i < n; i++) {
-		struct nvgw_rec_key k = { w[i].vsid, w[i].ca, { 0, 0 } };
-
 		*bad = i;
 		if (v == NULL || w[i].vsid != vsid) {
 			if (rte_hash_lookup_data(t->vsids, &w[i].vsid, &d) < 0)
@@ -684,16 +735,11 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 			return -EINVAL;
 		if (bulk_neigh(t, w[i].pa, &nh_ip, &nh) == NULL)
 			return -ENOSPC;
-		if (rte_hash_lookup(t->records, &k) < 0)
+		if (!nvgw_htab_lookup(&t->records, nvgw_rec_key(w[i].vsid, w[i].ca), &cur))
 			n_new++;
 	}
 	*bad = 0;
-	room = rte_hash_max_key_id(t->records) - (int32_t)rte_hash_count(t->records);
-	if (room < (int32_t)n_new && t->dead_rec.n > 0) {
-		nvgw_tables_commit(t);      /* deleted keys' slots become free */
-		room = rte_hash_max_key_id(t->records) - (int32_t)rte_hash_count(t->records);
-	}
-	if (room < (int32_t)n_new)
+	if (t->records.max - t->records.n < n_new)
 		return -ENOSPC;
 	if (t->rec_slab.n_free < n)
 		nvgw_tables_commit(t);
@@ -711,8 +757,7 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 	v = NULL;
 	nh = NULL;
 	for (i = 0; i < n; i++) {
-		struct nvgw_rec_key k = { w[i].vsid, w[i].ca, { 0, 0 } };
-		void *o = NULL;
+		uint64_t o = 0;
 		int had;
 
 		if (v == NULL || w[i].vsid != vsid) {
@@ -735,33 +780,35 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 			break;
 		}
 		rec_fill(t, r, w[i].vsid, w[i].ca, w[i].mac, w[i].pa, w[i].method, v->idx);
-		had = rte_hash_lookup_data(t->records, &k, &o) >= 0;
-		rc = rte_hash_add_key_data(t->records, &k, r);
+		had = rc = nvgw_htab_set(&t->records, nvgw_rec_key(w[i].vsid, w[i].ca),
+					 (uintptr_t)r, &o);
+		if (rc == -ENOSPC && t->records.n_dead > 0) {
+			nvgw_tables_commit(t);  /* dead slots become free */
+			had = rc = nvgw_htab_set(&t->records, nvgw_rec_key(w[i].vsid, w[i].ca),
+						 (uintptr_t)r, &o);
+		}
 		if (rc < 0) {
 			slab_put(&t->rec_slab, r);
 			break;
 		}
+		rc = 0;
 		if (atomic)
-			old[i] = had ? o : NULL;
+			old[i] = had ? (struct nvgw_record *)(uintptr_t)o : NULL;
 		else if (had)
-			defer_free(t, o);
+			defer_free(t, (void *)(uintptr_t)o);
 	}
 	if (rc < 0) {
 		*bad = i;
 		/* 3. Undo (atomic mode; the other cannot fail after the checks but
-		 * for an rte_hash bug). Readers may have seen the new objects: they
+		 * for a bug). Readers may have seen the new objects: they
 		 * are retired, not freed. */
 		for (j = 0; j < i; j++) {
-			struct nvgw_rec_key k = { w[j].vsid, w[j].ca, { 0, 0 } };
-			void *cur = NULL;
+			uint64_t k = nvgw_rec_key(w[j].vsid, w[j].ca);
 
-			if (atomic && old[j] != NULL) {
-				rte_hash_lookup_data(t->records, &k, &cur);
-				if (rte_hash_add_key_data(t->records, &k, old[j]) == 0)
-					defer_free(t, cur);
-			} else if (atomic) {
-				delete_key(t, t->records, &k, &t->dead_rec, 1);
-			}
+			if (atomic && old[j] != NULL)
+				ht_set(t, &t->records, k, (uintptr_t)old[j], 1);
+			else if (atomic)
+				ht_del(t, &t->records, k, 1);
 		}
 	} else if (atomic) {
 		for (j = 0; j < n; j++)

@@ -14,6 +14,7 @@
 #include <rte_hash.h>
 #include <rte_rcu_qsbr.h>
 
+#include "htab.h"
 #include "lpm.h"
 
 #define NVGW_MAX_VSIDS      16384   /* virtual subnets per gateway (counter slots) */
@@ -113,12 +114,12 @@ struct nvgw_dead_keys {
 #define NVGW_RW_SLOT(v)  ((uint16_t)(((v) >> 48) & 0x3FFF))
 
 struct nvgw_tables {
-	struct rte_hash *vsids;     /* vsid -> nvgw_vsid */
-	struct rte_hash *records;   /* {vsid, ca} -> nvgw_record */
-	struct rte_hash *routes;    /* {rdid, prefix, len} -> nvgw_route */
+	struct rte_hash *vsids;     /* vsid -> nvgw_vsid (control side) */
+	struct nvgw_htab records;   /* nvgw_rec_key() -> nvgw_record */
+	struct nvgw_htab routes;    /* nvgw_route_key() -> nvgw_route */
 	struct rte_hash *neigh;     /* {scope, ip} -> nvgw_neigh (never freed) */
-	struct rte_hash *rw_pa;     /* PA -> packed NVGW_RW_* word (rewrite mappings) */
-	struct rte_hash *rw_gw;     /* {rdid, customer CA} -> our rewrite PA (the value) */
+	struct nvgw_htab rw_pa;     /* PA -> packed NVGW_RW_* word (rewrite mappings) */
+	struct nvgw_htab rw_gw;     /* nvgw_rw_key() -> our rewrite PA */
 	struct nvgw_vsid *vsid_by_idx[NVGW_MAX_VSIDS];
 	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists */
 	/* vsid >> 8 -> page of 256 (counter slot + 1): the data path's VSID
@@ -138,21 +139,36 @@ struct nvgw_tables {
 	/* Objects and key slots waiting for a grace period. */
 	void **garbage;
 	uint32_t n_garbage, max_garbage;
-	struct nvgw_dead_keys dead_rec, dead_route, dead_vsid, dead_rw_pa, dead_rw_gw;
+	struct nvgw_dead_keys dead_vsid;
 };
 
 struct nvgw_table_sizes {
 	uint32_t records, routes, neighbours, rewrites, readers;
 };
 
-/* Keys of the hot tables are 16 bytes: rte_hash compares 16-byte keys inline
- * (SSE) and others through memcmp. Build them whole so the padding is 0.
- * Aligned, because rte_hash_crc reads them 8 bytes at a time. */
-struct nvgw_rec_key { uint32_t vsid, ca, pad[2]; } __rte_aligned(16);
-struct nvgw_route_key { uint32_t rdid, prefix, len, pad; } __rte_aligned(16);
+/* Keys of the data path's tables (htab.h: 8 bytes, top byte clear). VSIDs
+ * have 24 bits, routing domains 16, prefix lengths 6. */
+static inline uint64_t
+nvgw_rec_key(uint32_t vsid, uint32_t ca)
+{
+	return (uint64_t)vsid << 32 | ca;
+}
+
+static inline uint64_t
+nvgw_route_key(uint32_t rdid, uint32_t prefix, uint32_t len)
+{
+	return (uint64_t)rdid << 40 | (uint64_t)len << 32 | prefix;
+}
+
+static inline uint64_t
+nvgw_rw_key(uint32_t rdid, uint32_t ca)
+{
+	return (uint64_t)rdid << 32 | ca;
+}
+
+/* The neighbour table is an rte_hash (the control side iterates it): 16-byte
+ * keys compare inline; aligned, as rte_hash_crc reads 8 bytes at a time. */
 struct nvgw_neigh_key { uint32_t scope, ip, pad[2]; } __rte_aligned(16);
-struct nvgw_rw_key { uint32_t rdid, ca, pad[2]; } __rte_aligned(16);
-struct nvgw_pa_key { uint32_t pa, pad[3]; } __rte_aligned(16);
 
 int nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz,
 		       int socket);
@@ -225,13 +241,7 @@ nvgw_neigh_find(const struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 static inline int
 nvgw_rw_lookup(const struct nvgw_tables *t, uint32_t pa, uint64_t *word)
 {
-	struct nvgw_pa_key k = { pa };
-	void *d;
-
-	if (rte_hash_lookup_data(t->rw_pa, &k, &d) < 0)
-		return 0;
-	*word = (uint64_t)(uintptr_t)d;
-	return 1;
+	return nvgw_htab_lookup(&t->rw_pa, pa, word);
 }
 
 /* Fabric next hop for a remote PA: itself when on our subnet, else the router. */

@@ -535,7 +535,7 @@ cdef class Nvgre:
         """Entries in the C tables (what the workers see, not the Python mirror)."""
         if self.ctx == NULL:
             raise DataplaneError("tables", 19, "the pipeline is stopped")
-        return {"records": tb.rte_hash_count(self.ctx.t.records),
+        return {"records": self.ctx.t.records.n,
                 "neighbours": tb.rte_hash_count(self.ctx.t.neigh),
                 "neighbours_learned": self.ctx.t.n_learned}
 

@@ -15,13 +15,15 @@ cdef extern from "tables.h" nogil:
         pass
     struct rte_hash:
         pass
+    struct nvgw_htab:
+        uint32_t n, max
     struct nvgw_neigh:
         uint64_t mac
         uint32_t ip
         uint16_t scope
     struct nvgw_tables:
         rte_rcu_qsbr *qsbr
-        rte_hash *records
+        nvgw_htab records
         rte_hash *neigh
         uint32_t n_neigh, n_learned
     struct nvgw_table_sizes:

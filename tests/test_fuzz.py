@@ -5,7 +5,8 @@
 - mgmt_client, mgmt_gateway, agent, policy: the management channel (atheris), 4 s
   each, then each harness replays its seed corpus and its kept findings once: every
   input must pass the harness's invariants (see each tests/fuzz/fuzz_*.py);
-- parse_customer, parse_provider, encap, rewrite, route: the per-packet C functions without
+- parse_customer, parse_provider, encap, rewrite, route, htab: the per-packet C functions and
+  the exact-match table without
   EAL (tests/fuzz/fuzz_frame.c), 3 s each, then its seeds and kept findings replayed."""
 import os
 import subprocess
@@ -64,7 +65,7 @@ def test_mgmt_seeds_and_regressions_replay(tmp_path, target):
     assert len(executed) == len(inputs), r.stderr[-3000:]
 
 
-FRAME_TARGETS = ("parse_customer", "parse_provider", "encap", "rewrite", "route")
+FRAME_TARGETS = ("parse_customer", "parse_provider", "encap", "rewrite", "route", "htab")
 
 
 @pytest.mark.parametrize("target", FRAME_TARGETS)

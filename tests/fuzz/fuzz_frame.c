@@ -8,6 +8,8 @@
  *   -DENTRY_REWRITE         nvgw_rewrite() to new addresses and back
  *   -DENTRY_ROUTE           nvgw_route_lens() (cext/lpm.h) beside a brute-force
  *                           longest-prefix match, routes added and removed
+ *   -DENTRY_HTAB            the data path's exact-match table (cext/htab.h)
+ *                           beside a list: sets, deletes, grace periods, lookups
  * Every IPv4 packet a harness parses or builds also goes through
  * nvgw_ttl_dec() and nvgw_flowid(). Built without DPDK's libraries (only the
  * inline functions of its headers), so no EAL runs. Each input is copied
@@ -16,6 +18,7 @@
  * aborts (a finding). The checks compare with byte-level reference models
  * written from the spec (RFC 791, 1624, 7637, the README's FlowID), and
  * with full checksum recomputations. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -843,6 +846,114 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(n24[nvgw_blk(rdid, addr, 8)] == 0 && !nvgw_blk_test(b24, nvgw_blk(rdid, addr, 8)),
 		      "every /24 filter bit clears with its last route");
 	}
+	return 0;
+}
+#endif
+
+
+#if defined(ENTRY_HTAB)
+/* The exact-match table (htab.h, htab.c) against a plain list. A small
+ * table (16 keys, 8 buckets) and keys from a small space, so home buckets
+ * collide, keys spill into later buckets and slots are deleted, left dead
+ * and reused. The input is a program of 4-byte steps: op, key (two bytes),
+ * value byte. Invariants: every lookup, single or bulk, agrees with the list
+ * (so a key past its home bucket is always found); set reports a replaced
+ * value and refuses only a full table or a marker key; delete refuses only
+ * an absent key or a full dead list; the live count is the list's. */
+#include "htab.h"
+
+#define HT_MAX   16
+#define HT_DEAD  6
+
+struct model_kv { uint64_t key, val; };
+
+static int
+model_find(const struct model_kv *m, int n, uint64_t key)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (m[i].key == key)
+			return i;
+	return -1;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct nvgw_hbucket *b = aligned_alloc(64, nvgw_htab_buckets(HT_MAX) * sizeof(*b));
+	uint32_t dead[HT_DEAD];
+	struct model_kv m[HT_MAX];
+	struct nvgw_htab h;
+	uint64_t keys[NVGW_HT_BULK], vals[NVGW_HT_BULK], old, v, hits;
+	int n = 0, i, rc, full;
+	size_t at;
+
+	CHECK(b != NULL, "malloc");
+	nvgw_htab_init(&h, b, HT_MAX, dead, HT_DEAD);
+	CHECK(h.mask + 1 == 8, "16 keys: 8 buckets of 4");
+	for (at = 0; at + 4 <= size; at += 4) {
+		const uint8_t *s = data + at;
+		/* 64 keys; bit 7 of the op asks for a marker (top byte 0xFF),
+		 * bit 6 for one of the three the table uses. */
+		uint64_t key = (uint64_t)(s[1] & 7) << 40 | (s[2] & 7);
+		uint64_t val = (uint64_t)s[3] << 8 | at;
+
+		if (s[0] & 0x80)
+			key = s[0] & 0x40 ? NVGW_HT_EMPTY - (s[2] % 3) : key | 0xFFULL << 56;
+		i = model_find(m, n, key);
+		switch (s[0] & 3) {
+		case 0:
+			rc = nvgw_htab_set(&h, key, val, &old);
+			if (key >> 56 == 0xFF) {
+				CHECK(rc == -EINVAL, "a marker is never a key");
+			} else if (i >= 0) {
+				CHECK(rc == 1 && old == m[i].val, "set replaces, returning the old value");
+				m[i].val = val;
+			} else if (n == HT_MAX) {
+				CHECK(rc == -ENOSPC, "a full table refuses a new key");
+			} else {
+				CHECK(rc == 0, "a new key fits while the table is not full");
+				m[n++] = (struct model_kv){ key, val };
+			}
+			break;
+		case 1:
+			full = h.n_dead == HT_DEAD;
+			rc = nvgw_htab_del(&h, key, &old);
+			if (i < 0) {
+				CHECK(rc == -ENOENT, "deleting an absent key");
+			} else if (full) {
+				CHECK(rc == -EBUSY, "a full dead list refuses");
+			} else {
+				CHECK(rc == 0 && old == m[i].val, "delete returns the value");
+				m[i] = m[--n];
+			}
+			break;
+		case 2:
+			nvgw_htab_reclaim(&h);          /* a grace period passed */
+			CHECK(h.n_dead == 0, "reclaim empties the dead list");
+			break;
+		case 3:
+			if (key >> 56 == 0xFF)
+				break;                  /* the data path never asks */
+			rc = nvgw_htab_lookup(&h, key, &v);
+			CHECK(rc == (i >= 0) && (i < 0 || v == m[i].val), "lookup agrees");
+			break;
+		}
+		CHECK(h.n == (uint32_t)n, "the live count is the list's");
+	}
+	/* Every key of the space, in bulk and one by one. */
+	for (i = 0; i < NVGW_HT_BULK; i++)
+		keys[i] = (uint64_t)(i >> 3) << 40 | (i & 7);
+	hits = nvgw_htab_lookup_bulk(&h, keys, NVGW_HT_BULK, vals);
+	for (i = 0; i < NVGW_HT_BULK; i++) {
+		int j = model_find(m, n, keys[i]);
+
+		CHECK(!!(hits & (1ULL << i)) == (j >= 0) && (j < 0 || vals[i] == m[j].val),
+		      "bulk lookup agrees");
+		CHECK(nvgw_htab_lookup(&h, keys[i], &v) == (j >= 0), "lookup agrees");
+	}
+	free(b);
 	return 0;
 }
 #endif

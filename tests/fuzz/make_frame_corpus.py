@@ -2,7 +2,8 @@
     make_frame_corpus.py TARGET OUTDIR
 TARGET: parse_customer (802.1Q frames), parse_provider (fabric frames),
 encap (template fields + an inner IPv4 packet), rewrite (new addresses + an
-IPv4 packet). The input layouts are those fuzz_frame.c documents."""
+IPv4 packet), route (route programs), htab (table programs). The input
+layouts are those fuzz_frame.c documents."""
 import random
 import socket
 import struct
@@ -153,8 +154,31 @@ def mixed(rnd):
     return steps
 
 
+def htab():
+    # Programs of 4-byte steps (op, key bytes, value) for fuzz_frame.c's
+    # ENTRY_HTAB: fill the 16-key table past its home buckets, delete, let
+    # grace periods pass, refill, look up; markers asked to be keys.
+    set_, delete, grace, look = 0, 1, 2, 3
+
+    def step(op, k, v=0):
+        return bytes([op, k & 7, k >> 3, v])
+    fill = [step(set_, k, k) for k in range(17)]          # the 17th is refused
+    every = [step(look, k) for k in range(64)]
+    churn = [step(delete, k) for k in range(0, 16, 2)] + [step(grace, 0)] + \
+        [step(set_, k, 99) for k in range(32, 40)] + [step(delete, k) for k in range(1, 9, 2)]
+    seeds = {"fill": b"".join(fill + every),
+             "churn": b"".join(fill + churn + every + [step(grace, 0)] + fill + every),
+             "markers": b"".join([step(0x80, 1), step(0xC0, 0), step(0xC0, 8), step(0xC1, 16),
+                                  step(0x81, 2)] + fill[:4] + every)}
+    for k in range(8):
+        rnd = random.Random(k)
+        seeds[f"mixed{k}"] = bytes(rnd.choice((0, 0, 0, 1, 1, 2, 3)) if i % 4 == 0
+                                   else rnd.randrange(256) for i in range(4 * 48))
+    return seeds
+
+
 TARGETS = {"parse_customer": customer, "parse_provider": provider, "encap": encap,
-           "rewrite": rewrite, "route": route}
+           "rewrite": rewrite, "route": route, "htab": htab}
 
 
 def main(target, outdir):
