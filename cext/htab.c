@@ -114,3 +114,22 @@ nvgw_htab_reclaim(struct nvgw_htab *h)
 		h->b[h->dead[i] / NVGW_HT_SLOTS].key[h->dead[i] % NVGW_HT_SLOTS] = NVGW_HT_FREE;
 	h->n_dead = 0;
 }
+
+int
+nvgw_htab_next(const struct nvgw_htab *h, uint32_t *pos, uint64_t *key, uint64_t *val)
+{
+	uint64_t slots = (uint64_t)(h->mask + 1) * NVGW_HT_SLOTS;
+
+	while (*pos < slots) {
+		const struct nvgw_hbucket *b = &h->b[*pos / NVGW_HT_SLOTS];
+		uint32_t s = (*pos)++ % NVGW_HT_SLOTS;
+		uint64_t k = __atomic_load_n(&b->key[s], __ATOMIC_ACQUIRE);
+
+		if (k >> 56 != 0xFF) {
+			*key = k;
+			*val = __atomic_load_n(&b->val[s], __ATOMIC_RELAXED);
+			return 1;
+		}
+	}
+	return 0;
+}

@@ -106,11 +106,9 @@ nvgw_htab_lookup(const struct nvgw_htab *h, uint64_t key, uint64_t *val)
 	return nvgw_htab_probe(h, nvgw_htab_home(h, key), key, val);
 }
 
-/* n <= NVGW_HT_BULK keys: every home bucket is fetched before the first is
- * read. Returns the hit mask; vals[i] is set for the hits. */
-static inline uint64_t
-nvgw_htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n,
-		      uint64_t *vals)
+static __rte_always_inline uint64_t
+htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n,
+		 uint64_t *vals, int prefetch_vals)
 {
 	const struct nvgw_hbucket *b[NVGW_HT_BULK];
 	uint64_t hits = 0;
@@ -121,8 +119,31 @@ nvgw_htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned 
 		rte_prefetch0(b[i]);
 	}
 	for (i = 0; i < n; i++)
-		hits |= (uint64_t)nvgw_htab_probe(h, b[i], keys[i], &vals[i]) << i;
+		if (nvgw_htab_probe(h, b[i], keys[i], &vals[i])) {
+			hits |= 1ULL << i;
+			if (prefetch_vals)
+				rte_prefetch0((const void *)(uintptr_t)vals[i]);
+		}
 	return hits;
+}
+
+/* n <= NVGW_HT_BULK keys: every home bucket is fetched before the first is
+ * read. Returns the hit mask; vals[i] is set for the hits. */
+static inline uint64_t
+nvgw_htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n,
+		      uint64_t *vals)
+{
+	return htab_lookup_bulk(h, keys, n, vals, 0);
+}
+
+/* The same for values that point to objects: each hit's object is fetched
+ * as soon as its key is found (with a million records, a second miss that
+ * then overlaps the remaining probes). */
+static inline uint64_t
+nvgw_htab_lookup_bulk_obj(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n,
+			  uint64_t *vals)
+{
+	return htab_lookup_bulk(h, keys, n, vals, 1);
 }
 
 /* The writer's side (cext/htab.c). init: `b` holds nvgw_htab_buckets(max)
@@ -138,5 +159,7 @@ int nvgw_htab_set(struct nvgw_htab *h, uint64_t key, uint64_t val, uint64_t *old
 int nvgw_htab_del(struct nvgw_htab *h, uint64_t key, uint64_t *old);
 /* After a grace period: dead slots become free. */
 void nvgw_htab_reclaim(struct nvgw_htab *h);
+/* Walk the live keys: *pos = 0 first; 1 with the next key and value, 0 at the end. */
+int nvgw_htab_next(const struct nvgw_htab *h, uint32_t *pos, uint64_t *key, uint64_t *val);
 
 #endif

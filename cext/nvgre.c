@@ -339,9 +339,7 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	struct pkt p[NVGW_BURST];
 	struct rte_mbuf *m[NVGW_BURST];
 	uint64_t keys[NVGW_BURST], data[NVGW_BURST], wkeys[NVGW_BURST], wdata[NVGW_BURST];
-	struct nvgw_neigh_key nkeys[NVGW_BURST];
-	const void *nkp[NVGW_BURST];
-	void *ndata[NVGW_BURST];
+	uint64_t nkeys[NVGW_BURST], ndata[NVGW_BURST];
 	uint16_t i, k = 0, j, c, nidx[NVGW_BURST], ridx[NVGW_BURST];
 	uint64_t hits;
 
@@ -372,10 +370,9 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		for (i = 0; i < k; i++)
 			if (!p[i].rewritten)
 				keys[n_gre++] = p[i].key;
-		hits = nvgw_htab_lookup_bulk(&t->records, keys, n_gre, data);
-		for (i = 0; i < n_gre; i++)     /* overlap the records' misses */
-			if (hits & (1ULL << i))
-				rte_prefetch0((void *)(uintptr_t)data[i]);
+		hits = nvgw_htab_lookup_bulk_obj(&t->records, keys, n_gre, data);
+		/* 3. routes, in bulk, while the records arrive */
+		route_bulk(t, p, k);
 		for (i = 0, j = 0, g = 0; i < k; i++) {
 			const struct nvgw_record *r;
 
@@ -408,12 +405,12 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			m[j++] = m[i];
 		}
 		k = j;
+	} else if (k) {
+		/* 3. routes, in bulk */
+		route_bulk(t, p, k);
 	}
 	if (k == 0)
 		return;
-
-	/* 3. routes, in bulk */
-	route_bulk(t, p, k);
 
 	/* 4. lookup records of destinations in virtual subnets, and neighbours
 	 * of customer destinations on a link, in bulk */
@@ -425,9 +422,7 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			continue;
 		if (rt->kind == NVGW_ROUTE_CUSTOMER) {
 			if (rt->nh == NULL) {
-				nkeys[c] = (struct nvgw_neigh_key){ .scope = rt->vlan,
-								    .ip = p[i].ip->dst_addr };
-				nkp[c] = &nkeys[c];
+				nkeys[c] = nvgw_neigh_key(rt->vlan, p[i].ip->dst_addr);
 				nidx[c++] = i;
 			}
 			continue;
@@ -436,20 +431,16 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 						 rt->nh_ip : p[i].ip->dst_addr);
 		ridx[j++] = i;
 	}
-	hits = nvgw_htab_lookup_bulk(&t->records, keys, j, data);
+	hits = nvgw_htab_lookup_bulk_obj(&t->records, keys, j, data);
 	if (c) {
-		uint64_t nhits = 0;
+		uint64_t nhits = nvgw_htab_lookup_bulk(&t->neigh, nkeys, c, ndata);
 
-		rte_hash_lookup_bulk_data(t->neigh, nkp, c, &nhits, ndata);
 		for (i = 0; i < c; i++)
-			p[nidx[i]].nh = nhits & (1ULL << i) ? ndata[i] : NULL;
+			p[nidx[i]].nh = nhits & (1ULL << i) ?
+					(const struct nvgw_neigh *)(uintptr_t)ndata[i] : NULL;
 	}
-	/* With a million records each one is a cache miss: start them all
-	 * before the first is needed. */
-	for (i = 0; i < j; i++)
-		if (hits & (1ULL << i))
-			rte_prefetch0((void *)(uintptr_t)data[i]);
-	/* Then what emit reads through them: next hop and virtual subnet; for
+	/* Then what emit reads through the records (with a million, each a
+	 * cache miss, all started in the lookup): next hop and virtual subnet; for
 	 * IP rewrite, our PA standing for the source, in bulk. */
 	for (i = 0, c = 0; i < j; i++)
 		if (hits & (1ULL << i)) {

@@ -160,7 +160,6 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->max_neigh = sz->neighbours;
 	t->max_garbage = garbage;
 	t->vsids = make_hash("vsids", NVGW_MAX_VSIDS, sizeof(uint32_t), socket);
-	t->neigh = make_hash("neigh", sz->neighbours, sizeof(struct nvgw_neigh_key), socket);
 	t->rd_lens = rte_zmalloc_socket("nvgw_rd_lens", NVGW_MAX_RD * sizeof(uint64_t),
 					RTE_CACHE_LINE_SIZE, socket);
 	t->qsbr = rte_zmalloc_socket("nvgw_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket);
@@ -175,7 +174,8 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	rc = rc ?: htab_create(&t->routes, sz->routes, sz->routes, socket);
 	rc = rc ?: htab_create(&t->rw_pa, sz->rewrites, 4096, socket);
 	rc = rc ?: htab_create(&t->rw_gw, sz->rewrites, 4096, socket);
-	if (rc || !t->vsids || !t->neigh ||
+	rc = rc ?: htab_create(&t->neigh, sz->neighbours, 1, socket);     /* never deleted */
+	if (rc || !t->vsids ||
 	    !t->rd_lens || !t->qsbr || !t->garbage || !t->vsid_dir ||
 	    !t->blk16 || !t->blk24 || !t->blk16_n || !t->blk24_n ||
 	    dead_init(&t->dead_vsid, NVGW_MAX_VSIDS, socket) ||
@@ -207,7 +207,7 @@ nvgw_tables_free(struct nvgw_tables *t)
 	htab_free(&t->routes);
 	htab_free(&t->rw_pa);
 	htab_free(&t->rw_gw);
-	rte_hash_free(t->neigh);
+	htab_free(&t->neigh);
 	rte_hash_free(t->vsids);
 	slab_fini(&t->rec_slab);
 	slab_fini(&t->route_slab);
@@ -578,20 +578,21 @@ nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan)
 
 /* With neigh_lock held: the entry of k, made when absent and `create`. */
 static struct nvgw_neigh *
-neigh_get_locked(struct nvgw_tables *t, const struct nvgw_neigh_key *k, int create)
+neigh_get_locked(struct nvgw_tables *t, uint16_t scope, uint32_t ip, int create)
 {
 	struct nvgw_neigh *n;
+	uint64_t v, old;
 
-	if (rte_hash_lookup_data(t->neigh, k, (void **)&n) >= 0)
-		return n;
+	if (nvgw_htab_lookup(&t->neigh, nvgw_neigh_key(scope, ip), &v))
+		return (struct nvgw_neigh *)(uintptr_t)v;
 	if (!create || t->n_neigh >= t->max_neigh)
 		return NULL;
 	n = slab_get(t, &t->neigh_slab);
 	if (n == NULL)
 		return NULL;
-	n->ip = k->ip;
-	n->scope = k->scope;
-	if (rte_hash_add_key_data(t->neigh, k, n) < 0) {
+	n->ip = ip;
+	n->scope = scope;
+	if (nvgw_htab_set(&t->neigh, nvgw_neigh_key(scope, ip), (uintptr_t)n, &old) < 0) {
 		slab_put(&t->neigh_slab, n);
 		return NULL;
 	}
@@ -603,12 +604,11 @@ struct nvgw_neigh *
 nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip, const uint8_t *mac,
 	       int only_existing)
 {
-	struct nvgw_neigh_key k = { scope, ip };
 	struct nvgw_neigh *n;
 	uint64_t word = 0;
 
 	pthread_mutex_lock(&t->neigh_lock);
-	n = neigh_get_locked(t, &k, !only_existing);
+	n = neigh_get_locked(t, scope, ip, !only_existing);
 	if (n != NULL && mac != NULL) {
 		if (only_existing && (n->mac & NVGW_NEIGH_STATIC)) {
 			n = NULL;                 /* learning never overrides policy */
@@ -627,13 +627,12 @@ nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip, const uint8_t
 struct nvgw_neigh *
 nvgw_neigh_resolve(struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 {
-	struct nvgw_neigh_key k = { scope, ip };
 	struct nvgw_neigh *n;
 
 	pthread_mutex_lock(&t->neigh_lock);
-	n = neigh_get_locked(t, &k, 0);
+	n = neigh_get_locked(t, scope, ip, 0);
 	if (n == NULL && t->n_learned < NVGW_NEIGH_LEARN_MAX(t->max_neigh)) {
-		n = neigh_get_locked(t, &k, 1);
+		n = neigh_get_locked(t, scope, ip, 1);
 		if (n != NULL)
 			t->n_learned++;
 	}
@@ -644,12 +643,12 @@ nvgw_neigh_resolve(struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 int
 nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 {
-	struct nvgw_neigh_key k = { scope, ip };
 	struct nvgw_neigh *n;
 	int rc = -ENOENT;
 
 	pthread_mutex_lock(&t->neigh_lock);
-	if (rte_hash_lookup_data(t->neigh, &k, (void **)&n) >= 0) {
+	n = neigh_get_locked(t, scope, ip, 0);
+	if (n != NULL) {
 		__atomic_store_n(&n->mac, 0, __ATOMIC_RELEASE);
 		n->last_request = 0;
 		rc = 0;

@@ -117,7 +117,7 @@ struct nvgw_tables {
 	struct rte_hash *vsids;     /* vsid -> nvgw_vsid (control side) */
 	struct nvgw_htab records;   /* nvgw_rec_key() -> nvgw_record */
 	struct nvgw_htab routes;    /* nvgw_route_key() -> nvgw_route */
-	struct rte_hash *neigh;     /* {scope, ip} -> nvgw_neigh (never freed) */
+	struct nvgw_htab neigh;     /* nvgw_neigh_key() -> nvgw_neigh (never freed) */
 	struct nvgw_htab rw_pa;     /* PA -> packed NVGW_RW_* word (rewrite mappings) */
 	struct nvgw_htab rw_gw;     /* nvgw_rw_key() -> our rewrite PA */
 	struct nvgw_vsid *vsid_by_idx[NVGW_MAX_VSIDS];
@@ -166,9 +166,12 @@ nvgw_rw_key(uint32_t rdid, uint32_t ca)
 	return (uint64_t)rdid << 32 | ca;
 }
 
-/* The neighbour table is an rte_hash (the control side iterates it): 16-byte
- * keys compare inline; aligned, as rte_hash_crc reads 8 bytes at a time. */
-struct nvgw_neigh_key { uint32_t scope, ip, pad[2]; } __rte_aligned(16);
+/* scope: NVGW_SCOPE_PROVIDER or a VLAN id (12 bits). */
+static inline uint64_t
+nvgw_neigh_key(uint16_t scope, uint32_t ip)
+{
+	return (uint64_t)scope << 32 | ip;
+}
 
 int nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz,
 		       int socket);
@@ -232,10 +235,10 @@ nvgw_vsid_find(const struct nvgw_tables *t, uint32_t vsid)
 static inline struct nvgw_neigh *
 nvgw_neigh_find(const struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 {
-	struct nvgw_neigh_key k = { scope, ip };
-	void *d;
+	uint64_t v;
 
-	return rte_hash_lookup_data(t->neigh, &k, &d) >= 0 ? d : NULL;
+	return nvgw_htab_lookup(&t->neigh, nvgw_neigh_key(scope, ip), &v) ?
+	       (struct nvgw_neigh *)(uintptr_t)v : NULL;
 }
 
 static inline int

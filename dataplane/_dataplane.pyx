@@ -5,7 +5,7 @@ Everything here runs on the main lcore (the Python control thread). The
 Pythonic layer (gateway.py) decides what to build; this module only does it
 and turns C error codes into DataplaneError.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
@@ -536,7 +536,7 @@ cdef class Nvgre:
         if self.ctx == NULL:
             raise DataplaneError("tables", 19, "the pipeline is stopped")
         return {"records": self.ctx.t.records.n,
-                "neighbours": tb.rte_hash_count(self.ctx.t.neigh),
+                "neighbours": self.ctx.t.neigh.n,
                 "neighbours_learned": self.ctx.t.n_learned}
 
     def route_set(self, uint32_t rdid, bytes prefix, uint8_t length, uint8_t kind,
@@ -575,15 +575,14 @@ cdef class Nvgre:
 
     def neighbours(self):
         """[(scope, ip bytes, mac bytes or None)] of every neighbour entry."""
-        cdef const void *key
-        cdef void *data
-        cdef uint32_t nxt = 0
+        cdef uint64_t key, data
+        cdef uint32_t pos = 0
         cdef tb.nvgw_neigh *n
         cdef uint64_t mac
         cdef uint32_t ip
         out = []
-        while tb.rte_hash_iterate(self.ctx.t.neigh, &key, &data, &nxt) >= 0:
-            n = <tb.nvgw_neigh *>data
+        while tb.nvgw_htab_next(&self.ctx.t.neigh, &pos, &key, &data):
+            n = <tb.nvgw_neigh *><uintptr_t>data
             mac = n.mac
             ip = n.ip
             out.append((n.scope, (<char *>&ip)[:4],

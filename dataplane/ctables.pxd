@@ -24,7 +24,7 @@ cdef extern from "tables.h" nogil:
     struct nvgw_tables:
         rte_rcu_qsbr *qsbr
         nvgw_htab records
-        rte_hash *neigh
+        nvgw_htab neigh
         uint32_t n_neigh, n_learned
     struct nvgw_table_sizes:
         uint32_t records, routes, neighbours, rewrites, readers
@@ -53,9 +53,7 @@ cdef extern from "tables.h" nogil:
     int nvgw_neigh_clear(nvgw_tables *t, uint16_t scope, uint32_t ip)
     nvgw_neigh *nvgw_neigh_set(nvgw_tables *t, uint16_t scope, uint32_t ip,
                                const uint8_t *mac, int only_existing)
-
-cdef extern from "rte_hash.h" nogil:
-    int rte_hash_iterate(const rte_hash *h, const void **key, void **data, uint32_t *next)
+    int nvgw_htab_next(const nvgw_htab *h, uint32_t *pos, uint64_t *key, uint64_t *val)
 
 cdef extern from "tables.h" nogil:
     struct nvgw_rec_wire:
@@ -64,6 +62,3 @@ cdef extern from "tables.h" nogil:
         uint8_t mac[6]
         uint8_t method, pad
     int nvgw_record_set_bulk(nvgw_tables *t, const nvgw_rec_wire *w, uint32_t n, uint32_t *bad)
-
-cdef extern from "rte_hash.h" nogil:
-    int32_t rte_hash_count(const rte_hash *h)

@@ -859,7 +859,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
  * value byte. Invariants: every lookup, single or bulk, agrees with the list
  * (so a key past its home bucket is always found); set reports a replaced
  * value and refuses only a full table or a marker key; delete refuses only
- * an absent key or a full dead list; the live count is the list's. */
+ * an absent key or a full dead list; the live count is the list's; a walk
+ * (nvgw_htab_next) sees each live key once. */
 #include "htab.h"
 
 #define HT_MAX   16
@@ -952,6 +953,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(!!(hits & (1ULL << i)) == (j >= 0) && (j < 0 || vals[i] == m[j].val),
 		      "bulk lookup agrees");
 		CHECK(nvgw_htab_lookup(&h, keys[i], &v) == (j >= 0), "lookup agrees");
+	}
+	/* A walk sees each live key once, with its value. */
+	{
+		uint32_t pos = 0;
+		uint64_t k;
+		int seen = 0;
+
+		while (nvgw_htab_next(&h, &pos, &k, &v)) {
+			i = model_find(m, n, k);
+			CHECK(i >= 0 && m[i].val == v, "the walk sees live keys only");
+			m[i].key = NVGW_HT_EMPTY;       /* seen */
+			seen++;
+		}
+		CHECK(seen == n, "the walk sees every live key");
 	}
 	free(b);
 	return 0;
