@@ -72,7 +72,7 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "cpuinfo_mhz": mhz,
             "kernel": platform.release(), "host": platform.node(),
-            "hugepages": hugepages_ok()}
+            "hugepages": HUGEPAGES}
 
 
 def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 60) -> None:
@@ -84,6 +84,12 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 60
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# The memory mode of every process of a run, chosen once (--memory): deciding per
+# process let a testpmd that left its hugepage files push the gateway to --no-huge,
+# so the two were compared on different memory.
+HUGEPAGES = False
 
 
 def hugepages_ok() -> bool:
@@ -152,7 +158,8 @@ TP_CYC = re.compile(r"CPU cycles/packet=([\d.]+) \(total cycles=(\d+) / total io
 def run_testpmd(work: Path, pcap: Path, window: float, tag: str) -> dict:
     """io-forward from the pcap (infinite_rx) to net_null; the sink's Tx-pps, one line a
     second: the first `warm` seconds are dropped, the next `window` averaged."""
-    mem = [] if hugepages_ok() else ["--no-huge"]
+    # --in-memory: no hugepage files left behind (the gateway runs so too)
+    mem = ["--in-memory"] if HUGEPAGES else ["--no-huge"]
     argv = ["dpdk-testpmd", *mem, "-m", str(MEMORY_MB), "--no-pci", "--file-prefix",
             f"nvgwbench{os.getpid()}", "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1",
             "--vdev", "net_null0,no-rx=1", "-l", "0,1", "--log-level", "warning", "--",
@@ -200,7 +207,7 @@ def gw_config(run: Path, src_role: str, pcap: Path, policy: Path, workers: int =
     """net_pcap0 (the source, infinite_rx) in src_role, net_null0 in the other role.
     Hairpin comes in and goes out the provider port: the customer port is a null
     device that never receives."""
-    mem = "hugepages" if hugepages_ok() else "no-huge"
+    mem = "hugepages" if HUGEPAGES else "no-huge"
     other = "customer" if src_role == "provider" else "provider"
     rx = ",".join([f"rx_pcap={pcap}"] * queues)
     src = f"net_pcap0,{rx},infinite_rx=1" + (f",tx_pcap={tx_pcap}" if tx_pcap else "")
@@ -584,7 +591,7 @@ def control_plane(work: Path, n_records: int, migrates: int) -> dict:
         client.load(doc)
         run = cp / "gw"
         run.mkdir()
-        mem = "hugepages" if hugepages_ok() else "no-huge"
+        mem = "hugepages" if HUGEPAGES else "no-huge"
         cfg = run / "gw.toml"
         cfg.write_text(
             f'[eal]\nmemory = "{mem}"\nmemory_mb = {MEMORY_MB}\n[workers]\nlcores = [1]\n'
@@ -855,7 +862,15 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="also sample each gateway row's worker with perf (cpu-clock): "
                          "profile.json, the share of worker time per library and symbol")
+    ap.add_argument("--memory", choices=("auto", "hugepages", "no-huge"), default="auto",
+                    help="EAL memory of testpmd and the gateway alike; auto: hugepages when "
+                         f"{MEMORY_MB} MB of them are free and hugetlbfs is mounted")
     args = ap.parse_args(argv)
+    global HUGEPAGES
+    HUGEPAGES = args.memory == "hugepages" or (args.memory == "auto" and hugepages_ok())
+    if args.memory == "hugepages" and not hugepages_ok():
+        sys.exit(f"bench: --memory hugepages needs {MEMORY_MB} MB of free 2 MB hugepages "
+                 "and hugetlbfs mounted")
     if args.quick:
         args.records, args.reps, args.no_imix, args.no_control = "1000", 1, True, True
     if shutil.which("dpdk-testpmd") is None:
