@@ -488,7 +488,11 @@ def test_bulk_records_through_mgmt(tmp_path):
         # -- a restarted gateway gets them all back (a snapshot with a record block) ----
         gw.stop()
         gw = GatewayProcess(tmp_path / "gw1b", empty_ports(), body).start()
-        c.wait(4, timeout=WAIT, min_gateways=1)
+        # Not c.wait(): until its heartbeats go missing nvgw-mgmt still counts the stopped
+        # gateway (same key) as in sync, so wait() may return before the new one says hello.
+        deadline = time.monotonic() + WAIT
+        while gw_policy(gw).get("generation") != 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert gw.request("show", what="tables")["records"] == n + 2
         assert records(gw_policy(gw)) == stored
         assert any('"snapshot_sent"' in x and f'"records": {n + 2}' in x
