@@ -195,6 +195,50 @@ route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 	}
 }
 
+/* Lookup records of destinations in virtual subnets, and neighbours of
+ * customer destinations on a link, for the burst, in bulk: p[i].rec and
+ * p[i].nh (NULL when not found). Each record is fetched as its key is found. */
+static void
+dest_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
+{
+	uint64_t keys[NVGW_BURST], data[NVGW_BURST], hits;
+	uint16_t idx[NVGW_BURST], i, j = 0, c = 0;
+
+	for (i = 0; i < n; i++) {
+		const struct nvgw_route *rt = p[i].rt;
+
+		p[i].rec = NULL;
+		p[i].nh = NULL;
+		if (rt == NULL || (rt->kind == NVGW_ROUTE_CUSTOMER && rt->nh != NULL))
+			continue;
+		if (rt->kind == NVGW_ROUTE_CUSTOMER) {
+			keys[j] = nvgw_neigh_key(rt->vlan, p[i].ip->dst_addr);
+			idx[j++] = i;
+		}
+	}
+	if (j) {
+		hits = nvgw_htab_lookup_bulk(&t->neigh, keys, j, data);
+		for (i = 0; i < j; i++)
+			if (hits & (1ULL << i))
+				p[idx[i]].nh = (const struct nvgw_neigh *)(uintptr_t)data[i];
+	}
+	for (i = 0; i < n; i++) {
+		const struct nvgw_route *rt = p[i].rt;
+
+		if (rt == NULL || rt->kind == NVGW_ROUTE_CUSTOMER)
+			continue;
+		keys[c] = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
+					       rt->nh_ip : p[i].ip->dst_addr);
+		idx[c++] = i;
+	}
+	if (c == 0)
+		return;
+	hits = nvgw_htab_lookup_bulk_obj(&t->records, keys, c, data);
+	for (i = 0; i < c; i++)
+		if (hits & (1ULL << i))
+			p[idx[i]].rec = (const struct nvgw_record *)(uintptr_t)data[i];
+}
+
 static inline void
 emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	   const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
@@ -339,8 +383,7 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	struct pkt p[NVGW_BURST];
 	struct rte_mbuf *m[NVGW_BURST];
 	uint64_t keys[NVGW_BURST], data[NVGW_BURST], wkeys[NVGW_BURST], wdata[NVGW_BURST];
-	uint64_t nkeys[NVGW_BURST], ndata[NVGW_BURST];
-	uint16_t i, k = 0, j, c, nidx[NVGW_BURST], ridx[NVGW_BURST];
+	uint16_t i, k = 0, j, c, widx[NVGW_BURST];
 	uint64_t hits;
 
 	if (unlikely(pv == NULL || (!from_fabric && in_port != w->ctx->customer_port))) {
@@ -371,8 +414,10 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			if (!p[i].rewritten)
 				keys[n_gre++] = p[i].key;
 		hits = nvgw_htab_lookup_bulk_obj(&t->records, keys, n_gre, data);
-		/* 3. routes, in bulk, while the records arrive */
+		/* 3. and 4. routes and destinations, in bulk, while the
+		 * anti-spoofing records arrive */
 		route_bulk(t, p, k);
+		dest_bulk(t, p, k);
 		for (i = 0, j = 0, g = 0; i < k; i++) {
 			const struct nvgw_record *r;
 
@@ -406,74 +451,48 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		}
 		k = j;
 	} else if (k) {
-		/* 3. routes, in bulk */
+		/* 3. routes, 4. lookup records of destinations in virtual subnets
+		 * and neighbours of customer destinations on a link, in bulk */
 		route_bulk(t, p, k);
+		dest_bulk(t, p, k);
 	}
 	if (k == 0)
 		return;
 
-	/* 4. lookup records of destinations in virtual subnets, and neighbours
-	 * of customer destinations on a link, in bulk */
-	for (i = 0, j = 0, c = 0; i < k; i++) {
-		const struct nvgw_route *rt = p[i].rt;
-
-		p[i].rec = NULL;
-		if (rt == NULL)
-			continue;
-		if (rt->kind == NVGW_ROUTE_CUSTOMER) {
-			if (rt->nh == NULL) {
-				nkeys[c] = nvgw_neigh_key(rt->vlan, p[i].ip->dst_addr);
-				nidx[c++] = i;
-			}
-			continue;
-		}
-		keys[j] = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
-						 rt->nh_ip : p[i].ip->dst_addr);
-		ridx[j++] = i;
-	}
-	hits = nvgw_htab_lookup_bulk_obj(&t->records, keys, j, data);
-	if (c) {
-		uint64_t nhits = nvgw_htab_lookup_bulk(&t->neigh, nkeys, c, ndata);
-
-		for (i = 0; i < c; i++)
-			p[nidx[i]].nh = nhits & (1ULL << i) ?
-					(const struct nvgw_neigh *)(uintptr_t)ndata[i] : NULL;
-	}
 	/* Then what emit reads through the records (with a million, each a
 	 * cache miss, all started in the lookup): next hop and virtual subnet; for
 	 * IP rewrite, our PA standing for the source, in bulk. */
-	for (i = 0, c = 0; i < j; i++)
-		if (hits & (1ULL << i)) {
-			const struct nvgw_record *r = (void *)(uintptr_t)data[i];
-			struct pkt *q = &p[ridx[i]];
+	for (i = 0, c = 0; i < k; i++) {
+		const struct nvgw_record *r = p[i].rec;
 
-			rte_prefetch0(r->nh);
-			rte_prefetch0(t->vsid_by_idx[r->vsid_idx]);
-			rte_prefetch0(&w->vsid[r->vsid_idx]);
-			if (r->method == NVGW_REWRITE) {
-				wkeys[c] = nvgw_rw_key(q->rdid, q->ip->src_addr);
-				nidx[c++] = ridx[i];
-			}
+		if (r == NULL)
+			continue;
+		rte_prefetch0(r->nh);
+		rte_prefetch0(t->vsid_by_idx[r->vsid_idx]);
+		rte_prefetch0(&w->vsid[r->vsid_idx]);
+		if (r->method == NVGW_REWRITE) {
+			wkeys[c] = nvgw_rw_key(p[i].rdid, p[i].ip->src_addr);
+			widx[c++] = i;
 		}
+	}
 	if (c) {
 		uint64_t whits = nvgw_htab_lookup_bulk(&t->rw_gw, wkeys, c, wdata);
 
 		for (i = 0; i < c; i++)
-			p[nidx[i]].src_pa = whits & (1ULL << i) ? (uint32_t)wdata[i] : 0;
+			p[widx[i]].src_pa = whits & (1ULL << i) ? (uint32_t)wdata[i] : 0;
 	}
 
 	/* 5. emit */
-	for (i = 0, j = 0; i < k; i++) {
+	for (i = 0; i < k; i++) {
 		const struct nvgw_route *rt = p[i].rt;
 
 		if (rt == NULL) {
 			nvgw_drop(w, NVGW_DROP_no_route, m[i]);
 		} else if (rt->kind == NVGW_ROUTE_CUSTOMER) {
 			emit_customer(w, t, m[i], &p[i]);
-		} else if (!(hits & (1ULL << j++))) {
+		} else if (p[i].rec == NULL) {
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);
 		} else {
-			p[i].rec = (const struct nvgw_record *)(uintptr_t)data[j - 1];
 			if (p[i].rec->method == NVGW_ENCAP)
 				emit_nvgre(w, t, pv, m[i], &p[i]);
 			else
