@@ -50,12 +50,13 @@ find(const struct nvgw_htab *h, uint64_t key, int64_t *hole)
 int
 nvgw_htab_set(struct nvgw_htab *h, uint64_t key, uint64_t val, uint64_t *old)
 {
-	int64_t hole, at = find(h, key, &hole);
+	int64_t hole, at;
 	struct nvgw_hbucket *b;
 	uint32_t bi, d, s;
 
 	if (key >> 56 == 0xFF)
 		return -EINVAL;         /* a marker, not a key */
+	at = find(h, key, &hole);
 	if (at >= 0) {
 		b = &h->b[at / NVGW_HT_SLOTS];
 		*old = b->val[at % NVGW_HT_SLOTS];
@@ -88,10 +89,10 @@ nvgw_htab_set(struct nvgw_htab *h, uint64_t key, uint64_t val, uint64_t *old)
 int
 nvgw_htab_del(struct nvgw_htab *h, uint64_t key, uint64_t *old)
 {
-	int64_t at = find(h, key, NULL);
+	int64_t at = key >> 56 == 0xFF ? -1 : find(h, key, NULL);
 	struct nvgw_hbucket *b;
 
-	if (at < 0 || key >> 56 == 0xFF)
+	if (at < 0)
 		return -ENOENT;
 	if (h->n_dead == h->max_dead)
 		return -EBUSY;

@@ -162,7 +162,6 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 /* Longest-prefix match for the burst: one bulk hash lookup per prefix
  * length present in any packet's routing domain, longest first; lengths
  * over /16 (/24) only where the filter says the block may have some. */
-
 static void
 route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 {
@@ -201,42 +200,33 @@ route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 static void
 dest_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
 {
-	uint64_t keys[NVGW_BURST], data[NVGW_BURST], hits;
-	uint16_t idx[NVGW_BURST], i, j = 0, c = 0;
+	uint64_t rkeys[NVGW_BURST], nkeys[NVGW_BURST], data[NVGW_BURST], hits;
+	uint16_t ridx[NVGW_BURST], nidx[NVGW_BURST], i, r = 0, c = 0;
 
 	for (i = 0; i < n; i++) {
 		const struct nvgw_route *rt = p[i].rt;
 
 		p[i].rec = NULL;
 		p[i].nh = NULL;
-		if (rt == NULL || (rt->kind == NVGW_ROUTE_CUSTOMER && rt->nh != NULL))
+		if (rt == NULL)
 			continue;
-		if (rt->kind == NVGW_ROUTE_CUSTOMER) {
-			keys[j] = nvgw_neigh_key(rt->vlan, p[i].ip->dst_addr);
-			idx[j++] = i;
+		if (rt->kind != NVGW_ROUTE_CUSTOMER) {
+			rkeys[r] = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
+							  rt->nh_ip : p[i].ip->dst_addr);
+			ridx[r++] = i;
+		} else if (rt->nh == NULL) {
+			nkeys[c] = nvgw_neigh_key(rt->vlan, p[i].ip->dst_addr);
+			nidx[c++] = i;
 		}
 	}
-	if (j) {
-		hits = nvgw_htab_lookup_bulk(&t->neigh, keys, j, data);
-		for (i = 0; i < j; i++)
-			if (hits & (1ULL << i))
-				p[idx[i]].nh = (const struct nvgw_neigh *)(uintptr_t)data[i];
-	}
-	for (i = 0; i < n; i++) {
-		const struct nvgw_route *rt = p[i].rt;
-
-		if (rt == NULL || rt->kind == NVGW_ROUTE_CUSTOMER)
-			continue;
-		keys[c] = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
-					       rt->nh_ip : p[i].ip->dst_addr);
-		idx[c++] = i;
-	}
-	if (c == 0)
-		return;
-	hits = nvgw_htab_lookup_bulk_obj(&t->records, keys, c, data);
+	hits = nvgw_htab_lookup_bulk_obj(&t->records, rkeys, r, data);
+	for (i = 0; i < r; i++)
+		if (hits & (1ULL << i))
+			p[ridx[i]].rec = (const struct nvgw_record *)(uintptr_t)data[i];
+	hits = nvgw_htab_lookup_bulk(&t->neigh, nkeys, c, data);
 	for (i = 0; i < c; i++)
 		if (hits & (1ULL << i))
-			p[idx[i]].rec = (const struct nvgw_record *)(uintptr_t)data[i];
+			p[nidx[i]].nh = (const struct nvgw_neigh *)(uintptr_t)data[i];
 }
 
 static inline void
@@ -492,11 +482,10 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			emit_customer(w, t, m[i], &p[i]);
 		} else if (p[i].rec == NULL) {
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);
+		} else if (p[i].rec->method == NVGW_ENCAP) {
+			emit_nvgre(w, t, pv, m[i], &p[i]);
 		} else {
-			if (p[i].rec->method == NVGW_ENCAP)
-				emit_nvgre(w, t, pv, m[i], &p[i]);
-			else
-				emit_rewrite(w, t, pv, m[i], &p[i]);
+			emit_rewrite(w, t, pv, m[i], &p[i]);
 		}
 	}
 }

@@ -278,19 +278,27 @@ swap_value(struct nvgw_tables *t, struct rte_hash *h, const void *key, void *val
 	return 0;
 }
 
-/* Set key's value in h, retiring the old one; `owned`: values are objects
- * (freed after a grace period; a new one that could not be set at once).
- * Dead slots come back after a grace period when a table runs short. */
+/* nvgw_htab_set(), once more after a grace period when only dead slots are
+ * short. Then ht_set: the old value retired; `owned`: values are objects
+ * (freed after a grace period; a new one that could not be set at once). */
+static int
+ht_put(struct nvgw_tables *t, struct nvgw_htab *h, uint64_t key, uint64_t val, uint64_t *old)
+{
+	int rc = nvgw_htab_set(h, key, val, old);
+
+	if (rc == -ENOSPC && h->n < h->max && h->n_dead > 0) {
+		nvgw_tables_commit(t);
+		rc = nvgw_htab_set(h, key, val, old);
+	}
+	return rc;
+}
+
 static int
 ht_set(struct nvgw_tables *t, struct nvgw_htab *h, uint64_t key, uint64_t val, int owned)
 {
 	uint64_t old;
-	int rc = nvgw_htab_set(h, key, val, &old);
+	int rc = ht_put(t, h, key, val, &old);
 
-	if (rc == -ENOSPC && h->n < h->max && h->n_dead > 0) {
-		nvgw_tables_commit(t);
-		rc = nvgw_htab_set(h, key, val, &old);
-	}
 	if (rc < 0 && owned)
 		obj_free(t, (void *)(uintptr_t)val);
 	else if (rc == 1 && owned)
@@ -580,11 +588,11 @@ nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan)
 static struct nvgw_neigh *
 neigh_get_locked(struct nvgw_tables *t, uint16_t scope, uint32_t ip, int create)
 {
-	struct nvgw_neigh *n;
-	uint64_t v, old;
+	struct nvgw_neigh *n = nvgw_neigh_find(t, scope, ip);
+	uint64_t old;
 
-	if (nvgw_htab_lookup(&t->neigh, nvgw_neigh_key(scope, ip), &v))
-		return (struct nvgw_neigh *)(uintptr_t)v;
+	if (n != NULL)
+		return n;
 	if (!create || t->n_neigh >= t->max_neigh)
 		return NULL;
 	n = slab_get(t, &t->neigh_slab);
@@ -687,8 +695,6 @@ nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int 
 	return rc;
 }
 
-#include <stdlib.h>
-
 /* The next hop neighbour of pa, remembering the last one (records of a block
  * mostly share few next hops). */
 static struct nvgw_neigh *
@@ -779,13 +785,8 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 			break;
 		}
 		rec_fill(t, r, w[i].vsid, w[i].ca, w[i].mac, w[i].pa, w[i].method, v->idx);
-		had = rc = nvgw_htab_set(&t->records, nvgw_rec_key(w[i].vsid, w[i].ca),
-					 (uintptr_t)r, &o);
-		if (rc == -ENOSPC && t->records.n_dead > 0) {
-			nvgw_tables_commit(t);  /* dead slots become free */
-			had = rc = nvgw_htab_set(&t->records, nvgw_rec_key(w[i].vsid, w[i].ca),
-						 (uintptr_t)r, &o);
-		}
+		had = rc = ht_put(t, &t->records, nvgw_rec_key(w[i].vsid, w[i].ca),
+				  (uintptr_t)r, &o);
 		if (rc < 0) {
 			slab_put(&t->rec_slab, r);
 			break;

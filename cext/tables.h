@@ -201,14 +201,14 @@ int nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan);
 int nvgw_rw_set(struct nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid,
 		uint16_t slot, int gateway);
 int nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int gateway);
-/* Static (only_existing 0) or learned (only_existing 1) MAC; mac NULL: create
- * unresolved. Learning never overrides a static MAC (returns NULL then). Safe
- * from any thread. */
 /* Hosts the exception thread resolves for traffic (a tenant picks them) may take
  * at most this share of the neighbour table; the rest stays for policy. */
 #define NVGW_NEIGH_LEARN_MAX(max) ((max) / 4)
 
 struct nvgw_neigh *nvgw_neigh_resolve(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
+/* Static (only_existing 0) or learned (only_existing 1) MAC; mac NULL: create
+ * unresolved. Learning never overrides a static MAC (returns NULL then). Safe
+ * from any thread. */
 struct nvgw_neigh *nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip,
 				  const uint8_t *mac, int only_existing);
 /* A static neighbour deleted: unresolved again (the next packet ARPs). */

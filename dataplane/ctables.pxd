@@ -1,5 +1,5 @@
 # cext/tables.h: policy tables and their writers.
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "tables.h" nogil:
     enum: NVGW_MAX_VSIDS
@@ -13,10 +13,8 @@ cdef extern from "tables.h" nogil:
 
     struct rte_rcu_qsbr:
         pass
-    struct rte_hash:
-        pass
     struct nvgw_htab:
-        uint32_t n, max
+        uint32_t n
     struct nvgw_neigh:
         uint64_t mac
         uint32_t ip

@@ -21,7 +21,8 @@ seconds=${1:-600}
 shift || true
 targets=("$@")
 frame_targets=(parse_customer parse_provider encap rewrite route htab)
-((${#targets[@]})) || targets=(packet mgmt_client mgmt_gateway agent policy "${frame_targets[@]}")
+all=(packet mgmt_client mgmt_gateway agent policy "${frame_targets[@]}")
+((${#targets[@]})) || targets=("${all[@]}")
 out=${NVGW_FUZZ_DIR:-/tmp/nvgw-fuzz}
 mkdir -p "$out"
 
@@ -73,13 +74,7 @@ fuzz_python() {
 
 status=0
 for t in "${targets[@]}"; do
-    case $t in
-        packet|mgmt_client|mgmt_gateway|agent|policy) ;;
-        parse_customer|parse_provider|encap|rewrite|route|htab) ;;
-        *) echo "fuzz.sh: unknown target $t (packet mgmt_client mgmt_gateway agent policy" \
-                "${frame_targets[*]})" >&2
-           exit 2 ;;
-    esac
+    [[ " ${all[*]} " == *" $t "* ]] || { echo "fuzz.sh: unknown target $t (${all[*]})" >&2; exit 2; }
 done
 for t in "${targets[@]}"; do
     echo "== fuzz $t: ${seconds}s"

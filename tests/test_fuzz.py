@@ -5,9 +5,9 @@
 - mgmt_client, mgmt_gateway, agent, policy: the management channel (atheris), 4 s
   each, then each harness replays its seed corpus and its kept findings once: every
   input must pass the harness's invariants (see each tests/fuzz/fuzz_*.py);
-- parse_customer, parse_provider, encap, rewrite, route, htab: the per-packet C functions and
-  the exact-match table without
-  EAL (tests/fuzz/fuzz_frame.c), 3 s each, then its seeds and kept findings replayed."""
+- parse_customer, parse_provider, encap, rewrite, route, htab: the per-packet C functions,
+  route selection and the exact-match table without EAL (tests/fuzz/fuzz_frame.c), 3 s
+  each, then its seeds and kept findings replayed."""
 import os
 import subprocess
 import sys
