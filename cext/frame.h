@@ -86,7 +86,7 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 	hl = nvgw_ipv4_ok(oip, len - NVGW_ETH_LEN);
 	if (hl == 0)
 		return NVGW_DROP_bad_ip_header;
-	if (rte_raw_cksum(oip, hl) != 0xFFFF)
+	if (!nvgw_ipv4_cksum_ok(oip, hl))
 		return NVGW_DROP_bad_outer_checksum;
 	v->l3 = NVGW_ETH_LEN;
 	v->hl = hl;

@@ -51,19 +51,59 @@ nvgw_ttl_dec(struct rte_ipv4_hdr *ip)
 	ip->hdr_checksum = (uint16_t)~sum;
 }
 
-/* RFC 1624 incremental update of a one's complement checksum for a 16- or
- * 32-bit field changing from `from` to `to` (all as stored in the packet:
- * the sum does not depend on byte order as long as it is the same). */
+/* One's complement sums in a 64-bit accumulator, folded to 16 bits at the
+ * end (end-around carries commute, so adding 32-bit words gives the same
+ * sum as adding their 16-bit halves). */
+static inline uint16_t
+nvgw_csum_fold(uint64_t s)
+{
+	s = (s & 0xFFFFFFFF) + (s >> 32);
+	s = (s & 0xFFFF) + (s >> 16);
+	s = (s & 0xFFFF) + (s >> 16);
+	return (uint16_t)((s & 0xFFFF) + (s >> 16));
+}
+
+/* What a 32-bit field changing from `from` to `to` adds to a checksum
+ * (RFC 1624 eqn. 3: ~m + m'); such differences add up. Fields as stored in
+ * the packet: the sum does not depend on byte order as long as it is the
+ * same. A 16-bit field: nvgw_csum_diff16. */
+static inline uint64_t
+nvgw_csum_diff(uint32_t from, uint32_t to)
+{
+	return (uint64_t)(uint32_t)~from + to;
+}
+
+static inline uint64_t
+nvgw_csum_diff16(uint16_t from, uint16_t to)
+{
+	return (uint64_t)(uint16_t)~from + to;
+}
+
+/* HC' = ~(~HC + diff). */
+static inline uint16_t
+nvgw_csum_adjust(uint16_t csum, uint64_t diff)
+{
+	return (uint16_t)~nvgw_csum_fold((uint16_t)~csum + diff);
+}
+
+/* RFC 1624 incremental update for one 16- or 32-bit field. */
 static inline uint16_t
 nvgw_csum_replace(uint16_t csum, uint32_t from, uint32_t to)
 {
-	uint32_t s = (uint16_t)~csum;
+	return nvgw_csum_adjust(csum, nvgw_csum_diff(from, to));
+}
 
-	s += (uint16_t)~(uint16_t)from + (uint16_t)~(uint16_t)(from >> 16);
-	s += (uint16_t)to + (uint16_t)(to >> 16);
-	s = (s & 0xFFFF) + (s >> 16);
-	s = (s & 0xFFFF) + (s >> 16);
-	return (uint16_t)~s;
+/* An IPv4 header of hl bytes (a multiple of 4, at least 20) sums to 0xFFFF. */
+static inline int
+nvgw_ipv4_cksum_ok(const struct rte_ipv4_hdr *ip, unsigned int hl)
+{
+	const nvgw_u32 *w = (const nvgw_u32 *)ip;
+	uint64_t s = (uint64_t)w[0] + w[1] + w[2] + w[3] + w[4];
+	unsigned int i;
+
+	for (i = 5; i < hl / 4; i++)
+		s += w[i];
+	return nvgw_csum_fold(s) == 0xFFFF;
 }
 
 static inline void

@@ -10,11 +10,12 @@
 #define FRAG_OFFSET(ip) ((ip)->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_OFFSET_MASK))
 
 /* The L4 checksum of a TCP or UDP header at l4 (len bytes present) after its
- * pseudo-header addresses changed. Returns 1 and the old and new checksum
- * words when it changed (an ICMP checksum that covers this one follows). */
-static int
-l4_rewrite(uint8_t proto, uint8_t *l4, uint32_t len, uint32_t os, uint32_t od,
-	   uint32_t ns, uint32_t nd, uint16_t *old, uint16_t *new)
+ * pseudo-header addresses changed by `diff` (nvgw_csum_diff). Returns 1 and
+ * the old and new checksum words when it changed (an ICMP checksum that
+ * covers this one follows). */
+static inline int
+l4_rewrite(uint8_t proto, uint8_t *l4, uint32_t len, uint64_t diff, uint16_t *old,
+	   uint16_t *new)
 {
 	nvgw_u16 *csum;   /* quoted headers need not be aligned */
 
@@ -26,7 +27,7 @@ l4_rewrite(uint8_t proto, uint8_t *l4, uint32_t len, uint32_t os, uint32_t od,
 	else
 		return 0;
 	*old = *csum;
-	*new = nvgw_csum_replace(nvgw_csum_replace(*old, os, ns), od, nd);
+	*new = nvgw_csum_adjust(*old, diff);
 	if (proto == IPPROTO_UDP && *new == 0)
 		*new = 0xFFFF;          /* 0 means "no checksum" for UDP */
 	*csum = *new;
@@ -47,6 +48,7 @@ icmp_rewrite(uint8_t *l4, uint32_t len, uint32_t os, uint32_t od, uint32_t ns, u
 	unsigned int qhl;
 	uint32_t qs, qd, nqs, nqd;
 	uint16_t qc, old, new;
+	uint64_t diff, idiff;
 
 	if (len < 8 + 20 || !icmp_is_error(icmp->icmp_type))
 		return;
@@ -60,17 +62,18 @@ icmp_rewrite(uint8_t *l4, uint32_t len, uint32_t os, uint32_t od, uint32_t ns, u
 	nqd = qd == os ? ns : qd;
 	if (nqs == qs && nqd == qd)
 		return;
+	diff = nvgw_csum_diff(qs, nqs) + nvgw_csum_diff(qd, nqd);
 	qc = q->hdr_checksum;
-	q->hdr_checksum = nvgw_csum_replace(nvgw_csum_replace(qc, qs, nqs), qd, nqd);
+	q->hdr_checksum = nvgw_csum_adjust(qc, diff);
 	q->src_addr = nqs;
 	q->dst_addr = nqd;
-	icmp->icmp_cksum = nvgw_csum_replace(icmp->icmp_cksum, qs, nqs);
-	icmp->icmp_cksum = nvgw_csum_replace(icmp->icmp_cksum, qd, nqd);
-	icmp->icmp_cksum = nvgw_csum_replace(icmp->icmp_cksum, qc, q->hdr_checksum);
+	/* the ICMP checksum covers the quoted addresses, their checksum and
+	 * the quoted L4 checksum */
+	idiff = diff + nvgw_csum_diff16(qc, q->hdr_checksum);
 	if (FRAG_OFFSET(q) == 0 &&
-	    l4_rewrite(q->next_proto_id, (uint8_t *)q + qhl, len - 8 - qhl, qs, qd, nqs, nqd,
-		       &old, &new))
-		icmp->icmp_cksum = nvgw_csum_replace(icmp->icmp_cksum, old, new);
+	    l4_rewrite(q->next_proto_id, (uint8_t *)q + qhl, len - 8 - qhl, diff, &old, &new))
+		idiff += nvgw_csum_diff16(old, new);
+	icmp->icmp_cksum = nvgw_csum_adjust(icmp->icmp_cksum, idiff);
 }
 
 void
@@ -80,10 +83,10 @@ nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail, uint32_t 
 	uint32_t os = ip->src_addr, od = ip->dst_addr;
 	uint32_t len = rte_be_to_cpu_16(ip->total_length);
 	uint8_t *l4 = (uint8_t *)ip + hl;
+	uint64_t diff = nvgw_csum_diff(os, src) + nvgw_csum_diff(od, dst);
 	uint16_t old, new;
 
-	ip->hdr_checksum = nvgw_csum_replace(nvgw_csum_replace(ip->hdr_checksum, os, src),
-					     od, dst);
+	ip->hdr_checksum = nvgw_csum_adjust(ip->hdr_checksum, diff);
 	ip->src_addr = src;
 	ip->dst_addr = dst;
 	if (FRAG_OFFSET(ip) != 0)
@@ -92,5 +95,5 @@ nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail, uint32_t 
 	if (ip->next_proto_id == IPPROTO_ICMP)
 		icmp_rewrite(l4, len, os, od, src, dst);
 	else
-		l4_rewrite(ip->next_proto_id, l4, len, os, od, src, dst, &old, &new);
+		l4_rewrite(ip->next_proto_id, l4, len, diff, &old, &new);
 }
