@@ -159,84 +159,144 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	return 1;
 }
 
-/* Longest-prefix match for the burst: one bulk hash lookup per prefix
- * length present in any packet's routing domain, longest first; lengths
- * over /16 (/24) only where the filter says the block may have some. */
-static void
-route_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
-{
-	uint64_t left[NVGW_BURST], keys[NVGW_BURST], data[NVGW_BURST], hits;
-	uint16_t idx[NVGW_BURST], i, k;
-
-	for (i = 0; i < n; i++) {
-		p[i].rt = NULL;
-		left[i] = nvgw_route_lens(t->rd_lens[p[i].rdid], t->blk16, t->blk24, p[i].rdid,
-					  p[i].ip->dst_addr);
-	}
-	for (;;) {
-		for (i = 0, k = 0; i < n; i++) {
-			if (p[i].rt != NULL || left[i] == 0)
-				continue;
-			uint32_t len = 63 - __builtin_clzll(left[i]);
-			uint32_t mask = len ? ~0u << (32 - len) : 0;
-
-			left[i] &= ~(1ULL << len);
-			keys[k] = nvgw_route_key(p[i].rdid,
-						 p[i].ip->dst_addr & rte_cpu_to_be_32(mask), len);
-			idx[k++] = i;
-		}
-		if (k == 0)
-			return;
-		hits = nvgw_htab_lookup_bulk(&t->routes, keys, k, data);
-		for (i = 0; i < k; i++)
-			if (hits & (1ULL << i))
-				p[idx[i]].rt = (const struct nvgw_route *)(uintptr_t)data[i];
-	}
-}
-
-/* Lookup records of destinations in virtual subnets, and neighbours of
- * customer destinations on a link, for the burst, in bulk: p[i].rec and
- * p[i].nh (NULL when not found). Each record is fetched as its key is found. */
-static void
-dest_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n)
-{
-	uint64_t rkeys[NVGW_BURST], nkeys[NVGW_BURST], data[NVGW_BURST], hits;
-	uint16_t ridx[NVGW_BURST], nidx[NVGW_BURST], i, r = 0, c = 0;
-
-	for (i = 0; i < n; i++) {
-		const struct nvgw_route *rt = p[i].rt;
-
-		p[i].rec = NULL;
-		p[i].nh = NULL;
-		if (rt == NULL)
-			continue;
-		if (rt->kind != NVGW_ROUTE_CUSTOMER) {
-			rkeys[r] = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
-							  rt->nh_ip : p[i].ip->dst_addr);
-			ridx[r++] = i;
-		} else if (rt->nh == NULL) {
-			nkeys[c] = nvgw_neigh_key(rt->vlan, p[i].ip->dst_addr);
-			nidx[c++] = i;
-		}
-	}
-	hits = nvgw_htab_lookup_bulk_obj(&t->records, rkeys, r, data);
-	for (i = 0; i < r; i++)
-		if (hits & (1ULL << i))
-			p[ridx[i]].rec = (const struct nvgw_record *)(uintptr_t)data[i];
-	hits = nvgw_htab_lookup_bulk(&t->neigh, nkeys, c, data);
-	for (i = 0; i < c; i++)
-		if (hits & (1ULL << i))
-			p[nidx[i]].nh = (const struct nvgw_neigh *)(uintptr_t)data[i];
-}
+/* The destination lookup keys of a routed packet: its lookup record (a CA
+ * in a virtual subnet, or an appliance's) or, for a customer destination on
+ * the link, its neighbour. */
+struct dest_keys {
+	uint64_t rec[NVGW_BURST], nh[NVGW_BURST];
+	uint16_t rec_idx[NVGW_BURST], nh_idx[NVGW_BURST];
+	uint16_t n_rec, n_nh;
+};
 
 static inline void
+dest_key(struct dest_keys *d, const struct pkt *p, uint16_t i)
+{
+	const struct nvgw_route *rt = p->rt;
+
+	if (rt->kind != NVGW_ROUTE_CUSTOMER) {
+		d->rec[d->n_rec] = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
+							   rt->nh_ip : p->ip->dst_addr);
+		d->rec_idx[d->n_rec++] = i;
+	} else if (rt->nh == NULL) {
+		d->nh[d->n_nh] = nvgw_neigh_key(rt->vlan, p->ip->dst_addr);
+		d->nh_idx[d->n_nh++] = i;
+	}
+}
+
+/* The route key of dst's longest prefix length left in *lens (taken out
+ * of it), or NVGW_ROUTE_NOKEY when none is left. */
+#define NVGW_ROUTE_NOKEY nvgw_route_key(0, 0, 63)  /* no route has length 63 */
+
+static inline uint64_t
+next_route_key(uint64_t *lens, uint32_t rdid, uint32_t dst)
+{
+	uint32_t len, mask;
+
+	if (*lens == 0)
+		return NVGW_ROUTE_NOKEY;
+	len = 63 - __builtin_clzll(*lens);
+	mask = len ? ~0u << (32 - len) : 0;
+	*lens &= ~(1ULL << len);
+	return nvgw_route_key(rdid, dst & rte_cpu_to_be_32(mask), len);
+}
+
+/* Longest-prefix match for the burst, then the destinations, in bulk:
+ * p[i].rt (NULL: no route), and the lookup records (p[i].rec) and link
+ * neighbours (p[i].nh) of the packets d lists, NULL when not found. One
+ * bulk lookup of every packet's longest candidate prefix length (the route
+ * length filter skips lengths over /16 or /24 where the block has none),
+ * which usually settles it; then, for the packets that missed, one per
+ * length left, longest first. Each record is fetched as its key is found. */
+static void
+lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_keys *d)
+{
+	uint64_t left[NVGW_BURST], keys[NVGW_BURST], data[NVGW_BURST], hits, retry = 0;
+	uint16_t idx[NVGW_BURST], i, j, k;
+
+	for (i = 0; i < n; i++) {
+		uint32_t dst = p[i].ip->dst_addr;
+
+		left[i] = nvgw_route_lens(t->rd_lens[p[i].rdid], t->blk16, t->blk24,
+					  p[i].rdid, dst);
+		keys[i] = next_route_key(&left[i], p[i].rdid, dst);
+	}
+	hits = nvgw_htab_lookup_bulk(&t->routes, keys, n, data);
+	d->n_rec = d->n_nh = 0;
+	for (i = 0; i < n; i++) {
+		if (hits & (1ULL << i)) {
+			p[i].rt = (const struct nvgw_route *)(uintptr_t)data[i];
+			dest_key(d, &p[i], i);
+		} else {
+			p[i].rt = NULL;
+			if (left[i])
+				retry |= 1ULL << i;
+		}
+	}
+	while (retry) {
+		uint64_t again = 0;
+
+		for (k = 0; retry; retry &= retry - 1) {
+			i = __builtin_ctzll(retry);
+			keys[k] = next_route_key(&left[i], p[i].rdid, p[i].ip->dst_addr);
+			idx[k++] = i;
+		}
+		hits = nvgw_htab_lookup_bulk(&t->routes, keys, k, data);
+		for (j = 0; j < k; j++) {
+			i = idx[j];
+			if (hits & (1ULL << j)) {
+				p[i].rt = (const struct nvgw_route *)(uintptr_t)data[j];
+				dest_key(d, &p[i], i);
+			} else if (left[i]) {
+				again |= 1ULL << i;
+			}
+		}
+		retry = again;
+	}
+	hits = nvgw_htab_lookup_bulk_obj(&t->records, d->rec, d->n_rec, data);
+	for (i = 0; i < d->n_rec; i++)
+		p[d->rec_idx[i]].rec = hits & (1ULL << i) ?
+				       (const struct nvgw_record *)(uintptr_t)data[i] : NULL;
+	hits = nvgw_htab_lookup_bulk(&t->neigh, d->nh, d->n_nh, data);
+	for (i = 0; i < d->n_nh; i++)
+		p[d->nh_idx[i]].nh = hits & (1ULL << i) ?
+				     (const struct nvgw_neigh *)(uintptr_t)data[i] : NULL;
+}
+
+/* What a burst sends, per output port, handed to the TX buffers at its end. */
+struct out {
+	uint16_t n[2];
+	struct rte_mbuf *m[2][NVGW_BURST];
+};
+enum { OUT_PROVIDER, OUT_CUSTOMER };
+
+/* Make exactly `hdr` bytes of headers in front of the IPv4 packet of
+ * ip_len bytes at ip, dropping any link padding after it: the new frame's
+ * start, or NULL when the headroom is short. Single-segment mbufs only
+ * (classify made sure), so no chain to walk. */
+static inline uint8_t *
+frame_at(struct rte_mbuf *m, const struct rte_ipv4_hdr *ip, uint16_t hdr, uint16_t ip_len)
+{
+	intptr_t off = (const uint8_t *)ip - (const uint8_t *)m->buf_addr - hdr;
+
+	if (unlikely(off < 0))
+		return NULL;
+	m->data_off = (uint16_t)off;
+	m->data_len = hdr + ip_len;
+	m->pkt_len = hdr + ip_len;
+	return (uint8_t *)m->buf_addr + off;
+}
+
+/* Everything is read before the packet is written: stores through byte
+ * pointers may alias anything, and would make the compiler read it again. */
+static inline void
 emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
-	   const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
+	   const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
 	const struct nvgw_vsid *vs = t->vsid_by_idx[r->vsid_idx];
-	uint16_t ip_len = rte_be_to_cpu_16(p->ip->total_length);
-	uint32_t l3 = (uint8_t *)p->ip - rte_pktmbuf_mtod(m, uint8_t *);
+	struct nvgw_vsid_counters *vc = &w->vsid[r->vsid_idx];
+	struct rte_ipv4_hdr *ip = p->ip;
+	uint16_t ip_len = rte_be_to_cpu_16(ip->total_length);
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
 	uint8_t flowid;
 	uint8_t *h;
@@ -250,45 +310,39 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	}
 	if (unlikely(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN > pv->mtu)) {
 		w->drops[NVGW_DROP_mtu_exceeded]++;
-		if (p->in_vlan && (p->ip->fragment_offset &
-				   rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)))
+		if (p->in_vlan && (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)))
 			punt(w, m, EXC(NVGW_EXC_FRAG_NEEDED, p->in_vlan),
 			     pv->mtu - (NVGW_NVGRE_LEN - NVGW_ETH_LEN));
 		else
 			rte_pktmbuf_free(m);
 		return;
 	}
-	flowid = vs->flowid_fixed ? vs->flowid :
-		 nvgw_flowid(p->ip, p->hl, ip_len);
-	nvgw_ttl_dec(p->ip);
-	/* Make exactly NVGW_NVGRE_LEN bytes in front of the routed IPv4 header
-	 * and drop any link padding after it. */
-	h = l3 < NVGW_NVGRE_LEN ?
-	    (uint8_t *)rte_pktmbuf_prepend(m, NVGW_NVGRE_LEN - l3) :
-	    (uint8_t *)rte_pktmbuf_adj(m, l3 - NVGW_NVGRE_LEN);
+	flowid = vs->flowid_fixed ? vs->flowid : nvgw_flowid(ip, p->hl, ip_len);
+	h = frame_at(m, ip, NVGW_NVGRE_LEN, ip_len);
 	if (unlikely(h == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
-	rte_pktmbuf_trim(m, m->pkt_len - (NVGW_NVGRE_LEN + ip_len));
-
+	vc->encap_pkts++;
+	vc->encap_bytes += NVGW_ETH_LEN + ip_len;
+	o->m[OUT_PROVIDER][o->n[OUT_PROVIDER]++] = m;
+	nvgw_ttl_dec(ip);
 	nvgw_nvgre_header(h, &r->outer, mac, &pv->mac, &r->mac, &vs->gw_mac, ip_len, flowid);
-
-	w->vsid[r->vsid_idx].encap_pkts++;
-	w->vsid[r->vsid_idx].encap_bytes += NVGW_ETH_LEN + ip_len;
-	nvgw_tx(w, w->ctx->provider_port, m);
 }
 
 /* Toward a rewritten VM: our PA for the (customer-side) source, the VM's
  * PA for the destination; no extra header. */
 static inline void
 emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
-	     const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
+	     const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
-	uint16_t ip_len = rte_be_to_cpu_16(p->ip->total_length);
-	uint32_t l3 = (uint8_t *)p->ip - rte_pktmbuf_mtod(m, uint8_t *);
-	uint32_t src_pa = p->src_pa;
+	struct nvgw_vsid_counters *vc = &w->vsid[r->vsid_idx];
+	struct rte_ipv4_hdr *ip = p->ip;
+	uint16_t ip_len = rte_be_to_cpu_16(ip->total_length);
+	uint32_t l3 = (uint8_t *)ip - rte_pktmbuf_mtod(m, uint8_t *);
+	uint32_t src_pa = p->src_pa, dst_pa = r->pa;
+	uint32_t avail = m->data_len - l3;
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
-	uint8_t *h;
+	struct rte_ether_hdr *eth;
 
 	if (unlikely(src_pa == 0))
 		return nvgw_drop(w, NVGW_DROP_no_rewrite_mapping, m);
@@ -299,69 +353,59 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	}
 	if (unlikely(ip_len > pv->mtu)) {
 		w->drops[NVGW_DROP_mtu_exceeded]++;
-		if (p->in_vlan && (p->ip->fragment_offset &
-				   rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)))
+		if (p->in_vlan && (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)))
 			punt(w, m, EXC(NVGW_EXC_FRAG_NEEDED, p->in_vlan), pv->mtu);
 		else
 			rte_pktmbuf_free(m);
 		return;
 	}
-	nvgw_ttl_dec(p->ip);
-	nvgw_rewrite(p->ip, p->hl, m->data_len - l3, src_pa, r->pa);
-	h = l3 < NVGW_ETH_LEN ? (uint8_t *)rte_pktmbuf_prepend(m, NVGW_ETH_LEN - l3) :
-				(uint8_t *)rte_pktmbuf_adj(m, l3 - NVGW_ETH_LEN);
-	if (unlikely(h == NULL))
+	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_ETH_LEN, ip_len);
+	if (unlikely(eth == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
-	rte_pktmbuf_trim(m, m->pkt_len - (NVGW_ETH_LEN + ip_len));
-
-	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
-
+	vc->rewrite_out_pkts++;
+	vc->rewrite_out_bytes += ip_len;
+	o->m[OUT_PROVIDER][o->n[OUT_PROVIDER]++] = m;
+	nvgw_ttl_dec(ip);
+	nvgw_rewrite(ip, p->hl, avail, src_pa, dst_pa);
 	nvgw_mac_from_word(&eth->dst_addr, mac);
 	rte_ether_addr_copy(&pv->mac, &eth->src_addr);
 	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	w->vsid[r->vsid_idx].rewrite_out_pkts++;
-	w->vsid[r->vsid_idx].rewrite_out_bytes += ip_len;
-	nvgw_tx(w, w->ctx->provider_port, m);
 }
 
 static inline void
 emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
-	      struct rte_mbuf *m, struct pkt *p)
+	      struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_route *rt = p->rt;
 	const struct nvgw_attach *a = t->attach[rt->vlan];
 	const struct nvgw_neigh *nh = rt->nh ? rt->nh : p->nh;
-	uint16_t ip_len = rte_be_to_cpu_16(p->ip->total_length);
-	uint32_t l3 = (uint8_t *)p->ip - rte_pktmbuf_mtod(m, uint8_t *);
-	uint32_t nh_ip = rt->nh_ip ? rt->nh_ip : p->ip->dst_addr;
+	struct rte_ipv4_hdr *ip = p->ip;
+	uint16_t ip_len = rte_be_to_cpu_16(ip->total_length);
+	uint16_t vlan = rt->vlan;
+	uint32_t nh_ip = rt->nh_ip ? rt->nh_ip : ip->dst_addr;
+	struct rte_ether_hdr *eth;
+	struct rte_vlan_hdr *vh;
 	uint64_t mac;
-	uint8_t *h;
 
 	if (unlikely(a == NULL || a->rdid != p->rdid))
 		return nvgw_drop(w, NVGW_DROP_no_route, m);
 	mac = nh ? __atomic_load_n(&nh->mac, __ATOMIC_ACQUIRE) : 0;
 	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
 		w->drops[NVGW_DROP_no_neighbour]++;
-		punt(w, m, EXC(NVGW_EXC_RESOLVE, rt->vlan), nh_ip);
+		punt(w, m, EXC(NVGW_EXC_RESOLVE, vlan), nh_ip);
 		return;
 	}
-	nvgw_ttl_dec(p->ip);
-	h = l3 < NVGW_VLAN_ETH_LEN ?
-	    (uint8_t *)rte_pktmbuf_prepend(m, NVGW_VLAN_ETH_LEN - l3) :
-	    (uint8_t *)rte_pktmbuf_adj(m, l3 - NVGW_VLAN_ETH_LEN);
-	if (unlikely(h == NULL))
+	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_VLAN_ETH_LEN, ip_len);
+	if (unlikely(eth == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
-	rte_pktmbuf_trim(m, m->pkt_len - (NVGW_VLAN_ETH_LEN + ip_len));
-
-	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
-	struct rte_vlan_hdr *vh = (struct rte_vlan_hdr *)(eth + 1);
-
+	o->m[OUT_CUSTOMER][o->n[OUT_CUSTOMER]++] = m;
+	nvgw_ttl_dec(ip);
+	vh = (struct rte_vlan_hdr *)(eth + 1);
 	nvgw_mac_from_word(&eth->dst_addr, mac);
 	rte_ether_addr_copy(&a->mac, &eth->src_addr);
 	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN);
-	vh->vlan_tci = rte_cpu_to_be_16(rt->vlan);
+	vh->vlan_tci = rte_cpu_to_be_16(vlan);
 	vh->eth_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	nvgw_tx(w, w->ctx->customer_port, m);
 }
 
 void
@@ -372,8 +416,10 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	const int from_fabric = in_port == w->ctx->provider_port;
 	struct pkt p[NVGW_BURST];
 	struct rte_mbuf *m[NVGW_BURST];
+	struct dest_keys d;
+	struct out o;
 	uint64_t keys[NVGW_BURST], data[NVGW_BURST], wkeys[NVGW_BURST], wdata[NVGW_BURST];
-	uint16_t i, k = 0, j, c, widx[NVGW_BURST];
+	uint16_t i, k = 0, x, c, widx[NVGW_BURST];
 	uint64_t hits;
 
 	if (unlikely(pv == NULL || (!from_fabric && in_port != w->ctx->customer_port))) {
@@ -395,30 +441,29 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 				: classify_customer(w, t, pkts[i], &p[k]))
 			m[k++] = pkts[i];
 	}
+	if (k == 0)
+		return;
 
-	/* 2. decap: anti-spoofing, in bulk */
-	if (from_fabric && k) {
+	if (from_fabric) {
+		/* 2. decap: anti-spoofing, in bulk; 3. routes and destinations
+		 * while its records arrive. A packet dropped here leaves a
+		 * hole (m[i] = NULL) rather than moving the rest. */
 		uint16_t n_gre = 0, g;
 
 		for (i = 0; i < k; i++)
 			if (!p[i].rewritten)
 				keys[n_gre++] = p[i].key;
 		hits = nvgw_htab_lookup_bulk_obj(&t->records, keys, n_gre, data);
-		/* 3. and 4. routes and destinations, in bulk, while the
-		 * anti-spoofing records arrive */
-		route_bulk(t, p, k);
-		dest_bulk(t, p, k);
-		for (i = 0, j = 0, g = 0; i < k; i++) {
+		lookup_bulk(t, p, k, &d);
+		for (i = 0, g = 0; i < k; i++) {
 			const struct nvgw_record *r;
 
-			if (p[i].rewritten) {       /* checked in classify_rewrite */
-				p[j] = p[i];
-				m[j++] = m[i];
+			if (p[i].rewritten)         /* checked in classify_rewrite */
 				continue;
-			}
 			r = (const struct nvgw_record *)(uintptr_t)data[g];
 			if (!(hits & (1ULL << g++)) || r->pa != p[i].outer_src) {
 				nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
+				m[i] = NULL;
 				continue;
 			}
 			w->vsid[r->vsid_idx].decap_pkts++;
@@ -430,32 +475,27 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 				else
 					to_exception(w, m[i],
 						     EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
-				continue;
-			}
-			if (p[i].ip->time_to_live <= 1) {
+				m[i] = NULL;
+			} else if (p[i].ip->time_to_live <= 1) {
 				nvgw_drop(w, NVGW_DROP_ttl_expired, m[i]);
-				continue;
+				m[i] = NULL;
 			}
-			p[j] = p[i];
-			m[j++] = m[i];
 		}
-		k = j;
-	} else if (k) {
-		/* 3. routes, 4. lookup records of destinations in virtual subnets
+	} else {
+		/* 3. routes, lookup records of destinations in virtual subnets
 		 * and neighbours of customer destinations on a link, in bulk */
-		route_bulk(t, p, k);
-		dest_bulk(t, p, k);
+		lookup_bulk(t, p, k, &d);
 	}
-	if (k == 0)
-		return;
 
-	/* Then what emit reads through the records (with a million, each a
-	 * cache miss, all started in the lookup): next hop and virtual subnet; for
+	/* 4. what emit reads through the records (with a million, each a cache
+	 * miss, all started in the lookup): next hop and virtual subnet; for
 	 * IP rewrite, our PA standing for the source, in bulk. */
-	for (i = 0, c = 0; i < k; i++) {
-		const struct nvgw_record *r = p[i].rec;
+	for (x = 0, c = 0; x < d.n_rec; x++) {
+		const struct nvgw_record *r;
 
-		if (r == NULL)
+		i = d.rec_idx[x];
+		r = p[i].rec;
+		if (r == NULL || m[i] == NULL)
 			continue;
 		rte_prefetch0(r->nh);
 		rte_prefetch0(t->vsid_by_idx[r->vsid_idx]);
@@ -468,24 +508,28 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	if (c) {
 		uint64_t whits = nvgw_htab_lookup_bulk(&t->rw_gw, wkeys, c, wdata);
 
-		for (i = 0; i < c; i++)
-			p[widx[i]].src_pa = whits & (1ULL << i) ? (uint32_t)wdata[i] : 0;
+		for (x = 0; x < c; x++)
+			p[widx[x]].src_pa = whits & (1ULL << x) ? (uint32_t)wdata[x] : 0;
 	}
 
 	/* 5. emit */
+	o.n[OUT_PROVIDER] = o.n[OUT_CUSTOMER] = 0;
 	for (i = 0; i < k; i++) {
 		const struct nvgw_route *rt = p[i].rt;
 
-		if (rt == NULL) {
+		if (m[i] == NULL)
+			continue;
+		if (rt == NULL)
 			nvgw_drop(w, NVGW_DROP_no_route, m[i]);
-		} else if (rt->kind == NVGW_ROUTE_CUSTOMER) {
-			emit_customer(w, t, m[i], &p[i]);
-		} else if (p[i].rec == NULL) {
+		else if (rt->kind == NVGW_ROUTE_CUSTOMER)
+			emit_customer(w, t, m[i], &p[i], &o);
+		else if (p[i].rec == NULL)
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);
-		} else if (p[i].rec->method == NVGW_ENCAP) {
-			emit_nvgre(w, t, pv, m[i], &p[i]);
-		} else {
-			emit_rewrite(w, t, pv, m[i], &p[i]);
-		}
+		else if (p[i].rec->method == NVGW_ENCAP)
+			emit_nvgre(w, t, pv, m[i], &p[i], &o);
+		else
+			emit_rewrite(w, t, pv, m[i], &p[i], &o);
 	}
+	nvgw_tx_bulk(w, w->ctx->provider_port, o.m[OUT_PROVIDER], o.n[OUT_PROVIDER]);
+	nvgw_tx_bulk(w, w->ctx->customer_port, o.m[OUT_CUSTOMER], o.n[OUT_CUSTOMER]);
 }

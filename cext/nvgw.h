@@ -137,6 +137,31 @@ nvgw_tx(struct nvgw_worker *w, uint16_t port, struct rte_mbuf *m)
 		nvgw_tx_flush(w, port);
 }
 
+/* Send n packets on port now (counted, the unsent freed as tx_full). */
+void nvgw_tx_send(struct nvgw_worker *w, uint16_t port, uint16_t queue,
+		  struct rte_mbuf **pkts, uint16_t n);
+
+/* Queue n <= NVGW_BURST packets at once: a full burst with nothing
+ * queued before it goes straight out. */
+static inline void
+nvgw_tx_bulk(struct nvgw_worker *w, uint16_t port, struct rte_mbuf **m, uint16_t n)
+{
+	struct nvgw_txbuf *b = &w->tx[port];
+	uint16_t room = NVGW_BURST - b->n;
+
+	if (n == NVGW_BURST && b->n == 0)
+		return nvgw_tx_send(w, port, b->queue, m, n);
+	if (n >= room) {
+		memcpy(&b->pkts[b->n], m, room * sizeof(*m));
+		b->n = NVGW_BURST;
+		nvgw_tx_flush(w, port);
+		m += room;
+		n -= room;
+	}
+	memcpy(&b->pkts[b->n], m, n * sizeof(*m));
+	b->n += n;
+}
+
 static inline void
 nvgw_drop(struct nvgw_worker *w, enum nvgw_drop why, struct rte_mbuf *m)
 {

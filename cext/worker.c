@@ -10,23 +10,34 @@ typedef void (*burst_fn)(struct nvgw_worker *, uint16_t,
 			 struct rte_mbuf **, uint16_t);
 
 void
-nvgw_tx_flush(struct nvgw_worker *w, uint16_t port)
+nvgw_tx_send(struct nvgw_worker *w, uint16_t port, uint16_t queue,
+	     struct rte_mbuf **pkts, uint16_t n)
 {
-	struct nvgw_txbuf *b = &w->tx[port];
 	uint16_t sent, i;
 	uint64_t bytes = 0;
 
-	if (b->n == 0)
-		return;
-	sent = rte_eth_tx_burst(port, b->queue, b->pkts, b->n);
-	for (i = 0; i < sent; i++)
-		bytes += b->pkts[i]->pkt_len;
+	/* bytes first: the driver may free what it sent */
+	for (i = 0; i < n; i++)
+		bytes += pkts[i]->pkt_len;
+	sent = rte_eth_tx_burst(port, queue, pkts, n);
+	if (unlikely(sent < n)) {
+		for (i = sent; i < n; i++)
+			bytes -= pkts[i]->pkt_len;
+		w->drops[NVGW_DROP_tx_full] += n - sent;
+		rte_pktmbuf_free_bulk(&pkts[sent], n - sent);
+	}
 	w->port[port].tx_pkts += sent;
 	w->port[port].tx_bytes += bytes;
-	if (unlikely(sent < b->n)) {
-		w->drops[NVGW_DROP_tx_full] += b->n - sent;
-		rte_pktmbuf_free_bulk(&b->pkts[sent], b->n - sent);
-	}
+}
+
+void
+nvgw_tx_flush(struct nvgw_worker *w, uint16_t port)
+{
+	struct nvgw_txbuf *b = &w->tx[port];
+
+	if (b->n == 0)
+		return;
+	nvgw_tx_send(w, port, b->queue, b->pkts, b->n);
 	b->n = 0;
 }
 
