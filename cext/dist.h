@@ -23,7 +23,7 @@ ipv4_flow_hash(const struct rte_ipv4_hdr *ip, uint32_t avail)
 	if (hl == 0)
 		return 0;
 	if ((ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP) &&
-	    (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
+	    (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG |
 						   RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
 	    avail >= hl + 4)
 		ports = *(const nvgw_u32 *)((const uint8_t *)ip + hl);
@@ -44,11 +44,11 @@ nvgw_flow_hash(const struct rte_mbuf *m)
 	if (len < NVGW_ETH_LEN)
 		return 0;
 	type = ((const struct rte_ether_hdr *)p)->ether_type;
-	if (type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) && len >= NVGW_VLAN_ETH_LEN) {
+	if (type == nvgw_be16(RTE_ETHER_TYPE_VLAN) && len >= NVGW_VLAN_ETH_LEN) {
 		type = *(const nvgw_u16 *)(p + 16);
 		off = NVGW_VLAN_ETH_LEN;
 	}
-	if (type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+	if (type != nvgw_be16(RTE_ETHER_TYPE_IPV4))
 		return 0;
 	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(p + off);
 	unsigned int hl = nvgw_ipv4_ok(ip, len - off);
@@ -59,8 +59,8 @@ nvgw_flow_hash(const struct rte_mbuf *m)
 		const struct rte_ether_hdr *ieth =
 			(const struct rte_ether_hdr *)(p + off + hl + NVGW_GRE_LEN);
 
-		if (gre[1] == rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB) &&
-		    ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
+		if (gre[1] == nvgw_be16(RTE_ETHER_TYPE_TEB) &&
+		    ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_IPV4)) {
 			off += hl + NVGW_GRE_LEN + NVGW_ETH_LEN;
 			ip = (const struct rte_ipv4_hdr *)(p + off);
 		}

@@ -38,12 +38,12 @@ nvgw_parse_customer(const uint8_t *f, uint32_t len, struct nvgw_view *v)
 
 	if (len < NVGW_VLAN_ETH_LEN)
 		return NVGW_DROP_truncated;
-	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN))
+	if (eth->ether_type != nvgw_be16(RTE_ETHER_TYPE_VLAN))
 		return NVGW_DROP_untagged;
-	v->vlan = rte_be_to_cpu_16(vh->vlan_tci) & 0xFFF;
-	if (vh->eth_proto == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+	v->vlan = nvgw_be16(vh->vlan_tci) & 0xFFF;
+	if (vh->eth_proto == nvgw_be16(RTE_ETHER_TYPE_ARP))
 		return NVGW_PARSED_ARP;
-	if (vh->eth_proto != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+	if (vh->eth_proto != nvgw_be16(RTE_ETHER_TYPE_IPV4))
 		return NVGW_DROP_not_ipv4;
 	v->l3 = NVGW_VLAN_ETH_LEN;
 	v->hl = nvgw_ipv4_ok((const struct rte_ipv4_hdr *)(vh + 1), len - NVGW_VLAN_ETH_LEN);
@@ -77,9 +77,9 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 
 	if (len < NVGW_ETH_LEN)
 		return NVGW_DROP_truncated;
-	if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+	if (eth->ether_type == nvgw_be16(RTE_ETHER_TYPE_ARP))
 		return NVGW_PARSED_ARP;
-	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+	if (eth->ether_type != nvgw_be16(RTE_ETHER_TYPE_IPV4))
 		return NVGW_DROP_not_ipv4;
 	if (!rte_is_same_ether_addr(&eth->dst_addr, &pv->mac))
 		return NVGW_DROP_not_for_gateway;
@@ -96,31 +96,31 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 		return NVGW_PARSED_LOCAL;
 	if (oip->next_proto_id != IPPROTO_GRE)
 		return NVGW_DROP_not_nvgre;
-	if (oip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
+	if (oip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG |
 						    RTE_IPV4_HDR_OFFSET_MASK))
 		return NVGW_DROP_outer_fragment;
 	off = NVGW_ETH_LEN + hl;
-	len = NVGW_ETH_LEN + rte_be_to_cpu_16(oip->total_length);
+	len = NVGW_ETH_LEN + nvgw_be16(oip->total_length);
 	if (len < off + NVGW_GRE_LEN + NVGW_ETH_LEN)
 		return NVGW_DROP_truncated;
 	gre = (const nvgw_u16 *)(f + off);
-	if (gre[0] != rte_cpu_to_be_16(0x2000))
+	if (gre[0] != nvgw_be16(0x2000))
 		return NVGW_DROP_bad_gre_flags;
-	if (gre[1] != rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB))
+	if (gre[1] != nvgw_be16(RTE_ETHER_TYPE_TEB))
 		return NVGW_DROP_not_teb;
-	vsid = rte_be_to_cpu_32(*(const nvgw_u32 *)(gre + 2)) >> 8;  /* FlowID ignored */
+	vsid = nvgw_be32(*(const nvgw_u32 *)(gre + 2)) >> 8;  /* FlowID ignored */
 	if (nvgw_vsid_reserved(vsid))
 		return NVGW_DROP_reserved_vsid;
 	v->vsid = vsid;
 	off += NVGW_GRE_LEN;
 	v->inner = off;
 	ieth = (const struct rte_ether_hdr *)(f + off);
-	if (ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) ||
-	    ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ))
+	if (ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_VLAN) ||
+	    ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_QINQ))
 		return NVGW_DROP_inner_vlan;
-	if (ieth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+	if (ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_ARP))
 		return NVGW_PARSED_ARP_VSID;
-	if (ieth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+	if (ieth->ether_type != nvgw_be16(RTE_ETHER_TYPE_IPV4))
 		return NVGW_DROP_not_ipv4;
 	off += NVGW_ETH_LEN;
 	v->l3 = off;
@@ -145,16 +145,16 @@ nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
 
 	nvgw_mac_from_word(&eth->dst_addr, dst_mac);
 	rte_ether_addr_copy(src_mac, &eth->src_addr);
-	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	eth->ether_type = nvgw_be16(RTE_ETHER_TYPE_IPV4);
 	*o = *tmpl;
-	o->ip.total_length = rte_cpu_to_be_16(tot);
-	sum = (uint16_t)~tmpl->ip.hdr_checksum + (uint32_t)rte_cpu_to_be_16(tot);
+	o->ip.total_length = nvgw_be16(tot);
+	sum = (uint16_t)~tmpl->ip.hdr_checksum + (uint32_t)nvgw_be16(tot);
 	sum = (sum & 0xFFFF) + (sum >> 16);
 	o->ip.hdr_checksum = (uint16_t)~sum;
-	o->gre_key |= rte_cpu_to_be_32(flowid);
+	o->gre_key |= nvgw_be32(flowid);
 	rte_ether_addr_copy(in_dst, &ieth->dst_addr);
 	rte_ether_addr_copy(in_src, &ieth->src_addr);
-	ieth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	ieth->ether_type = nvgw_be16(RTE_ETHER_TYPE_IPV4);
 }
 
 #endif

@@ -106,6 +106,17 @@ nvgw_htab_lookup(const struct nvgw_htab *h, uint64_t key, uint64_t *val)
 	return nvgw_htab_probe(h, nvgw_htab_home(h, key), key, val);
 }
 
+/* A lookup in two steps, for callers that have work to do between them:
+ * the home bucket, its fetch started; later nvgw_htab_probe() from it. */
+static inline const struct nvgw_hbucket *
+nvgw_htab_fetch(const struct nvgw_htab *h, uint64_t key)
+{
+	const struct nvgw_hbucket *b = nvgw_htab_home(h, key);
+
+	rte_prefetch0(b);
+	return b;
+}
+
 static __rte_always_inline uint64_t
 htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n,
 		 uint64_t *vals, int prefetch_vals)
@@ -114,10 +125,8 @@ htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n
 	uint64_t hits = 0;
 	unsigned int i;
 
-	for (i = 0; i < n; i++) {
-		b[i] = nvgw_htab_home(h, keys[i]);
-		rte_prefetch0(b[i]);
-	}
+	for (i = 0; i < n; i++)
+		b[i] = nvgw_htab_fetch(h, keys[i]);
 	for (i = 0; i < n; i++)
 		if (nvgw_htab_probe(h, b[i], keys[i], &vals[i])) {
 			hits |= 1ULL << i;

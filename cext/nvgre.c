@@ -26,6 +26,10 @@ struct pkt {
 	const struct nvgw_neigh *nh;    /* customer destination on the link */
 	uint32_t src_pa;                /* IP rewrite: our PA for the source */
 	uint64_t key;                   /* decap: the inner source's record */
+	const struct nvgw_hbucket *kb;  /* its home bucket */
+	uint64_t rkey;                  /* route key of the longest length left */
+	uint64_t left;                  /* the shorter lengths still to try */
+	const struct nvgw_hbucket *rb;  /* rkey's home bucket */
 };
 
 /* Hand a packet to the exception thread. A dropped packet that only asks
@@ -94,7 +98,7 @@ classify_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_
 		 struct rte_ipv4_hdr *ip, unsigned int hl, struct pkt *p)
 {
 	uint64_t dw, sw;
-	uint16_t ip_len = rte_be_to_cpu_16(ip->total_length);
+	uint16_t ip_len = nvgw_be16(ip->total_length);
 
 	if (!nvgw_rw_lookup(t, ip->dst_addr, &dw) || !(dw & NVGW_RW_GATEWAY))
 		return nvgw_drop(w, NVGW_DROP_not_our_pa, m), 0;
@@ -150,6 +154,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	p->hl = v.hl;
 	/* Anti-spoofing key: the inner source must live at the outer source. */
 	p->key = nvgw_rec_key(v.vsid, p->ip->src_addr);
+	p->kb = nvgw_htab_fetch(&t->records, p->key);
 	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
 	p->in_vlan = 0;
@@ -164,18 +169,22 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
  * the link, its neighbour. */
 struct dest_keys {
 	uint64_t rec[NVGW_BURST], nh[NVGW_BURST];
+	const struct nvgw_hbucket *rec_b[NVGW_BURST];
 	uint16_t rec_idx[NVGW_BURST], nh_idx[NVGW_BURST];
 	uint16_t n_rec, n_nh;
 };
 
 static inline void
-dest_key(struct dest_keys *d, const struct pkt *p, uint16_t i)
+dest_key(const struct nvgw_tables *t, struct dest_keys *d, const struct pkt *p, uint16_t i)
 {
 	const struct nvgw_route *rt = p->rt;
 
 	if (rt->kind != NVGW_ROUTE_CUSTOMER) {
-		d->rec[d->n_rec] = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
-							   rt->nh_ip : p->ip->dst_addr);
+		uint64_t key = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
+						      rt->nh_ip : p->ip->dst_addr);
+
+		d->rec[d->n_rec] = key;
+		d->rec_b[d->n_rec] = nvgw_htab_fetch(&t->records, key);
 		d->rec_idx[d->n_rec++] = i;
 	} else if (rt->nh == NULL) {
 		d->nh[d->n_nh] = nvgw_neigh_key(rt->vlan, p->ip->dst_addr);
@@ -195,40 +204,46 @@ next_route_key(uint64_t *lens, uint32_t rdid, uint32_t dst)
 	if (*lens == 0)
 		return NVGW_ROUTE_NOKEY;
 	len = 63 - __builtin_clzll(*lens);
-	mask = len ? ~0u << (32 - len) : 0;
+	mask = (uint32_t)(~0ULL << (32 - len));     /* /0 too */
 	*lens &= ~(1ULL << len);
-	return nvgw_route_key(rdid, dst & rte_cpu_to_be_32(mask), len);
+	return nvgw_route_key(rdid, dst & nvgw_be32(mask), len);
+}
+
+/* At classify: the route key of the packet's longest candidate prefix
+ * length (the route length filter skips lengths over /16 or /24 where the
+ * block has none), its bucket fetched while the rest of the burst is
+ * classified. */
+static inline void
+route_start(const struct nvgw_tables *t, struct pkt *p)
+{
+	uint32_t dst = p->ip->dst_addr;
+
+	p->left = nvgw_route_lens(t->rd_lens[p->rdid], t->blk16, t->blk24, p->rdid, dst);
+	p->rkey = next_route_key(&p->left, p->rdid, dst);
+	p->rb = nvgw_htab_fetch(&t->routes, p->rkey);
 }
 
 /* Longest-prefix match for the burst, then the destinations, in bulk:
  * p[i].rt (NULL: no route), and the lookup records (p[i].rec) and link
- * neighbours (p[i].nh) of the packets d lists, NULL when not found. One
- * bulk lookup of every packet's longest candidate prefix length (the route
- * length filter skips lengths over /16 or /24 where the block has none),
- * which usually settles it; then, for the packets that missed, one per
- * length left, longest first. Each record is fetched as its key is found. */
+ * neighbours (p[i].nh) of the packets d lists, NULL when not found. The
+ * route of each packet's longest candidate length (route_start) usually
+ * settles it; the packets that missed go round again, one bulk lookup per
+ * length left, longest first. Each destination's bucket is fetched as its
+ * route is found, each record as its key is. */
 static void
 lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_keys *d)
 {
-	uint64_t left[NVGW_BURST], keys[NVGW_BURST], data[NVGW_BURST], hits, retry = 0;
+	uint64_t keys[NVGW_BURST], data[NVGW_BURST], hits, retry = 0, v;
 	uint16_t idx[NVGW_BURST], i, j, k;
 
-	for (i = 0; i < n; i++) {
-		uint32_t dst = p[i].ip->dst_addr;
-
-		left[i] = nvgw_route_lens(t->rd_lens[p[i].rdid], t->blk16, t->blk24,
-					  p[i].rdid, dst);
-		keys[i] = next_route_key(&left[i], p[i].rdid, dst);
-	}
-	hits = nvgw_htab_lookup_bulk(&t->routes, keys, n, data);
 	d->n_rec = d->n_nh = 0;
 	for (i = 0; i < n; i++) {
-		if (hits & (1ULL << i)) {
-			p[i].rt = (const struct nvgw_route *)(uintptr_t)data[i];
-			dest_key(d, &p[i], i);
+		if (nvgw_htab_probe(&t->routes, p[i].rb, p[i].rkey, &v)) {
+			p[i].rt = (const struct nvgw_route *)(uintptr_t)v;
+			dest_key(t, d, &p[i], i);
 		} else {
 			p[i].rt = NULL;
-			if (left[i])
+			if (p[i].left)
 				retry |= 1ULL << i;
 		}
 	}
@@ -237,7 +252,7 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 
 		for (k = 0; retry; retry &= retry - 1) {
 			i = __builtin_ctzll(retry);
-			keys[k] = next_route_key(&left[i], p[i].rdid, p[i].ip->dst_addr);
+			keys[k] = next_route_key(&p[i].left, p[i].rdid, p[i].ip->dst_addr);
 			idx[k++] = i;
 		}
 		hits = nvgw_htab_lookup_bulk(&t->routes, keys, k, data);
@@ -245,17 +260,22 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 			i = idx[j];
 			if (hits & (1ULL << j)) {
 				p[i].rt = (const struct nvgw_route *)(uintptr_t)data[j];
-				dest_key(d, &p[i], i);
-			} else if (left[i]) {
+				dest_key(t, d, &p[i], i);
+			} else if (p[i].left) {
 				again |= 1ULL << i;
 			}
 		}
 		retry = again;
 	}
-	hits = nvgw_htab_lookup_bulk_obj(&t->records, d->rec, d->n_rec, data);
-	for (i = 0; i < d->n_rec; i++)
-		p[d->rec_idx[i]].rec = hits & (1ULL << i) ?
-				       (const struct nvgw_record *)(uintptr_t)data[i] : NULL;
+	for (i = 0; i < d->n_rec; i++) {
+		const struct nvgw_record *r = NULL;
+
+		if (nvgw_htab_probe(&t->records, d->rec_b[i], d->rec[i], &v)) {
+			r = (const struct nvgw_record *)(uintptr_t)v;
+			rte_prefetch0(r);
+		}
+		p[d->rec_idx[i]].rec = r;
+	}
 	hits = nvgw_htab_lookup_bulk(&t->neigh, d->nh, d->n_nh, data);
 	for (i = 0; i < d->n_nh; i++)
 		p[d->nh_idx[i]].nh = hits & (1ULL << i) ?
@@ -296,7 +316,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	const struct nvgw_vsid *vs = t->vsid_by_idx[r->vsid_idx];
 	struct nvgw_vsid_counters *vc = &w->vsid[r->vsid_idx];
 	struct rte_ipv4_hdr *ip = p->ip;
-	uint16_t ip_len = rte_be_to_cpu_16(ip->total_length);
+	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
 	uint8_t flowid;
 	uint8_t *h;
@@ -310,7 +330,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	}
 	if (unlikely(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN > pv->mtu)) {
 		w->drops[NVGW_DROP_mtu_exceeded]++;
-		if (p->in_vlan && (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)))
+		if (p->in_vlan && (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_DF_FLAG)))
 			punt(w, m, EXC(NVGW_EXC_FRAG_NEEDED, p->in_vlan),
 			     pv->mtu - (NVGW_NVGRE_LEN - NVGW_ETH_LEN));
 		else
@@ -337,7 +357,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	const struct nvgw_record *r = p->rec;
 	struct nvgw_vsid_counters *vc = &w->vsid[r->vsid_idx];
 	struct rte_ipv4_hdr *ip = p->ip;
-	uint16_t ip_len = rte_be_to_cpu_16(ip->total_length);
+	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint32_t l3 = (uint8_t *)ip - rte_pktmbuf_mtod(m, uint8_t *);
 	uint32_t src_pa = p->src_pa, dst_pa = r->pa;
 	uint32_t avail = m->data_len - l3;
@@ -353,7 +373,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	}
 	if (unlikely(ip_len > pv->mtu)) {
 		w->drops[NVGW_DROP_mtu_exceeded]++;
-		if (p->in_vlan && (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG)))
+		if (p->in_vlan && (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_DF_FLAG)))
 			punt(w, m, EXC(NVGW_EXC_FRAG_NEEDED, p->in_vlan), pv->mtu);
 		else
 			rte_pktmbuf_free(m);
@@ -369,7 +389,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	nvgw_rewrite(ip, p->hl, avail, src_pa, dst_pa);
 	nvgw_mac_from_word(&eth->dst_addr, mac);
 	rte_ether_addr_copy(&pv->mac, &eth->src_addr);
-	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	eth->ether_type = nvgw_be16(RTE_ETHER_TYPE_IPV4);
 }
 
 static inline void
@@ -380,7 +400,7 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	const struct nvgw_attach *a = t->attach[rt->vlan];
 	const struct nvgw_neigh *nh = rt->nh ? rt->nh : p->nh;
 	struct rte_ipv4_hdr *ip = p->ip;
-	uint16_t ip_len = rte_be_to_cpu_16(ip->total_length);
+	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint16_t vlan = rt->vlan;
 	uint32_t nh_ip = rt->nh_ip ? rt->nh_ip : ip->dst_addr;
 	struct rte_ether_hdr *eth;
@@ -403,9 +423,9 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	vh = (struct rte_vlan_hdr *)(eth + 1);
 	nvgw_mac_from_word(&eth->dst_addr, mac);
 	rte_ether_addr_copy(&a->mac, &eth->src_addr);
-	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN);
-	vh->vlan_tci = rte_cpu_to_be_16(vlan);
-	vh->eth_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	eth->ether_type = nvgw_be16(RTE_ETHER_TYPE_VLAN);
+	vh->vlan_tci = nvgw_be16(vlan);
+	vh->eth_proto = nvgw_be16(RTE_ETHER_TYPE_IPV4);
 }
 
 void
@@ -418,9 +438,8 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	struct rte_mbuf *m[NVGW_BURST];
 	struct dest_keys d;
 	struct out o;
-	uint64_t keys[NVGW_BURST], data[NVGW_BURST], wkeys[NVGW_BURST], wdata[NVGW_BURST];
+	uint64_t wkeys[NVGW_BURST], wdata[NVGW_BURST];
 	uint16_t i, k = 0, x, c, widx[NVGW_BURST];
-	uint64_t hits;
 
 	if (unlikely(pv == NULL || (!from_fabric && in_port != w->ctx->customer_port))) {
 		for (i = 0; i < n; i++)
@@ -438,8 +457,10 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			continue;
 		}
 		if (from_fabric ? classify_provider(w, t, pv, pkts[i], &p[k])
-				: classify_customer(w, t, pkts[i], &p[k]))
+				: classify_customer(w, t, pkts[i], &p[k])) {
+			route_start(t, &p[k]);
 			m[k++] = pkts[i];
+		}
 	}
 	if (k == 0)
 		return;
@@ -448,27 +469,30 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		/* 2. decap: anti-spoofing, in bulk; 3. routes and destinations
 		 * while its records arrive. A packet dropped here leaves a
 		 * hole (m[i] = NULL) rather than moving the rest. */
-		uint16_t n_gre = 0, g;
+		const struct nvgw_record *src[NVGW_BURST];
+		uint64_t v;
 
-		for (i = 0; i < k; i++)
-			if (!p[i].rewritten)
-				keys[n_gre++] = p[i].key;
-		hits = nvgw_htab_lookup_bulk_obj(&t->records, keys, n_gre, data);
+		for (i = 0; i < k; i++) {
+			src[i] = NULL;
+			if (!p[i].rewritten && nvgw_htab_probe(&t->records, p[i].kb, p[i].key, &v)) {
+				src[i] = (const struct nvgw_record *)(uintptr_t)v;
+				rte_prefetch0(src[i]);
+			}
+		}
 		lookup_bulk(t, p, k, &d);
-		for (i = 0, g = 0; i < k; i++) {
-			const struct nvgw_record *r;
+		for (i = 0; i < k; i++) {
+			const struct nvgw_record *r = src[i];
 
 			if (p[i].rewritten)         /* checked in classify_rewrite */
 				continue;
-			r = (const struct nvgw_record *)(uintptr_t)data[g];
-			if (!(hits & (1ULL << g++)) || r->pa != p[i].outer_src) {
+			if (r == NULL || r->pa != p[i].outer_src) {
 				nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
 				m[i] = NULL;
 				continue;
 			}
 			w->vsid[r->vsid_idx].decap_pkts++;
 			w->vsid[r->vsid_idx].decap_bytes +=
-				NVGW_ETH_LEN + rte_be_to_cpu_16(p[i].ip->total_length);
+				NVGW_ETH_LEN + nvgw_be16(p[i].ip->total_length);
 			if (p[i].rdid == 0) {            /* for the subnet gateway */
 				if (p[i].ip->next_proto_id != IPPROTO_ICMP)
 					nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m[i]);

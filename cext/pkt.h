@@ -11,6 +11,17 @@
 typedef uint16_t nvgw_u16 __attribute__((aligned(1)));
 typedef uint32_t nvgw_u32 __attribute__((aligned(1)));
 
+/* Network <-> host byte order, either way. DPDK's x86 versions are inline
+ * asm volatile, which the compiler may neither merge nor move: the same
+ * field converted twice costs twice. */
+#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
+#define nvgw_be16(x) ((uint16_t)__builtin_bswap16(x))
+#define nvgw_be32(x) ((uint32_t)__builtin_bswap32(x))
+#else
+#define nvgw_be16(x) ((uint16_t)(x))
+#define nvgw_be32(x) ((uint32_t)(x))
+#endif
+
 #define NVGW_ETH_LEN      14
 #define NVGW_VLAN_ETH_LEN 18                    /* Ethernet + 802.1Q */
 #define NVGW_NVGRE_LEN    (14 + 20 + 8 + 14)    /* outer Eth, IPv4, GRE, inner Eth */
@@ -34,7 +45,7 @@ nvgw_ipv4_ok(const struct rte_ipv4_hdr *ip, uint32_t avail)
 	hl = (ip->version_ihl & 0x0f) * 4;
 	if ((ip->version_ihl >> 4) != 4 || hl < 20 || hl > avail)
 		return 0;
-	uint16_t tot = rte_be_to_cpu_16(ip->total_length);
+	uint16_t tot = nvgw_be16(ip->total_length);
 	return (tot >= hl && tot <= avail) ? hl : 0;
 }
 
@@ -44,7 +55,7 @@ nvgw_ipv4_ok(const struct rte_ipv4_hdr *ip, uint32_t avail)
 static inline void
 nvgw_ttl_dec(struct rte_ipv4_hdr *ip)
 {
-	uint32_t sum = (uint16_t)~ip->hdr_checksum + rte_cpu_to_be_16(0xFEFF);
+	uint32_t sum = (uint16_t)~ip->hdr_checksum + nvgw_be16(0xFEFF);
 
 	ip->time_to_live--;
 	sum = (sum & 0xFFFF) + (sum >> 16);
@@ -121,12 +132,12 @@ nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 	uint32_t ports = 0, h;
 
 	if ((ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP) &&
-	    (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG |
+	    (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG |
 						   RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
 	    avail >= hl + 4)
-		ports = rte_be_to_cpu_32(*(const nvgw_u32 *)((const uint8_t *)ip + hl));
-	h = rte_be_to_cpu_32(ip->src_addr) * 0x9E3779B1u;
-	h ^= rte_be_to_cpu_32(ip->dst_addr) * 0x85EBCA77u;
+		ports = nvgw_be32(*(const nvgw_u32 *)((const uint8_t *)ip + hl));
+	h = nvgw_be32(ip->src_addr) * 0x9E3779B1u;
+	h ^= nvgw_be32(ip->dst_addr) * 0x85EBCA77u;
 	h ^= ports * 0xC2B2AE3Du;
 	h ^= ip->next_proto_id;
 	h ^= h >> 15;

@@ -7,7 +7,7 @@
 
 #include "pkt.h"
 
-#define FRAG_OFFSET(ip) ((ip)->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_OFFSET_MASK))
+#define FRAG_OFFSET(ip) ((ip)->fragment_offset & nvgw_be16(RTE_IPV4_HDR_OFFSET_MASK))
 
 /* The L4 checksum of a TCP or UDP header at l4 (len bytes present) after its
  * pseudo-header addresses changed by `diff` (nvgw_csum_diff). Returns 1 and
@@ -81,7 +81,7 @@ nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail, uint32_t 
 	     uint32_t dst)
 {
 	uint32_t os = ip->src_addr, od = ip->dst_addr;
-	uint32_t len = rte_be_to_cpu_16(ip->total_length);
+	uint32_t len = nvgw_be16(ip->total_length);
 	uint8_t *l4 = (uint8_t *)ip + hl;
 	uint64_t diff = nvgw_csum_diff(os, src) + nvgw_csum_diff(od, dst);
 	uint16_t old, new;
