@@ -38,14 +38,17 @@ nvgw_vsid_reserved(uint32_t vsid)
 static inline unsigned int
 nvgw_ipv4_ok(const struct rte_ipv4_hdr *ip, uint32_t avail)
 {
-	unsigned int hl;
+	unsigned int hl = 20;
+	uint16_t tot;
 
 	if (avail < sizeof(*ip))
 		return 0;       /* read nothing: avail may be 0 at the frame's end */
-	hl = (ip->version_ihl & 0x0f) * 4;
-	if ((ip->version_ihl >> 4) != 4 || hl < 20 || hl > avail)
-		return 0;
-	uint16_t tot = nvgw_be16(ip->total_length);
+	tot = nvgw_be16(ip->total_length);
+	if (unlikely(ip->version_ihl != 0x45)) {        /* options, or not IPv4 */
+		hl = (ip->version_ihl & 0x0f) * 4;
+		if ((ip->version_ihl >> 4) != 4 || hl < 20 || hl > avail)
+			return 0;
+	}
 	return (tot >= hl && tot <= avail) ? hl : 0;
 }
 
