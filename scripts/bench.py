@@ -21,6 +21,10 @@ results.json, results.md and results.png to the work directory.
 
 Then the control-plane figures (--no-control to skip): 1,000,000 lookup records pushed
 through nvgw-mgmt to a gateway (first byte sent to ack), and p50/p99 of one migrate.
+
+--callgrind instead counts instructions per packet under valgrind's callgrind (testpmd's
+forwarding thread; the gateway's worker loop only), split by shared object: unlike
+cycles they do not move with the neighbours of a shared machine.
 """
 from __future__ import annotations
 
@@ -203,11 +207,12 @@ def run_testpmd(work: Path, pcap: Path, window: float, tag: str) -> dict:
 # -- the gateway --------------------------------------------------------------------
 
 def gw_config(run: Path, src_role: str, pcap: Path, policy: Path, workers: int = 1,
-              queues: int = 1, extra: str = "", tx_pcap: Path | None = None) -> Path:
+              queues: int = 1, extra: str = "", tx_pcap: Path | None = None,
+              memory: str | None = None) -> Path:
     """net_pcap0 (the source, infinite_rx) in src_role, net_null0 in the other role.
     Hairpin comes in and goes out the provider port: the customer port is a null
     device that never receives."""
-    mem = "hugepages" if HUGEPAGES else "no-huge"
+    mem = memory or ("hugepages" if HUGEPAGES else "no-huge")
     other = "customer" if src_role == "provider" else "provider"
     rx = ",".join([f"rx_pcap={pcap}"] * queues)
     src = f"net_pcap0,{rx},infinite_rx=1" + (f",tx_pcap={tx_pcap}" if tx_pcap else "")
@@ -375,6 +380,132 @@ def perf_profile(work: Path, tag: str, src_role: str, pcap: Path, policy: Path,
                              capture_output=True, text=True).stdout
         out[key] = [" ".join(line.split()) for line in rep.splitlines() if "%" in line][:25]
     return out
+
+
+# -- instructions per packet (callgrind) ---------------------------------------------
+
+CG_PARTS = (("nvgw", "_dataplane"), ("net_pcap rx", "librte_net_pcap"),
+            ("net_null tx", "librte_net_null"), ("testpmd", "dpdk-testpmd"))
+
+
+def cg_parts(out: Path, packets: int) -> dict:
+    """Instructions per packet of one callgrind profile, by shared object: the self
+    cost lines of the profile summed per `ob=` (the line after `calls=` is the cost of
+    the call, counted where it is spent)."""
+    names: dict[str, str] = {}
+    parts: dict[str, float] = {}
+    obj, skip, total = "", False, 0
+    for line in out.read_text(errors="replace").splitlines():
+        if line.startswith(("ob=", "cob=")):
+            # names are compressed: "(n) name" the first time, "(n)" after,
+            # and the first time may be a callee's (cob=)
+            m = re.match(r"c?ob=(?:\((\d+)\))?\s*(.*)", line)
+            if m.group(2):
+                names[m.group(1)] = m.group(2)
+            if line.startswith("ob="):
+                obj = m.group(2) or names.get(m.group(1), "")
+        elif line.startswith("calls="):
+            skip = True
+        elif line[:1] in "0123456789+-*":
+            if skip:
+                skip = False
+                continue
+            f = line.split()
+            if len(f) > 1:
+                ir = int(f[1])
+                name = next((n for n, key in CG_PARTS if key in obj), "other (libc, EAL, TLS)")
+                parts[name] = parts.get(name, 0) + ir
+                total += ir
+    res = {k: v / packets for k, v in parts.items()}
+    res["total"] = total / packets
+    return res
+
+
+def callgrind_testpmd(work: Path, pcap: Path, seconds: float) -> dict:
+    """testpmd io-forward under callgrind: the forwarding thread's instructions over
+    the packets it forwarded (its accumulated TX-packets at exit)."""
+    run = work / "runs" / "cg-testpmd"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    argv = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+            f"--callgrind-out-file={run}/cg.out", "dpdk-testpmd", "--no-huge", "-m",
+            str(MEMORY_MB), "--no-pci", "--file-prefix", f"nvgwcg{os.getpid()}",
+            "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "--vdev",
+            "net_null0,no-rx=1", "-l", "0,1", "--log-level", "warning", "--",
+            "--forward-mode=io", f"--burst={BURST}", f"--total-num-mbufs={PKTS + WORK_MBUFS}",
+            f"--mbcache={MBUF_CACHE}", f"--rxd={DESCRIPTORS}", f"--txd={DESCRIPTORS}", "-a"]
+    log_path = run / "testpmd.log"
+    with open(log_path, "w") as f:
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        # forwarding starts once "Press enter to exit" is printed
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and proc.poll() is None:
+            if "Press enter" in log_path.read_text(errors="replace"):
+                break
+            time.sleep(1)
+        time.sleep(seconds)
+        stop_process(proc, signal.SIGINT, 300)
+    text = log_path.read_text(errors="replace")
+    acc = text.split("Accumulated forward statistics", 1)[-1]
+    m = re.search(r"TX-packets:\s+(\d+)", acc)
+    if not m or not int(m.group(1)):
+        raise RuntimeError(f"testpmd under callgrind forwarded nothing; see {log_path}")
+    # one profile per thread: the forwarding lcore's is the one that sent packets
+    threads = [cg_parts(out, int(m.group(1))) for out in run.glob("cg.out-*")]
+    return max(threads, key=lambda r: r.get("net_null tx", 0))
+
+
+def callgrind_gateway(work: Path, tag: str, src_role: str, pcap: Path, policy: Path,
+                      seconds: float) -> dict:
+    """The gateway under callgrind, collecting only inside the worker loop
+    (nvgw_worker_main): its instructions over the packets the worker processed."""
+    run = work / "runs" / tag
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    cfg = gw_config(run, src_role, pcap, policy, memory="no-huge")
+    stats = run / "stats.json"
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={run}/cg.out",
+            "--collect-atstart=no", "--toggle-collect=nvgw_worker_main", PY, "-m",
+            "dataplane.cli", "--config", str(cfg), "--duration", str(seconds),
+            "--stats-json", str(stats), "--log-level", "warning"]
+    with open(run / "gw.log", "w") as f:
+        subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, timeout=1800,
+                       stdin=subprocess.DEVNULL)
+    st = json.loads(stats.read_text())
+    packets = sum(w["processed"] for w in st["workers"])
+    drops = {k: v for k, v in st["drops"].items() if v}
+    if not packets or drops:
+        raise RuntimeError(f"{tag}: {packets} packets, drops {drops}; see {run}/gw.log")
+    return cg_parts(run / "cg.out", packets)
+
+
+def callgrind_rows(work: Path, wk: dict, counts, kinds, role: dict, seconds: float) -> dict:
+    """Instructions per packet (stable on a noisy machine, unlike cycles) for testpmd
+    and each gateway row, split by shared object, with the ratio to testpmd."""
+    log("callgrind: testpmd io-forward")
+    rows = {"testpmd io 64B": callgrind_testpmd(work, wk["pcap"][("io", "64")], seconds)}
+    for n in counts:
+        for kind in kinds:
+            log(f"callgrind: {kind} {n:,}")
+            pol = wk["policy"][(n, "rewrite" if kind == "rewrite" else "encap")]
+            rows[f"{kind} {n:,}"] = callgrind_gateway(work, f"cg-{kind}-{n}", role[kind],
+                                                      wk["pcap"][(n, kind, "64")], pol,
+                                                      seconds)
+    base = rows["testpmd io 64B"]["total"]
+    for r in rows.values():
+        r["x_testpmd"] = base / r["total"]
+    return rows
+
+
+def callgrind_markdown(rows: dict) -> str:
+    cols = [n for n, _ in CG_PARTS] + ["other (libc, EAL, TLS)"]
+    out = ["| row | instructions/pkt | x testpmd | " + " | ".join(cols) + " |",
+           "|---|---:|---:|" + "---:|" * len(cols)]
+    for name, r in rows.items():
+        out.append(f"| {name} | {r['total']:.0f} | {r['x_testpmd']:.3f} | " +
+                   " | ".join(f"{r[c]:.0f}" if c in r else "" for c in cols) + " |")
+    return "\n".join(out) + "\n"
 
 
 # -- record updates during traffic ---------------------------------------------------
@@ -862,6 +993,12 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="also sample each gateway row's worker with perf (cpu-clock): "
                          "profile.json, the share of worker time per library and symbol")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="only count instructions per packet under valgrind's callgrind "
+                         "(testpmd and each row, without hugepages; ~3 min a row): "
+                         "callgrind.json and callgrind.md")
+    ap.add_argument("--callgrind-seconds", type=float, default=8.0,
+                    help="seconds each process forwards under callgrind")
     ap.add_argument("--memory", choices=("auto", "hugepages", "no-huge"), default="auto",
                     help="EAL memory of testpmd and the gateway alike; auto: hugepages when "
                          f"{MEMORY_MB} MB of them are free and hugetlbfs is mounted")
@@ -885,13 +1022,23 @@ def main(argv=None) -> int:
         (work / "control.json").write_text(json.dumps(res, indent=1))
         print(json.dumps(res, indent=1))
         return 0
-    wk = build_workloads(work, counts, kinds, not args.no_imix)
+    wk = build_workloads(work, counts, kinds, not args.no_imix and not args.callgrind)
     meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
             "reps": args.reps, "window_s": args.window, "packets_per_pcap": PKTS,
             "burst": BURST, "mbufs": PKTS + WORK_MBUFS, "mbuf_cache": MBUF_CACHE,
             "descriptors": DESCRIPTORS, "memory_mb": MEMORY_MB, "tsc_hz": None}
     role = {"encap": "customer", "rewrite": "customer", "decap": "provider",
             "hairpin": "provider"}
+    if args.callgrind:
+        if shutil.which("valgrind") is None:
+            sys.exit("bench: --callgrind needs valgrind (apt-get install valgrind)")
+        cg = callgrind_rows(work, wk, counts, kinds, role, args.callgrind_seconds)
+        (work / "callgrind.json").write_text(json.dumps({"meta": meta, "rows": cg}, indent=1))
+        md = callgrind_markdown(cg)
+        (work / "callgrind.md").write_text(md)
+        print(md)
+        log(f"wrote {work}/callgrind.json, callgrind.md")
+        return 0
     rows: dict[str, list] = {}
 
     def add(name, res, base):

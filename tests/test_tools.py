@@ -2,10 +2,14 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from dataplane import drivers
 from harness import GatewayProcess, PcapPort
 from test_forward import mixed_packets
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def nvgwctl(*args):
@@ -44,3 +48,61 @@ def test_installed_drivers_from_pmd_metadata():
     assert drivers.driver_of("net_pcap3,rx_pcap=x.pcap") == "net_pcap"
     assert drivers.driver_of("0000:01:00.0") is None
     assert drivers.driver_of("net_nothing0") is None
+
+
+# The benchmark's callgrind reading: self costs per shared object, with callgrind's
+# name compression (a name given once, first perhaps as a callee's) and call costs
+# (the line after calls=) left to the callee.
+CALLGRIND_OUT = """\
+# callgrind format
+version: 1
+positions: line
+events: Ir
+summary: 1000
+
+ob=(1) /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+fl=(1) ./elf/tls_get_addr.S
+fn=(1) __tls_get_addr
+30 40
++1 20
+
+ob=(2) /usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_net_pcap.so.23.0
+fl=(2) ???
+fn=(2) 0x0000000000003f70
+0 100
+cob=(3) /usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_net_null.so.23.0
+cfi=(2)
+cfn=(3) 0x0000000000004370
+calls=10 0
+0 500
+
+ob=(4) /work/main/dataplane/_dataplane.cpython-311-x86_64-linux-gnu.so
+fl=(4) /work/main/cext/nvgre.c
+fn=(4) nvgw_nvgre_burst
+12 300
+fi=(5) /work/main/cext/htab.h
++3 90
+fe=(4)
+-2 10
+cob=(1)
+cfi=(1)
+cfn=(1)
+calls=5 30
+* 60
+
+ob=(3)
+fl=(2)
+fn=(3)
+0 200
+"""
+
+
+def test_bench_callgrind_parts(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+
+    out = tmp_path / "cg.out"
+    out.write_text(CALLGRIND_OUT)
+    parts = bench.cg_parts(out, 10)
+    assert parts == {"other (libc, EAL, TLS)": 6.0, "net_pcap rx": 10.0, "nvgw": 40.0,
+                     "net_null tx": 20.0, "total": 76.0}
