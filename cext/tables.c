@@ -471,7 +471,8 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 	struct nvgw_record *r;
 	struct nvgw_vsid *v;
 
-	if (t->prov == NULL)
+	/* as the bulk path: emit knows encap and rewrite only */
+	if (t->prov == NULL || method > NVGW_REWRITE)
 		return -EINVAL;
 	if (rte_hash_lookup_data(t->vsids, &vsid, (void **)&v) < 0)
 		return -ENOENT;
