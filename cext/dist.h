@@ -24,7 +24,7 @@ ipv4_flow_hash(const struct rte_ipv4_hdr *ip, uint32_t avail)
 		return 0;
 	if ((ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP) &&
 	    (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG |
-						   RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
+					     RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
 	    avail >= hl + 4)
 		ports = *(const nvgw_u32 *)((const uint8_t *)ip + hl);
 	h = rte_hash_crc_4byte(ip->src_addr, ip->next_proto_id);

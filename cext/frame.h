@@ -97,7 +97,7 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 	if (oip->next_proto_id != IPPROTO_GRE)
 		return NVGW_DROP_not_nvgre;
 	if (oip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG |
-						    RTE_IPV4_HDR_OFFSET_MASK))
+					     RTE_IPV4_HDR_OFFSET_MASK))
 		return NVGW_DROP_outer_fragment;
 	off = NVGW_ETH_LEN + hl;
 	len = NVGW_ETH_LEN + nvgw_be16(oip->total_length);

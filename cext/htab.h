@@ -117,9 +117,11 @@ nvgw_htab_fetch(const struct nvgw_htab *h, uint64_t key)
 	return b;
 }
 
-static __rte_always_inline uint64_t
-htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n,
-		 uint64_t *vals, int prefetch_vals)
+/* n <= NVGW_HT_BULK keys: every home bucket is fetched before the first is
+ * read. Returns the hit mask; vals[i] is set for the hits. */
+static inline uint64_t
+nvgw_htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n,
+		      uint64_t *vals)
 {
 	const struct nvgw_hbucket *b[NVGW_HT_BULK];
 	uint64_t hits = 0;
@@ -128,31 +130,23 @@ htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n
 	for (i = 0; i < n; i++)
 		b[i] = nvgw_htab_fetch(h, keys[i]);
 	for (i = 0; i < n; i++)
-		if (nvgw_htab_probe(h, b[i], keys[i], &vals[i])) {
+		if (nvgw_htab_probe(h, b[i], keys[i], &vals[i]))
 			hits |= 1ULL << i;
-			if (prefetch_vals)
-				rte_prefetch0((const void *)(uintptr_t)vals[i]);
-		}
 	return hits;
 }
 
-/* n <= NVGW_HT_BULK keys: every home bucket is fetched before the first is
- * read. Returns the hit mask; vals[i] is set for the hits. */
-static inline uint64_t
-nvgw_htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n,
-		      uint64_t *vals)
+/* For values that point to objects: probe from a fetched bucket and, on a
+ * hit, start fetching the object at once (with a million records, a second
+ * miss that then overlaps the remaining probes). The object, or NULL. */
+static inline const void *
+nvgw_htab_probe_obj(const struct nvgw_htab *h, const struct nvgw_hbucket *b, uint64_t key)
 {
-	return htab_lookup_bulk(h, keys, n, vals, 0);
-}
+	uint64_t v;
 
-/* The same for values that point to objects: each hit's object is fetched
- * as soon as its key is found (with a million records, a second miss that
- * then overlaps the remaining probes). */
-static inline uint64_t
-nvgw_htab_lookup_bulk_obj(const struct nvgw_htab *h, const uint64_t *keys, unsigned int n,
-			  uint64_t *vals)
-{
-	return htab_lookup_bulk(h, keys, n, vals, 1);
+	if (!nvgw_htab_probe(h, b, key, &v))
+		return NULL;
+	rte_prefetch0((const void *)(uintptr_t)v);
+	return (const void *)(uintptr_t)v;
 }
 
 /* The writer's side (cext/htab.c). init: `b` holds nvgw_htab_buckets(max)

@@ -267,15 +267,8 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 		}
 		retry = again;
 	}
-	for (i = 0; i < d->n_rec; i++) {
-		const struct nvgw_record *r = NULL;
-
-		if (nvgw_htab_probe(&t->records, d->rec_b[i], d->rec[i], &v)) {
-			r = (const struct nvgw_record *)(uintptr_t)v;
-			rte_prefetch0(r);
-		}
-		p[d->rec_idx[i]].rec = r;
-	}
+	for (i = 0; i < d->n_rec; i++)
+		p[d->rec_idx[i]].rec = nvgw_htab_probe_obj(&t->records, d->rec_b[i], d->rec[i]);
 	hits = nvgw_htab_lookup_bulk(&t->neigh, d->nh, d->n_nh, data);
 	for (i = 0; i < d->n_nh; i++)
 		p[d->nh_idx[i]].nh = hits & (1ULL << i) ?
@@ -470,15 +463,10 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		 * while its records arrive. A packet dropped here leaves a
 		 * hole (m[i] = NULL) rather than moving the rest. */
 		const struct nvgw_record *src[NVGW_BURST];
-		uint64_t v;
 
-		for (i = 0; i < k; i++) {
-			src[i] = NULL;
-			if (!p[i].rewritten && nvgw_htab_probe(&t->records, p[i].kb, p[i].key, &v)) {
-				src[i] = (const struct nvgw_record *)(uintptr_t)v;
-				rte_prefetch0(src[i]);
-			}
-		}
+		for (i = 0; i < k; i++)
+			src[i] = p[i].rewritten ? NULL :
+				 nvgw_htab_probe_obj(&t->records, p[i].kb, p[i].key);
 		lookup_bulk(t, p, k, &d);
 		for (i = 0; i < k; i++) {
 			const struct nvgw_record *r = src[i];

@@ -100,13 +100,6 @@ nvgw_csum_adjust(uint16_t csum, uint64_t diff)
 	return (uint16_t)~nvgw_csum_fold((uint16_t)~csum + diff);
 }
 
-/* RFC 1624 incremental update for one 16- or 32-bit field. */
-static inline uint16_t
-nvgw_csum_replace(uint16_t csum, uint32_t from, uint32_t to)
-{
-	return nvgw_csum_adjust(csum, nvgw_csum_diff(from, to));
-}
-
 /* An IPv4 header of hl bytes (a multiple of 4, at least 20) sums to 0xFFFF. */
 static inline int
 nvgw_ipv4_cksum_ok(const struct rte_ipv4_hdr *ip, unsigned int hl)
@@ -136,7 +129,7 @@ nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 
 	if ((ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP) &&
 	    (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG |
-						   RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
+					     RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
 	    avail >= hl + 4)
 		ports = nvgw_be32(*(const nvgw_u32 *)((const uint8_t *)ip + hl));
 	h = nvgw_be32(ip->src_addr) * 0x9E3779B1u;

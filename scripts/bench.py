@@ -159,17 +159,21 @@ TP_CYC = re.compile(r"CPU cycles/packet=([\d.]+) \(total cycles=(\d+) / total io
                     r" at (\d+) MHz")
 
 
-def run_testpmd(work: Path, pcap: Path, window: float, tag: str) -> dict:
-    """io-forward from the pcap (infinite_rx) to net_null; the sink's Tx-pps, one line a
-    second: the first `warm` seconds are dropped, the next `window` averaged."""
+def testpmd_argv(pcap: Path) -> list[str]:
+    """io-forward from the pcap (infinite_rx) to net_null, started at once (-a)."""
     # --in-memory: no hugepage files left behind (the gateway runs so too)
     mem = ["--in-memory"] if HUGEPAGES else ["--no-huge"]
-    argv = ["dpdk-testpmd", *mem, "-m", str(MEMORY_MB), "--no-pci", "--file-prefix",
+    return ["dpdk-testpmd", *mem, "-m", str(MEMORY_MB), "--no-pci", "--file-prefix",
             f"nvgwbench{os.getpid()}", "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1",
             "--vdev", "net_null0,no-rx=1", "-l", "0,1", "--log-level", "warning", "--",
             "--forward-mode=io", f"--burst={BURST}", f"--total-num-mbufs={PKTS + WORK_MBUFS}",
-            f"--mbcache={MBUF_CACHE}", f"--rxd={DESCRIPTORS}", f"--txd={DESCRIPTORS}",
-            "--record-core-cycles", "-a", "--stats-period", "1"]
+            f"--mbcache={MBUF_CACHE}", f"--rxd={DESCRIPTORS}", f"--txd={DESCRIPTORS}", "-a"]
+
+
+def run_testpmd(work: Path, pcap: Path, window: float, tag: str) -> dict:
+    """io-forward from the pcap (infinite_rx) to net_null; the sink's Tx-pps, one line a
+    second: the first `warm` seconds are dropped, the next `window` averaged."""
+    argv = testpmd_argv(pcap) + ["--record-core-cycles", "--stats-period", "1"]
     logf = work / f"testpmd-{tag}.log"
     warm = 2
     with open(logf, "w") as f:
@@ -207,12 +211,11 @@ def run_testpmd(work: Path, pcap: Path, window: float, tag: str) -> dict:
 # -- the gateway --------------------------------------------------------------------
 
 def gw_config(run: Path, src_role: str, pcap: Path, policy: Path, workers: int = 1,
-              queues: int = 1, extra: str = "", tx_pcap: Path | None = None,
-              memory: str | None = None) -> Path:
+              queues: int = 1, extra: str = "", tx_pcap: Path | None = None) -> Path:
     """net_pcap0 (the source, infinite_rx) in src_role, net_null0 in the other role.
     Hairpin comes in and goes out the provider port: the customer port is a null
     device that never receives."""
-    mem = memory or ("hugepages" if HUGEPAGES else "no-huge")
+    mem = "hugepages" if HUGEPAGES else "no-huge"
     other = "customer" if src_role == "provider" else "provider"
     rx = ",".join([f"rx_pcap={pcap}"] * queues)
     src = f"net_pcap0,{rx},infinite_rx=1" + (f",tx_pcap={tx_pcap}" if tx_pcap else "")
@@ -428,12 +431,7 @@ def callgrind_testpmd(work: Path, pcap: Path, seconds: float) -> dict:
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     argv = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
-            f"--callgrind-out-file={run}/cg.out", "dpdk-testpmd", "--no-huge", "-m",
-            str(MEMORY_MB), "--no-pci", "--file-prefix", f"nvgwcg{os.getpid()}",
-            "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "--vdev",
-            "net_null0,no-rx=1", "-l", "0,1", "--log-level", "warning", "--",
-            "--forward-mode=io", f"--burst={BURST}", f"--total-num-mbufs={PKTS + WORK_MBUFS}",
-            f"--mbcache={MBUF_CACHE}", f"--rxd={DESCRIPTORS}", f"--txd={DESCRIPTORS}", "-a"]
+            f"--callgrind-out-file={run}/cg.out", *testpmd_argv(pcap)]
     log_path = run / "testpmd.log"
     with open(log_path, "w") as f:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
@@ -463,7 +461,7 @@ def callgrind_gateway(work: Path, tag: str, src_role: str, pcap: Path, policy: P
     run = work / "runs" / tag
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    cfg = gw_config(run, src_role, pcap, policy, memory="no-huge")
+    cfg = gw_config(run, src_role, pcap, policy)
     stats = run / "stats.json"
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={run}/cg.out",
             "--collect-atstart=no", "--toggle-collect=nvgw_worker_main", PY, "-m",
@@ -995,7 +993,7 @@ def main(argv=None) -> int:
                          "profile.json, the share of worker time per library and symbol")
     ap.add_argument("--callgrind", action="store_true",
                     help="only count instructions per packet under valgrind's callgrind "
-                         "(testpmd and each row, without hugepages; ~3 min a row): "
+                         "(testpmd and each row, without hugepages; 2-4 min a row): "
                          "callgrind.json and callgrind.md")
     ap.add_argument("--callgrind-seconds", type=float, default=8.0,
                     help="seconds each process forwards under callgrind")
@@ -1005,6 +1003,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     global HUGEPAGES
     HUGEPAGES = args.memory == "hugepages" or (args.memory == "auto" and hugepages_ok())
+    if args.callgrind:
+        HUGEPAGES = False           # valgrind: every process of the run without them
     if args.memory == "hugepages" and not hugepages_ok():
         sys.exit(f"bench: --memory hugepages needs {MEMORY_MB} MB of free 2 MB hugepages "
                  "and hugetlbfs mounted")
