@@ -169,16 +169,16 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 		goto ignore;
 	if (reason == NVGW_EXC_ARP_VSID) {
 		struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(ieth + 1);
-		uint64_t r;
+		const struct nvgw_record *r;
 
 		if (!arp_ok(arp, avail) ||
 		    arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
 			goto ignore;
 		if (arp->arp_data.arp_tip == vs->gw_ip) {
 			answer = &vs->gw_mac;
-		} else if (nvgw_htab_lookup(&c->t->records,
-					    nvgw_rec_key(vs->vsid, arp->arp_data.arp_tip), &r)) {
-			answer = &((const struct nvgw_record *)(uintptr_t)r)->mac;
+		} else if ((r = nvgw_rtab_lookup(&c->t->records,
+				nvgw_rec_key(vs->vsid, arp->arp_data.arp_tip))) != NULL) {
+			answer = &r->mac;
 		} else {
 			c->c.arp_no_record++;
 			rte_pktmbuf_free(m);

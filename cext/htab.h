@@ -135,20 +135,6 @@ nvgw_htab_lookup_bulk(const struct nvgw_htab *h, const uint64_t *keys, unsigned 
 	return hits;
 }
 
-/* For values that point to objects: probe from a fetched bucket and, on a
- * hit, start fetching the object at once (with a million records, a second
- * miss that then overlaps the remaining probes). The object, or NULL. */
-static inline const void *
-nvgw_htab_probe_obj(const struct nvgw_htab *h, const struct nvgw_hbucket *b, uint64_t key)
-{
-	uint64_t v;
-
-	if (!nvgw_htab_probe(h, b, key, &v))
-		return NULL;
-	rte_prefetch0((const void *)(uintptr_t)v);
-	return (const void *)(uintptr_t)v;
-}
-
 /* The writer's side (cext/htab.c). init: `b` holds nvgw_htab_buckets(max)
  * buckets, `dead` max_dead slot numbers. */
 void nvgw_htab_init(struct nvgw_htab *h, struct nvgw_hbucket *b, uint32_t max,

@@ -26,7 +26,7 @@ struct pkt {
 	const struct nvgw_neigh *nh;    /* customer destination on the link */
 	uint32_t src_pa;                /* IP rewrite: our PA for the source */
 	uint64_t key;                   /* decap: the inner source's record */
-	const struct nvgw_hbucket *kb;  /* its home bucket */
+	const struct nvgw_rslot *kb;    /* its home slot */
 	uint64_t rkey;                  /* route key of the longest length left */
 	uint64_t left;                  /* the shorter lengths still to try */
 	const struct nvgw_hbucket *rb;  /* rkey's home bucket */
@@ -154,7 +154,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	p->hl = v.hl;
 	/* Anti-spoofing key: the inner source must live at the outer source. */
 	p->key = nvgw_rec_key(v.vsid, p->ip->src_addr);
-	p->kb = nvgw_htab_fetch(&t->records, p->key);
+	p->kb = nvgw_rtab_fetch(&t->records, p->key);
 	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
 	p->in_vlan = 0;
@@ -169,7 +169,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
  * the link, its neighbour. */
 struct dest_keys {
 	uint64_t rec[NVGW_BURST], nh[NVGW_BURST];
-	const struct nvgw_hbucket *rec_b[NVGW_BURST];
+	const struct nvgw_rslot *rec_s[NVGW_BURST];
 	uint16_t rec_idx[NVGW_BURST], nh_idx[NVGW_BURST];
 	uint16_t n_rec, n_nh;
 };
@@ -184,7 +184,7 @@ dest_key(const struct nvgw_tables *t, struct dest_keys *d, const struct pkt *p, 
 						      rt->nh_ip : p->ip->dst_addr);
 
 		d->rec[d->n_rec] = key;
-		d->rec_b[d->n_rec] = nvgw_htab_fetch(&t->records, key);
+		d->rec_s[d->n_rec] = nvgw_rtab_fetch(&t->records, key);
 		d->rec_idx[d->n_rec++] = i;
 	} else if (rt->nh == NULL) {
 		d->nh[d->n_nh] = nvgw_neigh_key(rt->vlan, p->ip->dst_addr);
@@ -228,8 +228,8 @@ route_start(const struct nvgw_tables *t, struct pkt *p)
  * neighbours (p[i].nh) of the packets d lists, NULL when not found. The
  * route of each packet's longest candidate length (route_start) usually
  * settles it; the packets that missed go round again, one bulk lookup per
- * length left, longest first. Each destination's bucket is fetched as its
- * route is found, each record as its key is. */
+ * length left, longest first. Each destination record's slot is fetched
+ * as its route is found. */
 static void
 lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_keys *d)
 {
@@ -268,7 +268,7 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 		retry = again;
 	}
 	for (i = 0; i < d->n_rec; i++)
-		p[d->rec_idx[i]].rec = nvgw_htab_probe_obj(&t->records, d->rec_b[i], d->rec[i]);
+		p[d->rec_idx[i]].rec = nvgw_rtab_probe(&t->records, d->rec_s[i], d->rec[i]);
 	hits = nvgw_htab_lookup_bulk(&t->neigh, d->nh, d->n_nh, data);
 	for (i = 0; i < d->n_nh; i++)
 		p[d->nh_idx[i]].nh = hits & (1ULL << i) ?
@@ -352,7 +352,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint32_t l3 = (uint8_t *)ip - rte_pktmbuf_mtod(m, uint8_t *);
-	uint32_t src_pa = p->src_pa, dst_pa = r->pa;
+	uint32_t src_pa = p->src_pa, dst_pa = r->outer.ip.dst_addr;
 	uint32_t avail = m->data_len - l3;
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
 	struct rte_ether_hdr *eth;
@@ -466,14 +466,14 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 
 		for (i = 0; i < k; i++)
 			src[i] = p[i].rewritten ? NULL :
-				 nvgw_htab_probe_obj(&t->records, p[i].kb, p[i].key);
+				 nvgw_rtab_probe(&t->records, p[i].kb, p[i].key);
 		lookup_bulk(t, p, k, &d);
 		for (i = 0; i < k; i++) {
 			const struct nvgw_record *r = src[i];
 
 			if (p[i].rewritten)         /* checked in classify_rewrite */
 				continue;
-			if (r == NULL || r->pa != p[i].outer_src) {
+			if (r == NULL || r->outer.ip.dst_addr != p[i].outer_src) {
 				nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
 				m[i] = NULL;
 				continue;
@@ -499,9 +499,10 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		lookup_bulk(t, p, k, &d);
 	}
 
-	/* 4. what emit reads through the records (with a million, each a cache
-	 * miss, all started in the lookup): next hop and virtual subnet; for
-	 * IP rewrite, our PA standing for the source, in bulk. */
+	/* 4. what emit reads through the records (with a million records,
+	 * their slots were misses, started in the lookup): next hop and
+	 * virtual subnet; for IP rewrite, our PA standing for the source, in
+	 * bulk. */
 	for (x = 0, c = 0; x < d.n_rec; x++) {
 		const struct nvgw_record *r;
 

@@ -85,7 +85,7 @@ slab_fini(struct nvgw_slab *s)
 static void
 obj_free(struct nvgw_tables *t, void *obj)
 {
-	struct nvgw_slab *slabs[] = { &t->rec_slab, &t->route_slab, &t->vsid_slab };
+	struct nvgw_slab *slabs[] = { &t->route_slab, &t->vsid_slab };
 	unsigned int i;
 
 	for (i = 0; i < RTE_DIM(slabs); i++)
@@ -136,6 +136,25 @@ htab_create(struct nvgw_htab *h, uint32_t max, uint32_t max_dead, int socket)
 	return 0;
 }
 
+/* The record table (rtab.h) for `max` records. */
+static int
+rtab_create(struct nvgw_rtab *h, uint32_t max, int socket)
+{
+	struct nvgw_rslot *s;
+	uint32_t *dead;
+
+	s = rte_malloc_socket("nvgw_rtab", (size_t)nvgw_rtab_slots(max) * sizeof(*s),
+			      RTE_CACHE_LINE_SIZE, socket);
+	dead = rte_malloc_socket("nvgw_rtab_dead", (size_t)max * sizeof(*dead), 0, socket);
+	if (s == NULL || dead == NULL) {
+		rte_free(s);
+		rte_free(dead);
+		return -ENOMEM;
+	}
+	nvgw_rtab_init(h, s, max, dead, max);
+	return 0;
+}
+
 static void
 htab_free(struct nvgw_htab *h)
 {
@@ -150,7 +169,7 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 {
 	struct nvgw_tables *t;
 	size_t qsz = rte_rcu_qsbr_get_memsize(sz->readers);
-	uint32_t garbage = sz->records + sz->routes + NVGW_MAX_VSIDS + 64;
+	uint32_t garbage = sz->routes + NVGW_MAX_VSIDS + 64;
 	int rc;
 
 	t = rte_zmalloc_socket("nvgw_tables", sizeof(*t), RTE_CACHE_LINE_SIZE, socket);
@@ -170,7 +189,7 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->blk16_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk16_n));
 	t->blk24_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk24_n));
 	t->garbage = rte_malloc_socket(NULL, garbage * sizeof(void *), 0, socket);
-	rc = htab_create(&t->records, sz->records, sz->records, socket);
+	rc = rtab_create(&t->records, sz->records, socket);
 	rc = rc ?: htab_create(&t->routes, sz->routes, sz->routes, socket);
 	rc = rc ?: htab_create(&t->rw_pa, sz->rewrites, 4096, socket);
 	rc = rc ?: htab_create(&t->rw_gw, sz->rewrites, 4096, socket);
@@ -181,8 +200,6 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	    dead_init(&t->dead_vsid, NVGW_MAX_VSIDS, socket) ||
 	    rte_rcu_qsbr_init(t->qsbr, sz->readers) != 0 ||
 	    /* a margin for replaced objects waiting out a grace period */
-	    slab_init(&t->rec_slab, sizeof(struct nvgw_record), sz->records + sz->records / 8 + 64,
-		      socket) ||
 	    slab_init(&t->route_slab, sizeof(struct nvgw_route), sz->routes + sz->routes / 8 + 64,
 		      socket) ||
 	    slab_init(&t->vsid_slab, sizeof(struct nvgw_vsid), NVGW_MAX_VSIDS + 1024, socket) ||
@@ -203,13 +220,13 @@ nvgw_tables_free(struct nvgw_tables *t)
 		return;
 	if (t->qsbr != NULL && t->garbage != NULL)
 		nvgw_tables_commit(t);
-	htab_free(&t->records);
+	rte_free(t->records.s);
+	rte_free(t->records.dead);
 	htab_free(&t->routes);
 	htab_free(&t->rw_pa);
 	htab_free(&t->rw_gw);
 	htab_free(&t->neigh);
 	rte_hash_free(t->vsids);
-	slab_fini(&t->rec_slab);
 	slab_fini(&t->route_slab);
 	slab_fini(&t->vsid_slab);
 	slab_fini(&t->neigh_slab);
@@ -253,7 +270,7 @@ nvgw_tables_commit(struct nvgw_tables *t)
 	rte_rcu_qsbr_synchronize(t->qsbr, RTE_QSBR_THRID_INVALID);
 	for (i = 0; i < t->n_garbage; i++)
 		obj_free(t, t->garbage[i]);
-	nvgw_htab_reclaim(&t->records);
+	nvgw_rtab_reclaim(&t->records);
 	nvgw_htab_reclaim(&t->routes);
 	dead_free(t, t->vsids, &t->dead_vsid, 1);
 	nvgw_htab_reclaim(&t->rw_pa);
@@ -441,15 +458,12 @@ provider_neigh(struct nvgw_tables *t, uint32_t pa)
 
 /* A record's fields and its outer header template. */
 static void
-rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, uint32_t vsid, uint32_t ca,
+rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, uint32_t vsid,
 	 const uint8_t mac[6], uint32_t pa, uint8_t method, uint16_t vsid_idx)
 {
 	memcpy(&r->mac, mac, 6);
 	r->method = method;
 	r->vsid_idx = vsid_idx;
-	r->vsid = vsid;
-	r->ca = ca;
-	r->pa = pa;
 	r->outer.ip = (struct rte_ipv4_hdr){
 		.version_ihl = RTE_IPV4_VHL_DEF,
 		.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG),
@@ -464,36 +478,55 @@ rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, uint32_t vsid, uint
 	r->outer.gre_key = rte_cpu_to_be_32(vsid << 8);
 }
 
+/* nvgw_rtab_set(), once more after a grace period when only dead slots
+ * are short. */
+static int
+rec_put(struct nvgw_tables *t, uint64_t key, const struct nvgw_record *r)
+{
+	int rc = nvgw_rtab_set(&t->records, key, r);
+
+	if (rc == -EBUSY || (rc == -ENOSPC && t->records.n < t->records.max &&
+			     t->records.n_dead > 0)) {
+		nvgw_tables_commit(t);
+		rc = nvgw_rtab_set(&t->records, key, r);
+	}
+	return rc;
+}
+
 int
 nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t mac[6],
 		uint32_t pa, uint8_t method)
 {
-	struct nvgw_record *r;
+	struct nvgw_record r = { 0 };
 	struct nvgw_vsid *v;
+	int rc;
 
 	/* as the bulk path: emit knows encap and rewrite only */
 	if (t->prov == NULL || method > NVGW_REWRITE)
 		return -EINVAL;
 	if (rte_hash_lookup_data(t->vsids, &vsid, (void **)&v) < 0)
 		return -ENOENT;
-	r = slab_get(t, &t->rec_slab);
-	if (r == NULL)
+	r.nh = provider_neigh(t, pa);
+	if (r.nh == NULL)
 		return -ENOSPC;
-	r->nh = provider_neigh(t, pa);
-	if (r->nh == NULL) {
-		slab_put(&t->rec_slab, r);
-		return -ENOSPC;
-	}
-	rec_fill(t, r, vsid, ca, mac, pa, method, v->idx);
-	return ht_set(t, &t->records, nvgw_rec_key(vsid, ca), (uintptr_t)r, 1);
+	rec_fill(t, &r, vsid, mac, pa, method, v->idx);
+	rc = rec_put(t, nvgw_rec_key(vsid, ca), &r);
+	return rc < 0 ? rc : 0;
 }
 
 int
 nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 {
+	int rc;
+
 	if (vsid > 0xFFFFFF)
 		return -ENOENT;
-	return ht_del(t, &t->records, nvgw_rec_key(vsid, ca), 1);
+	rc = nvgw_rtab_del(&t->records, nvgw_rec_key(vsid, ca));
+	if (rc == -EBUSY) {             /* the dead list is full */
+		nvgw_tables_commit(t);
+		rc = nvgw_rtab_del(&t->records, nvgw_rec_key(vsid, ca));
+	}
+	return rc;
 }
 
 /* Keep the route length filters counting the routes of each bit. */
@@ -714,12 +747,11 @@ int
 nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint32_t n,
 		     uint32_t *bad)
 {
-	struct nvgw_record **old = NULL, *r;
+	struct nvgw_record r = { 0 };
 	struct nvgw_neigh *nh = NULL;
 	struct nvgw_vsid *v = NULL;
-	uint32_t i, j, n_new = 0, vsid = 0, nh_ip = 0;
-	int rc = 0, atomic;
-	uint64_t cur;
+	uint32_t i, n_new = 0, vsid = 0, nh_ip = 0;
+	int rc;
 	void *d;
 
 	*bad = 0;
@@ -741,80 +773,30 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 			return -EINVAL;
 		if (bulk_neigh(t, w[i].pa, &nh_ip, &nh) == NULL)
 			return -ENOSPC;
-		if (!nvgw_htab_lookup(&t->records, nvgw_rec_key(w[i].vsid, w[i].ca), &cur))
+		if (nvgw_rtab_lookup(&t->records, nvgw_rec_key(w[i].vsid, w[i].ca)) == NULL)
 			n_new++;
 	}
 	*bad = 0;
 	if (t->records.max - t->records.n < n_new)
 		return -ENOSPC;
-	if (t->rec_slab.n_free < n)
-		nvgw_tables_commit(t);
-	/* Atomic when every record gets a fresh object: the replaced ones are kept
-	 * aside, and retired only once all are in. Otherwise (a batch replacing most
-	 * of a full table) replaced objects are retired as it goes, and the slab
-	 * refilled by grace periods; after the checks above nothing can fail then. */
-	atomic = t->rec_slab.n_free >= n;
-	if (atomic) {
-		old = malloc((size_t)n * sizeof(*old));
-		if (old == NULL)
-			atomic = 0;
-	}
-	/* 2. Apply. */
+	/* 2. Apply. Nothing can fail now: at most `max` keys are live in twice
+	 * as many slots, and a full dead list is emptied by a grace period
+	 * (rec_put). Readers see each record change whole, one at a time. */
 	v = NULL;
 	nh = NULL;
 	for (i = 0; i < n; i++) {
-		uint64_t o = 0;
-		int had;
-
 		if (v == NULL || w[i].vsid != vsid) {
-			if (rte_hash_lookup_data(t->vsids, &w[i].vsid, &d) < 0) {
-				rc = -ENOENT;
-				break;
-			}
+			rte_hash_lookup_data(t->vsids, &w[i].vsid, &d);
 			v = d;
 			vsid = w[i].vsid;
 		}
-		r = slab_get(t, &t->rec_slab);
-		if (r == NULL) {
-			rc = -ENOSPC;
-			break;
-		}
-		r->nh = bulk_neigh(t, w[i].pa, &nh_ip, &nh);
-		if (r->nh == NULL) {
-			slab_put(&t->rec_slab, r);
-			rc = -ENOSPC;
-			break;
-		}
-		rec_fill(t, r, w[i].vsid, w[i].ca, w[i].mac, w[i].pa, w[i].method, v->idx);
-		had = rc = ht_put(t, &t->records, nvgw_rec_key(w[i].vsid, w[i].ca),
-				  (uintptr_t)r, &o);
+		r.nh = bulk_neigh(t, w[i].pa, &nh_ip, &nh);
+		rec_fill(t, &r, w[i].vsid, w[i].mac, w[i].pa, w[i].method, v->idx);
+		rc = rec_put(t, nvgw_rec_key(w[i].vsid, w[i].ca), &r);
 		if (rc < 0) {
-			slab_put(&t->rec_slab, r);
-			break;
+			*bad = i;               /* a bug: the checks above let it through */
+			return rc;
 		}
-		rc = 0;
-		if (atomic)
-			old[i] = had ? (struct nvgw_record *)(uintptr_t)o : NULL;
-		else if (had)
-			defer_free(t, (void *)(uintptr_t)o);
 	}
-	if (rc < 0) {
-		*bad = i;
-		/* 3. Undo (atomic mode; the other cannot fail after the checks but
-		 * for a bug). Readers may have seen the new objects: they
-		 * are retired, not freed. */
-		for (j = 0; j < i; j++) {
-			uint64_t k = nvgw_rec_key(w[j].vsid, w[j].ca);
-
-			if (atomic && old[j] != NULL)
-				ht_set(t, &t->records, k, (uintptr_t)old[j], 1);
-			else if (atomic)
-				ht_del(t, &t->records, k, 1);
-		}
-	} else if (atomic) {
-		for (j = 0; j < n; j++)
-			defer_free(t, old[j]);
-	}
-	free(old);
-	return rc;
+	return 0;
 }

@@ -1,10 +1,11 @@
 /* Policy tables: written by the control thread, read lock-free by workers.
  *
- * Hashes use RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF, values are pointers to
- * immutable objects: a change builds a new object and swaps the pointer;
- * the old one (and any deleted key slot) is freed after an RCU QSBR grace
- * period, in nvgw_tables_commit(). Neighbour MACs are single 64-bit words,
- * updated in place with one atomic store. */
+ * Values are pointers to immutable objects (or plain words): a change
+ * builds a new object and swaps the pointer; the old one (and any deleted
+ * key slot) is freed after an RCU QSBR grace period, in
+ * nvgw_tables_commit(). Lookup records live in their table's slots
+ * (rtab.h), a change written to another slot. Neighbour MACs are single
+ * 64-bit words, updated in place with one atomic store. */
 #ifndef NVGW_TABLES_H
 #define NVGW_TABLES_H
 
@@ -16,6 +17,7 @@
 
 #include "htab.h"
 #include "lpm.h"
+#include "rtab.h"
 
 #define NVGW_MAX_VSIDS      16384   /* virtual subnets per gateway (counter slots) */
 #define NVGW_MAX_RD         65536   /* routing domain ids 1..65535 */
@@ -40,14 +42,6 @@ struct nvgw_neigh {
 	uint16_t scope;
 };
 
-/* The outer headers of NVGRE toward one PA, built when policy changes. */
-struct nvgw_outer {
-	struct rte_ipv4_hdr ip;
-	uint16_t gre_flags;         /* 0x2000: K bit, version 0 */
-	uint16_t gre_proto;         /* 0x6558 */
-	uint32_t gre_key;           /* vsid << 8; the FlowID byte is patched */
-} __rte_packed;
-
 struct nvgw_vsid {
 	uint32_t vsid;
 	uint32_t rdid;
@@ -56,16 +50,6 @@ struct nvgw_vsid {
 	uint8_t flowid_fixed;       /* 1: every packet carries `flowid` */
 	uint8_t flowid;
 	uint16_t idx;               /* counter slot */
-};
-
-struct nvgw_record {
-	struct nvgw_outer outer;    /* template toward this record's PA */
-	struct rte_ether_addr mac;  /* CA MAC */
-	uint8_t method;
-	uint16_t vsid_idx;
-	uint32_t vsid;
-	uint32_t ca, pa;            /* network order */
-	struct nvgw_neigh *nh;      /* fabric next hop for pa */
 };
 
 struct nvgw_route {
@@ -115,7 +99,7 @@ struct nvgw_dead_keys {
 
 struct nvgw_tables {
 	struct rte_hash *vsids;     /* vsid -> nvgw_vsid (control side) */
-	struct nvgw_htab records;   /* nvgw_rec_key() -> nvgw_record */
+	struct nvgw_rtab records;   /* nvgw_rec_key() -> nvgw_record, in its slot */
 	struct nvgw_htab routes;    /* nvgw_route_key() -> nvgw_route */
 	struct nvgw_htab neigh;     /* nvgw_neigh_key() -> nvgw_neigh (never freed) */
 	struct nvgw_htab rw_pa;     /* PA -> packed NVGW_RW_* word (rewrite mappings) */
@@ -135,7 +119,7 @@ struct nvgw_tables {
 	pthread_mutex_t neigh_lock; /* neighbours have two writers: control, exceptions */
 	uint32_t n_neigh, max_neigh;
 	uint32_t n_learned;         /* entries the exception thread made (never freed) */
-	struct nvgw_slab rec_slab, route_slab, vsid_slab, neigh_slab;
+	struct nvgw_slab route_slab, vsid_slab, neigh_slab;
 	/* Objects and key slots waiting for a grace period. */
 	void **garbage;
 	uint32_t n_garbage, max_garbage;

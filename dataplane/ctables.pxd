@@ -15,13 +15,15 @@ cdef extern from "tables.h" nogil:
         pass
     struct nvgw_htab:
         uint32_t n
+    struct nvgw_rtab:
+        uint32_t n
     struct nvgw_neigh:
         uint64_t mac
         uint32_t ip
         uint16_t scope
     struct nvgw_tables:
         rte_rcu_qsbr *qsbr
-        nvgw_htab records
+        nvgw_rtab records
         nvgw_htab neigh
         uint32_t n_neigh, n_learned
     struct nvgw_table_sizes:

@@ -5,7 +5,7 @@
 #   mgmt_gateway  nvgw-mgmt's gateway messages (atheris): tests/fuzz/fuzz_mgmt_gateway.py
 #   agent         the gateway's agent, down to the C tables (atheris): tests/fuzz/fuzz_agent.py
 #   policy        policy documents and batches (atheris): tests/fuzz/fuzz_policy.py
-#   parse_customer, parse_provider, encap, rewrite, route, htab
+#   parse_customer, parse_provider, encap, rewrite, route, htab, rtab
 #                 the per-packet C functions, route selection and the exact-match table,
 #                 no EAL (libFuzzer, ASan + UBSan): tests/fuzz/fuzz_frame.c, one binary
 #                 per entry point
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-frame_targets=(parse_customer parse_provider encap rewrite route htab)
+frame_targets=(parse_customer parse_provider encap rewrite route htab rtab)
 all=(packet mgmt_client mgmt_gateway agent policy "${frame_targets[@]}")
 ((${#targets[@]})) || targets=("${all[@]}")
 out=${NVGW_FUZZ_DIR:-/tmp/nvgw-fuzz}
@@ -30,7 +30,7 @@ fuzz_packet() {
     mkdir -p "$out/corpus" "$out/findings/packet"
     bin=$out/fuzz_packet
     # Instrument our C only; DPDK comes from Debian's shared libraries.
-    sources=(tests/fuzz/fuzz_packet.c cext/nvgre.c cext/exc.c cext/tables.c cext/htab.c cext/rewrite.c
+    sources=(tests/fuzz/fuzz_packet.c cext/nvgre.c cext/exc.c cext/tables.c cext/htab.c cext/rtab.c cext/rewrite.c
              cext/worker.c cext/drops.c cext/fwd.c)
     if [[ ! -x $bin ]] || [[ -n $(find "${sources[@]}" cext/*.h cext/*.def -newer "$bin") ]]; then
         clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
@@ -47,7 +47,7 @@ fuzz_packet() {
 # DPDK library, no EAL. The entry point is chosen at compile time (-DENTRY_PARSE_CUSTOMER...).
 fuzz_frame() {
     local t=$1 bin=$out/fuzz_frame_$1
-    local sources=(tests/fuzz/fuzz_frame.c cext/rewrite.c cext/drops.c cext/htab.c)
+    local sources=(tests/fuzz/fuzz_frame.c cext/rewrite.c cext/drops.c cext/htab.c cext/rtab.c)
     mkdir -p "$out/corpus-$t" "$out/findings/$t"
     if [[ ! -x $bin ]] || [[ -n $(find "${sources[@]}" cext/*.h cext/*.def -newer "$bin") ]]; then
         clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

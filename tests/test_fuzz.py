@@ -65,7 +65,8 @@ def test_mgmt_seeds_and_regressions_replay(tmp_path, target):
     assert len(executed) == len(inputs), r.stderr[-3000:]
 
 
-FRAME_TARGETS = ("parse_customer", "parse_provider", "encap", "rewrite", "route", "htab")
+FRAME_TARGETS = ("parse_customer", "parse_provider", "encap", "rewrite", "route", "htab",
+                 "rtab")
 
 
 @pytest.mark.parametrize("target", FRAME_TARGETS)

@@ -10,6 +10,8 @@
  *                           longest-prefix match, routes added and removed
  *   -DENTRY_HTAB            the data path's exact-match table (cext/htab.h)
  *                           beside a list: sets, deletes, grace periods, lookups
+ *   -DENTRY_RTAB            the record table (cext/rtab.h) beside a list, the
+ *                           same way, and records held across changes
  * Every IPv4 packet a harness parses or builds also goes through
  * nvgw_ttl_dec() and nvgw_flowid(). Built without DPDK's libraries (only the
  * inline functions of its headers), so no EAL runs. Each input is copied
@@ -851,6 +853,35 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #endif
 
 
+#if defined(ENTRY_HTAB) || defined(ENTRY_RTAB)
+/* The table programs' reference: a plain list of keys and values. */
+struct model_kv { uint64_t key, val; };
+
+static int
+model_find(const struct model_kv *m, int n, uint64_t key)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (m[i].key == key)
+			return i;
+	return -1;
+}
+
+/* A step's key: 64 keys; bit 7 of the op asks for a marker (top byte
+ * 0xFF), bit 6 for one of the three the tables use. */
+static uint64_t
+step_key(const uint8_t *s)
+{
+	uint64_t key = (uint64_t)(s[1] & 7) << 40 | (s[2] & 7);
+
+	if (s[0] & 0x80)
+		key = s[0] & 0x40 ? NVGW_HT_EMPTY - (s[2] % 3) : key | 0xFFULL << 56;
+	return key;
+}
+#endif
+
+
 #if defined(ENTRY_HTAB)
 /* The exact-match table (htab.h, htab.c) against a plain list. A small
  * table (16 keys, 8 buckets) and keys from a small space, so home buckets
@@ -865,19 +896,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 #define HT_MAX   16
 #define HT_DEAD  6
-
-struct model_kv { uint64_t key, val; };
-
-static int
-model_find(const struct model_kv *m, int n, uint64_t key)
-{
-	int i;
-
-	for (i = 0; i < n; i++)
-		if (m[i].key == key)
-			return i;
-	return -1;
-}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -895,13 +913,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(h.mask + 1 == 8, "16 keys: 8 buckets of 4");
 	for (at = 0; at + 4 <= size; at += 4) {
 		const uint8_t *s = data + at;
-		/* 64 keys; bit 7 of the op asks for a marker (top byte 0xFF),
-		 * bit 6 for one of the three the table uses. */
-		uint64_t key = (uint64_t)(s[1] & 7) << 40 | (s[2] & 7);
+		uint64_t key = step_key(s);
 		uint64_t val = (uint64_t)s[3] << 8 | at;
 
-		if (s[0] & 0x80)
-			key = s[0] & 0x40 ? NVGW_HT_EMPTY - (s[2] % 3) : key | 0xFFULL << 56;
 		i = model_find(m, n, key);
 		switch (s[0] & 3) {
 		case 0:
@@ -969,6 +983,129 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(seen == n, "the walk sees every live key");
 	}
 	free(b);
+	return 0;
+}
+#endif
+
+
+#if defined(ENTRY_RTAB)
+/* The record table (rtab.h, rtab.c) against a plain list, programs as for
+ * ENTRY_HTAB (op, key, value byte). 16 records in 32 one-line slots, 64
+ * keys, so keys collide and spill past their home slot, and replacing a
+ * record moves it to another slot. Invariants: every lookup returns the
+ * list's record, whole (its fields all carry the value it was set with);
+ * set reports replace or add and refuses only a full table, a marker or a
+ * full dead list when replacing; delete refuses only an absent key or a
+ * full dead list; a record a reader found stays as it was, whatever is
+ * set or deleted, until a grace period (reclaim) has passed. */
+#include "rtab.h"
+
+#define RT_MAX   16
+#define RT_DEAD  6
+
+static void
+rec_of(struct nvgw_record *r, uint64_t val)
+{
+	memset(r, 0, sizeof(*r));
+	r->outer.ip.dst_addr = (uint32_t)val;
+	r->outer.gre_key = ~(uint32_t)val;
+	memset(&r->mac, val & 0xFF, sizeof(r->mac));
+	r->vsid_idx = (uint16_t)val;
+	r->nh = (struct nvgw_neigh *)(uintptr_t)(val * 64ULL);
+}
+
+static int
+rec_is(const struct nvgw_record *r, uint64_t val)
+{
+	struct nvgw_record want;
+
+	rec_of(&want, val);
+	return memcmp(r, &want, sizeof(want)) == 0;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct nvgw_rslot *s = aligned_alloc(64, nvgw_rtab_slots(RT_MAX) * sizeof(*s));
+	uint32_t dead[RT_DEAD];
+	uint64_t held_val = 0;
+	struct model_kv m[RT_MAX];
+	const struct nvgw_record *held = NULL, *r;
+	struct nvgw_record rec;
+	struct nvgw_rtab h;
+	int n = 0, i, rc, full;
+	size_t at;
+
+	CHECK(s != NULL, "malloc");
+	nvgw_rtab_init(&h, s, RT_MAX, dead, RT_DEAD);
+	CHECK(h.mask + 1 == 32, "16 records: 32 slots");
+	for (at = 0; at + 4 <= size; at += 4) {
+		const uint8_t *p = data + at;
+		uint64_t key = step_key(p);
+		uint32_t val = (uint32_t)p[3] << 16 | (uint32_t)at;
+
+		i = model_find(m, n, key);
+		switch (p[0] & 3) {
+		case 0:
+			full = h.n_dead == RT_DEAD;
+			rec_of(&rec, val);
+			rc = nvgw_rtab_set(&h, key, &rec);
+			if (key >> 56 == 0xFF) {
+				CHECK(rc == -EINVAL, "a marker is never a key");
+			} else if (i >= 0 && full) {
+				CHECK(rc == -EBUSY, "replacing needs room on the dead list");
+			} else if (i >= 0) {
+				CHECK(rc == 1, "set replaces");
+				m[i].val = val;
+			} else if (n == RT_MAX) {
+				CHECK(rc == -ENOSPC, "a full table refuses a new key");
+			} else {
+				CHECK(rc == 0, "a new key fits while the table is not full");
+				m[n++] = (struct model_kv){ key, val };
+			}
+			break;
+		case 1:
+			full = h.n_dead == RT_DEAD;
+			rc = nvgw_rtab_del(&h, key);
+			if (i < 0) {
+				CHECK(rc == -ENOENT, "deleting an absent key");
+			} else if (full) {
+				CHECK(rc == -EBUSY, "a full dead list refuses");
+			} else {
+				CHECK(rc == 0, "delete");
+				m[i] = m[--n];
+			}
+			break;
+		case 2:
+			nvgw_rtab_reclaim(&h);          /* a grace period passed */
+			CHECK(h.n_dead == 0, "reclaim empties the dead list");
+			held = NULL;                    /* the reader let go before it */
+			break;
+		case 3:
+			if (key >> 56 == 0xFF)
+				break;                  /* the data path never asks */
+			r = nvgw_rtab_lookup(&h, key);
+			CHECK((r != NULL) == (i >= 0) && (i < 0 || rec_is(r, m[i].val)),
+			      "lookup returns the record, whole");
+			if (r != NULL) {
+				held = r;
+				held_val = m[i].val;
+			}
+			break;
+		}
+		CHECK(h.n == (uint32_t)n, "the live count is the list's");
+		CHECK(held == NULL || rec_is(held, held_val),
+		      "a record found stays as it was until a grace period");
+	}
+	for (i = 0; i < 64; i++) {
+		uint64_t key = (uint64_t)(i >> 3) << 40 | (i & 7);
+		int j = model_find(m, n, key);
+
+		r = nvgw_rtab_probe(&h, nvgw_rtab_fetch(&h, key), key);
+		CHECK((r != NULL) == (j >= 0) && (j < 0 || rec_is(r, m[j].val)),
+		      "every key agrees at the end");
+	}
+	free(s);
 	return 0;
 }
 #endif

@@ -2,7 +2,7 @@
     make_frame_corpus.py TARGET OUTDIR
 TARGET: parse_customer (802.1Q frames), parse_provider (fabric frames),
 encap (template fields + an inner IPv4 packet), rewrite (new addresses + an
-IPv4 packet), route (route programs), htab (table programs). The input
+IPv4 packet), route (route programs), htab and rtab (table programs). The input
 layouts are those fuzz_frame.c documents."""
 import random
 import socket
@@ -178,7 +178,8 @@ def htab():
 
 
 TARGETS = {"parse_customer": customer, "parse_provider": provider, "encap": encap,
-           "rewrite": rewrite, "route": route, "htab": htab}
+           "rewrite": rewrite, "route": route, "htab": htab,
+           "rtab": htab}      # the same programs: ENTRY_RTAB reads them as ENTRY_HTAB does
 
 
 def main(target, outdir):

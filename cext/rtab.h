@@ -1,0 +1,139 @@
+/* The lookup records and their table: each record stored in its slot.
+ *
+ * Through the exact-match table (htab.h) a record costs two cache misses in
+ * a row with a million of them: the bucket, then the record it points to.
+ * Here a slot is one cache line holding the key and the record, so a
+ * lookup reads one line (or the next ones: linear probing, at most half of
+ * the slots live; the home slot's neighbour is fetched with it).
+ *
+ * The rules of htab.h otherwise: one writer, lock-free readers, keys with
+ * the top byte clear, EMPTY / DEAD / FREE markers, a record written before
+ * its key is published. A live slot's record never changes: a new version
+ * goes to another slot, then the old slot dies, and its record stays
+ * readable until a grace period has passed. A reader sees the old record
+ * or the new one, whole.
+ *
+ * No EAL and no allocation here: the fuzzers run it on plain memory. */
+#ifndef NVGW_RTAB_H
+#define NVGW_RTAB_H
+
+#include <stdint.h>
+#include <rte_common.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_prefetch.h>
+
+#include "htab.h"
+
+struct nvgw_neigh;
+
+/* The outer headers of NVGRE toward one PA, built when policy changes. */
+struct nvgw_outer {
+	struct rte_ipv4_hdr ip;     /* dst_addr: the record's PA */
+	uint16_t gre_flags;         /* 0x2000: K bit, version 0 */
+	uint16_t gre_proto;         /* 0x6558 */
+	uint32_t gre_key;           /* vsid << 8; the FlowID byte is patched */
+} __rte_packed;
+
+/* What the data path needs of a lookup record (its VSID and CA are the key,
+ * its PA the template's destination). */
+struct nvgw_record {
+	struct nvgw_outer outer;    /* template toward this record's PA */
+	struct rte_ether_addr mac;  /* CA MAC */
+	uint8_t method;
+	uint16_t vsid_idx;
+	struct nvgw_neigh *nh;      /* fabric next hop for the PA */
+};
+
+struct nvgw_rslot {
+	uint64_t key;
+	struct nvgw_record rec;
+} __rte_aligned(64);
+
+struct nvgw_rtab {
+	struct nvgw_rslot *s;
+	uint32_t mask;              /* slots - 1 */
+	uint32_t shift;             /* 64 - log2(slots) */
+	uint32_t max_probe;         /* slots past its home one any key sits in */
+	uint32_t n, max;            /* live keys; the most allowed */
+	uint32_t *dead;             /* slots deleted or replaced since the last grace period */
+	uint32_t n_dead, max_dead;
+};
+
+/* Slots for `max` keys: a power of two, at least twice max. */
+static inline uint32_t
+nvgw_rtab_slots(uint32_t max)
+{
+	uint64_t n = 2;
+
+	while (n < 2ULL * max)
+		n <<= 1;
+	return (uint32_t)n;
+}
+
+/* Fibonacci hashing: the top bits of key * 2^64 / golden ratio. CRC-32C
+ * (htab.h) is linear, and keys that differ in a few bits (the CAs of one
+ * subnet) land in regular patterns: harmless in buckets of four, but with
+ * one slot each they pile up into runs that take lines to probe past. */
+static inline uint32_t
+nvgw_rtab_index(const struct nvgw_rtab *h, uint64_t key)
+{
+	return (uint32_t)((key * 0x9E3779B97F4A7C15ULL) >> h->shift);
+}
+
+static inline const struct nvgw_rslot *
+nvgw_rtab_home(const struct nvgw_rtab *h, uint64_t key)
+{
+	return &h->s[nvgw_rtab_index(h, key)];
+}
+
+/* The home slot, its fetch (and its neighbour's) started; later
+ * nvgw_rtab_probe() from it. */
+static inline const struct nvgw_rslot *
+nvgw_rtab_fetch(const struct nvgw_rtab *h, uint64_t key)
+{
+	uint32_t i = nvgw_rtab_index(h, key);
+
+	rte_prefetch0(&h->s[i]);
+	rte_prefetch0(&h->s[(i + 1) & h->mask]);
+	return &h->s[i];
+}
+
+/* key's record, looked up from its home slot s, or NULL. */
+static inline const struct nvgw_record *
+nvgw_rtab_probe(const struct nvgw_rtab *h, const struct nvgw_rslot *s, uint64_t key)
+{
+	uint32_t left = __atomic_load_n(&h->max_probe, __ATOMIC_ACQUIRE);
+
+	for (;;) {
+		uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+
+		if (k == key)
+			return &s->rec;
+		if (k == NVGW_HT_EMPTY || left-- == 0)
+			return NULL;
+		s = &h->s[(s - h->s + 1) & h->mask];
+	}
+}
+
+static inline const struct nvgw_record *
+nvgw_rtab_lookup(const struct nvgw_rtab *h, uint64_t key)
+{
+	return nvgw_rtab_probe(h, nvgw_rtab_home(h, key), key);
+}
+
+/* The writer's side (cext/rtab.c). init: `s` holds nvgw_rtab_slots(max)
+ * slots, `dead` max_dead slot numbers. */
+void nvgw_rtab_init(struct nvgw_rtab *h, struct nvgw_rslot *s, uint32_t max,
+		    uint32_t *dead, uint32_t max_dead);
+/* Add key with a copy of *rec, or replace its record (the old slot goes on
+ * the dead list): 0 added, 1 replaced; -ENOSPC when `max` keys are live or
+ * no slot is free, -EBUSY when replacing finds the dead list full
+ * (reclaim after a grace period first), -EINVAL for a marker. */
+int nvgw_rtab_set(struct nvgw_rtab *h, uint64_t key, const struct nvgw_record *rec);
+/* Delete key: 0, -ENOENT, or -EBUSY when the dead list is full. */
+int nvgw_rtab_del(struct nvgw_rtab *h, uint64_t key);
+/* After a grace period: dead slots become free. */
+void nvgw_rtab_reclaim(struct nvgw_rtab *h);
+
+#endif
