@@ -23,54 +23,60 @@ reusable(uint64_t k)
 	return k == NVGW_HT_EMPTY || k == NVGW_HT_FREE;
 }
 
-/* The slot holding key, or -1; and the first reusable slot on key's probe
- * path (-1 when there is none up to max_probe). */
+/* The slot holding key, or -1. */
 static int64_t
-find(const struct nvgw_rtab *h, uint64_t key, int64_t *hole)
+find(const struct nvgw_rtab *h, uint64_t key)
 {
-	uint32_t i = nvgw_rtab_home(h, key) - h->s, d;
-	int64_t at = -1;
+	uint32_t i = nvgw_rtab_index(h, key), d;
 
-	*hole = -1;
 	for (d = 0; d <= h->max_probe; d++, i = (i + 1) & h->mask) {
 		uint64_t k = h->s[i].key;
 
 		if (k == key)
-			at = i;
-		else if (reusable(k) && *hole < 0)
-			*hole = i;
-		if (k == NVGW_HT_EMPTY || (at >= 0 && *hole >= 0))
+			return i;
+		if (k == NVGW_HT_EMPTY)
 			break;
 	}
-	return at;
+	return -1;
+}
+
+/* The first reusable slot on key's path, or -1. Past max_probe, the new
+ * limit is published first, so readers probe that far before the key can
+ * be seen there. */
+static int64_t
+hole_for(struct nvgw_rtab *h, uint64_t key)
+{
+	uint32_t home = nvgw_rtab_index(h, key), i, d;
+
+	for (d = 0; d <= h->mask; d++) {
+		i = (home + d) & h->mask;
+		if (reusable(h->s[i].key)) {
+			if (d > h->max_probe)
+				__atomic_store_n(&h->max_probe, d, __ATOMIC_RELEASE);
+			return i;
+		}
+	}
+	return -1;
 }
 
 int
 nvgw_rtab_set(struct nvgw_rtab *h, uint64_t key, const struct nvgw_record *rec)
 {
 	int64_t hole, at;
-	uint32_t i, d;
 
 	if (key >> 56 == 0xFF)
 		return -EINVAL;         /* a marker, not a key */
-	at = find(h, key, &hole);
+	at = find(h, key);
 	if (at < 0 && h->n >= h->max)
 		return -ENOSPC;
 	if (at >= 0 && h->n_dead == h->max_dead)
 		return -EBUSY;
-	if (hole < 0) {
-		/* Every slot up to max_probe is live or dead: go further, and
-		 * let readers probe that far before the key can be seen there. */
-		i = (nvgw_rtab_home(h, key) - h->s + h->max_probe + 1) & h->mask;
-		for (d = h->max_probe + 1; d <= h->mask; d++, i = (i + 1) & h->mask)
-			if (reusable(h->s[i].key)) {
-				hole = i;
-				__atomic_store_n(&h->max_probe, d, __ATOMIC_RELEASE);
-				break;
-			}
-		if (hole < 0)
-			return -ENOSPC;
-	}
+	/* The first free slot from home, so records stay near it however
+	 * often they change (a reader that passed it before the new version
+	 * was there finds the old one dead, and looks again: rtab.h). */
+	hole = hole_for(h, key);
+	if (hole < 0)
+		return -ENOSPC;
 	h->s[hole].rec = *rec;
 	__atomic_store_n(&h->s[hole].key, key, __ATOMIC_RELEASE);
 	if (at < 0) {
@@ -87,7 +93,7 @@ nvgw_rtab_set(struct nvgw_rtab *h, uint64_t key, const struct nvgw_record *rec)
 int
 nvgw_rtab_del(struct nvgw_rtab *h, uint64_t key)
 {
-	int64_t hole, at = key >> 56 == 0xFF ? -1 : find(h, key, &hole);
+	int64_t at = key >> 56 == 0xFF ? -1 : find(h, key);
 
 	if (at < 0)
 		return -ENOENT;
@@ -99,12 +105,26 @@ nvgw_rtab_del(struct nvgw_rtab *h, uint64_t key)
 	return 0;
 }
 
+/* Dead slots become free; a free slot just before an empty one becomes
+ * empty again, and so on backwards: no key can sit past an empty slot on
+ * its path (it would have been put there), so lookups may stop there.
+ * Without this, every replace (which takes a slot) would leave one empty
+ * slot less for good, and misses would probe ever further. */
 void
 nvgw_rtab_reclaim(struct nvgw_rtab *h)
 {
-	uint32_t i;
+	uint32_t i, j;
 
 	for (i = 0; i < h->n_dead; i++)
-		h->s[h->dead[i]].key = NVGW_HT_FREE;
+		__atomic_store_n(&h->s[h->dead[i]].key, NVGW_HT_FREE, __ATOMIC_RELEASE);
+	for (i = 0; i < h->n_dead; i++) {
+		j = h->dead[i];
+		if (h->s[(j + 1) & h->mask].key != NVGW_HT_EMPTY)
+			continue;
+		while (h->s[j].key == NVGW_HT_FREE) {
+			__atomic_store_n(&h->s[j].key, NVGW_HT_EMPTY, __ATOMIC_RELEASE);
+			j = (j - 1) & h->mask;
+		}
+	}
 	h->n_dead = 0;
 }

@@ -18,6 +18,7 @@
 #define NVGW_RTAB_H
 
 #include <stdint.h>
+#include <rte_branch_prediction.h>
 #include <rte_common.h>
 #include <rte_ether.h>
 #include <rte_ip.h>
@@ -99,9 +100,9 @@ nvgw_rtab_fetch(const struct nvgw_rtab *h, uint64_t key)
 	return &h->s[i];
 }
 
-/* key's record, looked up from its home slot s, or NULL. */
 static inline const struct nvgw_record *
-nvgw_rtab_probe(const struct nvgw_rtab *h, const struct nvgw_rslot *s, uint64_t key)
+nvgw_rtab_probe_once(const struct nvgw_rtab *h, const struct nvgw_rslot *s, uint64_t key,
+		     int *dead)
 {
 	uint32_t left = __atomic_load_n(&h->max_probe, __ATOMIC_ACQUIRE);
 
@@ -110,10 +111,31 @@ nvgw_rtab_probe(const struct nvgw_rtab *h, const struct nvgw_rslot *s, uint64_t 
 
 		if (k == key)
 			return &s->rec;
-		if (k == NVGW_HT_EMPTY || left-- == 0)
+		if (k == NVGW_HT_EMPTY)
+			return NULL;
+		*dead |= k == NVGW_HT_DEAD;
+		if (left-- == 0)
 			return NULL;
 		s = &h->s[(s - h->s + 1) & h->mask];
 	}
+}
+
+/* key's record, looked up from its home slot s, or NULL. A replace
+ * publishes the new version in the first free slot from home, then kills
+ * the old one: a reader that had passed that slot before finds only a dead
+ * one. Having seen a dead slot on the way, a miss looks once more (the
+ * dead mark, read with acquire, makes the new version and any raised probe
+ * limit visible). Only a second replace of the same key during that second
+ * look could still make it miss. */
+static inline const struct nvgw_record *
+nvgw_rtab_probe(const struct nvgw_rtab *h, const struct nvgw_rslot *s, uint64_t key)
+{
+	int dead = 0;
+	const struct nvgw_record *r = nvgw_rtab_probe_once(h, s, key, &dead);
+
+	if (likely(r != NULL) || !dead)
+		return r;
+	return nvgw_rtab_probe_once(h, s, key, &dead);
 }
 
 static inline const struct nvgw_record *
@@ -126,14 +148,15 @@ nvgw_rtab_lookup(const struct nvgw_rtab *h, uint64_t key)
  * slots, `dead` max_dead slot numbers. */
 void nvgw_rtab_init(struct nvgw_rtab *h, struct nvgw_rslot *s, uint32_t max,
 		    uint32_t *dead, uint32_t max_dead);
-/* Add key with a copy of *rec, or replace its record (the old slot goes on
- * the dead list): 0 added, 1 replaced; -ENOSPC when `max` keys are live or
- * no slot is free, -EBUSY when replacing finds the dead list full
- * (reclaim after a grace period first), -EINVAL for a marker. */
+/* Add key with a copy of *rec, or replace its record (the new version in
+ * another slot, the old one on the dead list): 0 added, 1 replaced;
+ * -ENOSPC when `max` keys are live or no slot is free; -EBUSY when a
+ * replace finds the dead list full (reclaim after a grace period first);
+ * -EINVAL for a marker. */
 int nvgw_rtab_set(struct nvgw_rtab *h, uint64_t key, const struct nvgw_record *rec);
 /* Delete key: 0, -ENOENT, or -EBUSY when the dead list is full. */
 int nvgw_rtab_del(struct nvgw_rtab *h, uint64_t key);
-/* After a grace period: dead slots become free. */
+/* After a grace period: dead slots become free (or empty, see rtab.c). */
 void nvgw_rtab_reclaim(struct nvgw_rtab *h);
 
 #endif

@@ -478,17 +478,23 @@ rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, uint32_t vsid,
 	r->outer.gre_key = rte_cpu_to_be_32(vsid << 8);
 }
 
-/* nvgw_rtab_set(), once more after a grace period when only dead slots
- * are short. */
+/* nvgw_rtab_set(), after a grace period when the dead list is full, or
+ * when live and dead slots pass 5/8 of the table: each replace takes a
+ * slot, and a mass replace (a provider change re-sends every record) left
+ * alone would crowd the table with dead slots, pushing records far from
+ * home and the probe limit up for good. */
 static int
 rec_put(struct nvgw_tables *t, uint64_t key, const struct nvgw_record *r)
 {
-	int rc = nvgw_rtab_set(&t->records, key, r);
+	struct nvgw_rtab *h = &t->records;
+	int rc;
 
-	if (rc == -EBUSY || (rc == -ENOSPC && t->records.n < t->records.max &&
-			     t->records.n_dead > 0)) {
+	if ((uint64_t)h->n + h->n_dead > (h->mask + 1ULL) / 8 * 5)
 		nvgw_tables_commit(t);
-		rc = nvgw_rtab_set(&t->records, key, r);
+	rc = nvgw_rtab_set(h, key, r);
+	if (rc == -EBUSY) {
+		nvgw_tables_commit(t);
+		rc = nvgw_rtab_set(h, key, r);
 	}
 	return rc;
 }
@@ -780,8 +786,9 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 	if (t->records.max - t->records.n < n_new)
 		return -ENOSPC;
 	/* 2. Apply. Nothing can fail now: at most `max` keys are live in twice
-	 * as many slots, and a full dead list is emptied by a grace period
-	 * (rec_put). Readers see each record change whole, one at a time. */
+	 * as many slots, and dead ones (at most `max`, rtab_create) are freed
+	 * by a grace period when they crowd the table (rec_put). Readers see
+	 * each record change whole, one at a time. */
 	v = NULL;
 	nh = NULL;
 	for (i = 0; i < n; i++) {
