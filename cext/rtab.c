@@ -1,6 +1,5 @@
 /* The writer's side of the record table (rtab.h). */
 #include <errno.h>
-#include <string.h>
 
 #include "rtab.h"
 
@@ -10,8 +9,7 @@ nvgw_rtab_init(struct nvgw_rtab *h, struct nvgw_rslot *s, uint32_t max, uint32_t
 {
 	uint32_t n = nvgw_rtab_slots(max), i;
 
-	memset(s, 0, (size_t)n * sizeof(*s));
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++)         /* a record is read only under its key */
 		s[i].key = NVGW_HT_EMPTY;
 	*h = (struct nvgw_rtab){ .s = s, .mask = n - 1, .shift = 64 - __builtin_ctz(n),
 				 .max = max, .dead = dead, .max_dead = max_dead };

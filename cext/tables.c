@@ -478,25 +478,26 @@ rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, uint32_t vsid,
 	r->outer.gre_key = rte_cpu_to_be_32(vsid << 8);
 }
 
-/* nvgw_rtab_set(), after a grace period when the dead list is full, or
- * when live and dead slots pass 5/8 of the table: each replace takes a
- * slot, and a mass replace (a provider change re-sends every record) left
- * alone would crowd the table with dead slots, pushing records far from
- * home and the probe limit up for good. */
+/* A grace period first when the record table's dead list is full, or when
+ * live and dead slots pass 5/8 of the table: each replace takes a slot,
+ * and a mass replace (a provider change re-sends every record) left alone
+ * would crowd the table with dead slots, pushing records far from home and
+ * the probe limit up for good. */
+static void
+rec_room(struct nvgw_tables *t)
+{
+	const struct nvgw_rtab *h = &t->records;
+
+	if (h->n_dead == h->max_dead ||
+	    (uint64_t)h->n + h->n_dead > (h->mask + 1ULL) / 8 * 5)
+		nvgw_tables_commit(t);
+}
+
 static int
 rec_put(struct nvgw_tables *t, uint64_t key, const struct nvgw_record *r)
 {
-	struct nvgw_rtab *h = &t->records;
-	int rc;
-
-	if ((uint64_t)h->n + h->n_dead > (h->mask + 1ULL) / 8 * 5)
-		nvgw_tables_commit(t);
-	rc = nvgw_rtab_set(h, key, r);
-	if (rc == -EBUSY) {
-		nvgw_tables_commit(t);
-		rc = nvgw_rtab_set(h, key, r);
-	}
-	return rc;
+	rec_room(t);
+	return nvgw_rtab_set(&t->records, key, r);
 }
 
 int
@@ -523,16 +524,10 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 int
 nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 {
-	int rc;
-
 	if (vsid > 0xFFFFFF)
 		return -ENOENT;
-	rc = nvgw_rtab_del(&t->records, nvgw_rec_key(vsid, ca));
-	if (rc == -EBUSY) {             /* the dead list is full */
-		nvgw_tables_commit(t);
-		rc = nvgw_rtab_del(&t->records, nvgw_rec_key(vsid, ca));
-	}
-	return rc;
+	rec_room(t);
+	return nvgw_rtab_del(&t->records, nvgw_rec_key(vsid, ca));
 }
 
 /* Keep the route length filters counting the routes of each bit. */
