@@ -131,11 +131,11 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 /* Write the NVGRE_LEN bytes in front of an inner IPv4 packet of ip_len
  * bytes: outer Ethernet, the record's outer IPv4/GRE template (its
  * checksum is that of total length 0, so one addition finishes it), the
- * inner Ethernet. */
+ * inner Ethernet. dst_mac and in_src: MACs in the low 48 bits of a word. */
 static inline void
 nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
 		  const struct rte_ether_addr *src_mac, const struct rte_ether_addr *in_dst,
-		  const struct rte_ether_addr *in_src, uint16_t ip_len, uint8_t flowid)
+		  uint64_t in_src, uint16_t ip_len, uint8_t flowid)
 {
 	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
 	struct nvgw_outer *o = (struct nvgw_outer *)(eth + 1);
@@ -153,7 +153,7 @@ nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
 	o->ip.hdr_checksum = (uint16_t)~sum;
 	o->gre_key |= nvgw_be32(flowid);
 	rte_ether_addr_copy(in_dst, &ieth->dst_addr);
-	rte_ether_addr_copy(in_src, &ieth->src_addr);
+	nvgw_mac_from_word(&ieth->src_addr, in_src);
 	ieth->ether_type = nvgw_be16(RTE_ETHER_TYPE_IPV4);
 }
 

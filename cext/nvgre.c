@@ -21,7 +21,7 @@ struct pkt {
 	uint32_t outer_src;             /* fabric ingress: the sender's PA */
 	uint8_t rewritten;              /* arrived by IP rewrite, not NVGRE */
 	uint32_t rdid;
-	const struct nvgw_route *rt;
+	uint64_t rv;                    /* its route's value (tables.h), 0: none */
 	const struct nvgw_record *rec;
 	const struct nvgw_neigh *nh;    /* customer destination on the link */
 	uint32_t src_pa;                /* IP rewrite: our PA for the source */
@@ -177,18 +177,23 @@ struct dest_keys {
 static inline void
 dest_key(const struct nvgw_tables *t, struct dest_keys *d, const struct pkt *p, uint16_t i)
 {
-	const struct nvgw_route *rt = p->rt;
+	uint64_t rv = p->rv;
 
-	if (rt->kind != NVGW_ROUTE_CUSTOMER) {
-		uint64_t key = nvgw_rec_key(rt->vsid, rt->kind == NVGW_ROUTE_APPLIANCE ?
-						      rt->nh_ip : p->ip->dst_addr);
+	if (rv & NVGW_ROUTE_PACKED) {
+		uint64_t key = nvgw_rec_key(nvgw_route_vsid(rv),
+					    nvgw_route_kind(rv) == NVGW_ROUTE_APPLIANCE ?
+					    nvgw_route_nh_ip(rv) : p->ip->dst_addr);
 
 		d->rec[d->n_rec] = key;
 		d->rec_s[d->n_rec] = nvgw_rtab_fetch(&t->records, key);
 		d->rec_idx[d->n_rec++] = i;
-	} else if (rt->nh == NULL) {
-		d->nh[d->n_nh] = nvgw_neigh_key(rt->vlan, p->ip->dst_addr);
-		d->nh_idx[d->n_nh++] = i;
+	} else {
+		const struct nvgw_route *rt = (const struct nvgw_route *)(uintptr_t)rv;
+
+		if (rt->nh == NULL) {
+			d->nh[d->n_nh] = nvgw_neigh_key(rt->vlan, p->ip->dst_addr);
+			d->nh_idx[d->n_nh++] = i;
+		}
 	}
 }
 
@@ -224,7 +229,7 @@ route_start(const struct nvgw_tables *t, struct pkt *p)
 }
 
 /* Longest-prefix match for the burst, then the destinations, in bulk:
- * p[i].rt (NULL: no route), and the lookup records (p[i].rec) and link
+ * p[i].rv (0: no route), and the lookup records (p[i].rec) and link
  * neighbours (p[i].nh) of the packets d lists, NULL when not found. The
  * route of each packet's longest candidate length (route_start) usually
  * settles it; the packets that missed go round again, one bulk lookup per
@@ -239,10 +244,10 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 	d->n_rec = d->n_nh = 0;
 	for (i = 0; i < n; i++) {
 		if (nvgw_htab_probe(&t->routes, p[i].rb, p[i].rkey, &v)) {
-			p[i].rt = (const struct nvgw_route *)(uintptr_t)v;
+			p[i].rv = v;
 			dest_key(t, d, &p[i], i);
 		} else {
-			p[i].rt = NULL;
+			p[i].rv = 0;
 			if (p[i].left)
 				retry |= 1ULL << i;
 		}
@@ -259,7 +264,7 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 		for (j = 0; j < k; j++) {
 			i = idx[j];
 			if (hits & (1ULL << j)) {
-				p[i].rt = (const struct nvgw_route *)(uintptr_t)data[j];
+				p[i].rv = data[j];
 				dest_key(t, d, &p[i], i);
 			} else if (p[i].left) {
 				again |= 1ULL << i;
@@ -306,7 +311,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	   const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
-	const struct nvgw_vsid *vs = t->vsid_by_idx[r->vsid_idx];
+	uint64_t vw = __atomic_load_n(&t->vsid_word[r->vsid_idx], __ATOMIC_ACQUIRE);
 	struct nvgw_vsid_counters *vc = &w->vsid[r->vsid_idx];
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
@@ -314,7 +319,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	uint8_t flowid;
 	uint8_t *h;
 
-	if (unlikely(vs == NULL))
+	if (unlikely(!(vw & NVGW_VW_VALID)))
 		return nvgw_drop(w, NVGW_DROP_no_lookup_record, m);
 	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
 		w->drops[NVGW_DROP_no_neighbour]++;
@@ -330,7 +335,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 			rte_pktmbuf_free(m);
 		return;
 	}
-	flowid = vs->flowid_fixed ? vs->flowid : nvgw_flowid(ip, p->hl, ip_len);
+	flowid = vw & NVGW_VW_FLOWID_FIXED ? NVGW_VW_FLOWID(vw) : nvgw_flowid(ip, p->hl, ip_len);
 	h = frame_at(m, ip, NVGW_NVGRE_LEN, ip_len);
 	if (unlikely(h == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
@@ -338,7 +343,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	vc->encap_bytes += NVGW_ETH_LEN + ip_len;
 	o->m[OUT_PROVIDER][o->n[OUT_PROVIDER]++] = m;
 	nvgw_ttl_dec(ip);
-	nvgw_nvgre_header(h, &r->outer, mac, &pv->mac, &r->mac, &vs->gw_mac, ip_len, flowid);
+	nvgw_nvgre_header(h, &r->outer, mac, &pv->mac, &r->mac, vw, ip_len, flowid);
 }
 
 /* Toward a rewritten VM: our PA for the (customer-side) source, the VM's
@@ -389,7 +394,7 @@ static inline void
 emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	      struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
-	const struct nvgw_route *rt = p->rt;
+	const struct nvgw_route *rt = (const struct nvgw_route *)(uintptr_t)p->rv;
 	const struct nvgw_attach *a = t->attach[rt->vlan];
 	const struct nvgw_neigh *nh = rt->nh ? rt->nh : p->nh;
 	struct rte_ipv4_hdr *ip = p->ip;
@@ -511,7 +516,7 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		if (r == NULL || m[i] == NULL)
 			continue;
 		rte_prefetch0(r->nh);
-		rte_prefetch0(t->vsid_by_idx[r->vsid_idx]);
+		rte_prefetch0(&t->vsid_word[r->vsid_idx]);
 		rte_prefetch0(&w->vsid[r->vsid_idx]);
 		if (r->method == NVGW_REWRITE) {
 			wkeys[c] = nvgw_rw_key(p[i].rdid, p[i].ip->src_addr);
@@ -528,13 +533,11 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	/* 5. emit */
 	o.n[OUT_PROVIDER] = o.n[OUT_CUSTOMER] = 0;
 	for (i = 0; i < k; i++) {
-		const struct nvgw_route *rt = p[i].rt;
-
 		if (m[i] == NULL)
 			continue;
-		if (rt == NULL)
+		if (p[i].rv == 0)
 			nvgw_drop(w, NVGW_DROP_no_route, m[i]);
-		else if (rt->kind == NVGW_ROUTE_CUSTOMER)
+		else if (!(p[i].rv & NVGW_ROUTE_PACKED))
 			emit_customer(w, t, m[i], &p[i], &o);
 		else if (p[i].rec == NULL)
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);

@@ -310,15 +310,23 @@ ht_put(struct nvgw_tables *t, struct nvgw_htab *h, uint64_t key, uint64_t val, u
 	return rc;
 }
 
+enum { OWN_NONE, OWN_ALL, OWN_UNPACKED };      /* which values are objects */
+
+static int
+is_obj(int owned, uint64_t v)
+{
+	return owned == OWN_ALL || (owned == OWN_UNPACKED && !(v & NVGW_ROUTE_PACKED));
+}
+
 static int
 ht_set(struct nvgw_tables *t, struct nvgw_htab *h, uint64_t key, uint64_t val, int owned)
 {
 	uint64_t old;
 	int rc = ht_put(t, h, key, val, &old);
 
-	if (rc < 0 && owned)
+	if (rc < 0 && is_obj(owned, val))
 		obj_free(t, (void *)(uintptr_t)val);
-	else if (rc == 1 && owned)
+	else if (rc == 1 && is_obj(owned, old))
 		defer_free(t, (void *)(uintptr_t)old);
 	return rc < 0 ? rc : 0;
 }
@@ -333,7 +341,7 @@ ht_del(struct nvgw_tables *t, struct nvgw_htab *h, uint64_t key, int owned)
 		nvgw_tables_commit(t);
 		rc = nvgw_htab_del(h, key, &old);
 	}
-	if (rc == 0 && owned)
+	if (rc == 0 && is_obj(owned, old))
 		defer_free(t, (void *)(uintptr_t)old);
 	return rc;
 }
@@ -427,6 +435,11 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 	/* The hash owns v; the index array is a second, non-owning view. */
 	rc = swap_value(t, t->vsids, &vsid, v);
 	if (rc == 0) {
+		uint64_t word = NVGW_VW_VALID | (uint64_t)v->flowid << 48 |
+				(v->flowid_fixed ? NVGW_VW_FLOWID_FIXED : 0);
+
+		memcpy(&word, gw_mac, 6);
+		__atomic_store_n(&t->vsid_word[idx], word, __ATOMIC_RELEASE);
 		__atomic_store_n(&t->vsid_by_idx[idx], v, __ATOMIC_RELEASE);
 		__atomic_store_n(&pg[vsid & 0xFF], idx + 1, __ATOMIC_RELEASE);
 	} else {
@@ -444,6 +457,7 @@ nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid)
 		return -ENOENT;
 	__atomic_store_n(&t->vsid_by_idx[((struct nvgw_vsid *)old)->idx], NULL,
 			 __ATOMIC_RELEASE);
+	__atomic_store_n(&t->vsid_word[((struct nvgw_vsid *)old)->idx], 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&t->vsid_dir[vsid >> 8][vsid & 0xFF], 0, __ATOMIC_RELEASE);
 	dir_page_release(t, vsid);
 	return delete_key(t, t->vsids, &vsid, &t->dead_vsid, 1);
@@ -541,30 +555,35 @@ int
 nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
 	       uint8_t kind, uint32_t vsid, uint16_t vlan, uint32_t nh_ip)
 {
-	uint64_t k = nvgw_route_key(rdid, prefix, len), cur;
+	uint64_t k = nvgw_route_key(rdid, prefix, len), cur, val;
 	struct nvgw_route *r;
 	int rc, had;
 
-	if (rdid == 0 || rdid >= NVGW_MAX_RD || len > 32)
+	if (rdid == 0 || rdid >= NVGW_MAX_RD || len > 32 || kind > NVGW_ROUTE_CUSTOMER ||
+	    vsid > 0xFFFFFF)
 		return -EINVAL;
-	r = slab_get(t, &t->route_slab);
-	if (r == NULL)
-		return -ENOSPC;
-	r->kind = kind;
-	r->vsid = vsid;
-	r->vlan = vlan;
-	r->nh_ip = nh_ip;
-	if (kind == NVGW_ROUTE_CUSTOMER && nh_ip != 0) {
-		r->nh = nvgw_neigh_set(t, vlan, nh_ip, NULL, 0);
-		if (r->nh == NULL) {
-			slab_put(&t->route_slab, r);
+	if (kind != NVGW_ROUTE_CUSTOMER) {
+		val = nvgw_route_pack(kind, vsid, nh_ip);
+	} else {
+		r = slab_get(t, &t->route_slab);
+		if (r == NULL)
 			return -ENOSPC;
+		r->kind = kind;
+		r->vlan = vlan;
+		r->nh_ip = nh_ip;
+		if (nh_ip != 0) {
+			r->nh = nvgw_neigh_set(t, vlan, nh_ip, NULL, 0);
+			if (r->nh == NULL) {
+				slab_put(&t->route_slab, r);
+				return -ENOSPC;
+			}
 		}
+		val = (uintptr_t)r;
 	}
 	had = nvgw_htab_lookup(&t->routes, k, &cur);
 	if (!had)       /* before the route exists: a reader never skips a real one */
 		blk_count(t, rdid, prefix, len, 1);
-	rc = ht_set(t, &t->routes, k, (uintptr_t)r, 1);
+	rc = ht_set(t, &t->routes, k, val, OWN_UNPACKED);
 	if (rc == 0)
 		__atomic_or_fetch(&t->rd_lens[rdid], 1ULL << len, __ATOMIC_RELEASE);
 	else if (!had)
@@ -580,7 +599,7 @@ nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 
 	if (rdid >= NVGW_MAX_RD || len > 32)
 		return -ENOENT;
-	rc = ht_del(t, &t->routes, nvgw_route_key(rdid, prefix, len), 1);
+	rc = ht_del(t, &t->routes, nvgw_route_key(rdid, prefix, len), OWN_UNPACKED);
 
 	/* The caller knows whether other routes of the domain have this length. */
 	if (rc == 0 && last_of_len)
@@ -711,9 +730,9 @@ nvgw_rw_set(struct nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid, uint
 	if (rdid == 0 || rdid >= NVGW_MAX_RD || slot >= NVGW_MAX_VSIDS)
 		return -EINVAL;
 	/* Values are words, not objects: replacing one is a single atomic store. */
-	rc = ht_set(t, &t->rw_pa, pa, word, 0);
+	rc = ht_set(t, &t->rw_pa, pa, word, OWN_NONE);
 	if (rc == 0 && gateway)
-		rc = ht_set(t, &t->rw_gw, nvgw_rw_key(rdid, ca), pa, 0);
+		rc = ht_set(t, &t->rw_gw, nvgw_rw_key(rdid, ca), pa, OWN_NONE);
 	return rc;
 }
 
@@ -724,9 +743,9 @@ nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int 
 
 	if (rdid >= NVGW_MAX_RD)
 		return -ENOENT;
-	rc = ht_del(t, &t->rw_pa, pa, 0);
+	rc = ht_del(t, &t->rw_pa, pa, OWN_NONE);
 	if (rc == 0 && gateway)
-		rc = ht_del(t, &t->rw_gw, nvgw_rw_key(rdid, ca), 0);
+		rc = ht_del(t, &t->rw_gw, nvgw_rw_key(rdid, ca), OWN_NONE);
 	return rc;
 }
 

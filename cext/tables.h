@@ -52,13 +52,45 @@ struct nvgw_vsid {
 	uint16_t idx;               /* counter slot */
 };
 
+/* A CUSTOMER route. Routes to virtual subnets need no object: their
+ * values are packed words (nvgw_route_pack). */
 struct nvgw_route {
 	uint8_t kind;
-	uint16_t vlan;              /* CUSTOMER */
+	uint16_t vlan;
 	uint32_t nh_ip;             /* network order; 0 = on-link */
-	uint32_t vsid;              /* VSUBNET / APPLIANCE */
-	struct nvgw_neigh *nh;      /* CUSTOMER with a next hop */
+	struct nvgw_neigh *nh;      /* with a next hop */
 };
+
+/* A route's value in the route table: a VSUBNET or APPLIANCE route is the
+ * word itself (bit 0 set, kind in bit 1, VSID in bits 8-31, the next hop's
+ * address in 32-63), so the lookup that finds it reads no other line; a
+ * CUSTOMER route is a pointer to its nvgw_route (aligned: bit 0 clear). */
+#define NVGW_ROUTE_PACKED 1ULL
+
+static inline uint64_t
+nvgw_route_pack(uint8_t kind, uint32_t vsid, uint32_t nh_ip)
+{
+	return NVGW_ROUTE_PACKED | (uint64_t)(kind & 1) << 1 | (uint64_t)(vsid & 0xFFFFFF) << 8 |
+	       (uint64_t)nh_ip << 32;
+}
+
+static inline uint8_t
+nvgw_route_kind(uint64_t v)
+{
+	return v & NVGW_ROUTE_PACKED ? (v >> 1) & 1 : NVGW_ROUTE_CUSTOMER;
+}
+
+static inline uint32_t
+nvgw_route_vsid(uint64_t v)
+{
+	return (v >> 8) & 0xFFFFFF;
+}
+
+static inline uint32_t
+nvgw_route_nh_ip(uint64_t v)
+{
+	return (uint32_t)(v >> 32);
+}
 
 struct nvgw_attach {
 	uint16_t vlan;
@@ -100,11 +132,15 @@ struct nvgw_dead_keys {
 struct nvgw_tables {
 	struct rte_hash *vsids;     /* vsid -> nvgw_vsid (control side) */
 	struct nvgw_rtab records;   /* nvgw_rec_key() -> nvgw_record, in its slot */
-	struct nvgw_htab routes;    /* nvgw_route_key() -> nvgw_route */
+	struct nvgw_htab routes;    /* nvgw_route_key() -> route value (nvgw_route_pack) */
 	struct nvgw_htab neigh;     /* nvgw_neigh_key() -> nvgw_neigh (never freed) */
 	struct nvgw_htab rw_pa;     /* PA -> packed NVGW_RW_* word (rewrite mappings) */
 	struct nvgw_htab rw_gw;     /* nvgw_rw_key() -> our rewrite PA */
 	struct nvgw_vsid *vsid_by_idx[NVGW_MAX_VSIDS];
+	/* What encapsulation needs of a VSID, by counter slot, in one word
+	 * (NVGW_VW_*; 0: none): eight slots to a cache line, where the object
+	 * behind vsid_by_idx would be a line of its own. */
+	uint64_t vsid_word[NVGW_MAX_VSIDS];
 	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists */
 	/* vsid >> 8 -> page of 256 (counter slot + 1): the data path's VSID
 	 * lookup, two loads instead of a hash probe. Pages live while used. */
@@ -125,6 +161,11 @@ struct nvgw_tables {
 	uint32_t n_garbage, max_garbage;
 	struct nvgw_dead_keys dead_vsid;
 };
+
+/* vsid_word: the subnet gateway's MAC in the low 48 bits, the FlowID above. */
+#define NVGW_VW_VALID       (1ULL << 63)
+#define NVGW_VW_FLOWID_FIXED (1ULL << 62)   /* every packet carries bits 48-55 */
+#define NVGW_VW_FLOWID(w)   ((uint8_t)((w) >> 48))
 
 struct nvgw_table_sizes {
 	uint32_t records, routes, neighbours, rewrites, readers;

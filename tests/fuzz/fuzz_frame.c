@@ -441,7 +441,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct nvgw_provider pv;
 	struct nvgw_view v;
 	uint32_t vsid, pa_dst, pa_src, avail;
-	uint64_t dst_word = 0;
+	uint64_t dst_word = 0, src_word = 0;
 	uint8_t *inner, *h, flowid, zeroed[20];
 	unsigned int hl;
 	uint16_t ip_len, stored;
@@ -478,11 +478,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	tmpl.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
 	tmpl.gre_key = rte_cpu_to_be_32(vsid << 8);
 	memcpy(&dst_word, NH_MAC, 6);
+	memcpy(&src_word, src_mac, 6);
 
 	h = malloc(NVGW_NVGRE_LEN + ip_len);
 	CHECK(h != NULL, "malloc");
 	memcpy(h + NVGW_NVGRE_LEN, inner, ip_len);
-	nvgw_nvgre_header(h, &tmpl, dst_word, src_mac, (const void *)CA_MAC, src_mac,
+	nvgw_nvgre_header(h, &tmpl, dst_word, src_mac, (const void *)CA_MAC, src_word,
 			  ip_len, flowid);
 
 	CHECK(memcmp(h + NVGW_NVGRE_LEN, inner, ip_len) == 0, "inner packet untouched");
