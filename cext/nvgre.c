@@ -99,6 +99,7 @@ classify_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_
 {
 	uint64_t dw, sw;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
+	struct nvgw_count *vc;
 
 	if (!nvgw_rw_lookup(t, ip->dst_addr, &dw) || !(dw & NVGW_RW_GATEWAY))
 		return nvgw_drop(w, NVGW_DROP_not_our_pa, m), 0;
@@ -109,8 +110,9 @@ classify_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_
 	if (ip->time_to_live <= 1)
 		return nvgw_drop(w, NVGW_DROP_ttl_expired, m), 0;
 	nvgw_rewrite(ip, hl, m->data_len - NVGW_ETH_LEN, NVGW_RW_CA(sw), NVGW_RW_CA(dw));
-	w->vsid[NVGW_RW_SLOT(sw)].rewrite_in_pkts++;
-	w->vsid[NVGW_RW_SLOT(sw)].rewrite_in_bytes += ip_len;
+	vc = nvgw_vsid_count(w, NVGW_DIR_REWRITE_IN, NVGW_RW_SLOT(sw));
+	vc->pkts++;
+	vc->bytes += ip_len;
 	p->ip = ip;
 	p->hl = hl;
 	p->in_vlan = 0;
@@ -312,7 +314,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 {
 	const struct nvgw_record *r = p->rec;
 	uint64_t vw = __atomic_load_n(&t->vsid_word[r->vsid_idx], __ATOMIC_ACQUIRE);
-	struct nvgw_vsid_counters *vc = &w->vsid[r->vsid_idx];
+	struct nvgw_count *vc = nvgw_vsid_count(w, NVGW_DIR_ENCAP, r->vsid_idx);
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
@@ -339,8 +341,8 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	h = frame_at(m, ip, NVGW_NVGRE_LEN, ip_len);
 	if (unlikely(h == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
-	vc->encap_pkts++;
-	vc->encap_bytes += NVGW_ETH_LEN + ip_len;
+	vc->pkts++;
+	vc->bytes += NVGW_ETH_LEN + ip_len;
 	o->m[OUT_PROVIDER][o->n[OUT_PROVIDER]++] = m;
 	nvgw_ttl_dec(ip);
 	nvgw_nvgre_header(h, &r->outer, mac, &pv->mac, &r->mac, vw, ip_len, flowid);
@@ -353,7 +355,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	     const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
-	struct nvgw_vsid_counters *vc = &w->vsid[r->vsid_idx];
+	struct nvgw_count *vc = nvgw_vsid_count(w, NVGW_DIR_REWRITE_OUT, r->vsid_idx);
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint32_t l3 = (uint8_t *)ip - rte_pktmbuf_mtod(m, uint8_t *);
@@ -380,8 +382,8 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_ETH_LEN, ip_len);
 	if (unlikely(eth == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
-	vc->rewrite_out_pkts++;
-	vc->rewrite_out_bytes += ip_len;
+	vc->pkts++;
+	vc->bytes += ip_len;
 	o->m[OUT_PROVIDER][o->n[OUT_PROVIDER]++] = m;
 	nvgw_ttl_dec(ip);
 	nvgw_rewrite(ip, p->hl, avail, src_pa, dst_pa);
@@ -475,6 +477,7 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		lookup_bulk(t, p, k, &d);
 		for (i = 0; i < k; i++) {
 			const struct nvgw_record *r = src[i];
+			struct nvgw_count *vc;
 
 			if (p[i].rewritten)         /* checked in classify_rewrite */
 				continue;
@@ -483,9 +486,9 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 				m[i] = NULL;
 				continue;
 			}
-			w->vsid[r->vsid_idx].decap_pkts++;
-			w->vsid[r->vsid_idx].decap_bytes +=
-				NVGW_ETH_LEN + nvgw_be16(p[i].ip->total_length);
+			vc = nvgw_vsid_count(w, NVGW_DIR_DECAP, r->vsid_idx);
+			vc->pkts++;
+			vc->bytes += NVGW_ETH_LEN + nvgw_be16(p[i].ip->total_length);
 			if (p[i].rdid == 0) {            /* for the subnet gateway */
 				if (p[i].ip->next_proto_id != IPPROTO_ICMP)
 					nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m[i]);
@@ -517,7 +520,8 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			continue;
 		rte_prefetch0(r->nh);
 		rte_prefetch0(&t->vsid_word[r->vsid_idx]);
-		rte_prefetch0(&w->vsid[r->vsid_idx]);
+		rte_prefetch0(nvgw_vsid_count(w, r->method == NVGW_ENCAP ? NVGW_DIR_ENCAP :
+					      NVGW_DIR_REWRITE_OUT, r->vsid_idx));
 		if (r->method == NVGW_REWRITE) {
 			wkeys[c] = nvgw_rw_key(p[i].rdid, p[i].ip->src_addr);
 			widx[c++] = i;

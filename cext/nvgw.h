@@ -45,11 +45,20 @@ enum nvgw_exc {
 	NVGW_EXC_RESOLVE,           /* ctx: scope; hi: address to resolve */
 };
 
-struct nvgw_vsid_counters {
-	uint64_t encap_pkts, encap_bytes;
-	uint64_t decap_pkts, decap_bytes;
-	uint64_t rewrite_out_pkts, rewrite_out_bytes;   /* toward the fabric */
-	uint64_t rewrite_in_pkts, rewrite_in_bytes;     /* from the fabric */
+/* A worker's VSID counters: packets and bytes per direction and counter
+ * slot, one array per direction, so a packet's counters share their line
+ * with three other VSIDs' of the same direction, not with its own VSID's
+ * other directions (with thousands of VSIDs, lines the worker misses on). */
+enum nvgw_vsid_dir {
+	NVGW_DIR_ENCAP,
+	NVGW_DIR_DECAP,
+	NVGW_DIR_REWRITE_OUT,       /* toward the fabric */
+	NVGW_DIR_REWRITE_IN,        /* from the fabric */
+	NVGW_DIRS
+};
+
+struct nvgw_count {
+	uint64_t pkts, bytes;
 };
 
 /* Counters of the exception thread (its only writer). */
@@ -103,7 +112,7 @@ struct nvgw_worker {
 	struct rte_rcu_qsbr *qsbr;                /* reports quiescence when set */
 	unsigned int qsbr_id;
 	struct rte_ring *inject;                  /* worker 0: exception replies */
-	struct nvgw_vsid_counters *vsid;          /* [NVGW_MAX_VSIDS] */
+	struct nvgw_count *vsid[NVGW_DIRS];       /* each [NVGW_MAX_VSIDS], one allocation */
 	uint16_t id, n_workers;                   /* software RSS when n_workers > 1 */
 	struct rte_ring *to[NVGW_MAX_WORKERS];    /* this worker -> owner (SP/SC) */
 	struct rte_ring *from[NVGW_MAX_WORKERS];  /* others -> this worker */
@@ -118,6 +127,12 @@ struct nvgw_worker {
 	uint64_t loops, busy_loops;
 	uint64_t busy_cycles, idle_cycles;
 } __rte_cache_aligned;
+
+static inline struct nvgw_count *
+nvgw_vsid_count(struct nvgw_worker *w, enum nvgw_vsid_dir dir, uint16_t slot)
+{
+	return &w->vsid[dir][slot];
+}
 
 /* Launched with rte_eal_remote_launch; returns when *quit becomes set,
  * after flushing its TX buffers. */

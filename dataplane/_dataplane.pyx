@@ -308,11 +308,13 @@ cdef class Workers:
             w.tx[p].queue = txq
             w.fwd_out[p] = fwd_out[p]
         self.w[i] = w
-        w.vsid = <c.nvgw_vsid_counters *>rte_zmalloc_socket(
-            b"nvgw_vsid_ctr", tb.NVGW_MAX_VSIDS * sizeof(c.nvgw_vsid_counters), 64,
+        w.vsid[0] = <c.nvgw_count *>rte_zmalloc_socket(
+            b"nvgw_vsid_ctr", c.NVGW_DIRS * tb.NVGW_MAX_VSIDS * sizeof(c.nvgw_count), 64,
             rte_lcore_to_socket_id(lcore))
-        if w.vsid == NULL:
+        if w.vsid[0] == NULL:
             raise DataplaneError("worker configure", 12, "no memory for VSID counters")
+        for d in range(1, c.NVGW_DIRS):
+            w.vsid[d] = w.vsid[0] + <size_t>d * tb.NVGW_MAX_VSIDS
         w.id = i
         w.n_workers = self.count if self.distribute else 1
         for d in range(self.count):
@@ -368,12 +370,12 @@ cdef class Workers:
     def vsid_counters(self, unsigned int idx):
         """One VSID slot's counters summed over the workers."""
         cdef uint64_t sums[8]
-        cdef uint64_t *v
+        cdef int d
         memset(sums, 0, sizeof(sums))
         for i in range(self.count):
-            v = <uint64_t *>&self.w[i].vsid[idx]
-            for k in range(8):
-                sums[k] += v[k]
+            for d in range(c.NVGW_DIRS):
+                sums[2 * d] += self.w[i].vsid[d][idx].pkts
+                sums[2 * d + 1] += self.w[i].vsid[d][idx].bytes
         return {name: sums[k] for k, name in enumerate(VSID_COUNTERS)}
 
     def free(self):
@@ -382,7 +384,7 @@ cdef class Workers:
             raise DataplaneError("free workers", 16, "workers are still running")
         for i in range(self.count):
             if self.w[i] != NULL:
-                rte_free(self.w[i].vsid)
+                rte_free(self.w[i].vsid[0])
                 rte_free(self.w[i])
                 self.w[i] = NULL
         for s in range(16):

@@ -18,9 +18,10 @@ cdef extern from "nvgw.h" nogil:
         NVGW_PIPE_FORWARD
         NVGW_PIPE_NVGRE
 
-    struct nvgw_vsid_counters:
-        uint64_t encap_pkts, encap_bytes, decap_pkts, decap_bytes
-        uint64_t rewrite_out_pkts, rewrite_out_bytes, rewrite_in_pkts, rewrite_in_bytes
+    enum: NVGW_DIRS
+
+    struct nvgw_count:
+        uint64_t pkts, bytes
 
     struct nvgw_exc_counters:
         uint64_t arp_replies, arp_requests, neigh_learned, arp_no_record
@@ -59,7 +60,7 @@ cdef extern from "nvgw.h" nogil:
         rte_rcu_qsbr *qsbr
         unsigned int qsbr_id
         rte_ring *inject
-        nvgw_vsid_counters *vsid
+        nvgw_count *vsid[NVGW_DIRS]
         uint16_t id, n_workers
         rte_ring *to[16]
         rte_ring *from_ "from"[16]

@@ -148,6 +148,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	char *args[] = { "fuzz", "--no-huge", "-m", "256", "--no-pci", "--no-shconf",
 			 "--log-level=error", "-l", "0", "--no-telemetry", NULL };
 	struct nvgw_table_sizes sz = { 4096, 4096, 1024, 1024, 1 };
+	int i;
 
 	(void)argc;
 	(void)argv;
@@ -175,7 +176,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	w->n_ports = 2;
 	w->n_workers = 1;
 	w->pipeline = NVGW_PIPE_NVGRE;
-	w->vsid = rte_zmalloc(NULL, NVGW_MAX_VSIDS * sizeof(*w->vsid), 64);
+	w->vsid[0] = rte_zmalloc(NULL, NVGW_DIRS * NVGW_MAX_VSIDS * sizeof(struct nvgw_count), 64);
+	for (i = 1; i < NVGW_DIRS; i++)
+		w->vsid[i] = w->vsid[0] + i * NVGW_MAX_VSIDS;
 	return 0;
 }
 
