@@ -508,9 +508,9 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	}
 
 	/* 4. what emit reads through the records (with a million records,
-	 * their slots were misses, started in the lookup): next hop and
-	 * virtual subnet; for IP rewrite, our PA standing for the source, in
-	 * bulk. */
+	 * their slots were misses, started in the lookup): next hop, the
+	 * VSID's word and counters; for IP rewrite, our PA standing for the
+	 * source, in bulk. */
 	for (x = 0, c = 0; x < d.n_rec; x++) {
 		const struct nvgw_record *r;
 
@@ -519,10 +519,11 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		if (r == NULL || m[i] == NULL)
 			continue;
 		rte_prefetch0(r->nh);
-		rte_prefetch0(&t->vsid_word[r->vsid_idx]);
-		rte_prefetch0(nvgw_vsid_count(w, r->method == NVGW_ENCAP ? NVGW_DIR_ENCAP :
-					      NVGW_DIR_REWRITE_OUT, r->vsid_idx));
-		if (r->method == NVGW_REWRITE) {
+		if (r->method == NVGW_ENCAP) {
+			rte_prefetch0(&t->vsid_word[r->vsid_idx]);
+			rte_prefetch0(nvgw_vsid_count(w, NVGW_DIR_ENCAP, r->vsid_idx));
+		} else {
+			rte_prefetch0(nvgw_vsid_count(w, NVGW_DIR_REWRITE_OUT, r->vsid_idx));
 			wkeys[c] = nvgw_rw_key(p[i].rdid, p[i].ip->src_addr);
 			widx[c++] = i;
 		}
