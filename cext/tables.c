@@ -408,10 +408,16 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 	      const uint8_t gw_mac[6], int flowid, uint16_t idx)
 {
 	struct nvgw_vsid *v;
+	void *cur;
 	uint16_t *pg;
 	int rc;
 
 	if (idx >= NVGW_MAX_VSIDS || rdid == 0 || rdid >= NVGW_MAX_RD || vsid > 0xFFFFFF)
+		return -EINVAL;
+	/* A VSID keeps its counter slot: a new one would leave the old slot's
+	 * word and pointer behind. */
+	if (rte_hash_lookup_data(t->vsids, &vsid, &cur) >= 0 &&
+	    ((struct nvgw_vsid *)cur)->idx != idx)
 		return -EINVAL;
 	pg = t->vsid_dir[vsid >> 8];
 	if (pg == NULL) {

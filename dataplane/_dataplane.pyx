@@ -369,6 +369,8 @@ cdef class Workers:
 
     def vsid_counters(self, unsigned int idx):
         """One VSID slot's counters summed over the workers."""
+        if idx >= tb.NVGW_MAX_VSIDS:
+            raise DataplaneError("vsid counters", 22, f"counter slot {idx} out of range")
         cdef uint64_t sums[8]
         cdef int d
         memset(sums, 0, sizeof(sums))

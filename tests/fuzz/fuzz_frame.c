@@ -479,6 +479,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	tmpl.gre_key = rte_cpu_to_be_32(vsid << 8);
 	memcpy(&dst_word, NH_MAC, 6);
 	memcpy(&src_word, src_mac, 6);
+	/* as the VSID's word carries it: the header takes only the MAC */
+	src_word |= NVGW_VW_VALID | NVGW_VW_FLOWID_FIXED | (uint64_t)flowid << 48;
 
 	h = malloc(NVGW_NVGRE_LEN + ip_len);
 	CHECK(h != NULL, "malloc");
