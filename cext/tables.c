@@ -435,14 +435,12 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 	v->rdid = rdid;
 	v->gw_ip = gw_ip;
 	memcpy(&v->gw_mac, gw_mac, 6);
-	v->flowid_fixed = flowid >= 0;
-	v->flowid = flowid >= 0 ? flowid : 0;
 	v->idx = idx;
 	/* The hash owns v; the index array is a second, non-owning view. */
 	rc = swap_value(t, t->vsids, &vsid, v);
 	if (rc == 0) {
-		uint64_t word = NVGW_VW_VALID | (uint64_t)v->flowid << 48 |
-				(v->flowid_fixed ? NVGW_VW_FLOWID_FIXED : 0);
+		uint64_t word = NVGW_VW_VALID | (flowid < 0 ? 0 : NVGW_VW_FLOWID_FIXED |
+						 (uint64_t)(uint8_t)flowid << 48);
 
 		memcpy(&word, gw_mac, 6);
 		__atomic_store_n(&t->vsid_word[idx], word, __ATOMIC_RELEASE);

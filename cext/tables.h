@@ -47,9 +47,7 @@ struct nvgw_vsid {
 	uint32_t rdid;
 	uint32_t gw_ip;             /* network order */
 	struct rte_ether_addr gw_mac;
-	uint8_t flowid_fixed;       /* 1: every packet carries `flowid` */
-	uint8_t flowid;
-	uint16_t idx;               /* counter slot */
+	uint16_t idx;               /* counter slot; its FlowID setting is in vsid_word */
 };
 
 /* A CUSTOMER route. Routes to virtual subnets need no object: their
