@@ -177,7 +177,8 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 		if (arp->arp_data.arp_tip == vs->gw_ip) {
 			answer = &vs->gw_mac;
 		} else if ((r = nvgw_rtab_lookup(&c->t->records,
-				nvgw_rec_key(vs->vsid, arp->arp_data.arp_tip))) != NULL) {
+				nvgw_rec_key(vs->rdid, arp->arp_data.arp_tip))) != NULL &&
+			   r->vsid_idx == vs->idx) {
 			answer = &r->mac;
 		} else {
 			c->c.arp_no_record++;

@@ -11,7 +11,8 @@
 /* Bits per filter: one for each (domain, /16 block) and (domain, /24 block)
  * hash; a set bit says routes longer than /16 (/24) may exist there. */
 #define NVGW_BLK_BITS (1u << 20)
-#define NVGW_LENS_OVER(n) (((1ULL << 33) - 1) & ~((1ULL << ((n) + 1)) - 1))
+#define NVGW_LENS_ALL ((1ULL << 33) - 1)
+#define NVGW_LENS_OVER(n) (NVGW_LENS_ALL & ~((1ULL << ((n) + 1)) - 1))
 
 /* Filter bit of a route's (rdid, network-order address) block of `shift`
  * host bits (16: the /16 block, 8: the /24 block). */
@@ -53,11 +54,13 @@ nvgw_blk_count(uint64_t *b16, uint32_t *n16, uint64_t *b24, uint32_t *n24,
 
 /* The prefix lengths (bit L: /L) to look dst up at in domain rdid, whose
  * routes have the lengths `lens`: longer than /16 (/24) only where the
- * filter of dst's block says routes that long may exist. */
+ * filter of dst's block says routes that long may exist. Bits above /32
+ * of `lens` are flags, not lengths. */
 static inline uint64_t
 nvgw_route_lens(uint64_t lens, const uint64_t *b16, const uint64_t *b24, uint32_t rdid,
 		uint32_t dst)
 {
+	lens &= NVGW_LENS_ALL;
 	if ((lens & NVGW_LENS_OVER(16)) && !nvgw_blk_test(b16, nvgw_blk(rdid, dst, 16)))
 		return lens & ~NVGW_LENS_OVER(16);
 	if ((lens & NVGW_LENS_OVER(24)) && !nvgw_blk_test(b24, nvgw_blk(rdid, dst, 8)))

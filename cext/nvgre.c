@@ -20,6 +20,8 @@ struct pkt {
 	uint16_t in_vlan;               /* customer ingress VLAN, 0 from the fabric */
 	uint32_t outer_src;             /* fabric ingress: the sender's PA */
 	uint8_t rewritten;              /* arrived by IP rewrite, not NVGRE */
+	uint8_t direct;                 /* key, kb: the destination's record */
+	uint16_t src_slot;              /* decap: the VSID's counter slot */
 	uint32_t rdid;
 	uint64_t rv;                    /* its route's value (tables.h), 0: none */
 	const struct nvgw_record *rec;
@@ -87,6 +89,7 @@ classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	p->in_vlan = v.vlan;
 	p->rdid = a->rdid;
 	p->rewritten = 0;
+	p->direct = 0;
 	return 1;
 }
 
@@ -118,6 +121,7 @@ classify_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_
 	p->in_vlan = 0;
 	p->rdid = NVGW_RW_RDID(dw);
 	p->rewritten = 1;
+	p->direct = 0;
 	return 1;
 }
 
@@ -154,11 +158,14 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
 	p->ip = (struct rte_ipv4_hdr *)(f + v.l3);
 	p->hl = v.hl;
-	/* Anti-spoofing key: the inner source must live at the outer source. */
-	p->key = nvgw_rec_key(v.vsid, p->ip->src_addr);
+	/* Anti-spoofing key: the inner source must live at the outer source,
+	 * in this VSID. */
+	p->key = nvgw_rec_key(vs->rdid, p->ip->src_addr);
+	p->src_slot = vs->idx;
 	p->kb = nvgw_rtab_fetch(&t->records, p->key);
 	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
+	p->direct = 0;
 	p->in_vlan = 0;
 	p->rdid = vs->rdid;
 	if (p->ip->dst_addr == vs->gw_ip)
@@ -174,6 +181,7 @@ struct dest_keys {
 	const struct nvgw_rslot *rec_s[NVGW_BURST];
 	uint16_t rec_idx[NVGW_BURST], nh_idx[NVGW_BURST];
 	uint16_t n_rec, n_nh;
+	uint16_t dst_idx[NVGW_BURST], n_dst;    /* every packet to a record */
 };
 
 static inline void
@@ -182,13 +190,14 @@ dest_key(const struct nvgw_tables *t, struct dest_keys *d, const struct pkt *p, 
 	uint64_t rv = p->rv;
 
 	if (rv & NVGW_ROUTE_PACKED) {
-		uint64_t key = nvgw_rec_key(nvgw_route_vsid(rv),
+		uint64_t key = nvgw_rec_key(p->rdid,
 					    nvgw_route_kind(rv) == NVGW_ROUTE_APPLIANCE ?
 					    nvgw_route_nh_ip(rv) : p->ip->dst_addr);
 
 		d->rec[d->n_rec] = key;
 		d->rec_s[d->n_rec] = nvgw_rtab_fetch(&t->records, key);
 		d->rec_idx[d->n_rec++] = i;
+		d->dst_idx[d->n_dst++] = i;
 	} else {
 		const struct nvgw_route *rt = (const struct nvgw_route *)(uintptr_t)rv;
 
@@ -230,6 +239,20 @@ route_start(const struct nvgw_tables *t, struct pkt *p)
 	p->rb = nvgw_htab_fetch(&t->routes, p->rkey);
 }
 
+/* From a customer VLAN, most packets go to a CA in a virtual subnet: look
+ * its record up straight away, by routing domain and address, and route
+ * only those that have none (or a domain where a route overrides part of a
+ * subnet: NVGW_RD_SHADOWED). */
+static inline void
+dest_start(const struct nvgw_tables *t, struct pkt *p)
+{
+	if (t->rd_lens[p->rdid] & NVGW_RD_SHADOWED)
+		return route_start(t, p);
+	p->direct = 1;
+	p->key = nvgw_rec_key(p->rdid, p->ip->dst_addr);
+	p->kb = nvgw_rtab_fetch(&t->records, p->key);
+}
+
 /* Longest-prefix match for the burst, then the destinations, in bulk:
  * p[i].rv (0: no route), and the lookup records (p[i].rec) and link
  * neighbours (p[i].nh) of the packets d lists, NULL when not found. The
@@ -243,9 +266,24 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 	uint64_t keys[NVGW_BURST], data[NVGW_BURST], hits, retry = 0, v;
 	uint16_t idx[NVGW_BURST], i, j, k;
 
-	d->n_rec = d->n_nh = 0;
+	d->n_rec = d->n_nh = d->n_dst = 0;
 	for (i = 0; i < n; i++) {
-		if (nvgw_htab_probe(&t->routes, p[i].rb, p[i].rkey, &v)) {
+		if (p[i].direct) {
+			const struct nvgw_record *r = nvgw_rtab_probe(&t->records, p[i].kb,
+								      p[i].key);
+
+			if (r != NULL) {
+				p[i].rv = NVGW_ROUTE_PACKED;    /* as its subnet's route */
+				p[i].rec = r;
+				d->dst_idx[d->n_dst++] = i;
+				continue;
+			}
+			p[i].rv = 0;
+			p[i].left = nvgw_route_lens(t->rd_lens[p[i].rdid], t->blk16, t->blk24,
+						    p[i].rdid, p[i].ip->dst_addr);
+			if (p[i].left)
+				retry |= 1ULL << i;
+		} else if (nvgw_htab_probe(&t->routes, p[i].rb, p[i].rkey, &v)) {
 			p[i].rv = v;
 			dest_key(t, d, &p[i], i);
 		} else {
@@ -274,8 +312,14 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 		}
 		retry = again;
 	}
-	for (i = 0; i < d->n_rec; i++)
-		p[d->rec_idx[i]].rec = nvgw_rtab_probe(&t->records, d->rec_s[i], d->rec[i]);
+	/* A route's record must be in the route's VSID (a route names its
+	 * appliance's VSID; the key has only the domain). */
+	for (i = 0; i < d->n_rec; i++) {
+		const struct nvgw_record *r = nvgw_rtab_probe(&t->records, d->rec_s[i], d->rec[i]);
+
+		j = d->rec_idx[i];
+		p[j].rec = r != NULL && nvgw_record_vsid(r) == nvgw_route_vsid(p[j].rv) ? r : NULL;
+	}
 	hits = nvgw_htab_lookup_bulk(&t->neigh, d->nh, d->n_nh, data);
 	for (i = 0; i < d->n_nh; i++)
 		p[d->nh_idx[i]].nh = hits & (1ULL << i) ?
@@ -456,11 +500,16 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			nvgw_drop(w, NVGW_DROP_multi_segment, pkts[i]);
 			continue;
 		}
-		if (from_fabric ? classify_provider(w, t, pv, pkts[i], &p[k])
-				: classify_customer(w, t, pkts[i], &p[k])) {
+		if (from_fabric) {
+			if (!classify_provider(w, t, pv, pkts[i], &p[k]))
+				continue;
 			route_start(t, &p[k]);
-			m[k++] = pkts[i];
+		} else {
+			if (!classify_customer(w, t, pkts[i], &p[k]))
+				continue;
+			dest_start(t, &p[k]);
 		}
+		m[k++] = pkts[i];
 	}
 	if (k == 0)
 		return;
@@ -481,7 +530,8 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 
 			if (p[i].rewritten)         /* checked in classify_rewrite */
 				continue;
-			if (r == NULL || r->outer.ip.dst_addr != p[i].outer_src) {
+			if (r == NULL || r->outer.ip.dst_addr != p[i].outer_src ||
+			    r->vsid_idx != p[i].src_slot) {
 				nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
 				m[i] = NULL;
 				continue;
@@ -511,10 +561,10 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 	 * their slots were misses, started in the lookup): next hop, the
 	 * VSID's word and counters; for IP rewrite, our PA standing for the
 	 * source, in bulk. */
-	for (x = 0, c = 0; x < d.n_rec; x++) {
+	for (x = 0, c = 0; x < d.n_dst; x++) {
 		const struct nvgw_record *r;
 
-		i = d.rec_idx[x];
+		i = d.dst_idx[x];
 		r = p[i].rec;
 		if (r == NULL || m[i] == NULL)
 			continue;

@@ -36,8 +36,9 @@ struct nvgw_outer {
 	uint32_t gre_key;           /* vsid << 8; the FlowID byte is patched */
 } __rte_packed;
 
-/* What the data path needs of a lookup record (its VSID and CA are the key,
- * its PA the template's destination). */
+/* What the data path needs of a lookup record (its routing domain and CA
+ * are the key, its VSID the template's GRE key, its PA the template's
+ * destination). */
 struct nvgw_record {
 	struct nvgw_outer outer;    /* template toward this record's PA */
 	struct rte_ether_addr mac;  /* CA MAC */
@@ -45,6 +46,13 @@ struct nvgw_record {
 	uint16_t vsid_idx;
 	struct nvgw_neigh *nh;      /* fabric next hop for the PA */
 };
+
+/* The record's VSID, from its template's GRE key. */
+static inline uint32_t
+nvgw_record_vsid(const struct nvgw_record *r)
+{
+	return rte_be_to_cpu_32(r->outer.gre_key) >> 8;
+}
 
 struct nvgw_rslot {
 	uint64_t key;

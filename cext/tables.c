@@ -414,10 +414,10 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 
 	if (idx >= NVGW_MAX_VSIDS || rdid == 0 || rdid >= NVGW_MAX_RD || vsid > 0xFFFFFF)
 		return -EINVAL;
-	/* A VSID keeps its counter slot: a new one would leave the old slot's
-	 * word and pointer behind. */
+	/* A VSID keeps its counter slot (a new one would leave the old slot's
+	 * word and pointer behind) and its domain (its records' keys). */
 	if (rte_hash_lookup_data(t->vsids, &vsid, &cur) >= 0 &&
-	    ((struct nvgw_vsid *)cur)->idx != idx)
+	    (((struct nvgw_vsid *)cur)->idx != idx || ((struct nvgw_vsid *)cur)->rdid != rdid))
 		return -EINVAL;
 	pg = t->vsid_dir[vsid >> 8];
 	if (pg == NULL) {
@@ -535,17 +535,35 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 	if (r.nh == NULL)
 		return -ENOSPC;
 	rec_fill(t, &r, vsid, mac, pa, method, v->idx);
-	rc = rec_put(t, nvgw_rec_key(vsid, ca), &r);
+	rc = rec_put(t, nvgw_rec_key(v->rdid, ca), &r);
 	return rc < 0 ? rc : 0;
 }
 
 int
 nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 {
-	if (vsid > 0xFFFFFF)
+	const struct nvgw_record *r;
+	struct nvgw_vsid *v;
+
+	if (rte_hash_lookup_data(t->vsids, &vsid, (void **)&v) < 0)
 		return -ENOENT;
 	rec_room(t);
-	return nvgw_rtab_del(&t->records, nvgw_rec_key(vsid, ca));
+	r = nvgw_rtab_lookup(&t->records, nvgw_rec_key(v->rdid, ca));
+	if (r == NULL || r->vsid_idx != v->idx)     /* the CA is another subnet's */
+		return -ENOENT;
+	return nvgw_rtab_del(&t->records, nvgw_rec_key(v->rdid, ca));
+}
+
+int
+nvgw_rd_shadow_set(struct nvgw_tables *t, uint32_t rdid, int on)
+{
+	if (rdid == 0 || rdid >= NVGW_MAX_RD)
+		return -EINVAL;
+	if (on)
+		__atomic_or_fetch(&t->rd_lens[rdid], NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
+	else
+		__atomic_and_fetch(&t->rd_lens[rdid], ~NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
+	return 0;
 }
 
 /* Keep the route length filters counting the routes of each bit. */
@@ -797,7 +815,7 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 			return -EINVAL;
 		if (bulk_neigh(t, w[i].pa, &nh_ip, &nh) == NULL)
 			return -ENOSPC;
-		if (nvgw_rtab_lookup(&t->records, nvgw_rec_key(w[i].vsid, w[i].ca)) == NULL)
+		if (nvgw_rtab_lookup(&t->records, nvgw_rec_key(v->rdid, w[i].ca)) == NULL)
 			n_new++;
 	}
 	*bad = 0;
@@ -817,7 +835,7 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 		}
 		r.nh = bulk_neigh(t, w[i].pa, &nh_ip, &nh);
 		rec_fill(t, &r, w[i].vsid, w[i].mac, w[i].pa, w[i].method, v->idx);
-		rc = rec_put(t, nvgw_rec_key(w[i].vsid, w[i].ca), &r);
+		rc = rec_put(t, nvgw_rec_key(v->rdid, w[i].ca), &r);
 		if (rc < 0) {
 			*bad = i;               /* a bug: the checks above let it through */
 			return rc;

@@ -139,7 +139,7 @@ struct nvgw_tables {
 	 * (NVGW_VW_*; 0: none): eight slots to a cache line, where the object
 	 * behind vsid_by_idx would be a line of its own. */
 	uint64_t vsid_word[NVGW_MAX_VSIDS];
-	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists */
+	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists; NVGW_RD_SHADOWED */
 	/* vsid >> 8 -> page of 256 (counter slot + 1): the data path's VSID
 	 * lookup, two loads instead of a hash probe. Pages live while used. */
 	uint16_t **vsid_dir;        /* [1 << 16] */
@@ -160,6 +160,12 @@ struct nvgw_tables {
 	struct nvgw_dead_keys dead_vsid;
 };
 
+/* In rd_lens: a route of the domain other than a subnet's own lies inside a
+ * virtual subnet, so a CA's record does not settle where a packet to it goes
+ * (the route lookup does). Set by the policy layer, which sees all routes and
+ * subnets, before such a route is added, cleared after the last one goes. */
+#define NVGW_RD_SHADOWED    (1ULL << 63)
+
 /* vsid_word: the subnet gateway's MAC in the low 48 bits, the FlowID above. */
 #define NVGW_VW_VALID       (1ULL << 63)
 #define NVGW_VW_FLOWID_FIXED (1ULL << 62)   /* every packet carries bits 48-55 */
@@ -170,11 +176,14 @@ struct nvgw_table_sizes {
 };
 
 /* Keys of the data path's tables (htab.h: 8 bytes, top byte clear). VSIDs
- * have 24 bits, routing domains 16, prefix lengths 6. */
+ * have 24 bits, routing domains 16, prefix lengths 6. A lookup record is
+ * keyed by its routing domain, not its VSID: a domain's subnets never
+ * overlap, so its CAs are unique in it, and a customer packet's destination
+ * finds its record without a route lookup first. */
 static inline uint64_t
-nvgw_rec_key(uint32_t vsid, uint32_t ca)
+nvgw_rec_key(uint32_t rdid, uint32_t ca)
 {
-	return (uint64_t)vsid << 32 | ca;
+	return (uint64_t)rdid << 32 | ca;
 }
 
 static inline uint64_t
@@ -209,6 +218,7 @@ int nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa,
 int nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_ip,
 		  const uint8_t gw_mac[6], int flowid, uint16_t idx);
 int nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid);
+/* A record replaces any record of its CA in the VSID's routing domain. */
 int nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca,
 		    const uint8_t mac[6], uint32_t pa, uint8_t method);
 int nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca);
@@ -216,6 +226,7 @@ int nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_
 		   uint8_t kind, uint32_t vsid, uint16_t vlan, uint32_t nh_ip);
 int nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
 		   int last_of_len);
+int nvgw_rd_shadow_set(struct nvgw_tables *t, uint32_t rdid, int on);
 int nvgw_attach_set(struct nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip,
 		    uint32_t mask, const uint8_t mac[6]);
 int nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan);

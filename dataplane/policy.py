@@ -123,6 +123,7 @@ class Policy:
         self.rw_pas: dict[str, tuple] = {}        # rewrite PA -> ("record", key) | ("mapping", key)
         self.installed: dict[tuple, tuple] = {}   # (rdid, prefix) -> C route installed
         self.lengths: dict[tuple, int] = {}       # (rdid, prefix length) -> routes installed
+        self.shadowed: set[int] = set()           # domains with a route inside a subnet
         self.free_slots = list(range(16383, -1, -1))
 
     # -- reading -------------------------------------------------------------
@@ -301,8 +302,11 @@ class Policy:
                         getattr(self.nv, fn)(*args)
                     except Exception:
                         # The first C call failed and changed nothing (a record
-                        # block rolls itself back): so does the batch.
-                        if i == 0:
+                        # block rolls itself back): so does the batch. Flags
+                        # set ahead of it (_routes_changed) are put back.
+                        if all(c[0] == "rd_shadow_set" for c in calls[:i]):
+                            for _, rdid, _on in calls[:i]:
+                                self.nv.rd_shadow_set(rdid, False)
                             self._restore(saved)
                         raise
                 self.nv.commit()
@@ -408,7 +412,8 @@ class Policy:
         self.records.begin()
         return {k: copy.copy(getattr(self, k)) for k in
                 ("provider", "domains", "subnets", "attachments", "routes",
-                 "neighbours", "installed", "lengths", "free_slots", "mappings", "rw_pas")}
+                 "neighbours", "installed", "lengths", "free_slots", "mappings", "rw_pas",
+                 "shadowed")}
 
     def _restore(self, saved):
         for k, v in saved.items():
@@ -725,6 +730,10 @@ class Policy:
             vsid = _vsid(op["vsid"])
             if vsid not in self.subnets or self.subnets[vsid]["rdid"] != rdid:
                 raise PolicyError(f"route {net}: VSID {vsid} is not in routing domain {rdid}")
+            sub = ipaddress.IPv4Network(self.subnets[vsid]["prefix"])
+            if nh != ZERO and nh not in sub:
+                raise PolicyError(f"route {net}: next hop {nh} is not in virtual subnet "
+                                  f"{vsid} ({sub})")
             route["vsid"] = vsid
         elif nh == ZERO:
             raise PolicyError(f"route {net}: an on-link route needs 'vlan' or 'vsid'")
@@ -795,7 +804,32 @@ class Policy:
             if c != old:
                 self._calls.append(("route_set", rdid, net.network_address.packed,
                                     net.prefixlen, *c))
+        self._shadows_changed({rdid for rdid, _ in self._touched})
 
+    def _shadows_changed(self, rdids):
+        """Flag the domains where an installed route (not a subnet's own) lies inside
+        a virtual subnet: there a CA's record does not settle where a packet goes,
+        and the data path routes every packet (NVGW_RD_SHADOWED). A flag goes on
+        before anything else of the batch and off after everything."""
+        if not rdids:
+            return
+        inner = {r: [] for r in rdids}
+        for (rdid, prefix), c in self.installed.items():
+            if c[0] != VSUBNET and rdid in inner:
+                net = ipaddress.IPv4Network(prefix)
+                inner[rdid].append((int(net.network_address), net.prefixlen))
+        for rdid in sorted(rdids):
+            subnets = [self.subnets[v] for v in self.domains.get(rdid, {}).get("vsids", ())]
+            on = any(plen > sub["net"][1].bit_count() and p & sub["net"][1] == sub["net"][0]
+                     for p, plen in inner[rdid] for sub in subnets)
+            if on == (rdid in self.shadowed):
+                continue
+            if on:
+                self.shadowed = self.shadowed | {rdid}
+                self._calls.insert(0, ("rd_shadow_set", rdid, True))
+            else:
+                self.shadowed = self.shadowed - {rdid}
+                self._calls.append(("rd_shadow_set", rdid, False))
 
 def _block_array(block):
     """A record block (bytes, memoryview or array of recblock.DTYPE) as an array."""

@@ -247,6 +247,26 @@ def test_no_routing_between_routing_domains(tmp_path):
     assert vsid_counters(final, 5001)["encap_pkts"] == vsid_counters(final, 5002)["encap_pkts"] == 0
 
 
+def test_subnets_of_one_domain_keep_their_own_records(tmp_path):
+    """Records are keyed by routing domain and CA (a domain's subnets never overlap),
+    so VM8's record is found from VSID 5001 too; each subnet still owns its own:
+    VM8's host claims VM8 inside 5001 (its PA is right, the VSID is not), and VM7
+    asks ARP in 5001 for VM8."""
+    fabric = [nvgre_frame(VM8_PA, 5001, VM8_MAC, udp(VM8, VM_CA, 2222, 1111, b"wrong vsid"),
+                          outer_src_mac=VM8_PA_MAC, inner_dst_mac=GW_MAC_5001),
+              from_vm7(arp_request(BLUE.vm_mac, VM_CA, VM8), inner_dst_mac=BROADCAST),
+              from_vm8(udp(VM8, VM_CA, 2222, 1111, b"right vsid", id=4))]
+    gw, out = run_nvgre(tmp_path, two_subnets(same_domain=True), fabric=fabric)
+
+    assert_packets(out[FABRIC], [expected_encap(udp(VM8, VM_CA, 2222, 1111, b"right vsid",
+                                                    id=4),
+                                                vsid=5001, pa=BLUE.pa, ca_mac=BLUE.vm_mac,
+                                                fabric_mac=BLUE.pa_mac, gw_mac=GW_MAC_5001)])
+    final = gw.final_counters()
+    assert_drops(final, spoofed_pa=1)
+    assert exceptions(final) == {"arp_no_record": 1}
+
+
 # -- 4. customer routes -----------------------------------------------------------
 
 ROUTER, ROUTER_MAC = "172.16.1.254", "02:00:00:00:01:fe"
@@ -342,51 +362,90 @@ def test_route_metric_lowest_wins_and_live_delete_falls_back(tmp_path, veth):
     assert_drops(gw.final_counters())
 
 
-def test_longest_prefix_across_lengths_and_live_deletes(tmp_path, veth):
-    """Nested routes on both sides of the worker's /16 and /24 length filters:
-    each destination takes its longest match, a block with long routes still
-    falls back to shorter ones, and deleting the longer routes live hands
-    their addresses to the next shorter one."""
+def run_phases(tmp_path, veth, pol, phases):
+    """Live: for each phase (ops, [(packet, where)]), apply its ops, then send its
+    packets from Blue's VLAN; check each went where it says (None: the router on
+    VLAN 100, 0: Blue's VM, 1 or 2: that appliance, anything else: dropped).
+    Returns the stopped gateway."""
     gw_end, test_end = veth
-    pol = routes_policy([{"prefix": "0.0.0.0/0", "next_hop": ROUTER},
-                         {"prefix": "10.0.0.0/8", "next_hop": APPLIANCE},
-                         {"prefix": "10.20.16.0/20", "next_hop": APPLIANCE2},
-                         {"prefix": "10.20.16.64/26", "next_hop": APPLIANCE},
-                         {"prefix": "10.20.16.70/32", "next_hop": APPLIANCE2}])
-    dsts = [("10.20.16.70", 2), ("10.20.16.71", 1), ("10.20.17.1", 2), ("10.20.32.1", 1),
-            ("10.99.0.1", 1), (VM_CA, 0), ("8.8.4.4", None)]
-    phase2 = [("10.20.16.70", 1), ("10.20.16.71", 1)]          # the /32 deleted
-    phase3 = [("10.20.16.70", 2), ("10.20.16.71", 2)]          # the /26 deleted too
-    n = iter(range(100))
-
-    def pkt(dst):
-        i = next(n)
-        return udp(BLUE.host, dst, 7000 + i, 80, b"lpm %d" % i, id=i)
-
-    sends = [[(pkt(d), w) for d, w in ph] for ph in (dsts, phase2, phase3)]
     gw = live_gateway(tmp_path, pol, gw_end)
     inj = Injector(gw, TENANTS, test_end)
     try:
-        for ph, dels in zip(sends, (None, "10.20.16.70/32", "10.20.16.64/26")):
-            if dels:
-                gw.request("apply", ops=[{"op": "del", "kind": "route", "rdid": 1,
-                                          "prefix": dels, "next_hop": APPLIANCE2
-                                          if dels.endswith("/32") else APPLIANCE}])
-            for p, _ in ph:
+        for ops, sends in phases:
+            if ops:
+                gw.request("apply", ops=ops)
+            for p, _ in sends:
                 inj.send(BLUE.up(p))
     finally:
         inj.close()
         gw.stop()
     assert gw.returncode == 0, gw.stderr
     fabric, tenants = [], []
-    for p, which in (x for ph in sends for x in ph):
-        if which is None:
+    for p, where in (x for _, sends in phases for x in sends):
+        if where is None:
             tenants.append(expected_customer(p, vlan=100, dst_mac=ROUTER_MAC))
-        else:
-            fabric.append(BLUE.encap(p) if which == 0 else to_appliance(p, which))
+        elif where == 0:
+            fabric.append(BLUE.encap(p))
+        elif where in (1, 2):
+            fabric.append(to_appliance(p, where))
     assert gw.sent(FABRIC) == fabric
     assert gw.sent(TENANTS) == tenants
+    return gw
+
+
+def numbered_udp(tag: bytes, sport: int):
+    """A packet maker from Blue's host: each packet with its own port, id and payload."""
+    n = iter(range(100))
+
+    def pkt(dst):
+        i = next(n)
+        return udp(BLUE.host, dst, sport + i, 80, tag + b" %d" % i, id=i)
+    return pkt
+
+
+def del_route(prefix, next_hop):
+    return {"op": "del", "kind": "route", "rdid": 1, "prefix": prefix, "next_hop": next_hop}
+
+
+def test_longest_prefix_across_lengths_and_live_deletes(tmp_path, veth):
+    """Nested routes on both sides of the worker's /16 and /24 length filters:
+    each destination takes its longest match, a block with long routes still
+    falls back to shorter ones, and deleting the longer routes live hands
+    their addresses to the next shorter one."""
+    pol = routes_policy([{"prefix": "0.0.0.0/0", "next_hop": ROUTER},
+                         {"prefix": "10.0.0.0/8", "next_hop": APPLIANCE},
+                         {"prefix": "10.20.16.0/20", "next_hop": APPLIANCE2},
+                         {"prefix": "10.20.16.64/26", "next_hop": APPLIANCE},
+                         {"prefix": "10.20.16.70/32", "next_hop": APPLIANCE2}])
+    pkt = numbered_udp(b"lpm", 7000)
+    dsts = [("10.20.16.70", 2), ("10.20.16.71", 1), ("10.20.17.1", 2), ("10.20.32.1", 1),
+            ("10.99.0.1", 1), (VM_CA, 0), ("8.8.4.4", None)]
+    phases = [(None, dsts),
+              ([del_route("10.20.16.70/32", APPLIANCE2)],              # the /32 deleted
+               [("10.20.16.70", 1), ("10.20.16.71", 1)]),
+              ([del_route("10.20.16.64/26", APPLIANCE)],               # the /26 deleted too
+               [("10.20.16.70", 2), ("10.20.16.71", 2)])]
+    gw = run_phases(tmp_path, veth, pol,
+                    [(ops, [(pkt(d), w) for d, w in sends]) for ops, sends in phases])
     assert_drops(gw.final_counters())
+
+
+def test_routes_inside_a_virtual_subnet_override_its_records_live(tmp_path, veth):
+    """A customer packet to a CA with a record goes straight to it, unless a longer
+    route covers the CA: a /29 to an appliance and a /32 to an on-premises router
+    inside 10.1.1.0/24, added and deleted live."""
+    inside = [{"op": "set", "kind": "route", "rdid": 1, "prefix": "10.1.1.0/29",
+               "next_hop": APPLIANCE},
+              {"op": "set", "kind": "route", "rdid": 1, "prefix": VM_CA + "/32",
+               "next_hop": ROUTER}]
+    pkt = numbered_udp(b"inside", 7100)
+    phases = [(None, [(VM_CA, 0), (APPLIANCE2, 2)]),                          # records
+              (inside, [(VM_CA, None), ("10.1.1.6", 1), (APPLIANCE2, 2)]),     # the routes
+              ([del_route(o["prefix"], o["next_hop"]) for o in inside],
+               [(VM_CA, 0), ("10.1.1.6", "no record"), (APPLIANCE2, 2)])]
+    gw = run_phases(tmp_path, veth, routes_policy([]),
+                    [(ops, [(pkt(d), w) for d, w in sends]) for ops, sends in phases])
+    assert_drops(gw.final_counters(), no_lookup_record=1)
 
 
 # -- 5. provider MTU and ICMP fragmentation needed ------------------------------------

@@ -85,7 +85,7 @@ def domain(rdid, name="", op="set"):
 def state(p: Policy):
     """Everything a batch may touch, deep-copied."""
     return copy.deepcopy((p.document(), p.generation, p.installed, p.lengths, p.free_slots,
-                          {v: s["slot"] for v, s in p.subnets.items()}))
+                          {v: s["slot"] for v, s in p.subnets.items()}, p.shadowed))
 
 
 def assert_refused(p: Policy, ops, message: str, apply=True):
@@ -500,9 +500,51 @@ def test_metric_default_and_route_kinds():
         ("route_set", 1, ZERO_B, 0, CUSTOMER, 0, 100, b("172.16.1.254")),
     ])
     assert p.routes[(1, "10.9.0.0/16")]["10.1.1.50"]["metric"] == 256
+    with pytest.raises(PolicyError, match="next hop 10.1.2.50 is not in virtual subnet 5001"):
+        p.check([route("10.6.0.0/16", "10.1.2.50", vsid=5001)])
     # metric 256 (the default) against 255: the explicit lower metric wins
     assert p.check([route("0.0.0.0/0", "10.1.1.60", metric=255)]) == [
         ("route_set", 1, ZERO_B, 0, APPLIANCE, 5001, 0, b("10.1.1.60"))]
+
+
+def test_a_route_inside_a_virtual_subnet_flags_its_domain():
+    """Such a route overrides the records of the CAs it covers, so the data path must
+    route every packet of that domain: the flag goes on before anything else of the
+    batch and off after everything, and only for routes inside a subnet."""
+    p = redblue()
+
+    def flags(calls):
+        return [c for c in calls if c[0] == "rd_shadow_set"]
+
+    # outside every subnet, or covering a whole subnet: no flag
+    assert flags(p.check([route("10.9.0.0/16", "10.1.1.50"),
+                          route("10.0.0.0/8", "172.16.1.20")])) == []
+    calls = p.check([rec(ca="10.1.1.30"), route("10.1.1.0/28", "172.16.1.20")])
+    assert calls[0] == ("rd_shadow_set", 1, True) and calls[1][0] == "record_set"
+    assert flags(calls) == [calls[0]] and p.shadowed == {1}
+    # a second route inside (an appliance): the flag is on already
+    assert p.check([route("10.1.1.128/25", "10.1.1.50")]) == [
+        ("route_set", 1, b("10.1.1.128"), 25, APPLIANCE, 5001, 0, b("10.1.1.50"))]
+    assert p.check([route("10.1.1.0/28", "172.16.1.20", op="del")]) == [
+        ("route_del", 1, b("10.1.1.0"), 28, True)]
+    calls = p.check([route("10.1.1.128/25", "10.1.1.50", op="del")])
+    assert calls == [("route_del", 1, b("10.1.1.128"), 25, True), ("rd_shadow_set", 1, False)]
+    assert p.shadowed == set()
+    # a subnet added beneath an existing route, then deleted
+    p.check([route("10.5.5.0/24", "172.16.1.20")])
+    calls = p.check([subnet(5002, "10.5.0.0/16")])
+    assert calls[0] == ("rd_shadow_set", 1, True) and flags(calls) == [calls[0]]
+    calls = p.check([subnet(5002, None, op="del")])
+    assert calls[-1] == ("rd_shadow_set", 1, False) and flags(calls) == [calls[-1]]
+    # the same route in domain 2 (its own 10.1.1.0/24) flags domain 2 alone
+    assert flags(p.check([route("10.1.1.0/28", "172.16.2.20", rdid=2)])) == [
+        ("rd_shadow_set", 2, True)]
+    assert p.shadowed == {2}
+    # a refused batch leaves the flags as they were
+    before = state(p)
+    with pytest.raises(PolicyError):
+        p.check([route("10.1.1.0/28", "172.16.1.20"), rec(vsid=9999)])
+    assert state(p) == before and p.shadowed == {2}
 
 
 def test_last_of_len_is_per_domain():
