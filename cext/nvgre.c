@@ -134,6 +134,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
 	struct nvgw_view v;
 	const struct nvgw_vsid *vs;
+	uint32_t e;
 	int r = nvgw_parse_provider(f, m->data_len, pv, &v);
 
 	switch (r) {
@@ -149,20 +150,26 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	default:
 		return nvgw_drop(w, r, m), 0;
 	}
-	vs = nvgw_vsid_find(t, v.vsid);
+	e = nvgw_vsid_entry(t, v.vsid);
+	if (e == 0)
+		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
+	/* Anti-spoofing: the inner source must live at the outer source, in
+	 * this VSID. Its record's key needs only the directory entry: start
+	 * the fetch before the VSID's object is read. */
+	p->ip = (struct rte_ipv4_hdr *)(f + v.l3);
+	if (r == NVGW_PARSED) {
+		p->key = nvgw_rec_key(NVGW_VE_RDID(e), p->ip->src_addr);
+		p->kb = nvgw_rtab_fetch(&t->records, p->key);
+	}
+	vs = nvgw_vsid_at(t, e, v.vsid);
 	if (vs == NULL)
 		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
 	if (r == NVGW_PARSED_ARP_VSID)
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
 	if (!rte_is_same_ether_addr((struct rte_ether_addr *)(f + v.inner), &vs->gw_mac))
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
-	p->ip = (struct rte_ipv4_hdr *)(f + v.l3);
 	p->hl = v.hl;
-	/* Anti-spoofing key: the inner source must live at the outer source,
-	 * in this VSID. */
-	p->key = nvgw_rec_key(vs->rdid, p->ip->src_addr);
 	p->src_slot = vs->idx;
-	p->kb = nvgw_rtab_fetch(&t->records, p->key);
 	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
 	p->direct = 0;

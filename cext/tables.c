@@ -393,7 +393,7 @@ nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint
 static void
 dir_page_release(struct nvgw_tables *t, uint32_t vsid)
 {
-	uint16_t *pg = t->vsid_dir[vsid >> 8];
+	uint32_t *pg = t->vsid_dir[vsid >> 8];
 	unsigned int i;
 
 	for (i = 0; i < 256; i++)
@@ -409,7 +409,7 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 {
 	struct nvgw_vsid *v;
 	void *cur;
-	uint16_t *pg;
+	uint32_t *pg;
 	int rc;
 
 	if (idx >= NVGW_MAX_VSIDS || rdid == 0 || rdid >= NVGW_MAX_RD || vsid > 0xFFFFFF)
@@ -445,7 +445,7 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 		memcpy(&word, gw_mac, 6);
 		__atomic_store_n(&t->vsid_word[idx], word, __ATOMIC_RELEASE);
 		__atomic_store_n(&t->vsid_by_idx[idx], v, __ATOMIC_RELEASE);
-		__atomic_store_n(&pg[vsid & 0xFF], idx + 1, __ATOMIC_RELEASE);
+		__atomic_store_n(&pg[vsid & 0xFF], NVGW_VE(rdid, idx), __ATOMIC_RELEASE);
 	} else {
 		dir_page_release(t, vsid);
 	}

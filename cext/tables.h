@@ -140,9 +140,9 @@ struct nvgw_tables {
 	 * behind vsid_by_idx would be a line of its own. */
 	uint64_t vsid_word[NVGW_MAX_VSIDS];
 	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists; NVGW_RD_SHADOWED */
-	/* vsid >> 8 -> page of 256 (counter slot + 1): the data path's VSID
+	/* vsid >> 8 -> page of 256 entries (NVGW_VE_*): the data path's VSID
 	 * lookup, two loads instead of a hash probe. Pages live while used. */
-	uint16_t **vsid_dir;        /* [1 << 16] */
+	uint32_t **vsid_dir;        /* [1 << 16] */
 	/* Route length filters: bit (rdid, /16 block) set = a route longer than
 	 * /16 may exist in the block (likewise /24); the rest skip those lengths. */
 	uint64_t *blk16, *blk24;    /* [NVGW_BLK_BITS / 64] */
@@ -248,22 +248,39 @@ struct nvgw_neigh *nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_
 /* A static neighbour deleted: unresolved again (the next packet ARPs). */
 int nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
 
+/* A VSID's directory entry: its routing domain and counter slot, so that
+ * decap can start fetching the anti-spoofing record (keyed by domain)
+ * before the VSID's object arrives. 0: no such VSID. */
+#define NVGW_VE(rdid, slot) ((uint32_t)(rdid) << 16 | (uint32_t)((slot) + 1))
+#define NVGW_VE_RDID(e)     ((e) >> 16)
+#define NVGW_VE_SLOT(e)     (((e) & 0xFFFF) - 1)
+
 /* Readers. */
+static inline uint32_t
+nvgw_vsid_entry(const struct nvgw_tables *t, uint32_t vsid)
+{
+	const uint32_t *pg = __atomic_load_n(&t->vsid_dir[(vsid >> 8) & 0xFFFF], __ATOMIC_ACQUIRE);
+
+	return pg == NULL ? 0 : __atomic_load_n(&pg[vsid & 0xFF], __ATOMIC_ACQUIRE);
+}
+
+/* The object of the VSID whose entry is e (not 0), or NULL. */
+static inline const struct nvgw_vsid *
+nvgw_vsid_at(const struct nvgw_tables *t, uint32_t e, uint32_t vsid)
+{
+	const struct nvgw_vsid *vs = __atomic_load_n(&t->vsid_by_idx[NVGW_VE_SLOT(e)],
+						     __ATOMIC_ACQUIRE);
+
+	return vs != NULL && vs->vsid == vsid ? vs : NULL;
+}
+
 /* The VSID's object, or NULL. */
 static inline const struct nvgw_vsid *
 nvgw_vsid_find(const struct nvgw_tables *t, uint32_t vsid)
 {
-	const uint16_t *pg = __atomic_load_n(&t->vsid_dir[(vsid >> 8) & 0xFFFF], __ATOMIC_ACQUIRE);
-	const struct nvgw_vsid *vs;
-	uint16_t slot;
+	uint32_t e = nvgw_vsid_entry(t, vsid);
 
-	if (pg == NULL)
-		return NULL;
-	slot = __atomic_load_n(&pg[vsid & 0xFF], __ATOMIC_ACQUIRE);
-	if (slot == 0)
-		return NULL;
-	vs = __atomic_load_n(&t->vsid_by_idx[slot - 1], __ATOMIC_ACQUIRE);
-	return vs != NULL && vs->vsid == vsid ? vs : NULL;
+	return e == 0 ? NULL : nvgw_vsid_at(t, e, vsid);
 }
 
 static inline struct nvgw_neigh *
