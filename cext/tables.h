@@ -160,7 +160,7 @@ struct nvgw_tables {
 	struct nvgw_dead_keys dead_vsid;
 };
 
-/* In rd_lens: a route of the domain other than a subnet's own lies inside a
+/* In rd_lens: a route of the domain (of any kind) lies strictly inside a
  * virtual subnet, so a CA's record does not settle where a packet to it goes
  * (the route lookup does). Set by the policy layer, which sees all routes and
  * subnets, before such a route is added, cleared after the last one goes. */

@@ -9,6 +9,7 @@ its objects. This module needs no EAL: `Policy(None)` validates only.
 """
 from __future__ import annotations
 
+import bisect
 import copy
 import ipaddress
 import json
@@ -730,10 +731,6 @@ class Policy:
             vsid = _vsid(op["vsid"])
             if vsid not in self.subnets or self.subnets[vsid]["rdid"] != rdid:
                 raise PolicyError(f"route {net}: VSID {vsid} is not in routing domain {rdid}")
-            sub = ipaddress.IPv4Network(self.subnets[vsid]["prefix"])
-            if nh != ZERO and nh not in sub:
-                raise PolicyError(f"route {net}: next hop {nh} is not in virtual subnet "
-                                  f"{vsid} ({sub})")
             route["vsid"] = vsid
         elif nh == ZERO:
             raise PolicyError(f"route {net}: an on-link route needs 'vlan' or 'vsid'")
@@ -807,21 +804,19 @@ class Policy:
         self._shadows_changed({rdid for rdid, _ in self._touched})
 
     def _shadows_changed(self, rdids):
-        """Flag the domains where an installed route (not a subnet's own) lies inside
-        a virtual subnet: there a CA's record does not settle where a packet goes,
-        and the data path routes every packet (NVGW_RD_SHADOWED). A flag goes on
-        before anything else of the batch and off after everything."""
+        """Flag the domains where an installed route lies strictly inside a virtual
+        subnet (any kind: a subnet's own route is the subnet itself): there a CA's
+        record does not settle where a packet goes, and the data path routes every
+        packet (NVGW_RD_SHADOWED). A flag goes on before anything else of the batch
+        and off after everything."""
         if not rdids:
             return
-        inner = {r: [] for r in rdids}
-        for (rdid, prefix), c in self.installed.items():
-            if c[0] != VSUBNET and rdid in inner:
-                net = ipaddress.IPv4Network(prefix)
-                inner[rdid].append((int(net.network_address), net.prefixlen))
+        routes = {r: [] for r in rdids}
+        for rdid, prefix in self.installed:
+            if rdid in routes:
+                routes[rdid].append(prefix)
         for rdid in sorted(rdids):
-            subnets = [self.subnets[v] for v in self.domains.get(rdid, {}).get("vsids", ())]
-            on = any(plen > sub["net"][1].bit_count() and p & sub["net"][1] == sub["net"][0]
-                     for p, plen in inner[rdid] for sub in subnets)
+            on = self._has_route_inside_subnet(rdid, routes[rdid])
             if on == (rdid in self.shadowed):
                 continue
             if on:
@@ -830,6 +825,20 @@ class Policy:
             else:
                 self.shadowed = self.shadowed - {rdid}
                 self._calls.append(("rd_shadow_set", rdid, False))
+
+    def _has_route_inside_subnet(self, rdid, prefixes) -> bool:
+        # A domain's subnets never overlap: the only one that can hold a route is
+        # the last to start at or before it.
+        subs = sorted(self.subnets[v]["net"] for v in self.domains.get(rdid, {}).get("vsids", ()))
+        starts = [net for net, _ in subs]
+        for prefix in prefixes:
+            net = ipaddress.IPv4Network(prefix)
+            p = int(net.network_address)
+            i = bisect.bisect_right(starts, p) - 1
+            if i >= 0 and p & subs[i][1] == subs[i][0] and \
+                    net.prefixlen > subs[i][1].bit_count():
+                return True
+        return False
 
 def _block_array(block):
     """A record block (bytes, memoryview or array of recblock.DTYPE) as an array."""

@@ -500,8 +500,6 @@ def test_metric_default_and_route_kinds():
         ("route_set", 1, ZERO_B, 0, CUSTOMER, 0, 100, b("172.16.1.254")),
     ])
     assert p.routes[(1, "10.9.0.0/16")]["10.1.1.50"]["metric"] == 256
-    with pytest.raises(PolicyError, match="next hop 10.1.2.50 is not in virtual subnet 5001"):
-        p.check([route("10.6.0.0/16", "10.1.2.50", vsid=5001)])
     # metric 256 (the default) against 255: the explicit lower metric wins
     assert p.check([route("0.0.0.0/0", "10.1.1.60", metric=255)]) == [
         ("route_set", 1, ZERO_B, 0, APPLIANCE, 5001, 0, b("10.1.1.60"))]
@@ -536,6 +534,12 @@ def test_a_route_inside_a_virtual_subnet_flags_its_domain():
     assert calls[0] == ("rd_shadow_set", 1, True) and flags(calls) == [calls[0]]
     calls = p.check([subnet(5002, None, op="del")])
     assert calls[-1] == ("rd_shadow_set", 1, False) and flags(calls) == [calls[-1]]
+    # an on-link route into another virtual subnet, inside this one: a route too
+    p.apply([subnet(5002, "10.6.0.0/16")])
+    calls = p.check([route("10.1.1.128/25", "0.0.0.0", vsid=5002)])
+    assert calls[0] == ("rd_shadow_set", 1, True)
+    calls = p.check([route("10.1.1.128/25", "0.0.0.0", op="del")])
+    assert calls[-1] == ("rd_shadow_set", 1, False)
     # the same route in domain 2 (its own 10.1.1.0/24) flags domain 2 alone
     assert flags(p.check([route("10.1.1.0/28", "172.16.2.20", rdid=2)])) == [
         ("rd_shadow_set", 2, True)]

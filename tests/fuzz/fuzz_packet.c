@@ -99,6 +99,9 @@ policy(struct nvgw_tables *t)
 	rc |= nvgw_route_set(t, 1, ip4("10.9.0.0"), 16, NVGW_ROUTE_APPLIANCE, 5001, 0,
 			     ip4("10.1.1.50"));
 	rc |= nvgw_route_set(t, 2, 0, 0, NVGW_ROUTE_CUSTOMER, 0, 200, ip4("172.16.2.254"));
+	/* Domain 2 has a route inside its subnet: its customer packets route first. */
+	rc |= nvgw_route_set(t, 2, ip4("10.1.1.32"), 28, NVGW_ROUTE_CUSTOMER, 0, 200, 0);
+	rc |= nvgw_rd_shadow_set(t, 2, 1);
 	rc |= nvgw_attach_set(t, 100, 1, ip4("172.16.1.1"), ip4("255.255.255.0"), CMAC);
 	rc |= nvgw_attach_set(t, 200, 2, ip4("172.16.2.1"), ip4("255.255.255.0"), CMAC);
 	rc |= nvgw_record_set(t, 5001, ip4("10.1.1.7"), mac(7), ip4("192.168.1.10"), NVGW_ENCAP);

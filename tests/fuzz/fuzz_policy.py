@@ -17,6 +17,7 @@ Invariants, after every document or batch:
   each prefix; the capacities hold; every rewrite PA is owned by a rewrite record or
   mapping that names it, and no subnet slot is both used and free.
 """
+import ipaddress
 import json
 import sys
 
@@ -30,7 +31,7 @@ with atheris.instrument_imports(include=["dataplane"]):
 CAPACITY = {"records": 16, "routes": 32, "rewrites": 8}
 PMAC, CMAC = "02:00:00:00:00:aa", "02:00:00:00:00:bb"
 TABLES = ("provider", "domains", "subnets", "attachments", "routes", "records", "neighbours",
-          "installed", "lengths", "free_slots", "mappings", "rw_pas")
+          "installed", "lengths", "free_slots", "mappings", "rw_pas", "shadowed")
 BASE = None
 
 
@@ -74,6 +75,13 @@ def check_consistent(p, raw):
     owners.update({pa: ("mapping", key) for key, pa in p.mappings.items()})
     mc.check(owners == p.rw_pas, "rewrite PAs and their owners differ", raw[:300],
              owners, p.rw_pas)
+    nets = [(s["rdid"], ipaddress.IPv4Network(s["prefix"])) for s in p.subnets.values()]
+    inside = {rdid for rdid, prefix in p.installed for d, net in nets
+              if d == rdid and ipaddress.IPv4Network(prefix).subnet_of(net)
+              and ipaddress.IPv4Network(prefix) != net}
+    mc.check(p.shadowed == inside and again.shadowed == inside,
+             "domains flagged for a route inside a subnet are wrong", raw[:300],
+             p.shadowed, again.shadowed, inside)
     used = {s["slot"] for s in p.subnets.values()}
     mc.check(len(used) == len(p.subnets) and not used & set(p.free_slots) and
              len(used) + len(p.free_slots) == 16384, "subnet slots are inconsistent")
