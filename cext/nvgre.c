@@ -20,7 +20,7 @@ struct pkt {
 	uint16_t in_vlan;               /* customer ingress VLAN, 0 from the fabric */
 	uint32_t outer_src;             /* fabric ingress: the sender's PA */
 	uint8_t rewritten;              /* arrived by IP rewrite, not NVGRE */
-	uint8_t direct;                 /* key, kb: the destination's record */
+	uint8_t direct;                 /* key, kb: the destination's record; 0: routed */
 	uint16_t src_slot;              /* decap: the VSID's counter slot */
 	uint32_t rdid;
 	uint64_t rv;                    /* its route's value (tables.h), 0: none */
@@ -89,7 +89,6 @@ classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	p->in_vlan = v.vlan;
 	p->rdid = a->rdid;
 	p->rewritten = 0;
-	p->direct = 0;
 	return 1;
 }
 
@@ -121,7 +120,6 @@ classify_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_
 	p->in_vlan = 0;
 	p->rdid = NVGW_RW_RDID(dw);
 	p->rewritten = 1;
-	p->direct = 0;
 	return 1;
 }
 
@@ -172,7 +170,6 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	p->src_slot = vs->idx;
 	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
-	p->direct = 0;
 	p->in_vlan = 0;
 	p->rdid = vs->rdid;
 	if (p->ip->dst_addr == vs->gw_ip)
@@ -232,17 +229,23 @@ next_route_key(uint64_t *lens, uint32_t rdid, uint32_t dst)
 	return nvgw_route_key(rdid, dst & nvgw_be32(mask), len);
 }
 
+/* The prefix lengths to look the packet's destination up at (the route
+ * length filter skips lengths over /16 or /24 where the block has none). */
+static inline uint64_t
+route_lens(const struct nvgw_tables *t, const struct pkt *p)
+{
+	return nvgw_route_lens(t->rd_lens[p->rdid], t->blk16, t->blk24, p->rdid,
+			       p->ip->dst_addr);
+}
+
 /* At classify: the route key of the packet's longest candidate prefix
- * length (the route length filter skips lengths over /16 or /24 where the
- * block has none), its bucket fetched while the rest of the burst is
- * classified. */
+ * length, its bucket fetched while the rest of the burst is classified. */
 static inline void
 route_start(const struct nvgw_tables *t, struct pkt *p)
 {
-	uint32_t dst = p->ip->dst_addr;
-
-	p->left = nvgw_route_lens(t->rd_lens[p->rdid], t->blk16, t->blk24, p->rdid, dst);
-	p->rkey = next_route_key(&p->left, p->rdid, dst);
+	p->direct = 0;
+	p->left = route_lens(t, p);
+	p->rkey = next_route_key(&p->left, p->rdid, p->ip->dst_addr);
 	p->rb = nvgw_htab_fetch(&t->routes, p->rkey);
 }
 
@@ -286,8 +289,7 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 				continue;
 			}
 			p[i].rv = 0;
-			p[i].left = nvgw_route_lens(t->rd_lens[p[i].rdid], t->blk16, t->blk24,
-						    p[i].rdid, p[i].ip->dst_addr);
+			p[i].left = route_lens(t, &p[i]);
 			if (p[i].left)
 				retry |= 1ULL << i;
 		} else if (nvgw_htab_probe(&t->routes, p[i].rb, p[i].rkey, &v)) {

@@ -544,14 +544,16 @@ nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 {
 	const struct nvgw_record *r;
 	struct nvgw_vsid *v;
+	uint64_t key;
 
 	if (rte_hash_lookup_data(t->vsids, &vsid, (void **)&v) < 0)
 		return -ENOENT;
 	rec_room(t);
-	r = nvgw_rtab_lookup(&t->records, nvgw_rec_key(v->rdid, ca));
+	key = nvgw_rec_key(v->rdid, ca);
+	r = nvgw_rtab_lookup(&t->records, key);
 	if (r == NULL || r->vsid_idx != v->idx)     /* the CA is another subnet's */
 		return -ENOENT;
-	return nvgw_rtab_del(&t->records, nvgw_rec_key(v->rdid, ca));
+	return nvgw_rtab_del(&t->records, key);
 }
 
 int

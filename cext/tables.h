@@ -274,15 +274,6 @@ nvgw_vsid_at(const struct nvgw_tables *t, uint32_t e, uint32_t vsid)
 	return vs != NULL && vs->vsid == vsid ? vs : NULL;
 }
 
-/* The VSID's object, or NULL. */
-static inline const struct nvgw_vsid *
-nvgw_vsid_find(const struct nvgw_tables *t, uint32_t vsid)
-{
-	uint32_t e = nvgw_vsid_entry(t, vsid);
-
-	return e == 0 ? NULL : nvgw_vsid_at(t, e, vsid);
-}
-
 static inline struct nvgw_neigh *
 nvgw_neigh_find(const struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 {
