@@ -81,7 +81,7 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 		return NVGW_PARSED_ARP;
 	if (eth->ether_type != nvgw_be16(RTE_ETHER_TYPE_IPV4))
 		return NVGW_DROP_not_ipv4;
-	if (!rte_is_same_ether_addr(&eth->dst_addr, &pv->mac))
+	if ((nvgw_load64(f) ^ pv->mac_w) & NVGW_MAC_MASK)    /* dst: 8 of >= 14 bytes */
 		return NVGW_DROP_not_for_gateway;
 	hl = nvgw_ipv4_ok(oip, len - NVGW_ETH_LEN);
 	if (hl == 0)
@@ -131,30 +131,24 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 /* Write the NVGRE_LEN bytes in front of an inner IPv4 packet of ip_len
  * bytes: outer Ethernet, the record's outer IPv4/GRE template (its
  * checksum is that of total length 0, so one addition finishes it), the
- * inner Ethernet. dst_mac and in_src: MACs in the low 48 bits of a word. */
+ * inner Ethernet. MACs as words (nvgw_eth_write). */
 static inline void
 nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
-		  const struct rte_ether_addr *src_mac, const struct rte_ether_addr *in_dst,
-		  uint64_t in_src, uint16_t ip_len, uint8_t flowid)
+		  uint64_t src_mac, uint64_t in_dst, uint64_t in_src, uint16_t ip_len,
+		  uint8_t flowid)
 {
-	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
-	struct nvgw_outer *o = (struct nvgw_outer *)(eth + 1);
-	struct rte_ether_hdr *ieth = (struct rte_ether_hdr *)(o + 1);
+	struct nvgw_outer *o = (struct nvgw_outer *)(h + NVGW_ETH_LEN);
 	uint16_t tot = ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN;
 	uint32_t sum;
 
-	nvgw_mac_from_word(&eth->dst_addr, dst_mac);
-	rte_ether_addr_copy(src_mac, &eth->src_addr);
-	eth->ether_type = nvgw_be16(RTE_ETHER_TYPE_IPV4);
+	nvgw_eth_write(h, dst_mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 	*o = *tmpl;
 	o->ip.total_length = nvgw_be16(tot);
 	sum = (uint16_t)~tmpl->ip.hdr_checksum + (uint32_t)nvgw_be16(tot);
 	sum = (sum & 0xFFFF) + (sum >> 16);
 	o->ip.hdr_checksum = (uint16_t)~sum;
 	o->gre_key |= nvgw_be32(flowid);
-	rte_ether_addr_copy(in_dst, &ieth->dst_addr);
-	nvgw_mac_from_word(&ieth->src_addr, in_src);
-	ieth->ether_type = nvgw_be16(RTE_ETHER_TYPE_IPV4);
+	nvgw_eth_write(o + 1, in_dst, in_src, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 }
 
 #endif

@@ -1,10 +1,12 @@
 /* The NVGRE gateway pipeline.
  *
  * Customer port (802.1Q VLAN -> routing domain) and provider port (NVGRE)
- * are classified per packet; then, for the whole burst: anti-spoofing
- * lookups (decap), route lookups, lookup-record lookups, all in bulk; then
- * each packet is emitted: NVGRE toward a PA, or tagged toward a customer
- * VLAN. ARP, ICMP for our addresses, unresolved next hops and "fragmentation
+ * are classified per packet, each in its own burst function. A customer
+ * packet whose destination has a lookup record (fetched at classify) is
+ * emitted straight away; for the rest of the burst, and for the fabric's:
+ * anti-spoofing lookups (decap), route lookups, lookup-record lookups, all
+ * in bulk; then each packet is emitted: NVGRE toward a PA, or tagged
+ * toward a customer VLAN. ARP, ICMP for our addresses, unresolved next hops and "fragmentation
  * needed" leave on the exception ring for the control thread. */
 #include <rte_ethdev.h>
 #include <rte_ip.h>
@@ -75,7 +77,7 @@ classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_CUSTOMER, v.vlan), 0), 0;
 	if (r != NVGW_PARSED)
 		return nvgw_drop(w, r, m), 0;
-	if (!rte_is_same_ether_addr(rte_pktmbuf_mtod(m, struct rte_ether_addr *), &a->mac))
+	if ((nvgw_load64(rte_pktmbuf_mtod(m, void *)) ^ a->mac_w) & NVGW_MAC_MASK)
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
 	p->ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, v.l3);
 	p->hl = v.hl;
@@ -125,12 +127,13 @@ classify_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_
 
 /* Provider ingress: outer checks, GRE, VSID, inner frame. 1 = check the
  * inner source, then route it. */
-static inline int
+static __rte_always_inline int
 classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 		  const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
 {
 	uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
 	struct nvgw_view v;
+	struct rte_ipv4_hdr *ip;
 	const struct nvgw_vsid *vs;
 	uint32_t e;
 	int r = nvgw_parse_provider(f, m->data_len, pv, &v);
@@ -154,9 +157,9 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	/* Anti-spoofing: the inner source must live at the outer source, in
 	 * this VSID. Its record's key needs only the directory entry: start
 	 * the fetch before the VSID's object is read. */
-	p->ip = (struct rte_ipv4_hdr *)(f + v.l3);
+	ip = (struct rte_ipv4_hdr *)(f + v.l3);
 	if (r == NVGW_PARSED) {
-		p->key = nvgw_rec_key(NVGW_VE_RDID(e), p->ip->src_addr);
+		p->key = nvgw_rec_key(NVGW_VE_RDID(e), ip->src_addr);
 		p->kb = nvgw_rtab_fetch(&t->records, p->key);
 	}
 	vs = nvgw_vsid_at(t, e, v.vsid);
@@ -166,14 +169,14 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
 	if (!rte_is_same_ether_addr((struct rte_ether_addr *)(f + v.inner), &vs->gw_mac))
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
+	p->ip = ip;
 	p->hl = v.hl;
 	p->src_slot = vs->idx;
 	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
 	p->in_vlan = 0;
-	p->rdid = vs->rdid;
-	if (p->ip->dst_addr == vs->gw_ip)
-		p->rdid = 0;                     /* for the gateway itself: exception */
+	/* rdid 0: for the gateway itself, an exception */
+	p->rdid = ip->dst_addr == vs->gw_ip ? 0 : vs->rdid;
 	return 1;
 }
 
@@ -371,6 +374,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
+	uint64_t src_mac = pv->mac_w, in_dst = nvgw_load64(&r->mac);
 	uint8_t flowid;
 	uint8_t *h;
 
@@ -398,7 +402,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	vc->bytes += NVGW_ETH_LEN + ip_len;
 	o->m[OUT_PROVIDER][o->n[OUT_PROVIDER]++] = m;
 	nvgw_ttl_dec(ip);
-	nvgw_nvgre_header(h, &r->outer, mac, &pv->mac, &r->mac, vw, ip_len, flowid);
+	nvgw_nvgre_header(h, &r->outer, mac, src_mac, in_dst, vw, ip_len, flowid);
 }
 
 /* Toward a rewritten VM: our PA for the (customer-side) source, the VM's
@@ -414,7 +418,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	uint32_t l3 = (uint8_t *)ip - rte_pktmbuf_mtod(m, uint8_t *);
 	uint32_t src_pa = p->src_pa, dst_pa = r->outer.ip.dst_addr;
 	uint32_t avail = m->data_len - l3;
-	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
+	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE), src_mac = pv->mac_w;
 	struct rte_ether_hdr *eth;
 
 	if (unlikely(src_pa == 0))
@@ -440,9 +444,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	o->m[OUT_PROVIDER][o->n[OUT_PROVIDER]++] = m;
 	nvgw_ttl_dec(ip);
 	nvgw_rewrite(ip, p->hl, avail, src_pa, dst_pa);
-	nvgw_mac_from_word(&eth->dst_addr, mac);
-	rte_ether_addr_copy(&pv->mac, &eth->src_addr);
-	eth->ether_type = nvgw_be16(RTE_ETHER_TYPE_IPV4);
+	nvgw_eth_write(eth, mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 }
 
 static inline void
@@ -458,10 +460,11 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	uint32_t nh_ip = rt->nh_ip ? rt->nh_ip : ip->dst_addr;
 	struct rte_ether_hdr *eth;
 	struct rte_vlan_hdr *vh;
-	uint64_t mac;
+	uint64_t mac, src_mac;
 
 	if (unlikely(a == NULL || a->rdid != p->rdid))
 		return nvgw_drop(w, NVGW_DROP_no_route, m);
+	src_mac = a->mac_w;
 	mac = nh ? __atomic_load_n(&nh->mac, __ATOMIC_ACQUIRE) : 0;
 	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
 		w->drops[NVGW_DROP_no_neighbour]++;
@@ -474,106 +477,65 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	o->m[OUT_CUSTOMER][o->n[OUT_CUSTOMER]++] = m;
 	nvgw_ttl_dec(ip);
 	vh = (struct rte_vlan_hdr *)(eth + 1);
-	nvgw_mac_from_word(&eth->dst_addr, mac);
-	rte_ether_addr_copy(&a->mac, &eth->src_addr);
-	eth->ether_type = nvgw_be16(RTE_ETHER_TYPE_VLAN);
+	nvgw_eth_write(eth, mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_VLAN));
 	vh->vlan_tci = nvgw_be16(vlan);
 	vh->eth_proto = nvgw_be16(RTE_ETHER_TYPE_IPV4);
 }
 
-void
-nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts, uint16_t n)
+/* Customer ingress: while the burst's packets have the record of their
+ * destination fetched at classify (dest_start), each goes out at once,
+ * without the route lookup's bookkeeping. Returns how many did: from the
+ * first packet without one (no record, or a domain whose routes come
+ * first) the rest of the burst takes lookup_bulk, so that a flow whose
+ * path changes in mid-burst (policy being applied) keeps its order. */
+static inline uint16_t
+emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw_provider *pv,
+	    struct rte_mbuf **m, struct pkt *p, uint16_t n, struct out *o)
 {
-	const struct nvgw_tables *t = w->ctx->t;
-	const struct nvgw_provider *pv = __atomic_load_n(&t->prov, __ATOMIC_ACQUIRE);
-	const int from_fabric = in_port == w->ctx->provider_port;
-	struct pkt p[NVGW_BURST];
-	struct rte_mbuf *m[NVGW_BURST];
-	struct dest_keys d;
-	struct out o;
-	uint64_t wkeys[NVGW_BURST], wdata[NVGW_BURST];
-	uint16_t i, k = 0, x, c, widx[NVGW_BURST];
+	uint64_t v;
+	uint16_t i, k;
 
-	if (unlikely(pv == NULL || (!from_fabric && in_port != w->ctx->customer_port))) {
-		for (i = 0; i < n; i++)
-			nvgw_drop(w, pv == NULL ? NVGW_DROP_no_policy : NVGW_DROP_no_tx_port,
-				  pkts[i]);
-		return;
+	/* Probes first, in a loop of their own: with a million records, the
+	 * slots' misses (started at classify) then overlap each other instead
+	 * of each waiting behind the previous packet's emit. */
+	for (k = 0; k < n; k++) {
+		if (!p[k].direct)
+			break;
+		p[k].rec = nvgw_rtab_probe(&t->records, p[k].kb, p[k].key);
+		if (unlikely(p[k].rec == NULL))
+			break;                      /* lookup_bulk routes it */
 	}
-	for (i = 0; i < n; i++)
-		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+	for (i = 0; i < k; i++) {
+		const struct nvgw_record *r = p[i].rec;
 
-	/* 1. classify */
-	for (i = 0; i < n; i++) {
-		if (unlikely(pkts[i]->nb_segs != 1)) {
-			nvgw_drop(w, NVGW_DROP_multi_segment, pkts[i]);
-			continue;
-		}
-		if (from_fabric) {
-			if (!classify_provider(w, t, pv, pkts[i], &p[k]))
-				continue;
-			route_start(t, &p[k]);
+		if (likely(r->method == NVGW_ENCAP)) {
+			emit_nvgre(w, t, pv, m[i], &p[i], o);
 		} else {
-			if (!classify_customer(w, t, pkts[i], &p[k]))
-				continue;
-			dest_start(t, &p[k]);
+			p[i].src_pa = nvgw_htab_lookup(&t->rw_gw, nvgw_rw_key(p[i].rdid,
+									       p[i].ip->src_addr),
+						       &v) ? (uint32_t)v : 0;
+			emit_rewrite(w, t, pv, m[i], &p[i], o);
 		}
-		m[k++] = pkts[i];
 	}
-	if (k == 0)
-		return;
+	return k;
+}
 
-	if (from_fabric) {
-		/* 2. decap: anti-spoofing, in bulk; 3. routes and destinations
-		 * while its records arrive. A packet dropped here leaves a
-		 * hole (m[i] = NULL) rather than moving the rest. */
-		const struct nvgw_record *src[NVGW_BURST];
+/* After the lookups (d): what emit reads through the records (with a
+ * million records, their slots were misses, started in the lookup): next
+ * hop, the VSID's word and counters; for IP rewrite, our PA standing for
+ * the source, in bulk. Then each packet left (m[i] not NULL) is emitted. */
+static __rte_always_inline void
+emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
+	    const struct nvgw_provider *pv, struct rte_mbuf **m, struct pkt *p, uint16_t k,
+	    const struct dest_keys *d, struct out *o)
+{
+	uint64_t wkeys[NVGW_BURST], wdata[NVGW_BURST];
+	uint16_t i, x, c, widx[NVGW_BURST];
 
-		for (i = 0; i < k; i++)
-			src[i] = p[i].rewritten ? NULL :
-				 nvgw_rtab_probe(&t->records, p[i].kb, p[i].key);
-		lookup_bulk(t, p, k, &d);
-		for (i = 0; i < k; i++) {
-			const struct nvgw_record *r = src[i];
-			struct nvgw_count *vc;
-
-			if (p[i].rewritten)         /* checked in classify_rewrite */
-				continue;
-			if (r == NULL || r->outer.ip.dst_addr != p[i].outer_src ||
-			    r->vsid_idx != p[i].src_slot) {
-				nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
-				m[i] = NULL;
-				continue;
-			}
-			vc = nvgw_vsid_count(w, NVGW_DIR_DECAP, r->vsid_idx);
-			vc->pkts++;
-			vc->bytes += NVGW_ETH_LEN + nvgw_be16(p[i].ip->total_length);
-			if (p[i].rdid == 0) {            /* for the subnet gateway */
-				if (p[i].ip->next_proto_id != IPPROTO_ICMP)
-					nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m[i]);
-				else
-					to_exception(w, m[i],
-						     EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
-				m[i] = NULL;
-			} else if (p[i].ip->time_to_live <= 1) {
-				nvgw_drop(w, NVGW_DROP_ttl_expired, m[i]);
-				m[i] = NULL;
-			}
-		}
-	} else {
-		/* 3. routes, lookup records of destinations in virtual subnets
-		 * and neighbours of customer destinations on a link, in bulk */
-		lookup_bulk(t, p, k, &d);
-	}
-
-	/* 4. what emit reads through the records (with a million records,
-	 * their slots were misses, started in the lookup): next hop, the
-	 * VSID's word and counters; for IP rewrite, our PA standing for the
-	 * source, in bulk. */
-	for (x = 0, c = 0; x < d.n_dst; x++) {
+	for (x = 0, c = 0; x < d->n_dst; x++) {
 		const struct nvgw_record *r;
 
-		i = d.dst_idx[x];
+		i = d->dst_idx[x];
 		r = p[i].rec;
 		if (r == NULL || m[i] == NULL)
 			continue;
@@ -593,23 +555,149 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 		for (x = 0; x < c; x++)
 			p[widx[x]].src_pa = whits & (1ULL << x) ? (uint32_t)wdata[x] : 0;
 	}
-
-	/* 5. emit */
-	o.n[OUT_PROVIDER] = o.n[OUT_CUSTOMER] = 0;
 	for (i = 0; i < k; i++) {
 		if (m[i] == NULL)
 			continue;
 		if (p[i].rv == 0)
 			nvgw_drop(w, NVGW_DROP_no_route, m[i]);
 		else if (!(p[i].rv & NVGW_ROUTE_PACKED))
-			emit_customer(w, t, m[i], &p[i], &o);
+			emit_customer(w, t, m[i], &p[i], o);
 		else if (p[i].rec == NULL)
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);
 		else if (p[i].rec->method == NVGW_ENCAP)
-			emit_nvgre(w, t, pv, m[i], &p[i], &o);
+			emit_nvgre(w, t, pv, m[i], &p[i], o);
 		else
-			emit_rewrite(w, t, pv, m[i], &p[i], &o);
+			emit_rewrite(w, t, pv, m[i], &p[i], o);
 	}
-	nvgw_tx_bulk(w, w->ctx->provider_port, o.m[OUT_PROVIDER], o.n[OUT_PROVIDER]);
-	nvgw_tx_bulk(w, w->ctx->customer_port, o.m[OUT_CUSTOMER], o.n[OUT_CUSTOMER]);
+}
+
+static inline void
+send_out(struct nvgw_worker *w, struct out *o)
+{
+	nvgw_tx_bulk(w, w->ctx->provider_port, o->m[OUT_PROVIDER], o->n[OUT_PROVIDER]);
+	nvgw_tx_bulk(w, w->ctx->customer_port, o->m[OUT_CUSTOMER], o->n[OUT_CUSTOMER]);
+}
+
+/* Emit writes headers in place: single-segment mbufs only. 0 = dropped. */
+static inline int
+one_segment(struct nvgw_worker *w, struct rte_mbuf *m)
+{
+	if (likely(m->nb_segs == 1))
+		return 1;
+	nvgw_drop(w, NVGW_DROP_multi_segment, m);
+	return 0;
+}
+
+/* From the fabric: classify (NVGRE or IP rewrite), fetching the inner
+ * source's record and the route of the longest candidate length; then
+ * anti-spoofing, routes and destinations, in bulk; then emit. One function
+ * per ingress: each loop is compiled for its own side. */
+static __rte_noinline void
+fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
+	     const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
+{
+	const struct nvgw_record *src[NVGW_BURST];
+	struct pkt p[NVGW_BURST];
+	struct rte_mbuf *m[NVGW_BURST];
+	struct dest_keys d;
+	struct out o;
+	uint16_t i, k = 0;
+
+	for (i = 0; i < n; i++) {
+		if (!one_segment(w, pkts[i]) || !classify_provider(w, t, pv, pkts[i], &p[k]))
+			continue;
+		route_start(t, &p[k]);
+		m[k++] = pkts[i];
+	}
+	if (k == 0)
+		return;
+	/* A packet dropped here leaves a hole (m[i] = NULL) rather than
+	 * moving the rest. */
+	for (i = 0; i < k; i++)
+		src[i] = p[i].rewritten ? NULL : nvgw_rtab_probe(&t->records, p[i].kb, p[i].key);
+	lookup_bulk(t, p, k, &d);
+	for (i = 0; i < k; i++) {
+		const struct nvgw_record *r = src[i];
+		struct nvgw_count *vc;
+
+		if (p[i].rewritten)         /* checked in classify_rewrite */
+			continue;
+		if (r == NULL || r->outer.ip.dst_addr != p[i].outer_src ||
+		    r->vsid_idx != p[i].src_slot) {
+			nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
+			m[i] = NULL;
+			continue;
+		}
+		vc = nvgw_vsid_count(w, NVGW_DIR_DECAP, r->vsid_idx);
+		vc->pkts++;
+		vc->bytes += NVGW_ETH_LEN + nvgw_be16(p[i].ip->total_length);
+		if (p[i].rdid == 0) {            /* for the subnet gateway */
+			if (p[i].ip->next_proto_id != IPPROTO_ICMP)
+				nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m[i]);
+			else
+				to_exception(w, m[i], EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
+			m[i] = NULL;
+		} else if (p[i].ip->time_to_live <= 1) {
+			nvgw_drop(w, NVGW_DROP_ttl_expired, m[i]);
+			m[i] = NULL;
+		}
+	}
+	o.n[OUT_PROVIDER] = o.n[OUT_CUSTOMER] = 0;
+	emit_routed(w, t, pv, m, p, k, &d, &o);
+	send_out(w, &o);
+}
+
+/* From a customer VLAN: classify, fetching the destination's record (or
+ * its route); most packets go to a CA whose record is there and leave at
+ * once (emit_direct); the rest of the burst takes routes, lookup records
+ * of destinations in virtual subnets and neighbours of customer
+ * destinations on a link, in bulk. */
+static __rte_noinline void
+customer_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
+	       const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
+{
+	struct pkt p[NVGW_BURST];
+	struct rte_mbuf *m[NVGW_BURST];
+	struct dest_keys d;
+	struct out o;
+	uint16_t i, k = 0;
+
+	for (i = 0; i < n; i++) {
+		if (!one_segment(w, pkts[i]) || !classify_customer(w, t, pkts[i], &p[k]))
+			continue;
+		dest_start(t, &p[k]);
+		m[k++] = pkts[i];
+	}
+	if (k == 0)
+		return;
+	o.n[OUT_PROVIDER] = o.n[OUT_CUSTOMER] = 0;
+	i = emit_direct(w, t, pv, m, p, k, &o);
+	if (i < k) {
+		lookup_bulk(t, p + i, k - i, &d);
+		emit_routed(w, t, pv, m + i, p + i, k - i, &d, &o);
+	}
+	send_out(w, &o);
+}
+
+void
+nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts, uint16_t n)
+{
+	const struct nvgw_tables *t = w->ctx->t;
+	const struct nvgw_provider *pv = __atomic_load_n(&t->prov, __ATOMIC_ACQUIRE);
+	uint16_t i;
+
+	if (unlikely(pv == NULL)) {
+		for (i = 0; i < n; i++)
+			nvgw_drop(w, NVGW_DROP_no_policy, pkts[i]);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+	if (in_port == w->ctx->provider_port)
+		fabric_burst(w, t, pv, pkts, n);
+	else if (in_port == w->ctx->customer_port)
+		customer_burst(w, t, pv, pkts, n);
+	else
+		for (i = 0; i < n; i++)
+			nvgw_drop(w, NVGW_DROP_no_tx_port, pkts[i]);
 }

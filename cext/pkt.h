@@ -113,10 +113,44 @@ nvgw_ipv4_cksum_ok(const struct rte_ipv4_hdr *ip, unsigned int hl)
 	return nvgw_csum_fold(s) == 0xFFFF;
 }
 
-static inline void
-nvgw_mac_from_word(struct rte_ether_addr *dst, uint64_t word)
+/* MACs as words: the six bytes in memory order in the low 48 bits, as
+ * neighbours and VSID words keep them. */
+#if RTE_BYTE_ORDER != RTE_LITTLE_ENDIAN
+#error "MAC words (pkt.h) assume a little-endian CPU"
+#endif
+#define NVGW_MAC_MASK 0xFFFFFFFFFFFFULL
+
+static inline uint64_t
+nvgw_mac_word(const struct rte_ether_addr *a)
 {
-	memcpy(dst, &word, 6);
+	uint64_t w = 0;
+
+	memcpy(&w, a, 6);
+	return w;
+}
+
+/* The eight bytes at p: where a MAC is followed by at least two more bytes
+ * of the same object, its word in one load (the top 16 bits are not the
+ * MAC's: mask them, or let nvgw_eth_write drop them). */
+static inline uint64_t
+nvgw_load64(const void *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, 8);
+	return w;
+}
+
+/* An Ethernet header (dst, src, type in network order) from MAC words, in
+ * two overlapping 8-byte stores instead of six small ones. */
+static inline void
+nvgw_eth_write(void *h, uint64_t dst, uint64_t src, uint16_t type)
+{
+	uint64_t a = (dst & NVGW_MAC_MASK) | src << 48;
+	uint64_t b = (src & NVGW_MAC_MASK) | (uint64_t)type << 48;
+
+	memcpy(h, &a, 8);
+	memcpy((uint8_t *)h + 6, &b, 8);
 }
 
 /* FlowID: an 8-bit mix of the inner flow, stable per flow. Ports count

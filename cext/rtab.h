@@ -47,6 +47,10 @@ struct nvgw_record {
 	struct nvgw_neigh *nh;      /* fabric next hop for the PA */
 };
 
+/* Its MAC loads as a word in one read (nvgw_load64): bytes follow it. */
+_Static_assert(offsetof(struct nvgw_record, mac) + 8 <= sizeof(struct nvgw_record),
+	       "nvgw_record: 8 bytes readable from mac");
+
 /* The record's VSID, from its template's GRE key. */
 static inline uint32_t
 nvgw_record_vsid(const struct nvgw_record *r)

@@ -7,6 +7,7 @@
 #include <rte_malloc.h>
 #include <rte_cycles.h>
 
+#include "pkt.h"
 #include "tables.h"
 
 #define HASH_FLAGS (RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF | RTE_HASH_EXTRA_FLAGS_EXT_TABLE)
@@ -385,6 +386,7 @@ nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint
 	p->gw_ip = gw_ip;
 	p->mtu = mtu;
 	memcpy(&p->mac, mac, 6);
+	p->mac_w = nvgw_mac_word(&p->mac);
 	defer_free(t, __atomic_exchange_n(&t->prov, p, __ATOMIC_RELEASE));
 	return 0;
 }
@@ -649,6 +651,7 @@ nvgw_attach_set(struct nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip
 	a->ip = ip;
 	a->mask = mask;
 	memcpy(&a->mac, mac, 6);
+	a->mac_w = nvgw_mac_word(&a->mac);
 	defer_free(t, __atomic_exchange_n(&t->attach[vlan], a, __ATOMIC_RELEASE));
 	return 0;
 }

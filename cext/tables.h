@@ -96,6 +96,7 @@ struct nvgw_attach {
 	uint32_t ip;                /* the gateway's address on this VLAN */
 	uint32_t mask;
 	struct rte_ether_addr mac;
+	uint64_t mac_w;             /* mac as a word (pkt.h) */
 };
 
 struct nvgw_provider {
@@ -105,6 +106,7 @@ struct nvgw_provider {
 	uint32_t gw_ip;             /* fabric router for PAs off our subnet (0: none) */
 	uint16_t mtu;               /* provider IP MTU */
 	struct rte_ether_addr mac;
+	uint64_t mac_w;             /* mac as a word (pkt.h) */
 };
 
 /* Fixed-size objects from one allocation: rte_malloc is far too slow for a

@@ -251,6 +251,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	pv.pa[0] = rte_cpu_to_be_32(0xC0A80101);    /* 192.168.1.1 */
 	pv.pa[1] = rte_cpu_to_be_32(0xC0A80102);    /* 192.168.1.2 */
 	memcpy(&pv.mac, GW_MAC, 6);
+	pv.mac_w = nvgw_mac_word(&pv.mac);
 	return 0;
 }
 
@@ -478,6 +479,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	tmpl.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
 	tmpl.gre_key = rte_cpu_to_be_32(vsid << 8);
 	memcpy(&dst_word, NH_MAC, 6);
+	dst_word |= NVGW_NEIGH_VALID | (uint64_t)data[12] << 56;   /* as a neighbour's word */
 	memcpy(&src_word, src_mac, 6);
 	/* as the VSID's word carries it: the header takes only the MAC */
 	src_word |= NVGW_VW_VALID | NVGW_VW_FLOWID_FIXED | (uint64_t)flowid << 48;
@@ -485,8 +487,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	h = malloc(NVGW_NVGRE_LEN + ip_len);
 	CHECK(h != NULL, "malloc");
 	memcpy(h + NVGW_NVGRE_LEN, inner, ip_len);
-	nvgw_nvgre_header(h, &tmpl, dst_word, src_mac, (const void *)CA_MAC, src_word,
-			  ip_len, flowid);
+	/* the CA's word as the pipeline loads it: two bytes of the record after it */
+	nvgw_nvgre_header(h, &tmpl, dst_word, nvgw_mac_word(src_mac),
+			  nvgw_mac_word((const void *)CA_MAC) | (uint64_t)raw32(data + 3) << 48,
+			  src_word, ip_len, flowid);
 
 	CHECK(memcmp(h + NVGW_NVGRE_LEN, inner, ip_len) == 0, "inner packet untouched");
 	CHECK(memcmp(h, NH_MAC, 6) == 0 && memcmp(h + 6, GW_MAC, 6) == 0 &&
@@ -510,6 +514,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pv.n_pa = 1;
 	pv.pa[0] = pa_dst;
 	memcpy(&pv.mac, NH_MAC, 6);
+	pv.mac_w = nvgw_mac_word(&pv.mac);
 	memset(&v, 0xA5, sizeof(v));
 	r = nvgw_parse_provider(h, NVGW_NVGRE_LEN + ip_len, &pv, &v);
 	CHECK(r == NVGW_PARSED, "the header parses as NVGRE carrying IPv4");
