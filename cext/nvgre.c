@@ -6,8 +6,9 @@
  * emitted straight away; for the rest of the burst, and for the fabric's:
  * anti-spoofing lookups (decap), route lookups, lookup-record lookups, all
  * in bulk; then each packet is emitted: NVGRE toward a PA, or tagged
- * toward a customer VLAN. ARP, ICMP for our addresses, unresolved next hops and "fragmentation
- * needed" leave on the exception ring for the control thread. */
+ * toward a customer VLAN. ARP, ICMP for our addresses, unresolved next
+ * hops and "fragmentation needed" leave on the exception ring for the
+ * control thread. */
 #include <rte_ethdev.h>
 #include <rte_ip.h>
 
@@ -611,11 +612,11 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	}
 	if (k == 0)
 		return;
-	/* A packet dropped here leaves a hole (m[i] = NULL) rather than
-	 * moving the rest. */
 	for (i = 0; i < k; i++)
 		src[i] = p[i].rewritten ? NULL : nvgw_rtab_probe(&t->records, p[i].kb, p[i].key);
 	lookup_bulk(t, p, k, &d);
+	/* Anti-spoofing. A packet dropped here leaves a hole (m[i] = NULL)
+	 * rather than moving the rest. */
 	for (i = 0; i < k; i++) {
 		const struct nvgw_record *r = src[i];
 		struct nvgw_count *vc;

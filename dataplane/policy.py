@@ -304,7 +304,7 @@ class Policy:
                     except Exception:
                         # The first C call failed and changed nothing (a record
                         # block rolls itself back): so does the batch. Flags
-                        # set ahead of it (_routes_changed) are put back.
+                        # set ahead of it (_shadows_changed) are put back.
                         if all(c[0] == "rd_shadow_set" for c in calls[:i]):
                             for _, rdid, _on in calls[:i]:
                                 self.nv.rd_shadow_set(rdid, False)
