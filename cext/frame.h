@@ -41,10 +41,9 @@ nvgw_parse_customer(const uint8_t *f, uint32_t len, struct nvgw_view *v)
 	if (eth->ether_type != nvgw_be16(RTE_ETHER_TYPE_VLAN))
 		return NVGW_DROP_untagged;
 	v->vlan = nvgw_be16(vh->vlan_tci) & 0xFFF;
-	if (vh->eth_proto == nvgw_be16(RTE_ETHER_TYPE_ARP))
-		return NVGW_PARSED_ARP;
-	if (vh->eth_proto != nvgw_be16(RTE_ETHER_TYPE_IPV4))
-		return NVGW_DROP_not_ipv4;
+	if (unlikely(vh->eth_proto != nvgw_be16(RTE_ETHER_TYPE_IPV4)))
+		return vh->eth_proto == nvgw_be16(RTE_ETHER_TYPE_ARP) ?
+		       NVGW_PARSED_ARP : NVGW_DROP_not_ipv4;
 	v->l3 = NVGW_VLAN_ETH_LEN;
 	v->hl = nvgw_ipv4_ok((const struct rte_ipv4_hdr *)(vh + 1), len - NVGW_VLAN_ETH_LEN);
 	return v->hl ? NVGW_PARSED : NVGW_DROP_bad_ip_header;
@@ -77,10 +76,9 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 
 	if (len < NVGW_ETH_LEN)
 		return NVGW_DROP_truncated;
-	if (eth->ether_type == nvgw_be16(RTE_ETHER_TYPE_ARP))
-		return NVGW_PARSED_ARP;
-	if (eth->ether_type != nvgw_be16(RTE_ETHER_TYPE_IPV4))
-		return NVGW_DROP_not_ipv4;
+	if (unlikely(eth->ether_type != nvgw_be16(RTE_ETHER_TYPE_IPV4)))
+		return eth->ether_type == nvgw_be16(RTE_ETHER_TYPE_ARP) ?
+		       NVGW_PARSED_ARP : NVGW_DROP_not_ipv4;
 	if ((nvgw_load64(f) ^ pv->mac_w) & NVGW_MAC_MASK)    /* dst: 8 of >= 14 bytes */
 		return NVGW_DROP_not_for_gateway;
 	hl = nvgw_ipv4_ok(oip, len - NVGW_ETH_LEN);
@@ -92,10 +90,8 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 	v->hl = hl;
 	if (!nvgw_our_pa(pv, oip->dst_addr))
 		return NVGW_PARSED_REWRITE;
-	if (oip->next_proto_id == IPPROTO_ICMP)
-		return NVGW_PARSED_LOCAL;
-	if (oip->next_proto_id != IPPROTO_GRE)
-		return NVGW_DROP_not_nvgre;
+	if (unlikely(oip->next_proto_id != IPPROTO_GRE))
+		return oip->next_proto_id == IPPROTO_ICMP ? NVGW_PARSED_LOCAL : NVGW_DROP_not_nvgre;
 	if (oip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG |
 					     RTE_IPV4_HDR_OFFSET_MASK))
 		return NVGW_DROP_outer_fragment;
@@ -104,10 +100,9 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 	if (len < off + NVGW_GRE_LEN + NVGW_ETH_LEN)
 		return NVGW_DROP_truncated;
 	gre = (const nvgw_u16 *)(f + off);
-	if (gre[0] != nvgw_be16(0x2000))
-		return NVGW_DROP_bad_gre_flags;
-	if (gre[1] != nvgw_be16(RTE_ETHER_TYPE_TEB))
-		return NVGW_DROP_not_teb;
+	/* flags and protocol in one compare */
+	if (unlikely(*(const nvgw_u32 *)gre != nvgw_be32(0x20000000 | RTE_ETHER_TYPE_TEB)))
+		return gre[0] != nvgw_be16(0x2000) ? NVGW_DROP_bad_gre_flags : NVGW_DROP_not_teb;
 	vsid = nvgw_be32(*(const nvgw_u32 *)(gre + 2)) >> 8;  /* FlowID ignored */
 	if (nvgw_vsid_reserved(vsid))
 		return NVGW_DROP_reserved_vsid;
@@ -115,13 +110,13 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 	off += NVGW_GRE_LEN;
 	v->inner = off;
 	ieth = (const struct rte_ether_hdr *)(f + off);
-	if (ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_VLAN) ||
-	    ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_QINQ))
-		return NVGW_DROP_inner_vlan;
-	if (ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_ARP))
-		return NVGW_PARSED_ARP_VSID;
-	if (ieth->ether_type != nvgw_be16(RTE_ETHER_TYPE_IPV4))
-		return NVGW_DROP_not_ipv4;
+	if (unlikely(ieth->ether_type != nvgw_be16(RTE_ETHER_TYPE_IPV4))) {
+		if (ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_VLAN) ||
+		    ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_QINQ))
+			return NVGW_DROP_inner_vlan;
+		return ieth->ether_type == nvgw_be16(RTE_ETHER_TYPE_ARP) ?
+		       NVGW_PARSED_ARP_VSID : NVGW_DROP_not_ipv4;
+	}
 	off += NVGW_ETH_LEN;
 	v->l3 = off;
 	v->hl = nvgw_ipv4_ok((const struct rte_ipv4_hdr *)(f + off), len - off);

@@ -60,6 +60,22 @@ to_exception(struct nvgw_worker *w, struct rte_mbuf *m, uint32_t lo, uint32_t hi
 		w->drops[NVGW_DROP_exception_full]++;
 }
 
+/* A customer frame that is not IPv4 to route (parse result r): ARP for a
+ * known VLAN goes to the exception thread, the rest is dropped. */
+static void
+customer_other(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbuf *m,
+	       int r, const struct nvgw_view *v)
+{
+	if (r == NVGW_DROP_truncated || r == NVGW_DROP_untagged)    /* no v->vlan */
+		nvgw_drop(w, r, m);
+	else if (t->attach[v->vlan] == NULL)
+		nvgw_drop(w, NVGW_DROP_unknown_vlan, m);
+	else if (r == NVGW_PARSED_ARP)
+		to_exception(w, m, EXC(NVGW_EXC_ARP_CUSTOMER, v->vlan), 0);
+	else
+		nvgw_drop(w, r, m);
+}
+
 /* Customer ingress: 802.1Q -> attachment -> routing domain. 1 = route it. */
 static inline int
 classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
@@ -69,15 +85,11 @@ classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	const struct nvgw_attach *a;
 	int r = nvgw_parse_customer(rte_pktmbuf_mtod(m, uint8_t *), m->data_len, &v);
 
-	if (r == NVGW_DROP_truncated || r == NVGW_DROP_untagged)
-		return nvgw_drop(w, r, m), 0;
+	if (unlikely(r != NVGW_PARSED))
+		return customer_other(w, t, m, r, &v), 0;
 	a = t->attach[v.vlan];
 	if (a == NULL)
 		return nvgw_drop(w, NVGW_DROP_unknown_vlan, m), 0;
-	if (r == NVGW_PARSED_ARP)
-		return to_exception(w, m, EXC(NVGW_EXC_ARP_CUSTOMER, v.vlan), 0), 0;
-	if (r != NVGW_PARSED)
-		return nvgw_drop(w, r, m), 0;
 	if ((nvgw_load64(rte_pktmbuf_mtod(m, void *)) ^ a->mac_w) & NVGW_MAC_MASK)
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
 	p->ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, v.l3);
@@ -692,8 +704,6 @@ nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port, struct rte_mbuf **pkts
 			nvgw_drop(w, NVGW_DROP_no_policy, pkts[i]);
 		return;
 	}
-	for (i = 0; i < n; i++)
-		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
 	if (in_port == w->ctx->provider_port)
 		fabric_burst(w, t, pv, pkts, n);
 	else if (in_port == w->ctx->customer_port)

@@ -5,6 +5,7 @@
 #include <rte_byteorder.h>
 #include <rte_ether.h>
 #include <rte_ip.h>
+#include <nmmintrin.h>
 
 /* Packet fields at any address (DPDK's unaligned_* types are plain on x86,
  * which the compiler may still assume aligned). */
@@ -71,10 +72,12 @@ nvgw_ttl_dec(struct rte_ipv4_hdr *ip)
 static inline uint16_t
 nvgw_csum_fold(uint64_t s)
 {
-	s = (s & 0xFFFFFFFF) + (s >> 32);
-	s = (s & 0xFFFF) + (s >> 16);
-	s = (s & 0xFFFF) + (s >> 16);
-	return (uint16_t)((s & 0xFFFF) + (s >> 16));
+	uint32_t x = (uint32_t)s, hi = (uint32_t)(s >> 32);
+
+	x += hi;
+	x += x < hi;                    /* the end-around carry (adc) */
+	/* x's halves added in the top half, with the low half's carry */
+	return (uint16_t)((x + (x << 16 | x >> 16)) >> 16);
 }
 
 /* What a 32-bit field changing from `from` to `to` adds to a checksum
@@ -155,25 +158,23 @@ nvgw_eth_write(void *h, uint64_t dst, uint64_t src, uint16_t type)
 
 /* FlowID: an 8-bit mix of the inner flow, stable per flow. Ports count
  * only for unfragmented TCP/UDP, so every fragment of a flow agrees.
- * The same function is written out in the README for peers and tests. */
+ * CRC-32C (one instruction per word, as the exact-match table's hash) of
+ * the addresses and ports as on the wire, seeded with the protocol: the
+ * top byte of a CRC spreads any one field's values evenly. The same
+ * function is written out in the README for peers and tests. */
 static inline uint8_t
 nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 {
-	uint32_t ports = 0, h;
+	uint32_t ports = 0;
+	uint64_t h;
 
 	if ((ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP) &&
 	    (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG |
 					     RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
 	    avail >= hl + 4)
-		ports = nvgw_be32(*(const nvgw_u32 *)((const uint8_t *)ip + hl));
-	h = nvgw_be32(ip->src_addr) * 0x9E3779B1u;
-	h ^= nvgw_be32(ip->dst_addr) * 0x85EBCA77u;
-	h ^= ports * 0xC2B2AE3Du;
-	h ^= ip->next_proto_id;
-	h ^= h >> 15;
-	h *= 0x2C1B3C6Du;
-	h ^= h >> 12;
-	return h >> 24;
+		ports = *(const nvgw_u32 *)((const uint8_t *)ip + hl);
+	h = _mm_crc32_u64(ip->next_proto_id, nvgw_load64(&ip->src_addr));
+	return (uint32_t)_mm_crc32_u32((uint32_t)h, ports) >> 24;
 }
 
 /* IP rewrite of src/dst in place, every checksum updated incrementally

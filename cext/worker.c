@@ -76,8 +76,12 @@ worker_loop(struct nvgw_worker *w, burst_fn fn)
 			n = rte_eth_rx_burst(q->port, q->queue, pkts, NVGW_BURST);
 			if (n == 0)
 				continue;
-			for (k = 0; k < n; k++)
+			/* One pass over the mbufs: count, and start the
+			 * headers' fetch for the pipeline (or the RSS hash). */
+			for (k = 0; k < n; k++) {
 				bytes += pkts[k]->pkt_len;
+				rte_prefetch0(rte_pktmbuf_mtod(pkts[k], void *));
+			}
 			w->port[q->port].rx_pkts += n;
 			w->port[q->port].rx_bytes += bytes;
 			got += n;

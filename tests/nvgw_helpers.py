@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import socket
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,13 @@ RED = Tenant("red", 2, 6001, 200, "192.168.1.11", "00:15:5d:00:00:11", "00:15:5d
 
 # -- FlowID -------------------------------------------------------------------
 
-_M = 0xFFFFFFFF
+def _crc32c(crc: int, data: bytes) -> int:
+    """CRC-32C update as the SSE4.2 crc32 instruction does it (no inversions)."""
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc
 
 
 def flowid(src, dst, proto, sport=0, dport=0, fragmented=False) -> int:
@@ -115,15 +122,10 @@ def flowid(src, dst, proto, sport=0, dport=0, fragmented=False) -> int:
     Ports count only for unfragmented TCP (6) / UDP (17); `fragmented` means
     MF set or a non-zero fragment offset in the inner packet as received.
     """
-    ports = ((sport << 16) | dport) if proto in (6, 17) and not fragmented else 0
-    h = (int(ipaddress.IPv4Address(src)) * 0x9E3779B1) & _M
-    h ^= (int(ipaddress.IPv4Address(dst)) * 0x85EBCA77) & _M
-    h ^= (ports * 0xC2B2AE3D) & _M
-    h ^= proto
-    h ^= h >> 15
-    h = (h * 0x2C1B3C6D) & _M
-    h ^= h >> 12
-    return h >> 24
+    ports = (sport, dport) if proto in (6, 17) and not fragmented else (0, 0)
+    wire = (ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed +
+            struct.pack("!HH", *ports))
+    return _crc32c(proto, wire) >> 24
 
 
 def flowid_of(ip: IP) -> int:

@@ -121,23 +121,26 @@ is_fragment(const uint8_t *ip)
 	return (be16(ip + 6) & 0x3FFF) != 0;     /* MF or an offset */
 }
 
-/* README: h = src*0x9E3779B1 ^ dst*0x85EBCA77 ^ ports*0xC2B2AE3D ^ proto;
- * h ^= h>>15; h *= 0x2C1B3C6D; h ^= h>>12; FlowID = h>>24, ports only for
- * unfragmented TCP/UDP. */
+/* README: the top byte of CRC-32C (reflected polynomial 0x82F63B78, no
+ * inversions), started from the protocol, over src, dst, sport, dport as
+ * on the wire; ports only for unfragmented TCP/UDP, else zeros. Bit by
+ * bit, not with the crc32 instruction the gateway uses. */
 static uint8_t
 ref_flowid(const uint8_t *ip, unsigned int hl, uint32_t avail)
 {
-	uint32_t src = (uint32_t)be16(ip + 12) << 16 | be16(ip + 14);
-	uint32_t dst = (uint32_t)be16(ip + 16) << 16 | be16(ip + 18);
-	uint32_t ports = 0, h;
+	uint8_t wire[12] = { 0 };
+	uint32_t crc = ip[9];
+	unsigned int i, k;
 
+	memcpy(wire, ip + 12, 8);
 	if ((ip[9] == 6 || ip[9] == 17) && !is_fragment(ip) && avail >= hl + 4)
-		ports = (uint32_t)be16(ip + hl) << 16 | be16(ip + hl + 2);
-	h = src * 0x9E3779B1u ^ dst * 0x85EBCA77u ^ ports * 0xC2B2AE3Du ^ ip[9];
-	h ^= h >> 15;
-	h *= 0x2C1B3C6Du;
-	h ^= h >> 12;
-	return h >> 24;
+		memcpy(wire + 8, ip + hl, 4);
+	for (i = 0; i < sizeof(wire); i++) {
+		crc ^= wire[i];
+		for (k = 0; k < 8; k++)
+			crc = crc >> 1 ^ (crc & 1 ? 0x82F63B78u : 0);
+	}
+	return crc >> 24;
 }
 
 /* nvgw_ttl_dec and nvgw_flowid on an IPv4 packet of `tot` bytes (hl valid),
