@@ -354,9 +354,17 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 /* What a burst sends, per output port, handed to the TX buffers at its end. */
 struct out {
 	uint16_t n[2];
+	uint32_t bytes[2];
 	struct rte_mbuf *m[2][NVGW_BURST];
 };
 enum { OUT_PROVIDER, OUT_CUSTOMER };
+
+static inline void
+out_add(struct out *o, int port, struct rte_mbuf *m, uint32_t len)
+{
+	o->m[port][o->n[port]++] = m;
+	o->bytes[port] += len;
+}
 
 /* Make exactly `hdr` bytes of headers in front of the IPv4 packet of
  * ip_len bytes at ip, dropping any link padding after it: the new frame's
@@ -413,7 +421,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
 	vc->pkts++;
 	vc->bytes += NVGW_ETH_LEN + ip_len;
-	o->m[OUT_PROVIDER][o->n[OUT_PROVIDER]++] = m;
+	out_add(o, OUT_PROVIDER, m, NVGW_NVGRE_LEN + ip_len);
 	nvgw_ttl_dec(ip);
 	nvgw_nvgre_header(h, &r->outer, mac, src_mac, in_dst, vw, ip_len, flowid);
 }
@@ -454,7 +462,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
 	vc->pkts++;
 	vc->bytes += ip_len;
-	o->m[OUT_PROVIDER][o->n[OUT_PROVIDER]++] = m;
+	out_add(o, OUT_PROVIDER, m, NVGW_ETH_LEN + ip_len);
 	nvgw_ttl_dec(ip);
 	nvgw_rewrite(ip, p->hl, avail, src_pa, dst_pa);
 	nvgw_eth_write(eth, mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_IPV4));
@@ -487,7 +495,7 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_VLAN_ETH_LEN, ip_len);
 	if (unlikely(eth == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
-	o->m[OUT_CUSTOMER][o->n[OUT_CUSTOMER]++] = m;
+	out_add(o, OUT_CUSTOMER, m, NVGW_VLAN_ETH_LEN + ip_len);
 	nvgw_ttl_dec(ip);
 	vh = (struct rte_vlan_hdr *)(eth + 1);
 	nvgw_eth_write(eth, mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_VLAN));
@@ -587,8 +595,10 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 static inline void
 send_out(struct nvgw_worker *w, struct out *o)
 {
-	nvgw_tx_bulk(w, w->ctx->provider_port, o->m[OUT_PROVIDER], o->n[OUT_PROVIDER]);
-	nvgw_tx_bulk(w, w->ctx->customer_port, o->m[OUT_CUSTOMER], o->n[OUT_CUSTOMER]);
+	nvgw_tx_bulk(w, w->ctx->provider_port, o->m[OUT_PROVIDER], o->n[OUT_PROVIDER],
+		     o->bytes[OUT_PROVIDER]);
+	nvgw_tx_bulk(w, w->ctx->customer_port, o->m[OUT_CUSTOMER], o->n[OUT_CUSTOMER],
+		     o->bytes[OUT_CUSTOMER]);
 }
 
 /* Emit writes headers in place: single-segment mbufs only. 0 = dropped. */
@@ -656,6 +666,7 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 		}
 	}
 	o.n[OUT_PROVIDER] = o.n[OUT_CUSTOMER] = 0;
+	o.bytes[OUT_PROVIDER] = o.bytes[OUT_CUSTOMER] = 0;
 	emit_routed(w, t, pv, m, p, k, &d, &o);
 	send_out(w, &o);
 }
@@ -684,6 +695,7 @@ customer_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	if (k == 0)
 		return;
 	o.n[OUT_PROVIDER] = o.n[OUT_CUSTOMER] = 0;
+	o.bytes[OUT_PROVIDER] = o.bytes[OUT_CUSTOMER] = 0;
 	i = emit_direct(w, t, pv, m, p, k, &o);
 	if (i < k) {
 		lookup_bulk(t, p + i, k - i, &d);

@@ -90,6 +90,7 @@ struct nvgw_port_counters {
 struct nvgw_txbuf {
 	uint16_t n;
 	uint16_t queue;
+	uint32_t bytes;                 /* pkt_len of pkts[0 .. n) */
 	struct rte_mbuf *pkts[NVGW_BURST];
 };
 
@@ -138,43 +139,55 @@ nvgw_vsid_count(struct nvgw_worker *w, enum nvgw_vsid_dir dir, uint16_t slot)
  * after flushing its TX buffers. */
 int nvgw_worker_main(void *arg);
 
-/* Queue one packet for transmission on port; flushed when full or on
- * the drain timer. */
+/* Send what port's TX buffer holds. */
 void nvgw_tx_flush(struct nvgw_worker *w, uint16_t port);
 
+/* Queue one packet for transmission on port; flushed when full or on
+ * the drain timer. */
 static inline void
 nvgw_tx(struct nvgw_worker *w, uint16_t port, struct rte_mbuf *m)
 {
 	struct nvgw_txbuf *b = &w->tx[port];
 
 	b->pkts[b->n++] = m;
+	b->bytes += m->pkt_len;
 	if (unlikely(b->n == NVGW_BURST))
 		nvgw_tx_flush(w, port);
 }
 
-/* Send n packets on port now (counted, the unsent freed as tx_full). */
+/* Send n packets of `bytes` bytes in all on port now (counted, the unsent
+ * freed as tx_full). */
 void nvgw_tx_send(struct nvgw_worker *w, uint16_t port, uint16_t queue,
-		  struct rte_mbuf **pkts, uint16_t n);
+		  struct rte_mbuf **pkts, uint16_t n, uint32_t bytes);
 
-/* Queue n <= NVGW_BURST packets at once: a full burst with nothing
- * queued before it goes straight out. */
+/* Queue n <= NVGW_BURST packets of `bytes` bytes in all (the pipeline
+ * knows the lengths it wrote): a full burst with nothing queued before it
+ * goes straight out. */
 static inline void
-nvgw_tx_bulk(struct nvgw_worker *w, uint16_t port, struct rte_mbuf **m, uint16_t n)
+nvgw_tx_bulk(struct nvgw_worker *w, uint16_t port, struct rte_mbuf **m, uint16_t n,
+	     uint32_t bytes)
 {
 	struct nvgw_txbuf *b = &w->tx[port];
-	uint16_t room = NVGW_BURST - b->n;
+	uint16_t room = NVGW_BURST - b->n, i;
 
 	if (n == NVGW_BURST && b->n == 0)
-		return nvgw_tx_send(w, port, b->queue, m, n);
+		return nvgw_tx_send(w, port, b->queue, m, n, bytes);
 	if (n >= room) {
+		uint32_t part = 0;
+
+		for (i = 0; i < room; i++)
+			part += m[i]->pkt_len;
 		memcpy(&b->pkts[b->n], m, room * sizeof(*m));
 		b->n = NVGW_BURST;
+		b->bytes += part;
 		nvgw_tx_flush(w, port);
 		m += room;
 		n -= room;
+		bytes -= part;
 	}
 	memcpy(&b->pkts[b->n], m, n * sizeof(*m));
 	b->n += n;
+	b->bytes += bytes;
 }
 
 static inline void

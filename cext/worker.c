@@ -11,17 +11,12 @@ typedef void (*burst_fn)(struct nvgw_worker *, uint16_t,
 
 void
 nvgw_tx_send(struct nvgw_worker *w, uint16_t port, uint16_t queue,
-	     struct rte_mbuf **pkts, uint16_t n)
+	     struct rte_mbuf **pkts, uint16_t n, uint32_t bytes)
 {
-	uint16_t sent, i;
-	uint64_t bytes = 0;
+	uint16_t sent = rte_eth_tx_burst(port, queue, pkts, n), i;
 
-	/* bytes first: the driver may free what it sent */
-	for (i = 0; i < n; i++)
-		bytes += pkts[i]->pkt_len;
-	sent = rte_eth_tx_burst(port, queue, pkts, n);
 	if (unlikely(sent < n)) {
-		for (i = sent; i < n; i++)
+		for (i = sent; i < n; i++)      /* still ours: the driver took none */
 			bytes -= pkts[i]->pkt_len;
 		w->drops[NVGW_DROP_tx_full] += n - sent;
 		rte_pktmbuf_free_bulk(&pkts[sent], n - sent);
@@ -37,8 +32,9 @@ nvgw_tx_flush(struct nvgw_worker *w, uint16_t port)
 
 	if (b->n == 0)
 		return;
-	nvgw_tx_send(w, port, b->queue, b->pkts, b->n);
+	nvgw_tx_send(w, port, b->queue, b->pkts, b->n, b->bytes);
 	b->n = 0;
+	b->bytes = 0;
 }
 
 static void

@@ -400,6 +400,9 @@ def test_churn_under_traffic_every_packet_accounted_for(tmp_path):
     assert ports["tenants"]["rx_pkts"] == N and ports["fabric"]["rx_pkts"] == N, ports
     assert ports["fabric"]["tx_pkts"] == up_acc["delivered"], ports
     assert ports["tenants"]["tx_pkts"] == down_acc["delivered"], ports
+    # bytes as captured: full bursts sent at once, partial ones queued and split
+    assert ports["fabric"]["tx_bytes"] == sum(len(r) for _, r in res_up.captures["fab1"])
+    assert ports["tenants"]["tx_bytes"] == sum(len(r) for _, r in res_down.captures["cus1"])
     assert all(p.get("pmd", {}).get("imissed", 0) == 0 for p in final["ports"]), ports
     assert final["generation"] == batches[-1]["generation"]
 

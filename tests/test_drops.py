@@ -374,7 +374,10 @@ def idle_in_use(tmp_path_factory):
     return live["mempool"]["in_use"]
 
 
-def check_accounting(final: dict, live: dict, idle: int) -> None:
+def check_accounting(final: dict, live: dict, idle: int, sent: dict) -> None:
+    for p in final["ports"]:            # forwarded and injected frames, as sent
+        assert (p["tx_pkts"], p["tx_bytes"]) == \
+            (len(sent[p["name"]]), sum(len(f) for f in sent[p["name"]])), p
     rx = sum(p["rx_pkts"] for p in final["ports"])
     tx = sum(p["tx_pkts"] for p in final["ports"])
     exc = final["exceptions"]
@@ -427,7 +430,7 @@ def test_base_packets_are_forwarded(tmp_path, idle_in_use):
     assert nonzero(final["exceptions"]) == {}
     assert len(sent["tenants"]) == 1          # fabric -> VLAN 100
     assert len(sent["fabric"]) == 4           # 2 hairpins + 2 encapsulations
-    check_accounting(final, live, idle_in_use)
+    check_accounting(final, live, idle_in_use, sent)
 
 
 @pytest.mark.parametrize("cases", ROUNDS,
@@ -458,7 +461,7 @@ def test_each_offending_packet_raises_only_its_counter(tmp_path, idle_in_use, ca
     rx = {p["name"]: p["rx_pkts"] for p in final["ports"]}
     assert rx == {"fabric": sum(c.port == "fabric" for c in cases),
                   "tenants": sum(c.port == "tenants" for c in cases)}
-    check_accounting(final, live, idle_in_use)
+    check_accounting(final, live, idle_in_use, sent)
 
 
 def test_no_provider_means_no_policy(tmp_path, idle_in_use):
@@ -467,4 +470,4 @@ def test_no_provider_means_no_policy(tmp_path, idle_in_use):
     assert nonzero(final["drops"]) == {"no_policy": 2}
     assert sent == {"fabric": [], "tenants": []}
     assert nonzero(final["exceptions"]) == {}
-    check_accounting(final, live, idle_in_use)
+    check_accounting(final, live, idle_in_use, sent)

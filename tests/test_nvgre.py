@@ -87,6 +87,11 @@ def test_redblue_both_directions_exact_bytes_and_vsid_counters(tmp_path):
     assert vsid_counters(final, 5001) == traffic(blue_up, blue_down)
     assert vsid_counters(final, 6001) == traffic(red_up, red_down)
     assert vsid_counters(final, 5001)["encap_bytes"] == (14 + 42) + (14 + 40) + (14 + 29)
+    # Ports count the frames as sent (padding dropped, headers rewritten).
+    ports = {p["name"]: p for p in final["ports"]}
+    for name in (FABRIC, TENANTS):
+        assert (ports[name]["tx_pkts"], ports[name]["tx_bytes"]) == \
+            (len(out[name]), sum(len(f) for f in out[name])), name
     assert_drops(final)
     assert exceptions(final) == {}
 
