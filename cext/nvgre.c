@@ -180,7 +180,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
 	if (r == NVGW_PARSED_ARP_VSID)
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
-	if (!rte_is_same_ether_addr((struct rte_ether_addr *)(f + v.inner), &vs->gw_mac))
+	if ((nvgw_load64(f + v.inner) ^ nvgw_load64(&vs->gw_mac)) & NVGW_MAC_MASK)
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
 	p->ip = ip;
 	p->hl = v.hl;

@@ -50,6 +50,10 @@ struct nvgw_vsid {
 	uint16_t idx;               /* counter slot; its FlowID setting is in vsid_word */
 };
 
+/* gw_mac loads as a word in one read (nvgw_load64): bytes follow it. */
+_Static_assert(offsetof(struct nvgw_vsid, gw_mac) + 8 <= sizeof(struct nvgw_vsid),
+	       "nvgw_vsid: 8 bytes readable from gw_mac");
+
 /* A CUSTOMER route. Routes to virtual subnets need no object: their
  * values are packed words (nvgw_route_pack). */
 struct nvgw_route {
