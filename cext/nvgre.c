@@ -613,13 +613,13 @@ one_segment(struct nvgw_worker *w, struct rte_mbuf *m)
 
 /* From the fabric: classify (NVGRE or IP rewrite), fetching the inner
  * source's record and the route of the longest candidate length; then
- * anti-spoofing, routes and destinations, in bulk; then emit. One function
- * per ingress: each loop is compiled for its own side. */
+ * routes and destinations, in bulk, while those records arrive; then
+ * anti-spoofing; then emit. One function per ingress: each loop is
+ * compiled for its own side. */
 static __rte_noinline void
 fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	     const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
 {
-	const struct nvgw_record *src[NVGW_BURST];
 	struct pkt p[NVGW_BURST];
 	struct rte_mbuf *m[NVGW_BURST];
 	struct dest_keys d;
@@ -634,17 +634,17 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	}
 	if (k == 0)
 		return;
-	for (i = 0; i < k; i++)
-		src[i] = p[i].rewritten ? NULL : nvgw_rtab_probe(&t->records, p[i].kb, p[i].key);
 	lookup_bulk(t, p, k, &d);
-	/* Anti-spoofing. A packet dropped here leaves a hole (m[i] = NULL)
-	 * rather than moving the rest. */
+	/* Anti-spoofing, the records' slots having arrived during the lookups
+	 * (the record is read in its slot). A packet dropped here leaves a
+	 * hole (m[i] = NULL) rather than moving the rest. */
 	for (i = 0; i < k; i++) {
-		const struct nvgw_record *r = src[i];
+		const struct nvgw_record *r;
 		struct nvgw_count *vc;
 
 		if (p[i].rewritten)         /* checked in classify_rewrite */
 			continue;
+		r = nvgw_rtab_probe(&t->records, p[i].kb, p[i].key);
 		if (r == NULL || r->outer.ip.dst_addr != p[i].outer_src ||
 		    r->vsid_idx != p[i].src_slot) {
 			nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
