@@ -115,6 +115,8 @@ dist_drain(struct nvgw_worker *w,
 		n = rte_ring_sc_dequeue_burst(w->from[s], (void **)pkts, NVGW_BURST, NULL);
 		got += n;
 		w->processed += n;
+		for (i = 0; i < n; i++)     /* read on the other worker's core */
+			rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
 		for (start = 0, i = 1; i <= n; i++)
 			if (i == n || pkts[i]->port != pkts[start]->port) {
 				fn(w, pkts[start]->port, &pkts[start], i - start);

@@ -4,9 +4,9 @@
  * are classified per packet, each in its own burst function. A customer
  * packet whose destination has a lookup record (fetched at classify) is
  * emitted straight away; for the rest of the burst, and for the fabric's:
- * anti-spoofing lookups (decap), route lookups, lookup-record lookups, all
- * in bulk; then each packet is emitted: NVGRE toward a PA, or tagged
- * toward a customer VLAN. ARP, ICMP for our addresses, unresolved next
+ * route lookups and lookup-record lookups in bulk (and then, from the
+ * fabric, anti-spoofing); then each packet is emitted: NVGRE toward a PA,
+ * or tagged toward a customer VLAN. ARP, ICMP for our addresses, unresolved next
  * hops and "fragmentation needed" leave on the exception ring for the
  * control thread. */
 #include <rte_ethdev.h>
@@ -62,7 +62,7 @@ to_exception(struct nvgw_worker *w, struct rte_mbuf *m, uint32_t lo, uint32_t hi
 
 /* A customer frame that is not IPv4 to route (parse result r): ARP for a
  * known VLAN goes to the exception thread, the rest is dropped. */
-static void
+static __rte_noinline void
 customer_other(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbuf *m,
 	       int r, const struct nvgw_view *v)
 {

@@ -90,7 +90,7 @@ struct nvgw_port_counters {
 struct nvgw_txbuf {
 	uint16_t n;
 	uint16_t queue;
-	uint32_t bytes;                 /* pkt_len of pkts[0 .. n) */
+	uint32_t bytes;                 /* the sum of pkts[0 .. n)'s pkt_len */
 	struct rte_mbuf *pkts[NVGW_BURST];
 };
 

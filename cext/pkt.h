@@ -160,8 +160,10 @@ nvgw_eth_write(void *h, uint64_t dst, uint64_t src, uint16_t type)
  * only for unfragmented TCP/UDP, so every fragment of a flow agrees.
  * CRC-32C (one instruction per word, as the exact-match table's hash) of
  * the addresses and ports as on the wire, seeded with the protocol: the
- * top byte of a CRC spreads any one field's values evenly. The same
- * function is written out in the README for peers and tests. */
+ * top byte of a CRC spreads any one field's values evenly. The software
+ * RSS (dist.h) hashes the same bytes the same way, so with several workers
+ * each emits its own range of FlowIDs: harmless, as they share the port.
+ * The same function is written out in the README for peers and tests. */
 static inline uint8_t
 nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 {
