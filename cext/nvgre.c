@@ -478,7 +478,6 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint16_t vlan = rt->vlan;
-	uint32_t nh_ip = rt->nh_ip ? rt->nh_ip : ip->dst_addr;
 	struct rte_ether_hdr *eth;
 	struct rte_vlan_hdr *vh;
 	uint64_t mac, src_mac;
@@ -489,7 +488,7 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	mac = nh ? __atomic_load_n(&nh->mac, __ATOMIC_ACQUIRE) : 0;
 	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
 		w->drops[NVGW_DROP_no_neighbour]++;
-		punt(w, m, EXC(NVGW_EXC_RESOLVE, vlan), nh_ip);
+		punt(w, m, EXC(NVGW_EXC_RESOLVE, vlan), rt->nh_ip ? rt->nh_ip : ip->dst_addr);
 		return;
 	}
 	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_VLAN_ETH_LEN, ip_len);
