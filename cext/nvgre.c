@@ -6,9 +6,9 @@
  * emitted straight away; for the rest of the burst, and for the fabric's:
  * route lookups and lookup-record lookups in bulk (and then, from the
  * fabric, anti-spoofing); then each packet is emitted: NVGRE toward a PA,
- * or tagged toward a customer VLAN. ARP, ICMP for our addresses, unresolved next
- * hops and "fragmentation needed" leave on the exception ring for the
- * control thread. */
+ * or tagged toward a customer VLAN. ARP, ICMP for our addresses,
+ * unresolved next hops and "fragmentation needed" leave on the exception
+ * ring for the control thread. */
 #include <rte_ethdev.h>
 #include <rte_ip.h>
 
@@ -360,6 +360,13 @@ struct out {
 enum { OUT_PROVIDER, OUT_CUSTOMER };
 
 static inline void
+out_init(struct out *o)
+{
+	o->n[OUT_PROVIDER] = o->n[OUT_CUSTOMER] = 0;
+	o->bytes[OUT_PROVIDER] = o->bytes[OUT_CUSTOMER] = 0;
+}
+
+static inline void
 out_add(struct out *o, int port, struct rte_mbuf *m, uint32_t len)
 {
 	o->m[port][o->n[port]++] = m;
@@ -664,8 +671,7 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 			m[i] = NULL;
 		}
 	}
-	o.n[OUT_PROVIDER] = o.n[OUT_CUSTOMER] = 0;
-	o.bytes[OUT_PROVIDER] = o.bytes[OUT_CUSTOMER] = 0;
+	out_init(&o);
 	emit_routed(w, t, pv, m, p, k, &d, &o);
 	send_out(w, &o);
 }
@@ -693,8 +699,7 @@ customer_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	}
 	if (k == 0)
 		return;
-	o.n[OUT_PROVIDER] = o.n[OUT_CUSTOMER] = 0;
-	o.bytes[OUT_PROVIDER] = o.bytes[OUT_CUSTOMER] = 0;
+	out_init(&o);
 	i = emit_direct(w, t, pv, m, p, k, &o);
 	if (i < k) {
 		lookup_bulk(t, p + i, k - i, &d);

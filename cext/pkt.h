@@ -125,11 +125,11 @@ nvgw_ipv4_cksum_ok(const struct rte_ipv4_hdr *ip, unsigned int hl)
 #define NVGW_MAC_MASK 0xFFFFFFFFFFFFULL
 
 static inline uint64_t
-nvgw_mac_word(const struct rte_ether_addr *a)
+nvgw_mac_word(const void *mac)
 {
 	uint64_t w = 0;
 
-	memcpy(&w, a, 6);
+	memcpy(&w, mac, 6);
 	return w;
 }
 

@@ -441,10 +441,10 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 	/* The hash owns v; the index array is a second, non-owning view. */
 	rc = swap_value(t, t->vsids, &vsid, v);
 	if (rc == 0) {
-		uint64_t word = NVGW_VW_VALID | (flowid < 0 ? 0 : NVGW_VW_FLOWID_FIXED |
-						 (uint64_t)(uint8_t)flowid << 48);
+		uint64_t word = nvgw_mac_word(gw_mac) | NVGW_VW_VALID |
+				(flowid < 0 ? 0 : NVGW_VW_FLOWID_FIXED |
+				 (uint64_t)(uint8_t)flowid << 48);
 
-		memcpy(&word, gw_mac, 6);
 		__atomic_store_n(&t->vsid_word[idx], word, __ATOMIC_RELEASE);
 		__atomic_store_n(&t->vsid_by_idx[idx], v, __ATOMIC_RELEASE);
 		__atomic_store_n(&pg[vsid & 0xFF], NVGW_VE(rdid, idx), __ATOMIC_RELEASE);
@@ -694,7 +694,6 @@ nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip, const uint8_t
 	       int only_existing)
 {
 	struct nvgw_neigh *n;
-	uint64_t word = 0;
 
 	pthread_mutex_lock(&t->neigh_lock);
 	n = neigh_get_locked(t, scope, ip, !only_existing);
@@ -702,8 +701,9 @@ nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip, const uint8_t
 		if (only_existing && (n->mac & NVGW_NEIGH_STATIC)) {
 			n = NULL;                 /* learning never overrides policy */
 		} else {
-			memcpy(&word, mac, 6);
-			word |= NVGW_NEIGH_VALID | (only_existing ? 0 : NVGW_NEIGH_STATIC);
+			uint64_t word = nvgw_mac_word(mac) | NVGW_NEIGH_VALID |
+					(only_existing ? 0 : NVGW_NEIGH_STATIC);
+
 			__atomic_store_n(&n->mac, word, __ATOMIC_RELEASE);
 		}
 	}
