@@ -195,7 +195,8 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 
 /* The destination lookup keys of a routed packet: its lookup record (a CA
  * in a virtual subnet, or an appliance's) or, for a customer destination on
- * the link, its neighbour. */
+ * the link that its attachment does not keep by host number, its
+ * neighbour. */
 struct dest_keys {
 	uint64_t rec[NVGW_BURST], nh[NVGW_BURST];
 	const struct nvgw_rslot *rec_s[NVGW_BURST];
@@ -205,7 +206,7 @@ struct dest_keys {
 };
 
 static inline void
-dest_key(const struct nvgw_tables *t, struct dest_keys *d, const struct pkt *p, uint16_t i)
+dest_key(const struct nvgw_tables *t, struct dest_keys *d, struct pkt *p, uint16_t i)
 {
 	uint64_t rv = p->rv;
 
@@ -220,8 +221,13 @@ dest_key(const struct nvgw_tables *t, struct dest_keys *d, const struct pkt *p, 
 		d->dst_idx[d->n_dst++] = i;
 	} else {
 		const struct nvgw_route *rt = (const struct nvgw_route *)(uintptr_t)rv;
+		const struct nvgw_attach *a;
 
-		if (rt->nh == NULL) {
+		if (rt->nh != NULL)
+			return;
+		/* on the link: by host number where its attachment keeps them */
+		a = t->attach[rt->vlan];
+		if (a == NULL || !nvgw_attach_host(a, p->ip->dst_addr, &p->nh)) {
 			d->nh[d->n_nh] = nvgw_neigh_key(rt->vlan, p->ip->dst_addr);
 			d->nh_idx[d->n_nh++] = i;
 		}
@@ -345,6 +351,8 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 		j = d->rec_idx[i];
 		p[j].rec = r != NULL && nvgw_record_vsid(r) == nvgw_route_vsid(p[j].rv) ? r : NULL;
 	}
+	if (d->n_nh == 0)
+		return;
 	hits = nvgw_htab_lookup_bulk(&t->neigh, d->nh, d->n_nh, data);
 	for (i = 0; i < d->n_nh; i++)
 		p[d->nh_idx[i]].nh = hits & (1ULL << i) ?

@@ -639,11 +639,13 @@ int
 nvgw_attach_set(struct nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip,
 		uint32_t mask, const uint8_t mac[6])
 {
+	uint32_t size = ~rte_be_to_cpu_32(mask) + 1, n_hosts, i;
 	struct nvgw_attach *a;
 
 	if (vlan == 0 || vlan >= NVGW_MAX_VLAN || rdid == 0 || rdid >= NVGW_MAX_RD)
 		return -EINVAL;
-	a = rte_zmalloc(NULL, sizeof(*a), RTE_CACHE_LINE_SIZE);
+	n_hosts = size != 0 && size <= NVGW_ATTACH_MAX_HOSTS ? size : 0;   /* /0: size 0 */
+	a = rte_zmalloc(NULL, sizeof(*a) + n_hosts * sizeof(a->hosts[0]), RTE_CACHE_LINE_SIZE);
 	if (a == NULL)
 		return -ENOMEM;
 	a->vlan = vlan;
@@ -652,16 +654,31 @@ nvgw_attach_set(struct nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip
 	a->mask = mask;
 	memcpy(&a->mac, mac, 6);
 	a->mac_w = nvgw_mac_word(&a->mac);
-	defer_free(t, __atomic_exchange_n(&t->attach[vlan], a, __ATOMIC_RELEASE));
+	a->net = rte_be_to_cpu_32(ip & mask);
+	a->n_hosts = n_hosts;
+	/* The link's neighbours so far; one made from now on (neigh_get_locked)
+	 * finds this attachment published. */
+	pthread_mutex_lock(&t->neigh_lock);
+	for (i = 0; i < n_hosts; i++)
+		a->hosts[i] = nvgw_neigh_find(t, vlan, rte_cpu_to_be_32(a->net + i));
+	a = __atomic_exchange_n(&t->attach[vlan], a, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&t->neigh_lock);
+	defer_free(t, a);       /* may wait for a grace period: not under the lock */
 	return 0;
 }
 
 int
 nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan)
 {
+	struct nvgw_attach *a;
+
 	if (vlan == 0 || vlan >= NVGW_MAX_VLAN || t->attach[vlan] == NULL)
 		return -ENOENT;
-	defer_free(t, __atomic_exchange_n(&t->attach[vlan], NULL, __ATOMIC_RELEASE));
+	/* under the lock: a neighbour being made may be writing its entry */
+	pthread_mutex_lock(&t->neigh_lock);
+	a = __atomic_exchange_n(&t->attach[vlan], NULL, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&t->neigh_lock);
+	defer_free(t, a);
 	return 0;
 }
 
@@ -686,6 +703,13 @@ neigh_get_locked(struct nvgw_tables *t, uint16_t scope, uint32_t ip, int create)
 		return NULL;
 	}
 	t->n_neigh++;
+	if (scope != NVGW_SCOPE_PROVIDER) {
+		struct nvgw_attach *a = t->attach[scope];
+		uint32_t off = rte_be_to_cpu_32(ip) - (a != NULL ? a->net : 0);
+
+		if (a != NULL && off < a->n_hosts)
+			__atomic_store_n(&a->hosts[off], n, __ATOMIC_RELEASE);
+	}
 	return n;
 }
 

@@ -94,6 +94,13 @@ nvgw_route_nh_ip(uint64_t v)
 	return (uint32_t)(v >> 32);
 }
 
+/* An attachment keeps its subnet's neighbours by host number when the
+ * subnet is this small (a /22: 8 KB of pointers), so that a packet routed
+ * onto the link finds its next hop by index, not by a lookup. Neighbours
+ * are never freed; an entry is set once, when its neighbour is made (or
+ * the attachment is), and NULL means none yet. */
+#define NVGW_ATTACH_MAX_HOSTS 1024
+
 struct nvgw_attach {
 	uint16_t vlan;
 	uint32_t rdid;
@@ -101,7 +108,24 @@ struct nvgw_attach {
 	uint32_t mask;
 	struct rte_ether_addr mac;
 	uint64_t mac_w;             /* mac as a word (pkt.h) */
+	uint32_t net;               /* the subnet's first address, host order */
+	uint32_t n_hosts;           /* entries in hosts: the subnet's size, or 0 */
+	struct nvgw_neigh *hosts[]; /* by address - net */
 };
+
+/* The neighbour at ip (network order) on a's link, when a keeps its
+ * subnet's neighbours: *nh is it, or NULL when there is none yet. 0: ip is
+ * outside what a keeps (look it up in the neighbour table). */
+static inline int
+nvgw_attach_host(const struct nvgw_attach *a, uint32_t ip, const struct nvgw_neigh **nh)
+{
+	uint32_t off = rte_be_to_cpu_32(ip) - a->net;
+
+	if (off >= a->n_hosts)
+		return 0;
+	*nh = __atomic_load_n(&a->hosts[off], __ATOMIC_ACQUIRE);
+	return 1;
+}
 
 struct nvgw_provider {
 	uint32_t pa[NVGW_MAX_PA];   /* our PAs; pa[0] is the encap source */

@@ -617,6 +617,55 @@ def test_hosts_resolved_for_traffic_take_at_most_a_quarter_of_the_neighbour_tabl
     assert len(gw.sent(TENANTS)) == 64                   # one ARP request per entry
 
 
+def test_on_link_neighbours_by_host_number_follow_live_changes(tmp_path, veth):
+    """An attachment of up to 1,024 addresses keeps its link's neighbours by host
+    number, wider ones leave them to the neighbour table. Decap to hosts on Blue's
+    link must reach the right MAC whichever made the entry: the attachment (the
+    neighbour came first), a neighbour added after it, an attachment widened to
+    a /16 (none kept) or narrowed again (kept, from the table); a host with no
+    neighbour is asked for, once, and its packet counted."""
+    gw_end, test_end = veth
+    late, late_mac = "172.16.1.50", "02:00:00:00:01:50"
+    path = write_policy(tmp_path, redblue_policy())
+    ports = [live_port(FABRIC, "provider", 0, gw_end, tmp_path), PcapPort(TENANTS, "customer")]
+    gw = GatewayProcess(tmp_path, ports, nvgre_body(path)).start()
+    inj = Injector(gw, FABRIC, test_end)
+    sent = []
+
+    def send(dst, mac):
+        ip = udp(VM_CA, dst, 80, 5000 + len(sent), b"to %s" % dst.encode(), id=len(sent))
+        inj.send(BLUE.down(ip))
+        sent.append(BLUE.decap(ip, dst_mac=mac) if mac else None)
+
+    def attach(prefix):
+        gw.request("apply", ops=[{"op": "set", "kind": "attachment", "rdid": BLUE.rdid,
+                                  "vlan": BLUE.vlan, "address": f"172.16.1.1/{prefix}"}])
+
+    try:
+        send(BLUE.host, BLUE.host_mac)                      # kept since the attachment
+        gw.request("apply", ops=[{"op": "set", "kind": "neighbour", "vlan": BLUE.vlan,
+                                  "ip": late, "mac": late_mac}])
+        send(late, late_mac)                                # entry made by the neighbour
+        send("172.16.1.77", None)                           # none: ARP, no_neighbour
+        attach(16)
+        send(late, late_mac)                                # the neighbour table
+        send(BLUE.host, BLUE.host_mac)
+        attach(23)
+        send(late, late_mac)                                # kept again, from the table
+        send(BLUE.host, BLUE.host_mac)
+    finally:
+        inj.close()
+        gw.stop()
+    assert gw.returncode == 0, gw.stderr
+    out = gw.sent(TENANTS)
+    assert [f for f in out if Ether(f).haslayer(IP)] == [f for f in sent if f]
+    arps = [Ether(f) for f in out if not Ether(f).haslayer(IP)]
+    assert [(a[Dot1Q].vlan, a.pdst) for a in arps] == [(BLUE.vlan, "172.16.1.77")]
+    final = gw.final_counters()
+    assert_drops(final, no_neighbour=1)
+    assert exceptions(final) == {"arp_requests": 1}
+
+
 def test_deleting_a_static_neighbour_live_makes_it_unresolved(tmp_path, veth):
     gw_end, test_end = veth
     pkts = [udp(BLUE.host, VM_CA, 7100 + i, 80, b"live", id=i) for i in range(2)]
