@@ -129,6 +129,38 @@ def test_redblue_cross_tenant_traffic_is_dropped_and_counted(tmp_path):
     assert vsid_counters(final, 6001) == traffic(decap=[to_blue_ca])
 
 
+def test_full_bursts_leave_whole_and_in_order(tmp_path):
+    """Many full bursts (net_pcap reads 32 at a time) both ways, with drops in
+    the middle of bursts: each port's frames leave exactly and in the order they
+    came (a dropped packet leaves a hole, it does not move the rest), and the
+    last, partial burst is not left behind."""
+    n = 7 * 32 + 5                                  # seven full bursts and a tail
+    pol = redblue_policy()
+    tenants, fabric, enc, dec = [], [], [], []
+    spoofed = 0
+    for i in range(n):
+        t = (BLUE, RED)[i % 2]
+        up = udp(t.host, VM_CA, 1000 + i, 80, b"up %d" % i, id=i)
+        down = udp(VM_CA, t.host, 80, 1000 + i, b"down %d" % i, id=i)
+        tenants.append(t.up(up))
+        enc.append(t.encap(up))
+        if i % 37 == 5:                             # the other tenant's PA: spoofed_pa
+            other = (RED, BLUE)[i % 2]
+            fabric.append(nvgre_frame(other.pa, t.vsid, t.vm_mac, down,
+                                      outer_src_mac=other.pa_mac))
+            spoofed += 1
+        else:
+            fabric.append(t.down(down))
+            dec.append(t.decap(down))
+    gw, out = run_nvgre(tmp_path, pol, fabric=fabric, tenants=tenants)
+
+    assert [bytes(f) for f in out[FABRIC]] == [bytes(f) for f in enc]
+    assert [bytes(f) for f in out[TENANTS]] == [bytes(f) for f in dec]
+    final = gw.final_counters()
+    assert_drops(final, spoofed_pa=spoofed)
+    assert sum(w["processed"] for w in final["workers"]) == 2 * n
+
+
 # -- 2. FlowID ------------------------------------------------------------------
 
 
