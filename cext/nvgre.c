@@ -443,7 +443,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 
 /* Toward a rewritten VM: our PA for the (customer-side) source, the VM's
  * PA for the destination; no extra header. */
-static inline void
+static __rte_always_inline void
 emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	     const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {

@@ -179,13 +179,73 @@ nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 	return (uint32_t)_mm_crc32_u32((uint32_t)h, ports) >> 24;
 }
 
+/* nvgw_csum_adjust for a difference already folded to 16 bits: the sum of
+ * two 16-bit words has one carry at most, added back once. Folding first
+ * gives the same checksum (both folds keep 0 only for 0), and lets one fold
+ * serve every checksum that covers the same fields. */
+static inline uint16_t
+nvgw_csum_adjust16(uint16_t csum, uint16_t diff)
+{
+	uint32_t s = (uint32_t)(uint16_t)~csum + diff;
+
+	return (uint16_t)~(s + (s >> 16));
+}
+
+/* The TCP or UDP checksum of the header at l4 (len bytes present) after
+ * its pseudo-header's addresses changed by diff (folded). Returns 1 and the
+ * old and new checksum words when it changed (an ICMP checksum covering
+ * this header follows them). A UDP checksum of 0 (none) stays 0, and none
+ * becomes 0. */
+static inline int
+nvgw_l4_rewrite(uint8_t proto, uint8_t *l4, uint32_t len, uint16_t diff, uint16_t *old,
+		uint16_t *new)
+{
+	nvgw_u16 *csum;   /* quoted headers need not be aligned */
+
+	if (proto == IPPROTO_UDP && len >= 8 && ((nvgw_u16 *)l4)[3] != 0)
+		csum = (nvgw_u16 *)l4 + 3;                 /* dgram_cksum */
+	else if (proto == IPPROTO_TCP && len >= 18)
+		csum = (nvgw_u16 *)l4 + 8;                 /* cksum */
+	else
+		return 0;
+	*old = *csum;
+	*new = nvgw_csum_adjust16(*old, diff);
+	if (proto == IPPROTO_UDP && *new == 0)
+		*new = 0xFFFF;
+	*csum = *new;
+	return 1;
+}
+
+/* ICMP errors (rewrite.c): the quoted packet's addresses mirror the outer
+ * rewrite from os/od to ns/nd, with its checksums and the ICMP checksum. */
+void nvgw_rewrite_icmp(uint8_t *l4, uint32_t len, uint32_t os, uint32_t od, uint32_t ns,
+		       uint32_t nd);
+
 /* IP rewrite of src/dst in place, every checksum updated incrementally
  * (never recomputed, so a wrong one stays exactly as wrong):
- * the IPv4 header; the TCP/UDP pseudo-header (a zero UDP checksum stays
- * zero; non-first fragments have no L4 header); ICMP errors quote the
- * packet that caused them, whose addresses mirror the outer ones and are
- * rewritten too, with the quoted checksums and the ICMP checksum. */
-void nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail,
-		  uint32_t src, uint32_t dst);
+ * the IPv4 header; the TCP/UDP pseudo-header (non-first fragments have no
+ * L4 header); ICMP errors quote the packet that caused them, whose
+ * addresses mirror the outer ones and are rewritten too, with the quoted
+ * checksums and the ICMP checksum. One fold of the addresses' difference
+ * serves the IPv4 and the TCP/UDP checksum. */
+static inline void
+nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail, uint32_t src,
+	     uint32_t dst)
+{
+	uint32_t os = ip->src_addr, od = ip->dst_addr;
+	uint32_t len = RTE_MIN((uint32_t)nvgw_be16(ip->total_length), avail) - hl;
+	uint16_t diff = nvgw_csum_fold(nvgw_csum_diff(os, src) + nvgw_csum_diff(od, dst));
+	uint16_t old, new;
+
+	ip->hdr_checksum = nvgw_csum_adjust16(ip->hdr_checksum, diff);
+	ip->src_addr = src;
+	ip->dst_addr = dst;
+	if (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_OFFSET_MASK))
+		return;                 /* a non-first fragment carries no L4 header */
+	if (unlikely(ip->next_proto_id == IPPROTO_ICMP))
+		nvgw_rewrite_icmp((uint8_t *)ip + hl, len, os, od, src, dst);
+	else
+		nvgw_l4_rewrite(ip->next_proto_id, (uint8_t *)ip + hl, len, diff, &old, &new);
+}
 
 #endif
