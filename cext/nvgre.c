@@ -226,7 +226,7 @@ dest_key(const struct nvgw_tables *t, struct dest_keys *d, struct pkt *p, uint16
 		if (rt->nh != NULL)
 			return;
 		/* on the link: by host number where its attachment keeps them */
-		a = t->attach[rt->vlan];
+		a = __atomic_load_n(&t->attach[rt->vlan], __ATOMIC_ACQUIRE);  /* one object */
 		if (a == NULL || !nvgw_attach_host(a, p->ip->dst_addr, &p->nh)) {
 			d->nh[d->n_nh] = nvgw_neigh_key(rt->vlan, p->ip->dst_addr);
 			d->nh_idx[d->n_nh++] = i;

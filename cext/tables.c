@@ -586,7 +586,7 @@ nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 	int rc, had;
 
 	if (rdid == 0 || rdid >= NVGW_MAX_RD || len > 32 || kind > NVGW_ROUTE_CUSTOMER ||
-	    vsid > 0xFFFFFF)
+	    vsid > 0xFFFFFF || vlan >= NVGW_MAX_VLAN)        /* the worker indexes attach[vlan] */
 		return -EINVAL;
 	if (kind != NVGW_ROUTE_CUSTOMER) {
 		val = nvgw_route_pack(kind, vsid, nh_ip);
@@ -703,7 +703,7 @@ neigh_get_locked(struct nvgw_tables *t, uint16_t scope, uint32_t ip, int create)
 		return NULL;
 	}
 	t->n_neigh++;
-	if (scope != NVGW_SCOPE_PROVIDER) {
+	if (scope != NVGW_SCOPE_PROVIDER && scope < NVGW_MAX_VLAN) {
 		struct nvgw_attach *a = t->attach[scope];
 		uint32_t off = rte_be_to_cpu_32(ip) - (a != NULL ? a->net : 0);
 

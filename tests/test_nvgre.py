@@ -130,10 +130,10 @@ def test_redblue_cross_tenant_traffic_is_dropped_and_counted(tmp_path):
 
 
 def test_full_bursts_leave_whole_and_in_order(tmp_path):
-    """Many full bursts (net_pcap reads 32 at a time) both ways, with drops in
-    the middle of bursts: each port's frames leave exactly and in the order they
-    came (a dropped packet leaves a hole, it does not move the rest), and the
-    last, partial burst is not left behind."""
+    """Many full bursts (net_pcap reads 32 at a time) both ways, with spoofed
+    frames in the middle of the fabric's bursts: each port's frames leave exactly
+    and in the order they came (a dropped packet leaves a hole, it does not move
+    the rest), and the last, partial burst is not left behind."""
     n = 7 * 32 + 5                                  # seven full bursts and a tail
     pol = redblue_policy()
     tenants, fabric, enc, dec = [], [], [], []
@@ -652,10 +652,11 @@ def test_hosts_resolved_for_traffic_take_at_most_a_quarter_of_the_neighbour_tabl
 def test_on_link_neighbours_by_host_number_follow_live_changes(tmp_path, veth):
     """An attachment of up to 1,024 addresses keeps its link's neighbours by host
     number, wider ones leave them to the neighbour table. Decap to hosts on Blue's
-    link must reach the right MAC whichever made the entry: the attachment (the
-    neighbour came first), a neighbour added after it, an attachment widened to
-    a /16 (none kept) or narrowed again (kept, from the table); a host with no
-    neighbour is asked for, once, and its packet counted."""
+    link must reach the right MAC whichever made the entry: a neighbour made after
+    the attachment (the policy load sets attachments first; a live add), an
+    attachment widened to a /16 (none kept) or narrowed again (its entries filled
+    from the table); a host with no neighbour is asked for, once, and its packet
+    counted."""
     gw_end, test_end = veth
     late, late_mac = "172.16.1.50", "02:00:00:00:01:50"
     path = write_policy(tmp_path, redblue_policy())
@@ -674,10 +675,10 @@ def test_on_link_neighbours_by_host_number_follow_live_changes(tmp_path, veth):
                                   "vlan": BLUE.vlan, "address": f"172.16.1.1/{prefix}"}])
 
     try:
-        send(BLUE.host, BLUE.host_mac)                      # kept since the attachment
+        send(BLUE.host, BLUE.host_mac)                      # entry made by the neighbour
         gw.request("apply", ops=[{"op": "set", "kind": "neighbour", "vlan": BLUE.vlan,
                                   "ip": late, "mac": late_mac}])
-        send(late, late_mac)                                # entry made by the neighbour
+        send(late, late_mac)                                # ... added live
         send("172.16.1.77", None)                           # none: ARP, no_neighbour
         attach(16)
         send(late, late_mac)                                # the neighbour table
