@@ -53,6 +53,13 @@ nvgw_ipv4_ok(const struct rte_ipv4_hdr *ip, uint32_t avail)
 	return (uint32_t)(tot - hl) <= avail - hl ? hl : 0;    /* hl <= tot <= avail */
 }
 
+/* Non-zero for a fragment other than the first (no L4 header). */
+static inline uint16_t
+nvgw_frag_offset(const struct rte_ipv4_hdr *ip)
+{
+	return ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_OFFSET_MASK);
+}
+
 /* TTL - 1 with the checksum updated incrementally: RFC 1624 eqn. 3,
  * HC' = ~(~HC + ~m + m'), where ~m + m' = ~0x0100 for the TTL/protocol word
  * (eqn. 2, HC + 0x0100, gives 0xFFFF where the checksum is 0x0000). */
@@ -240,8 +247,8 @@ nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail, uint32_t 
 	ip->hdr_checksum = nvgw_csum_adjust16(ip->hdr_checksum, diff);
 	ip->src_addr = src;
 	ip->dst_addr = dst;
-	if (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_OFFSET_MASK))
-		return;                 /* a non-first fragment carries no L4 header */
+	if (nvgw_frag_offset(ip))
+		return;
 	if (unlikely(ip->next_proto_id == IPPROTO_ICMP))
 		nvgw_rewrite_icmp((uint8_t *)ip + hl, len, os, od, src, dst);
 	else

@@ -4,8 +4,6 @@
 
 #include "pkt.h"
 
-#define FRAG_OFFSET(ip) ((ip)->fragment_offset & nvgw_be16(RTE_IPV4_HDR_OFFSET_MASK))
-
 static int
 icmp_is_error(uint8_t type)
 {
@@ -42,7 +40,7 @@ nvgw_rewrite_icmp(uint8_t *l4, uint32_t len, uint32_t os, uint32_t od, uint32_t 
 	/* the ICMP checksum covers the quoted addresses, their checksum and
 	 * the quoted L4 checksum */
 	idiff = diff + nvgw_csum_diff16(qc, q->hdr_checksum);
-	if (FRAG_OFFSET(q) == 0 &&
+	if (nvgw_frag_offset(q) == 0 &&
 	    nvgw_l4_rewrite(q->next_proto_id, (uint8_t *)q + qhl, len - 8 - qhl, diff, &old, &new))
 		idiff += nvgw_csum_diff16(old, new);
 	icmp->icmp_cksum = nvgw_csum_adjust(icmp->icmp_cksum, idiff);

@@ -703,12 +703,11 @@ neigh_get_locked(struct nvgw_tables *t, uint16_t scope, uint32_t ip, int create)
 		return NULL;
 	}
 	t->n_neigh++;
-	if (scope != NVGW_SCOPE_PROVIDER && scope < NVGW_MAX_VLAN) {
-		struct nvgw_attach *a = t->attach[scope];
-		uint32_t off = rte_be_to_cpu_32(ip) - (a != NULL ? a->net : 0);
+	if (scope != NVGW_SCOPE_PROVIDER && scope < NVGW_MAX_VLAN && t->attach[scope] != NULL) {
+		struct nvgw_neigh **s = nvgw_attach_slot(t->attach[scope], ip);
 
-		if (a != NULL && off < a->n_hosts)
-			__atomic_store_n(&a->hosts[off], n, __ATOMIC_RELEASE);
+		if (s != NULL)
+			__atomic_store_n(s, n, __ATOMIC_RELEASE);
 	}
 	return n;
 }

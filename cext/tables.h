@@ -113,17 +113,26 @@ struct nvgw_attach {
 	struct nvgw_neigh *hosts[]; /* by address - net */
 };
 
-/* The neighbour at ip (network order) on a's link, when a keeps its
- * subnet's neighbours: *nh is it, or NULL when there is none yet. 0: ip is
- * outside what a keeps (look it up in the neighbour table). */
-static inline int
-nvgw_attach_host(const struct nvgw_attach *a, uint32_t ip, const struct nvgw_neigh **nh)
+/* a's entry for ip (network order), or NULL when a does not keep it. */
+static inline struct nvgw_neigh **
+nvgw_attach_slot(const struct nvgw_attach *a, uint32_t ip)
 {
 	uint32_t off = rte_be_to_cpu_32(ip) - a->net;
 
-	if (off >= a->n_hosts)
+	return off < a->n_hosts ? (struct nvgw_neigh **)&a->hosts[off] : NULL;
+}
+
+/* The neighbour at ip on a's link, when a keeps its subnet's neighbours:
+ * *nh is it, or NULL when there is none yet. 0: ip is outside what a keeps
+ * (look it up in the neighbour table). */
+static inline int
+nvgw_attach_host(const struct nvgw_attach *a, uint32_t ip, const struct nvgw_neigh **nh)
+{
+	struct nvgw_neigh **s = nvgw_attach_slot(a, ip);
+
+	if (s == NULL)
 		return 0;
-	*nh = __atomic_load_n(&a->hosts[off], __ATOMIC_ACQUIRE);
+	*nh = __atomic_load_n(s, __ATOMIC_ACQUIRE);
 	return 1;
 }
 
