@@ -25,6 +25,9 @@ through nvgw-mgmt to a gateway (first byte sent to ack), and p50/p99 of one migr
 --callgrind instead counts instructions per packet under valgrind's callgrind (testpmd's
 forwarding thread; the gateway's worker loop only), split by shared object: unlike
 cycles they do not move with the neighbours of a shared machine.
+
+--scaling 1,2,4,8 instead measures each row on 1, 2, 4 and 8 cores against testpmd on as
+many: for a machine with the cores to spare (on this 2-CPU one, only 1).
 """
 from __future__ import annotations
 
@@ -96,13 +99,13 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 60
 HUGEPAGES = False
 
 
-def hugepages_ok() -> bool:
+def hugepages_ok(mb: int = MEMORY_MB) -> bool:
     try:
         free = int(open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read())
     except OSError:
         return False
     mounted = any(" hugetlbfs " in line for line in open("/proc/mounts"))
-    return mounted and free * 2 >= MEMORY_MB
+    return mounted and free * 2 >= mb
 
 
 # -- workloads ----------------------------------------------------------------------
@@ -159,21 +162,38 @@ TP_CYC = re.compile(r"CPU cycles/packet=([\d.]+) \(total cycles=(\d+) / total io
                     r" at (\d+) MHz")
 
 
-def testpmd_argv(pcap: Path) -> list[str]:
-    """io-forward from the pcap (infinite_rx) to net_null, started at once (-a)."""
+def memory_mb(queues: int) -> int:
+    """EAL memory for `queues` source queues: each preloads its own copy of the pcap
+    (PKTS mbufs, about 150 MB), so runs of more than 2 queues get more."""
+    return MEMORY_MB + 192 * max(0, queues - 2)
+
+
+def lcores_arg(n: int) -> str:
+    """EAL lcores 0..n-1, lcore i on CPU i (folded onto the CPUs there are, as the
+    gateway's config does, so a 2-CPU machine can still try a run of more)."""
+    return ",".join(f"{i}@{i % (os.cpu_count() or 1)}" for i in range(n))
+
+
+def testpmd_argv(pcap: Path, cores: int = 1) -> list[str]:
+    """io-forward from the pcap (infinite_rx) to net_null, started at once (-a); with
+    `cores` forwarding cores, each on its own queue of the pcap port (a copy each)."""
     # --in-memory: no hugepage files left behind (the gateway runs so too)
     mem = ["--in-memory"] if HUGEPAGES else ["--no-huge"]
-    return ["dpdk-testpmd", *mem, "-m", str(MEMORY_MB), "--no-pci", "--file-prefix",
-            f"nvgwbench{os.getpid()}", "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1",
-            "--vdev", "net_null0,no-rx=1", "-l", "0,1", "--log-level", "warning", "--",
-            "--forward-mode=io", f"--burst={BURST}", f"--total-num-mbufs={PKTS + WORK_MBUFS}",
+    rx = ",".join([f"rx_pcap={pcap}"] * cores)
+    multi = [f"--nb-cores={cores}", f"--rxq={cores}", f"--txq={cores}"] if cores > 1 else []
+    return ["dpdk-testpmd", *mem, "-m", str(memory_mb(cores)), "--no-pci", "--file-prefix",
+            f"nvgwbench{os.getpid()}", "--vdev", f"net_pcap0,{rx},infinite_rx=1",
+            "--vdev", "net_null0,no-rx=1", "--lcores", lcores_arg(cores + 1),
+            "--log-level", "warning", "--",
+            "--forward-mode=io", f"--burst={BURST}",
+            f"--total-num-mbufs={cores * PKTS + WORK_MBUFS}", *multi,
             f"--mbcache={MBUF_CACHE}", f"--rxd={DESCRIPTORS}", f"--txd={DESCRIPTORS}", "-a"]
 
 
-def run_testpmd(work: Path, pcap: Path, window: float, tag: str) -> dict:
+def run_testpmd(work: Path, pcap: Path, window: float, tag: str, cores: int = 1) -> dict:
     """io-forward from the pcap (infinite_rx) to net_null; the sink's Tx-pps, one line a
     second: the first `warm` seconds are dropped, the next `window` averaged."""
-    argv = testpmd_argv(pcap) + ["--record-core-cycles", "--stats-period", "1"]
+    argv = testpmd_argv(pcap, cores) + ["--record-core-cycles", "--stats-period", "1"]
     logf = work / f"testpmd-{tag}.log"
     warm = 2
     with open(logf, "w") as f:
@@ -199,19 +219,20 @@ def run_testpmd(work: Path, pcap: Path, window: float, tag: str) -> dict:
         raise RuntimeError(f"testpmd gave no rate; see {logf}")
     m = TP_CYC.search(text)
     pps = statistics.fmean(sel)
-    share = (end[1] - mark[1]) / 1e9 / (end[0] - mark[0])
+    share = (end[1] - mark[1]) / 1e9 / (end[0] - mark[0]) / cores
     res = {"wall_mpps": pps / 1e6, "samples_mpps": [r / 1e6 for r in sel],
            "cpu_share": share, "mpps": pps / share / 1e6}
     if m:
         res.update(busy_cycles_per_pkt=float(m.group(1)), tsc_hz=int(m.group(4)) * 1_000_000)
-        res["cycles_per_pkt"] = res["tsc_hz"] * share / pps
+        res["cycles_per_pkt"] = res["tsc_hz"] * share * cores / pps
     return res
 
 
 # -- the gateway --------------------------------------------------------------------
 
 def gw_config(run: Path, src_role: str, pcap: Path, policy: Path, workers: int = 1,
-              queues: int = 1, extra: str = "", tx_pcap: Path | None = None) -> Path:
+              queues: int = 1, extra: str = "", tx_pcap: Path | None = None,
+              rss: str = "auto") -> Path:
     """net_pcap0 (the source, infinite_rx) in src_role, net_null0 in the other role.
     Hairpin comes in and goes out the provider port: the customer port is a null
     device that never receives."""
@@ -224,8 +245,8 @@ def gw_config(run: Path, src_role: str, pcap: Path, policy: Path, workers: int =
     ports = [(src_role, src, queues), (other, "net_null0,no-rx=1", 1)]
     if src_role == "customer":
         ports.reverse()             # the provider port first, as in every test
-    text = (f'[eal]\nmemory = "{mem}"\nmemory_mb = {MEMORY_MB}\n'
-            f"[workers]\nlcores = {lcores}\ncpus = {cpus}\n"
+    text = (f'[eal]\nmemory = "{mem}"\nmemory_mb = {memory_mb(queues)}\n'
+            f'[workers]\nlcores = {lcores}\ncpus = {cpus}\nrss = "{rss}"\n'
             f"[mempool]\nmbufs = {queues * PKTS + WORK_MBUFS}\ncache = {MBUF_CACHE}\n"
             f'[pipeline]\nmode = "nvgre"\npolicy = "{policy}"\n'
             "[tables]\nrecords = 1048576\nroutes = 131072\nneighbours = 8192\n"
@@ -326,11 +347,12 @@ def delta(a: dict, b: dict, tsc_hz: float) -> dict:
 
 
 def run_gateway(work: Path, tag: str, src_role: str, pcap: Path, policy: Path, window: float,
-                tsc_hz: float, workers: int = 1, queues: int = 1, during=None) -> dict:
+                tsc_hz: float, workers: int = 1, queues: int = 1, during=None,
+                rss: str = "auto") -> dict:
     run = work / "runs" / tag
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    cfg = gw_config(run, src_role, pcap, policy, workers, queues)
+    cfg = gw_config(run, src_role, pcap, policy, workers, queues, rss=rss)
     gw = Gateway(run, cfg)
     t_start = time.monotonic()
     gw.start()
@@ -503,6 +525,71 @@ def callgrind_markdown(rows: dict) -> str:
     for name, r in rows.items():
         out.append(f"| {name} | {r['total']:.0f} | {r['x_testpmd']:.3f} | " +
                    " | ".join(f"{r[c]:.0f}" if c in r else "" for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+# -- scaling over cores -------------------------------------------------------------
+
+def scaling_rows(work: Path, wk: dict, counts, kinds, role: dict, cores: list[int],
+                 reps: int, window: float, rss: str) -> dict:
+    """For each core count N: testpmd io-forward on N forwarding cores, then each row
+    with N workers, each on its own queue of the source port (a copy of the pcap each).
+    rss "auto" (software RSS here) hands each packet to its flow's worker, as for NVGRE
+    from one outer host pair; "queues" keeps it where it came in, as a NIC's RSS that
+    spreads the flows. Median of `reps` runs per cell."""
+    cells: dict[tuple, list] = {}
+    for rep in range(reps):
+        for n_cores in cores:
+            log(f"repetition {rep + 1}/{reps}, {n_cores} core(s)")
+            tp = run_testpmd(work, wk["pcap"][("io", "64")], window,
+                             f"64-c{n_cores}-{rep}", cores=n_cores)
+            tp["ratio"] = 1.0
+            cells.setdefault(("testpmd io 64B", n_cores), []).append(tp)
+            log(f"  testpmd: {tp['mpps']:.2f} Mpps")
+            for n in counts:
+                for kind in kinds:
+                    pol = wk["policy"][(n, "rewrite" if kind == "rewrite" else "encap")]
+                    res = run_gateway(work, f"{kind}-{n}-c{n_cores}-{rep}", role[kind],
+                                      wk["pcap"][(n, kind, "64")], pol, window,
+                                      tp.get("tsc_hz") or (machine()["cpuinfo_mhz"] or 0) * 1e6,
+                                      workers=n_cores, queues=n_cores, rss=rss)
+                    res["ratio"] = res["mpps"] / tp["mpps"]
+                    cells.setdefault((f"{kind} {n:,}", n_cores), []).append(res)
+                    log(f"  {kind} {n:,}: {res['mpps']:.2f} Mpps, x{res['ratio']:.3f}, "
+                        f"drops {res.get('drops')}")
+    out: dict[str, dict] = {}
+    for (row, n_cores), runs in cells.items():
+        med = {k: statistics.median(r[k] for r in runs)
+               for k in ("mpps", "ratio", "cycles_per_pkt")}
+        med["mpps_spread"] = [min(r["mpps"] for r in runs), max(r["mpps"] for r in runs)]
+        med["drops"] = sum(sum((r.get("drops") or {}).values()) for r in runs)
+        out.setdefault(row, {})[str(n_cores)] = med
+    for row in out.values():                # speed-up over the same row on one core
+        one = row.get("1")
+        for n_cores, med in row.items():
+            med["per_core_of_1"] = (med["mpps"] / int(n_cores) / one["mpps"]
+                                    if one else None)
+    return out
+
+
+def scaling_markdown(rows: dict, cores: list[int], meta: dict) -> str:
+    m = meta["machine"]
+    out = [f"Measured {meta['date']} on {m['cpu']} ({m['cpus']} CPUs), "
+           f"{'hugepages' if m['hugepages'] else 'no hugepages'}, workers.rss = "
+           f"{meta['rss']}; median of {meta['reps']} runs, {meta['window_s']:g} s windows. "
+           "Each cell: Mpps (per second of the "
+           "workers' CPU time), x testpmd io-forward on as many cores, and in brackets "
+           "Mpps per core over the same row's one-core Mpps.", "",
+           "| row | " + " | ".join(f"{c} core{'s' if c > 1 else ''}" for c in cores) + " |",
+           "|---|" + "---:|" * len(cores)]
+    for name, row in rows.items():
+        cells = []
+        for c in cores:
+            r = row.get(str(c))
+            cells.append("-" if r is None else
+                         f"{r['mpps']:.2f}, x{r['ratio']:.2f} ({fmt(r['per_core_of_1'])})"
+                         + (f", {r['drops']} drops" if r["drops"] else ""))
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -997,6 +1084,13 @@ def main(argv=None) -> int:
                          "callgrind.json and callgrind.md")
     ap.add_argument("--callgrind-seconds", type=float, default=8.0,
                     help="seconds each process forwards under callgrind")
+    ap.add_argument("--scaling", metavar="CORES",
+                    help="only the scaling rows, e.g. 1,2,4,8: testpmd on as many forwarding "
+                         "cores and each row with as many workers, each on its own source "
+                         "queue: scaling.json and scaling.md")
+    ap.add_argument("--rss", choices=("auto", "queues"), default="auto",
+                    help="workers.rss of the --scaling rows: auto (software RSS on these "
+                         "ports: each packet handed to its flow's worker) or queues")
     ap.add_argument("--memory", choices=("auto", "hugepages", "no-huge"), default="auto",
                     help="EAL memory of testpmd and the gateway alike; auto: hugepages when "
                          f"{MEMORY_MB} MB of them are free and hugetlbfs is mounted")
@@ -1022,7 +1116,8 @@ def main(argv=None) -> int:
         (work / "control.json").write_text(json.dumps(res, indent=1))
         print(json.dumps(res, indent=1))
         return 0
-    wk = build_workloads(work, counts, kinds, not args.no_imix and not args.callgrind)
+    wk = build_workloads(work, counts, kinds, not (args.no_imix or args.callgrind
+                                                          or args.scaling))
     meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
             "reps": args.reps, "window_s": args.window, "packets_per_pcap": PKTS,
             "burst": BURST, "mbufs": PKTS + WORK_MBUFS, "mbuf_cache": MBUF_CACHE,
@@ -1038,6 +1133,20 @@ def main(argv=None) -> int:
         (work / "callgrind.md").write_text(md)
         print(md)
         log(f"wrote {work}/callgrind.json, callgrind.md")
+        return 0
+    if args.scaling:
+        cores = [int(x) for x in args.scaling.split(",")]
+        if HUGEPAGES and not hugepages_ok(memory_mb(max(cores))):
+            sys.exit(f"bench: {max(cores)} cores need {memory_mb(max(cores))} MB of free "
+                     "2 MB hugepages (or --memory no-huge)")
+        meta["rss"] = args.rss
+        sc = scaling_rows(work, wk, counts, kinds, role, cores, args.reps, args.window,
+                          args.rss)
+        (work / "scaling.json").write_text(json.dumps({"meta": meta, "rows": sc}, indent=1))
+        md = scaling_markdown(sc, cores, meta)
+        (work / "scaling.md").write_text(md)
+        print(md)
+        log(f"wrote {work}/scaling.json, scaling.md")
         return 0
     rows: dict[str, list] = {}
 
