@@ -152,8 +152,11 @@ cdef class Mempool:
 
 
 def port_setup(uint16_t port, uint16_t n_rxq, uint16_t n_txq, Mempool pool,
-               uint16_t nb_desc=1024, unsigned int mtu=0):
-    """Configure queues, MTU and start the port in promiscuous mode."""
+               uint16_t nb_desc=1024, unsigned int mtu=0, bint rss=False):
+    """Configure queues, MTU and start the port in promiscuous mode. With rss and
+    several RX queues, the NIC's own RSS over IPv4/TCP/UDP where the PMD has it
+    (virtual PMDs have none: their queues are separate sources). Returns the hash
+    types enabled."""
     cdef eth.rte_eth_conf conf
     cdef eth.rte_eth_dev_info info
     cdef uint16_t nb_rx = nb_desc, nb_tx = nb_desc
@@ -167,6 +170,13 @@ def port_setup(uint16_t port, uint16_t n_rxq, uint16_t n_txq, Mempool pool,
                              f"{info.max_rx_queues} / {info.max_tx_queues}")
     if mtu:
         conf.rxmode.mtu = mtu
+    cdef uint64_t hf = (fl.RTE_ETH_RSS_IPV4 | fl.RTE_ETH_RSS_NONFRAG_IPV4_TCP |
+                        fl.RTE_ETH_RSS_NONFRAG_IPV4_UDP) & info.flow_type_rss_offloads
+    if not (rss and n_rxq > 1):
+        hf = 0
+    if hf:
+        conf.rxmode.mq_mode = eth.RTE_ETH_MQ_RX_RSS
+        conf.rx_adv_conf.rss_conf.rss_hf = hf
     if socket < 0:
         socket = rte_socket_id()
     check(eth.rte_eth_dev_configure(port, n_rxq, n_txq, &conf), f"port {port} configure")
@@ -180,6 +190,7 @@ def port_setup(uint16_t port, uint16_t n_rxq, uint16_t n_txq, Mempool pool,
     check(eth.rte_eth_dev_start(port), f"port {port} start")
     # Virtual PMDs may not support promiscuous mode; that is not an error.
     eth.rte_eth_promiscuous_enable(port)
+    return hf
 
 
 def port_info(uint16_t port):

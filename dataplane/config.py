@@ -17,12 +17,16 @@ MAX_LCORE = 128          # RTE_MAX_LCORE in Debian's DPDK build
 ROLES = ("provider", "customer")
 MEMORY_MODES = ("auto", "hugepages", "no-huge")
 PIPELINES = ("forward", "nvgre")
+# Several workers: "auto" spreads by inner flow (the NIC's rte_flow RSS on the inner
+# headers, else the workers hand packets to each other: cext/dist.h); "queues" trusts
+# the NIC's own RSS (outer headers) and each worker keeps what its queues receive.
+RSS_MODES = ("auto", "queues")
 
 # section -> {key: (type, default)}; a default of ... means required.
 SCHEMA = {
     "eal": {"memory": (str, "auto"), "memory_mb": (int, 512), "main_lcore": (int, 0),
             "log_level": (str, "warning"), "args": (list, [])},
-    "workers": {"lcores": (list, [1]), "cpus": (list, None)},
+    "workers": {"lcores": (list, [1]), "cpus": (list, None), "rss": (str, "auto")},
     "mempool": {"mbufs": (int, 8191), "cache": (int, 256)},
     "pipeline": {"mode": (str, "forward"), "policy": (str, "")},
     "tables": {"records": (int, 1 << 20), "routes": (int, 1 << 17), "neighbours": (int, 1 << 16),
@@ -186,6 +190,13 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{where}: mtu must be 68..9600")
         if p.peer and p.peer not in names:
             raise ConfigError(f"{where}: peer {p.peer!r} is not a port")
+    if wk["rss"] not in RSS_MODES:
+        raise ConfigError(f"'workers.rss' must be one of {', '.join(RSS_MODES)}, "
+                          f"not {wk['rss']!r}")
+    if wk["rss"] == "queues" and max(p.queues for p in cfg.ports) < len(lcores):
+        raise ConfigError(f"'workers.rss' = queues: each worker processes only its own RX "
+                          f"queues, so {len(lcores)} workers need a port with at least "
+                          f"{len(lcores)} queues")
     if cfg.pipeline["mode"] == "nvgre":
         roles = [p.role for p in cfg.ports]
         if roles.count("provider") != 1 or roles.count("customer") != 1:

@@ -75,13 +75,15 @@ class Gateway:
         n_txq = len(cfg.worker_lcores)
         for p, port in zip(cfg.ports, self.ports):
             try:
-                dp.port_setup(port["id"], p.queues, n_txq, self.pool, p.descriptors, p.mtu)
+                hf = dp.port_setup(port["id"], p.queues, n_txq, self.pool, p.descriptors,
+                                   p.mtu, cfg.workers["rss"] == "queues")
             except DataplaneError as e:
                 raise ConfigError(f"port '{p.name}': {e}") from None
             port["started"] = True
             port.update(dp.port_info(port["id"]))
             log.info("port_up", port=p.name, role=p.role, id=port["id"],
-                     driver=port["driver"], mac=port["mac"], queues=p.queues)
+                     driver=port["driver"], mac=port["mac"], queues=p.queues,
+                     **({"nic_rss": hex(hf)} if hf else {}))
 
     def _port(self, role: str) -> dict:
         return next(p for p in self.ports if p["role"] == role)
@@ -107,8 +109,12 @@ class Gateway:
 
     def _rss_mode(self) -> str:
         """Hardware RSS on the inner headers where every port can do it with a
-        queue per worker; otherwise software RSS (cext/dist.h). Logged per port."""
+        queue per worker; otherwise software RSS (cext/dist.h). Logged per port.
+        With workers.rss = queues, neither: each worker keeps what its queues get."""
         n = len(self.cfg.worker_lcores)
+        if self.cfg.workers["rss"] == "queues":
+            log.info("rss", mode="queues", reason="workers.rss = queues: the NIC's own RSS")
+            return "queues"
         hardware = n > 1
         for p, port in zip(self.cfg.ports, self.ports):
             ok, why = dp.inner_rss(port["id"], p.queues, False) if p.queues > 1 \
@@ -135,8 +141,8 @@ class Gateway:
             raise DataplaneError("workers", 22, f"port ids {ids} are not 0..{len(ids) - 1}")
         fwd = cfg.forward_map()
         self.rss = self._rss_mode() if len(lcores) > 1 else "single worker"
-        # With hardware RSS each worker processes what its queues receive.
-        self.workers = dp.Workers(len(lcores), self.rss != "hardware")
+        # With hardware RSS, or by queue, each worker processes what its queues receive.
+        self.workers = dp.Workers(len(lcores), self.rss not in ("hardware", "queues"))
         for i, lc in enumerate(lcores):
             self.workers.configure(i, lc, cfg.pipeline["mode"], rxqs[i], i, len(ids), fwd,
                                    self.nv)

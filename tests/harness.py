@@ -47,14 +47,21 @@ class PcapPort:
     packets: list = field(default_factory=list)
     peer: str = ""
     extra: str = ""          # more TOML keys for the [[ports]] table
+    queues: int = 1          # RX queues: packets split into as many equal runs, in order
 
     def toml(self, index: int, workdir: Path, n_tx: int) -> str:
         """Each worker has its own TX queue, so the port gets one tx pcap per worker."""
-        rx = workdir / f"{self.name}.rx.pcap"
-        write_pcap(rx, self.packets)
+        per = -(-len(self.packets) // self.queues) if self.packets else 0
+        rx = []
+        for q in range(self.queues):
+            rx.append(workdir / (f"{self.name}.rx.pcap" if self.queues == 1
+                                 else f"{self.name}.rx{q}.pcap"))
+            write_pcap(rx[-1], self.packets[q * per:(q + 1) * per])
         tx = ",".join(f"tx_pcap={workdir}/{self.name}.tx{q}.pcap" for q in range(n_tx))
         lines = ["[[ports]]", f'name = "{self.name}"', f'role = "{self.role}"',
-                 f'device = "net_pcap{index},rx_pcap={rx},{tx}"']
+                 f'device = "net_pcap{index},{",".join(f"rx_pcap={r}" for r in rx)},{tx}"']
+        if self.queues > 1:
+            lines.append(f"queues = {self.queues}")
         if self.peer:
             lines.append(f'peer = "{self.peer}"')
         return "\n".join(lines + [self.extra, ""])
@@ -71,7 +78,8 @@ class GatewayProcess:
     """nvgw-dataplane in a subprocess with its own control socket."""
 
     def __init__(self, workdir: Path, ports: list, body: str = "", lcores=(1,),
-                 memory_mb: int = 256, start_timeout: float = START_TIMEOUT):
+                 memory_mb: int = 256, start_timeout: float = START_TIMEOUT,
+                 rss: str = "auto"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ports = ports
@@ -83,7 +91,7 @@ class GatewayProcess:
                               for i, p in enumerate(ports))
         self.config.write_text(
             f'[eal]\nmemory = "no-huge"\nmemory_mb = {memory_mb}\n'
-            f"[workers]\nlcores = {list(lcores)}\ncpus = {pin(lcores)}\n"
+            f'[workers]\nlcores = {list(lcores)}\ncpus = {pin(lcores)}\nrss = "{rss}"\n'
             f'[control]\nsocket = "{self.endpoint}"\n{body}\n{port_toml}')
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None

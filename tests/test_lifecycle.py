@@ -1,4 +1,5 @@
 """Clean stops on signals and one clear line for every kind of bad config."""
+import json
 import signal
 import subprocess
 
@@ -55,6 +56,27 @@ def test_good_config_runs(tmp_path):
     assert p.returncode == 0, p.stderr
 
 
+def test_rss_queues_turns_on_the_nics_rss(tmp_path):
+    """workers.rss = queues configures a PMD that hashes (net_null does) for RSS over
+    IPv4/TCP/UDP, and one that does not (net_pcap) as it was; both start."""
+    rx = f"rx_pcap={tmp_path}/empty.pcap"
+    text = good(tmp_path, workers='rss = "queues"', port="queues = 2").replace(
+        "lcores = [1]", "lcores = [1, 2]\ncpus = [1, 1]").replace(
+        rx, f"{rx},{rx}").replace(f"tx_pcap={tmp_path}/o.pcap",
+                                  f"tx_pcap={tmp_path}/o.pcap,tx_pcap={tmp_path}/p.pcap")
+    text += '[[ports]]\nname = "b"\nrole = "provider"\ndevice = "net_null0"\nqueues = 2\n'
+    (tmp_path / "ok.toml").write_text(text)
+    p = subprocess.run(GatewayProcess.command("--config", str(tmp_path / "ok.toml"),
+                                              "--duration", "0.2", "--log-level", "info"),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    up = {e["port"]: e for e in map(json.loads, (line for line in p.stderr.splitlines()
+                                                  if '"event": "port_up"' in line))}
+    assert up["b"]["nic_rss"] == "0x34"             # IPV4 | NONFRAG_IPV4_TCP | _UDP
+    assert "nic_rss" not in up["a"]
+    assert '"mode": "queues"' in p.stderr
+
+
 @pytest.mark.parametrize("old, new, message", [
     ("memory_mb = 128", "memory_mb = 128\ncolour = 'blue'", "unknown key 'eal.colour'"),
     ('role = "customer"', 'role = "customer"\nspeed = 10', "unknown key 'ports[0].speed'"),
@@ -63,6 +85,9 @@ def test_good_config_runs(tmp_path):
     ("[mempool]", "[bogus]\n[mempool]", "unknown section or key 'bogus'"),
     ('memory = "no-huge"', 'memory = "lots"', "'eal.memory' must be one of auto, hugepages"),
     ("lcores = [1]", "lcores = [0]", "lcore 0 is the main lcore and cannot be a worker"),
+    ("lcores = [1]", 'lcores = [1]\nrss = "flows"', "'workers.rss' must be one of auto, queues"),
+    ("lcores = [1]", 'lcores = [1, 2]\ncpus = [1, 1]\nrss = "queues"',
+     "2 workers need a port with at least 2 queues"),
 ])
 def test_bad_keys_and_values(tmp_path, old, new, message):
     text = good(tmp_path)

@@ -1,6 +1,7 @@
 """Several workers with software RSS on the inner headers: traffic of ONE
 outer host pair spreads over all workers by inner flow, and every flow
-keeps its order (it is processed by one worker and leaves on its queue)."""
+keeps its order (it is processed by one worker and leaves on its queue).
+With workers.rss = queues, no hand-off: each worker keeps its own queues'."""
 import json
 from collections import defaultdict
 
@@ -90,3 +91,28 @@ def test_one_host_pair_spreads_by_inner_flow(tmp_path, make, port, out):
     sent = [read_pcap(tmp_path / f"{out}.tx{q}.pcap") for q in range(WORKERS)]
     shares = check_spread_and_order(gw, sent, len(pkts))
     print(f"{make.__name__}: packets per worker {shares}")
+
+
+def test_rss_queues_keeps_each_queue_on_its_worker(tmp_path):
+    """workers.rss = queues: what RX queue q brings in, worker q routes, encapsulates
+    and sends on its own TX queue, in order; nothing is handed over."""
+    per_queue = [[customer(f, bytes(Raw(f"{f}:{s}".encode())))
+                  for s in range(PER_FLOW) for f in range(q * 100, q * 100 + 100)]
+                 for q in range(2)]
+    ports = [PcapPort("fabric", "provider", []),
+             PcapPort("tenants", "customer", per_queue[0] + per_queue[1], queues=2)]
+    gw, _ = run_pcap(tmp_path, ports, policy(tmp_path), lcores=(1, 2), rss="queues")
+    c = gw.final_counters()
+    assert all(v == 0 for v in c["drops"].values()), c["drops"]
+    assert [w["processed"] for w in c["workers"]] == [300, 300]
+    assert [w["handed_off"] for w in c["workers"]] == [0, 0]
+    from harness import read_pcap
+    for q in range(2):
+        out = [Ether(f) for f in read_pcap(tmp_path / f"fabric.tx{q}.pcap")]
+        routed = []
+        for p in per_queue[q]:
+            ip = p[IP].copy()
+            ip.ttl, ip.chksum = ip.ttl - 1, None      # one routed hop in the tenant's domain
+            routed.append(bytes(ip))
+        assert [bytes(o[GRE].payload[IP]) for o in out] == routed
+        assert all(o[GRE].key >> 8 == 5001 for o in out)           # VSID; low byte: FlowID

@@ -9,10 +9,21 @@ cdef extern from "rte_ethdev.h" nogil:
     struct rte_ether_addr:
         uint8_t addr_bytes[6]
 
+    enum rte_eth_rx_mq_mode:
+        RTE_ETH_MQ_RX_NONE
+        RTE_ETH_MQ_RX_RSS
     struct rte_eth_rxmode:
+        rte_eth_rx_mq_mode mq_mode
         uint32_t mtu
+    struct rte_eth_rss_conf:
+        uint8_t *rss_key
+        uint8_t rss_key_len
+        uint64_t rss_hf
+    struct rte_eth_rx_adv_conf "rte_eth_conf_rx_adv":   # anonymous in rte_eth_conf
+        rte_eth_rss_conf rss_conf
     struct rte_eth_conf:
         rte_eth_rxmode rxmode
+        rte_eth_rx_adv_conf rx_adv_conf
 
     struct rte_eth_desc_lim:
         uint16_t nb_max
@@ -21,6 +32,7 @@ cdef extern from "rte_ethdev.h" nogil:
         const char *driver_name
         uint16_t max_rx_queues
         uint16_t max_tx_queues
+        uint64_t flow_type_rss_offloads
         uint16_t min_mtu
         uint16_t max_mtu
         rte_eth_desc_lim rx_desc_lim
