@@ -154,9 +154,10 @@ cdef class Mempool:
 def port_setup(uint16_t port, uint16_t n_rxq, uint16_t n_txq, Mempool pool,
                uint16_t nb_desc=1024, unsigned int mtu=0, bint rss=False):
     """Configure queues, MTU and start the port in promiscuous mode. With rss and
-    several RX queues, the NIC's own RSS over IPv4/TCP/UDP where the PMD has it
-    (virtual PMDs have none: their queues are separate sources). Returns the hash
-    types enabled."""
+    several RX queues, the NIC's own RSS over IPv4 (TCP/UDP ports where there are
+    some; NVGRE is IP protocol 47, "other") with the hash types the PMD offers
+    (file and ring PMDs offer none: their queues are separate sources). Returns the
+    hash types enabled."""
     cdef eth.rte_eth_conf conf
     cdef eth.rte_eth_dev_info info
     cdef uint16_t nb_rx = nb_desc, nb_tx = nb_desc
@@ -170,8 +171,9 @@ def port_setup(uint16_t port, uint16_t n_rxq, uint16_t n_txq, Mempool pool,
                              f"{info.max_rx_queues} / {info.max_tx_queues}")
     if mtu:
         conf.rxmode.mtu = mtu
-    cdef uint64_t hf = (fl.RTE_ETH_RSS_IPV4 | fl.RTE_ETH_RSS_NONFRAG_IPV4_TCP |
-                        fl.RTE_ETH_RSS_NONFRAG_IPV4_UDP) & info.flow_type_rss_offloads
+    cdef uint64_t hf = (fl.RTE_ETH_RSS_IPV4 | fl.RTE_ETH_RSS_FRAG_IPV4 |
+                        fl.RTE_ETH_RSS_NONFRAG_IPV4_TCP | fl.RTE_ETH_RSS_NONFRAG_IPV4_UDP |
+                        fl.RTE_ETH_RSS_NONFRAG_IPV4_OTHER) & info.flow_type_rss_offloads
     if not (rss and n_rxq > 1):
         hf = 0
     if hf:

@@ -193,10 +193,18 @@ def _validate(cfg: Config) -> None:
     if wk["rss"] not in RSS_MODES:
         raise ConfigError(f"'workers.rss' must be one of {', '.join(RSS_MODES)}, "
                           f"not {wk['rss']!r}")
-    if wk["rss"] == "queues" and max(p.queues for p in cfg.ports) < len(lcores):
-        raise ConfigError(f"'workers.rss' = queues: each worker processes only its own RX "
-                          f"queues, so {len(lcores)} workers need a port with at least "
-                          f"{len(lcores)} queues")
+    if wk["rss"] == "queues" and len(lcores) > 1:
+        # RX queue q goes to worker q mod n: any other count leaves workers idle or doubled
+        n = len(lcores)
+        for p in cfg.ports:
+            if p.queues != 1 and p.queues % n:
+                raise ConfigError(f"port '{p.name}': 'workers.rss' = queues gives RX queue q "
+                                  f"to worker q mod {n}, so its queues ({p.queues}) must be "
+                                  f"1 or a multiple of {n}")
+        if all(p.queues == 1 for p in cfg.ports):
+            raise ConfigError(f"'workers.rss' = queues: each worker processes only its own RX "
+                              f"queues, so {n} workers need ports with {n} queues (or a "
+                              "multiple)")
     if cfg.pipeline["mode"] == "nvgre":
         roles = [p.role for p in cfg.ports]
         if roles.count("provider") != 1 or roles.count("customer") != 1:

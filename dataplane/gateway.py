@@ -73,17 +73,22 @@ class Gateway:
                 "raise eal.memory_mb or lower mempool.mbufs") from None
         # One TX queue per worker: workers never share a queue, so need no lock.
         n_txq = len(cfg.worker_lcores)
+        by_queue = cfg.workers["rss"] == "queues"
         for p, port in zip(cfg.ports, self.ports):
             try:
                 hf = dp.port_setup(port["id"], p.queues, n_txq, self.pool, p.descriptors,
-                                   p.mtu, cfg.workers["rss"] == "queues")
+                                   p.mtu, by_queue)
             except DataplaneError as e:
                 raise ConfigError(f"port '{p.name}': {e}") from None
             port["started"] = True
             port.update(dp.port_info(port["id"]))
             log.info("port_up", port=p.name, role=p.role, id=port["id"],
                      driver=port["driver"], mac=port["mac"], queues=p.queues,
-                     **({"nic_rss": hex(hf)} if hf else {}))
+                     **({"nic_rss": hex(hf) if hf else "none"} if by_queue and p.queues > 1
+                        else {}))
+            if by_queue and p.queues == 1 and n_txq > 1:
+                log.warning("rss_one_queue", port=p.name,
+                            reason="workers.rss = queues: worker 0 takes all it receives")
 
     def _port(self, role: str) -> dict:
         return next(p for p in self.ports if p["role"] == role)

@@ -57,14 +57,15 @@ def test_good_config_runs(tmp_path):
 
 
 def test_rss_queues_turns_on_the_nics_rss(tmp_path):
-    """workers.rss = queues configures a PMD that hashes (net_null does) for RSS over
-    IPv4/TCP/UDP, and one that does not (net_pcap) as it was; both start."""
+    """workers.rss = queues configures a PMD that offers RSS (net_null does) for RSS
+    over IPv4, and one that offers none (net_pcap) as it was; both start."""
     rx = f"rx_pcap={tmp_path}/empty.pcap"
     text = good(tmp_path, workers='rss = "queues"', port="queues = 2").replace(
         "lcores = [1]", "lcores = [1, 2]\ncpus = [1, 1]").replace(
         rx, f"{rx},{rx}").replace(f"tx_pcap={tmp_path}/o.pcap",
                                   f"tx_pcap={tmp_path}/o.pcap,tx_pcap={tmp_path}/p.pcap")
-    text += '[[ports]]\nname = "b"\nrole = "provider"\ndevice = "net_null0"\nqueues = 2\n'
+    text += ('[[ports]]\nname = "b"\nrole = "provider"\ndevice = "net_null0,no-rx=1"\n'
+             "queues = 2\n")
     (tmp_path / "ok.toml").write_text(text)
     p = subprocess.run(GatewayProcess.command("--config", str(tmp_path / "ok.toml"),
                                               "--duration", "0.2", "--log-level", "info"),
@@ -72,8 +73,8 @@ def test_rss_queues_turns_on_the_nics_rss(tmp_path):
     assert p.returncode == 0, p.stderr
     up = {e["port"]: e for e in map(json.loads, (line for line in p.stderr.splitlines()
                                                   if '"event": "port_up"' in line))}
-    assert up["b"]["nic_rss"] == "0x34"             # IPV4 | NONFRAG_IPV4_TCP | _UDP
-    assert "nic_rss" not in up["a"]
+    assert up["b"]["nic_rss"] == "0xbc"     # IPV4, FRAG_IPV4, NONFRAG_IPV4_TCP/UDP/OTHER
+    assert up["a"]["nic_rss"] == "none"
     assert '"mode": "queues"' in p.stderr
 
 
@@ -87,12 +88,20 @@ def test_rss_queues_turns_on_the_nics_rss(tmp_path):
     ("lcores = [1]", "lcores = [0]", "lcore 0 is the main lcore and cannot be a worker"),
     ("lcores = [1]", 'lcores = [1]\nrss = "flows"', "'workers.rss' must be one of auto, queues"),
     ("lcores = [1]", 'lcores = [1, 2]\ncpus = [1, 1]\nrss = "queues"',
-     "2 workers need a port with at least 2 queues"),
+     "2 workers need ports with 2 queues (or a multiple)"),
 ])
 def test_bad_keys_and_values(tmp_path, old, new, message):
     text = good(tmp_path)
     assert old in text
     assert message in run_config(tmp_path, text.replace(old, new, 1))
+
+
+def test_rss_queues_needs_an_even_split(tmp_path):
+    text = good(tmp_path, workers='rss = "queues"', port="queues = 3").replace(
+        "lcores = [1]", "lcores = [1, 2]\ncpus = [1, 1]")
+    assert run_config(tmp_path, text) == (
+        "port 'a': 'workers.rss' = queues gives RX queue q to worker q mod 2, so its "
+        "queues (3) must be 1 or a multiple of 2")
 
 
 def test_lcore_that_does_not_exist(tmp_path):

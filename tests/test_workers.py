@@ -10,7 +10,7 @@ from scapy.layers.inet import GRE, IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from harness import PcapPort, run_pcap
+from harness import PcapPort, read_pcap, run_pcap
 
 PMAC, CMAC = "02:70:63:61:70:00", "02:70:63:61:70:01"
 WORKERS = 4
@@ -87,7 +87,6 @@ def test_one_host_pair_spreads_by_inner_flow(tmp_path, make, port, out):
              PcapPort("tenants", "customer", pkts if port == "tenants" else [])]
     gw, _ = run_pcap(tmp_path, ports, policy(tmp_path),
                      lcores=tuple(range(1, WORKERS + 1)))
-    from harness import read_pcap
     sent = [read_pcap(tmp_path / f"{out}.tx{q}.pcap") for q in range(WORKERS)]
     shares = check_spread_and_order(gw, sent, len(pkts))
     print(f"{make.__name__}: packets per worker {shares}")
@@ -106,7 +105,6 @@ def test_rss_queues_keeps_each_queue_on_its_worker(tmp_path):
     assert all(v == 0 for v in c["drops"].values()), c["drops"]
     assert [w["processed"] for w in c["workers"]] == [300, 300]
     assert [w["handed_off"] for w in c["workers"]] == [0, 0]
-    from harness import read_pcap
     for q in range(2):
         out = [Ether(f) for f in read_pcap(tmp_path / f"fabric.tx{q}.pcap")]
         routed = []

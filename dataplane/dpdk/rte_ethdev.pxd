@@ -19,7 +19,9 @@ cdef extern from "rte_ethdev.h" nogil:
         uint8_t *rss_key
         uint8_t rss_key_len
         uint64_t rss_hf
-    struct rte_eth_rx_adv_conf "rte_eth_conf_rx_adv":   # anonymous in rte_eth_conf
+    # anonymous in rte_eth_conf: use only as conf.rx_adv_conf.<member>, never as a
+    # variable, a pointer or a Python object (its C name does not exist)
+    struct rte_eth_rx_adv_conf "rte_eth_conf_rx_adv":
         rte_eth_rss_conf rss_conf
     struct rte_eth_conf:
         rte_eth_rxmode rxmode

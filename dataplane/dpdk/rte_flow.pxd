@@ -13,6 +13,8 @@ cdef extern from "rte_flow.h" nogil:
     enum rte_eth_hash_function:
         RTE_ETH_HASH_FUNCTION_DEFAULT
     enum: RTE_ETH_RSS_IPV4
+    enum: RTE_ETH_RSS_FRAG_IPV4
+    enum: RTE_ETH_RSS_NONFRAG_IPV4_OTHER
     enum: RTE_ETH_RSS_NONFRAG_IPV4_TCP
     enum: RTE_ETH_RSS_NONFRAG_IPV4_UDP
 
