@@ -114,6 +114,8 @@ def build_workloads(work: Path, counts, kinds, imix: bool) -> dict:
     """pcaps and policies under work/ (reused when present: deterministic)."""
     out = {"pcap": {}, "policy": {}}
     wanted = [(n, k, "64") for n in counts for k in kinds]
+    if (counts[0], "encap", "64") not in wanted:       # testpmd's input
+        wanted.append((counts[0], "encap", "64"))
     if imix:
         wanted += [(counts[0], k, "imix") for k in ("encap", "decap")]
     for n, kind, size in wanted:
@@ -168,10 +170,16 @@ def memory_mb(queues: int) -> int:
     return MEMORY_MB + 192 * max(0, queues - 2)
 
 
+def cpu_of(i: int) -> int:
+    """The i-th usable CPU, folded onto those there are (a 2-CPU machine can still
+    try a run of more lcores; its rates then mean little)."""
+    usable = sorted(os.sched_getaffinity(0))
+    return usable[i % len(usable)]
+
+
 def lcores_arg(n: int) -> str:
-    """EAL lcores 0..n-1, lcore i on CPU i (folded onto the CPUs there are, as the
-    gateway's config does, so a 2-CPU machine can still try a run of more)."""
-    return ",".join(f"{i}@{i % (os.cpu_count() or 1)}" for i in range(n))
+    """EAL lcores 0..n-1, lcore i on the i-th usable CPU."""
+    return ",".join(f"{i}@{cpu_of(i)}" for i in range(n))
 
 
 def testpmd_argv(pcap: Path, cores: int = 1) -> list[str]:
@@ -241,7 +249,7 @@ def gw_config(run: Path, src_role: str, pcap: Path, policy: Path, workers: int =
     rx = ",".join([f"rx_pcap={pcap}"] * queues)
     src = f"net_pcap0,{rx},infinite_rx=1" + (f",tx_pcap={tx_pcap}" if tx_pcap else "")
     lcores = list(range(1, workers + 1))
-    cpus = [c % (os.cpu_count() or 1) for c in lcores]
+    cpus = [cpu_of(c) for c in lcores]
     ports = [(src_role, src, queues), (other, "net_null0,no-rx=1", 1)]
     if src_role == "customer":
         ports.reverse()             # the provider port first, as in every test
@@ -559,8 +567,10 @@ def scaling_rows(work: Path, wk: dict, counts, kinds, role: dict, cores: list[in
                         f"drops {res.get('drops')}")
     out: dict[str, dict] = {}
     for (row, n_cores), runs in cells.items():
-        med = {k: statistics.median(r[k] for r in runs)
-               for k in ("mpps", "ratio", "cycles_per_pkt")}
+        med = {}
+        for k in ("mpps", "ratio", "cycles_per_pkt"):
+            vals = [r[k] for r in runs if r.get(k) is not None]
+            med[k] = statistics.median(vals) if vals else None
         med["mpps_spread"] = [min(r["mpps"] for r in runs), max(r["mpps"] for r in runs)]
         med["drops"] = sum(sum((r.get("drops") or {}).values()) for r in runs)
         out.setdefault(row, {})[str(n_cores)] = med
@@ -577,9 +587,10 @@ def scaling_markdown(rows: dict, cores: list[int], meta: dict) -> str:
     out = [f"Measured {meta['date']} on {m['cpu']} ({m['cpus']} CPUs), "
            f"{'hugepages' if m['hugepages'] else 'no hugepages'}, workers.rss = "
            f"{meta['rss']}; median of {meta['reps']} runs, {meta['window_s']:g} s windows. "
-           "Each cell: Mpps (per second of the "
-           "workers' CPU time), x testpmd io-forward on as many cores, and in brackets "
-           "Mpps per core over the same row's one-core Mpps.", "",
+           "Each cell: Mpps (the rate with all N cores busy: packets per second over the "
+           "workers' mean share of CPU time), x testpmd io-forward on as many cores, in "
+           "brackets Mpps per core over the same row's one-core Mpps, and the drops of all "
+           "runs together.", "",
            "| row | " + " | ".join(f"{c} core{'s' if c > 1 else ''}" for c in cores) + " |",
            "|---|" + "---:|" * len(cores)]
     for name, row in rows.items():
@@ -1102,6 +1113,8 @@ def main(argv=None) -> int:
     if args.memory == "hugepages" and not hugepages_ok():
         sys.exit(f"bench: --memory hugepages needs {MEMORY_MB} MB of free 2 MB hugepages "
                  "and hugetlbfs mounted")
+    if args.rss != "auto" and not args.scaling:
+        sys.exit("bench: --rss applies to the --scaling rows only")
     if args.quick:
         args.records, args.reps, args.no_imix, args.no_control = "1000", 1, True, True
     if shutil.which("dpdk-testpmd") is None:
@@ -1135,7 +1148,14 @@ def main(argv=None) -> int:
         log(f"wrote {work}/callgrind.json, callgrind.md")
         return 0
     if args.scaling:
-        cores = [int(x) for x in args.scaling.split(",")]
+        try:
+            cores = [int(x) for x in args.scaling.split(",")]
+        except ValueError:
+            cores = []
+        if not cores or min(cores) < 1:
+            sys.exit(f"bench: --scaling wants core counts like 1,2,4,8, not {args.scaling!r}")
+        meta.update(memory_mb={c: memory_mb(c) for c in cores},
+                    mbufs={c: c * PKTS + WORK_MBUFS for c in cores})
         if HUGEPAGES and not hugepages_ok(memory_mb(max(cores))):
             sys.exit(f"bench: {max(cores)} cores need {memory_mb(max(cores))} MB of free "
                      "2 MB hugepages (or --memory no-huge)")
