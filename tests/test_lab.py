@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -76,8 +77,12 @@ class Capture:
             time.sleep(0.05)
         time.sleep(0.5)          # the socket is bound once sniff() runs
 
-    def frames(self):
+    def frames(self, stop: bool = False):
+        """The frames, once the capture's time is up; with stop, at once (SIGINT ends
+        scapy's sniff, which then writes what it has)."""
         from scapy.all import rdpcap
+        if stop and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
         _, err = self.proc.communicate(timeout=60)
         assert self.proc.returncode == 0, err
         return list(rdpcap(str(self.out)))
@@ -190,7 +195,8 @@ def test_fabric_capture_decodes_as_nvgre(lab):
 
 def test_live_migration_during_tcp_transfer_no_reset(lab):
     prog = lab.dir / "migrate.progress"
-    cap = Capture(lab, "gwfb", seconds=8)
+    # until the transfer is over: on a loaded machine the migration can take seconds
+    cap = Capture(lab, "gwfb", seconds=60)
     proc = lab.transfer("red", MB10, timeout=30, progress=prog, block=False, rate=4_000_000)
     deadline = time.monotonic() + 20
     while not (prog.exists() and int(prog.read_text() or 0) > 2_000_000):
@@ -207,7 +213,7 @@ def test_live_migration_during_tcp_transfer_no_reset(lab):
     policy = json.loads(lab.ctl("show", "policy", "--json").stdout)
     recs = [r for r in policy["records"] if r["vsid"] == labmod.RED_VSID]
     assert [r["pa"] for r in recs] == [labmod.PA["host2"]], recs
-    frames = cap.frames()
+    frames = cap.frames(stop=True)
     pa_vsid = {labmod.PA["red"]: labmod.RED_VSID, labmod.PA["blue"]: labmod.BLUE_VSID,
                labmod.PA["host2"]: labmod.RED_VSID}
     _check_nvgre(frames, pa_vsid)
