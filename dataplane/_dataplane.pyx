@@ -161,6 +161,7 @@ def port_setup(uint16_t port, uint16_t n_rxq, uint16_t n_txq, Mempool pool,
     cdef eth.rte_eth_conf conf
     cdef eth.rte_eth_dev_info info
     cdef uint16_t nb_rx = nb_desc, nb_tx = nb_desc
+    cdef uint64_t hf = 0
     cdef int socket = eth.rte_eth_dev_socket_id(port)
     memset(&conf, 0, sizeof(conf))
     check(eth.rte_eth_dev_info_get(port, &info), f"port {port} info")
@@ -171,11 +172,10 @@ def port_setup(uint16_t port, uint16_t n_rxq, uint16_t n_txq, Mempool pool,
                              f"{info.max_rx_queues} / {info.max_tx_queues}")
     if mtu:
         conf.rxmode.mtu = mtu
-    cdef uint64_t hf = (fl.RTE_ETH_RSS_IPV4 | fl.RTE_ETH_RSS_FRAG_IPV4 |
-                        fl.RTE_ETH_RSS_NONFRAG_IPV4_TCP | fl.RTE_ETH_RSS_NONFRAG_IPV4_UDP |
-                        fl.RTE_ETH_RSS_NONFRAG_IPV4_OTHER) & info.flow_type_rss_offloads
-    if not (rss and n_rxq > 1):
-        hf = 0
+    if rss and n_rxq > 1:
+        hf = (fl.RTE_ETH_RSS_IPV4 | fl.RTE_ETH_RSS_FRAG_IPV4 | fl.RTE_ETH_RSS_NONFRAG_IPV4_TCP |
+              fl.RTE_ETH_RSS_NONFRAG_IPV4_UDP |
+              fl.RTE_ETH_RSS_NONFRAG_IPV4_OTHER) & info.flow_type_rss_offloads
     if hf:
         conf.rxmode.mq_mode = eth.RTE_ETH_MQ_RX_RSS
         conf.rx_adv_conf.rss_conf.rss_hf = hf

@@ -143,6 +143,11 @@ def build_workloads(work: Path, counts, kinds, imix: bool) -> dict:
     return out
 
 
+def policy_of(wk: dict, n: int, kind: str) -> Path:
+    """The policy a row runs on: rewrite's own, the encap one for every other kind."""
+    return wk["policy"][(n, "rewrite" if kind == "rewrite" else "encap")]
+
+
 def worker_run_ns(pid: int) -> int:
     """CPU time (ns) the process's EAL worker threads have run (schedstat field 1): on a
     shared machine a polling worker is time-sliced with other processes' threads, and
@@ -354,6 +359,11 @@ def delta(a: dict, b: dict, tsc_hz: float) -> dict:
     return res
 
 
+def tsc_rate(tp: dict) -> float:
+    """The TSC rate: testpmd's (rte_get_tsc_hz()), else /proc/cpuinfo's clock."""
+    return tp.get("tsc_hz") or (machine()["cpuinfo_mhz"] or 0) * 1e6
+
+
 def run_gateway(work: Path, tag: str, src_role: str, pcap: Path, policy: Path, window: float,
                 tsc_hz: float, workers: int = 1, queues: int = 1, during=None,
                 rss: str = "auto") -> dict:
@@ -516,7 +526,7 @@ def callgrind_rows(work: Path, wk: dict, counts, kinds, role: dict, seconds: flo
     for n in counts:
         for kind in kinds:
             log(f"callgrind: {kind} {n:,}")
-            pol = wk["policy"][(n, "rewrite" if kind == "rewrite" else "encap")]
+            pol = policy_of(wk, n, kind)
             rows[f"{kind} {n:,}"] = callgrind_gateway(work, f"cg-{kind}-{n}", role[kind],
                                                       wk["pcap"][(n, kind, "64")], pol,
                                                       seconds)
@@ -556,23 +566,17 @@ def scaling_rows(work: Path, wk: dict, counts, kinds, role: dict, cores: list[in
             log(f"  testpmd: {tp['mpps']:.2f} Mpps")
             for n in counts:
                 for kind in kinds:
-                    pol = wk["policy"][(n, "rewrite" if kind == "rewrite" else "encap")]
+                    pol = policy_of(wk, n, kind)
                     res = run_gateway(work, f"{kind}-{n}-c{n_cores}-{rep}", role[kind],
-                                      wk["pcap"][(n, kind, "64")], pol, window,
-                                      tp.get("tsc_hz") or (machine()["cpuinfo_mhz"] or 0) * 1e6,
+                                      wk["pcap"][(n, kind, "64")], pol, window, tsc_rate(tp),
                                       workers=n_cores, queues=n_cores, rss=rss)
                     res["ratio"] = res["mpps"] / tp["mpps"]
                     cells.setdefault((f"{kind} {n:,}", n_cores), []).append(res)
                     log(f"  {kind} {n:,}: {res['mpps']:.2f} Mpps, x{res['ratio']:.3f}, "
                         f"drops {res.get('drops')}")
     out: dict[str, dict] = {}
-    for (row, n_cores), runs in cells.items():
-        med = {}
-        for k in ("mpps", "ratio", "cycles_per_pkt"):
-            vals = [r[k] for r in runs if r.get(k) is not None]
-            med[k] = statistics.median(vals) if vals else None
-        med["mpps_spread"] = [min(r["mpps"] for r in runs), max(r["mpps"] for r in runs)]
-        med["drops"] = sum(sum((r.get("drops") or {}).values()) for r in runs)
+    for med in summarize(cells):            # medians and spreads, as the main table's
+        row, n_cores = med.pop("row")
         out.setdefault(row, {})[str(n_cores)] = med
     for row in out.values():                # speed-up over the same row on one core
         one = row.get("1")
@@ -1179,8 +1183,7 @@ def main(argv=None) -> int:
     for rep in range(args.reps):
         log(f"repetition {rep + 1}/{args.reps}")
         tp = run_testpmd(work, wk["pcap"][("io", "64")], args.window, f"64-{rep}")
-        tsc = meta["tsc_hz"] = meta["tsc_hz"] or tp.get("tsc_hz") or \
-            (meta["machine"]["cpuinfo_mhz"] or 0) * 1e6
+        tsc = meta["tsc_hz"] = meta["tsc_hz"] or tsc_rate(tp)
         add("testpmd io 64B", tp, tp["mpps"])
         base64 = tp["mpps"]
         base_imix = None
@@ -1191,7 +1194,7 @@ def main(argv=None) -> int:
             add("testpmd io IMIX", tpi, base_imix)
         for n in counts:
             for kind in kinds:
-                pol = wk["policy"][(n, "rewrite" if kind == "rewrite" else "encap")]
+                pol = policy_of(wk, n, kind)
                 res = run_gateway(work, f"{kind}-{n}-{rep}", role[kind],
                                   wk["pcap"][(n, kind, "64")], pol, args.window, tsc)
                 add(f"{kind} {n:,}", res, base64)
@@ -1219,7 +1222,7 @@ def main(argv=None) -> int:
         profile = {}
         for n in counts:
             for kind in kinds:
-                pol = wk["policy"][(n, "rewrite" if kind == "rewrite" else "encap")]
+                pol = policy_of(wk, n, kind)
                 profile[f"{kind} {n:,}"] = perf_profile(work, f"prof-{kind}-{n}", role[kind],
                                                         wk["pcap"][(n, kind, "64")], pol)
         (work / "profile.json").write_text(json.dumps(profile, indent=1))
