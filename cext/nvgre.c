@@ -3,10 +3,10 @@
  * Customer port (802.1Q VLAN -> routing domain) and provider port (NVGRE)
  * are classified per packet, each in its own burst function. A customer
  * packet whose destination has a lookup record (fetched at classify) is
- * emitted straight away; for the rest of the burst, and for the fabric's:
- * route lookups and lookup-record lookups in bulk (and then, from the
- * fabric, anti-spoofing); then each packet is emitted: NVGRE toward a PA,
- * or tagged toward a customer VLAN. ARP, ICMP for our addresses,
+ * emitted straight away; a fabric packet to a host on its domain's link
+ * finds it at classify; for the rest: route lookups and lookup-record
+ * lookups in bulk. Then, from the fabric, anti-spoofing; then each packet
+ * is emitted: NVGRE toward a PA, or tagged toward a customer VLAN. ARP, ICMP for our addresses,
  * unresolved next hops and "fragmentation needed" leave on the exception
  * ring for the control thread. */
 #include <rte_ethdev.h>
@@ -23,7 +23,7 @@ struct pkt {
 	uint16_t in_vlan;               /* customer ingress VLAN, 0 from the fabric */
 	uint32_t outer_src;             /* fabric ingress: the sender's PA */
 	uint8_t rewritten;              /* arrived by IP rewrite, not NVGRE */
-	uint8_t direct;                 /* key, kb: the destination's record; 0: routed */
+	uint8_t direct;                 /* how its destination is found: DEST_* */
 	uint16_t src_slot;              /* decap: the VSID's counter slot */
 	uint32_t rdid;
 	uint64_t rv;                    /* its route's value (tables.h), 0: none */
@@ -35,6 +35,13 @@ struct pkt {
 	uint64_t rkey;                  /* route key of the longest length left */
 	uint64_t left;                  /* the shorter lengths still to try */
 	const struct nvgw_hbucket *rb;  /* rkey's home bucket */
+	const struct nvgw_attach *att;  /* DEST_LINK: the link, nh its host */
+};
+
+enum {
+	DEST_ROUTE,     /* the route lookup (rkey, left, rb) */
+	DEST_RECORD,    /* key, kb: the destination's record, else the route */
+	DEST_LINK,      /* settled at classify: att and nh */
 };
 
 /* Hand a packet to the exception thread. A dropped packet that only asks
@@ -265,7 +272,7 @@ route_lens(const struct nvgw_tables *t, const struct pkt *p)
 static inline void
 route_start(const struct nvgw_tables *t, struct pkt *p)
 {
-	p->direct = 0;
+	p->direct = DEST_ROUTE;
 	p->left = route_lens(t, p);
 	p->rkey = next_route_key(&p->left, p->rdid, p->ip->dst_addr);
 	p->rb = nvgw_htab_fetch(&t->routes, p->rkey);
@@ -280,9 +287,30 @@ dest_start(const struct nvgw_tables *t, struct pkt *p)
 {
 	if (t->rd_lens[p->rdid] & NVGW_RD_SHADOWED)
 		return route_start(t, p);
-	p->direct = 1;
+	p->direct = DEST_RECORD;
 	p->key = nvgw_rec_key(p->rdid, p->ip->dst_addr);
 	p->kb = nvgw_rtab_fetch(&t->records, p->key);
+}
+
+/* From the fabric, most packets go to a host on a link of their domain (the
+ * gateway joins virtual to physical networks). Where the domain names a link
+ * whose subnet holds no other route (NVGW_RD_LINK) and the destination is in
+ * it, the subnet's own route is the longest match: take its host by number,
+ * as dest_key would, without the route lookup. 1 = settled so. */
+static inline int
+link_start(const struct nvgw_tables *t, struct pkt *p)
+{
+	uint16_t vlan = NVGW_RD_LINK(t->rd_lens[p->rdid]);
+	const struct nvgw_attach *a;
+
+	if (vlan == 0)
+		return 0;
+	a = __atomic_load_n(&t->attach[vlan], __ATOMIC_ACQUIRE);
+	if (a == NULL || a->rdid != p->rdid || !nvgw_attach_host(a, p->ip->dst_addr, &p->nh))
+		return 0;
+	p->direct = DEST_LINK;
+	p->att = a;
+	return 1;
 }
 
 /* Longest-prefix match for the burst, then the destinations, in bulk:
@@ -300,7 +328,9 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 
 	d->n_rec = d->n_nh = d->n_dst = 0;
 	for (i = 0; i < n; i++) {
-		if (p[i].direct) {
+		if (p[i].direct == DEST_LINK)
+			continue;
+		if (p[i].direct == DEST_RECORD) {
 			const struct nvgw_record *r = nvgw_rtab_probe(&t->records, p[i].kb,
 								      p[i].key);
 
@@ -483,27 +513,23 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	nvgw_eth_write(eth, mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 }
 
+/* Onto the link of attachment a, to its neighbour nh: NULL or unresolved,
+ * ask for nh_ip. */
 static inline void
-emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
-	      struct rte_mbuf *m, struct pkt *p, struct out *o)
+emit_link(struct nvgw_worker *w, struct rte_mbuf *m, struct pkt *p, struct out *o,
+	  const struct nvgw_attach *a, const struct nvgw_neigh *nh, uint32_t nh_ip)
 {
-	const struct nvgw_route *rt = (const struct nvgw_route *)(uintptr_t)p->rv;
-	const struct nvgw_attach *a = t->attach[rt->vlan];
-	const struct nvgw_neigh *nh = rt->nh ? rt->nh : p->nh;
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
-	uint16_t vlan = rt->vlan;
+	uint16_t vlan = a->vlan;
+	uint64_t src_mac = a->mac_w;
+	uint64_t mac = nh ? __atomic_load_n(&nh->mac, __ATOMIC_ACQUIRE) : 0;
 	struct rte_ether_hdr *eth;
 	struct rte_vlan_hdr *vh;
-	uint64_t mac, src_mac;
 
-	if (unlikely(a == NULL || a->rdid != p->rdid))
-		return nvgw_drop(w, NVGW_DROP_no_route, m);
-	src_mac = a->mac_w;
-	mac = nh ? __atomic_load_n(&nh->mac, __ATOMIC_ACQUIRE) : 0;
 	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
 		w->drops[NVGW_DROP_no_neighbour]++;
-		punt(w, m, EXC(NVGW_EXC_RESOLVE, vlan), rt->nh_ip ? rt->nh_ip : ip->dst_addr);
+		punt(w, m, EXC(NVGW_EXC_RESOLVE, vlan), nh_ip);
 		return;
 	}
 	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_VLAN_ETH_LEN, ip_len);
@@ -515,6 +541,19 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	nvgw_eth_write(eth, mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_VLAN));
 	vh->vlan_tci = nvgw_be16(vlan);
 	vh->eth_proto = nvgw_be16(RTE_ETHER_TYPE_IPV4);
+}
+
+/* By a CUSTOMER route: its next hop, else the destination on the link. */
+static inline void
+emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
+	      struct rte_mbuf *m, struct pkt *p, struct out *o)
+{
+	const struct nvgw_route *rt = (const struct nvgw_route *)(uintptr_t)p->rv;
+	const struct nvgw_attach *a = t->attach[rt->vlan];
+
+	if (unlikely(a == NULL || a->rdid != p->rdid))
+		return nvgw_drop(w, NVGW_DROP_no_route, m);
+	emit_link(w, m, p, o, a, rt->nh ? rt->nh : p->nh, rt->nh_ip ? rt->nh_ip : p->ip->dst_addr);
 }
 
 /* Customer ingress: while the burst's packets have the record of their
@@ -534,7 +573,7 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 	 * slots' misses (started at classify) then overlap each other instead
 	 * of each waiting behind the previous packet's emit. */
 	for (k = 0; k < n; k++) {
-		if (!p[k].direct)
+		if (p[k].direct != DEST_RECORD)
 			break;
 		p[k].rec = nvgw_rtab_probe(&t->records, p[k].kb, p[k].key);
 		if (unlikely(p[k].rec == NULL))
@@ -593,7 +632,9 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 	for (i = 0; i < k; i++) {
 		if (m[i] == NULL)
 			continue;
-		if (p[i].rv == 0)
+		if (p[i].direct == DEST_LINK)
+			emit_link(w, m[i], &p[i], o, p[i].att, p[i].nh, p[i].ip->dst_addr);
+		else if (p[i].rv == 0)
 			nvgw_drop(w, NVGW_DROP_no_route, m[i]);
 		else if (!(p[i].rv & NVGW_ROUTE_PACKED))
 			emit_customer(w, t, m[i], &p[i], o);
@@ -626,8 +667,9 @@ one_segment(struct nvgw_worker *w, struct rte_mbuf *m)
 }
 
 /* From the fabric: classify (NVGRE or IP rewrite), fetching the inner
- * source's record and the route of the longest candidate length; then
- * routes and destinations, in bulk, while those records arrive; then
+ * source's record, and either the host on the domain's link (link_start)
+ * or the route of the longest candidate length; then the routes and
+ * destinations of the rest, in bulk, while those records arrive; then
  * anti-spoofing; then emit. One function per ingress: each loop is
  * compiled for its own side. */
 static __rte_noinline void
@@ -638,17 +680,23 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	struct rte_mbuf *m[NVGW_BURST];
 	struct dest_keys d;
 	struct out o;
-	uint16_t i, k = 0;
+	uint16_t i, k = 0, routed = 0;
 
 	for (i = 0; i < n; i++) {
 		if (!one_segment(w, pkts[i]) || !classify_provider(w, t, pv, pkts[i], &p[k]))
 			continue;
-		route_start(t, &p[k]);
+		if (!link_start(t, &p[k])) {
+			route_start(t, &p[k]);
+			routed++;
+		}
 		m[k++] = pkts[i];
 	}
 	if (k == 0)
 		return;
-	lookup_bulk(t, p, k, &d);
+	if (routed)
+		lookup_bulk(t, p, k, &d);
+	else
+		d.n_dst = 0;
 	/* Anti-spoofing, the records' slots having arrived during the lookups
 	 * (the record is read in its slot). A packet dropped here leaves a
 	 * hole (m[i] = NULL) rather than moving the rest. */

@@ -570,6 +570,20 @@ nvgw_rd_shadow_set(struct nvgw_tables *t, uint32_t rdid, int on)
 	return 0;
 }
 
+int
+nvgw_rd_link_set(struct nvgw_tables *t, uint32_t rdid, uint16_t vlan)
+{
+	uint64_t lens;
+
+	if (rdid == 0 || rdid >= NVGW_MAX_RD || vlan >= NVGW_MAX_VLAN)
+		return -EINVAL;
+	/* the control thread is rd_lens' only writer */
+	lens = t->rd_lens[rdid] & ~(0xFFFULL << NVGW_RD_LINK_SHIFT);
+	__atomic_store_n(&t->rd_lens[rdid], lens | (uint64_t)vlan << NVGW_RD_LINK_SHIFT,
+			 __ATOMIC_RELEASE);
+	return 0;
+}
+
 /* Keep the route length filters counting the routes of each bit. */
 static void
 blk_count(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len, int delta)

@@ -178,7 +178,7 @@ struct nvgw_tables {
 	 * (NVGW_VW_*; 0: none): eight slots to a cache line, where the object
 	 * behind vsid_by_idx would be a line of its own. */
 	uint64_t vsid_word[NVGW_MAX_VSIDS];
-	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists; NVGW_RD_SHADOWED */
+	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists; NVGW_RD_* */
 	/* vsid >> 8 -> page of 256 entries (NVGW_VE_*): the data path's VSID
 	 * lookup, two loads instead of a hash probe. Pages live while used. */
 	uint32_t **vsid_dir;        /* [1 << 16] */
@@ -204,6 +204,14 @@ struct nvgw_tables {
  * (the route lookup does). Set by the policy layer, which sees all routes and
  * subnets, before such a route is added, cleared after the last one goes. */
 #define NVGW_RD_SHADOWED    (1ULL << 63)
+
+/* In rd_lens, bits 48-59: the VLAN of one of the domain's attachments whose
+ * subnet holds no other route of the domain (0: none). A fabric packet to an
+ * address in that subnet then goes to its host on the link, as the subnet's
+ * own route would send it, without a route lookup. Set by the policy layer:
+ * cleared before such a route or the attachment's change, set after. */
+#define NVGW_RD_LINK_SHIFT  48
+#define NVGW_RD_LINK(lens)  ((uint16_t)(((lens) >> NVGW_RD_LINK_SHIFT) & 0xFFF))
 
 /* vsid_word: the subnet gateway's MAC in the low 48 bits, the FlowID above. */
 #define NVGW_VW_VALID       (1ULL << 63)
@@ -266,6 +274,7 @@ int nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_
 int nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
 		   int last_of_len);
 int nvgw_rd_shadow_set(struct nvgw_tables *t, uint32_t rdid, int on);
+int nvgw_rd_link_set(struct nvgw_tables *t, uint32_t rdid, uint16_t vlan);
 int nvgw_attach_set(struct nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip,
 		    uint32_t mask, const uint8_t mac[6]);
 int nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan);

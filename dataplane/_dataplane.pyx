@@ -569,6 +569,10 @@ cdef class Nvgre:
         self._ok(tb.nvgw_rd_shadow_set(self.ctx.t, rdid, on),
                  f"route override flag of domain {rdid}")
 
+    def rd_link_set(self, uint32_t rdid, uint16_t vlan):
+        self._ok(tb.nvgw_rd_link_set(self.ctx.t, rdid, vlan),
+                 f"link of domain {rdid}")
+
     def attach_set(self, uint16_t vlan, uint32_t rdid, bytes ip, bytes mask, bytes mac):
         cdef bytes m = _mac6(mac)
         self._ok(tb.nvgw_attach_set(self.ctx.t, vlan, rdid, _be32(ip), _be32(mask),

@@ -45,6 +45,7 @@ cdef extern from "tables.h" nogil:
     int nvgw_route_del(nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t len,
                        int last_of_len)
     int nvgw_rd_shadow_set(nvgw_tables *t, uint32_t rdid, int on)
+    int nvgw_rd_link_set(nvgw_tables *t, uint32_t rdid, uint16_t vlan)
     int nvgw_attach_set(nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip,
                         uint32_t mask, const uint8_t *mac)
     int nvgw_attach_del(nvgw_tables *t, uint16_t vlan)

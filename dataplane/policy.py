@@ -125,6 +125,7 @@ class Policy:
         self.installed: dict[tuple, tuple] = {}   # (rdid, prefix) -> C route installed
         self.lengths: dict[tuple, int] = {}       # (rdid, prefix length) -> routes installed
         self.shadowed: set[int] = set()           # domains with a route inside a subnet
+        self.links: dict[int, int] = {}           # rdid -> VLAN of its direct link (_links_changed)
         self.free_slots = list(range(16383, -1, -1))
 
     # -- reading -------------------------------------------------------------
@@ -304,10 +305,14 @@ class Policy:
                     except Exception:
                         # The first C call failed and changed nothing (a record
                         # block rolls itself back): so does the batch. Flags
-                        # set ahead of it (_shadows_changed) are put back.
-                        if all(c[0] == "rd_shadow_set" for c in calls[:i]):
-                            for _, rdid, _on in calls[:i]:
-                                self.nv.rd_shadow_set(rdid, False)
+                        # set ahead of it (_shadows_changed, _links_changed)
+                        # are put back.
+                        if all(c[0] in ("rd_shadow_set", "rd_link_set") for c in calls[:i]):
+                            for fn, rdid, _ in calls[:i]:
+                                if fn == "rd_shadow_set":
+                                    self.nv.rd_shadow_set(rdid, False)
+                                else:
+                                    self.nv.rd_link_set(rdid, saved["links"].get(rdid, 0))
                             self._restore(saved)
                         raise
                 self.nv.commit()
@@ -414,7 +419,7 @@ class Policy:
         return {k: copy.copy(getattr(self, k)) for k in
                 ("provider", "domains", "subnets", "attachments", "routes",
                  "neighbours", "installed", "lengths", "free_slots", "mappings", "rw_pas",
-                 "shadowed")}
+                 "shadowed", "links")}
 
     def _restore(self, saved):
         for k, v in saved.items():
@@ -802,6 +807,7 @@ class Policy:
                 self._calls.append(("route_set", rdid, net.network_address.packed,
                                     net.prefixlen, *c))
         self._shadows_changed({rdid for rdid, _ in self._touched})
+        self._links_changed({rdid for rdid, _ in self._touched})
 
     def _shadows_changed(self, rdids):
         """Flag the domains where an installed route lies strictly inside a virtual
@@ -825,6 +831,40 @@ class Policy:
             else:
                 self.shadowed = self.shadowed - {rdid}
                 self._calls.append(("rd_shadow_set", rdid, False))
+
+    def _links_changed(self, rdids):
+        """Name, per domain, the link whose hosts a fabric packet reaches without a
+        route lookup (NVGW_RD_LINK): the lowest VLAN of its attachments that keep
+        their hosts by number (/22 or longer) and hold no other installed route. A
+        link is cleared before anything else of the batch and named after
+        everything, so the data path never skips a route that is there."""
+        if not rdids:
+            return
+        inside = {r: [] for r in rdids}
+        for rdid, prefix in self.installed:
+            if rdid in inside:
+                net = ipaddress.IPv4Network(prefix)
+                inside[rdid].append((int(net.network_address), net.prefixlen))
+        for rdid in sorted(rdids):
+            new = 0
+            for vlan in sorted(self.domains.get(rdid, {}).get("vlans", ())):
+                net = ipaddress.IPv4Interface(self.attachments[vlan]["address"]).network
+                first, plen = int(net.network_address), net.prefixlen
+                mask = int(net.netmask)
+                if plen >= 22 and not any(ln > plen and p & mask == first
+                                          for p, ln in inside[rdid]):
+                    new = vlan
+                    break
+            old = self.links.get(rdid, 0)
+            if new == old:
+                continue
+            self.links = {k: v for k, v in self.links.items() if k != rdid}
+            if new:
+                self.links[rdid] = new
+            if old:
+                self._calls.insert(0, ("rd_link_set", rdid, 0))
+            if new:
+                self._calls.append(("rd_link_set", rdid, new))
 
     def _has_route_inside_subnet(self, rdid, prefixes) -> bool:
         # A domain's subnets never overlap: the only one that can hold a route is

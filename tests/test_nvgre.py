@@ -649,17 +649,12 @@ def test_hosts_resolved_for_traffic_take_at_most_a_quarter_of_the_neighbour_tabl
     assert len(gw.sent(TENANTS)) == 64                   # one ARP request per entry
 
 
-def test_on_link_neighbours_by_host_number_follow_live_changes(tmp_path, veth):
-    """An attachment of up to 1,024 addresses keeps its link's neighbours by host
-    number, wider ones leave them to the neighbour table. Decap to hosts on Blue's
-    link must reach the right MAC whichever made the entry: a neighbour made after
-    the attachment (the policy load sets attachments first; a live add), an
-    attachment widened to a /16 (none kept) or narrowed again (its entries filled
-    from the table); a host with no neighbour is asked for, once, and its packet
-    counted."""
+def live_decap(tmp_path, veth, pol):
+    """A gateway whose fabric port receives from the veth, its customer output in a
+    pcap; send(dst, mac) sends Blue's VM's packet to dst and notes the frame Blue's
+    VLAN should get (to mac; None: none) in `sent`."""
     gw_end, test_end = veth
-    late, late_mac = "172.16.1.50", "02:00:00:00:01:50"
-    path = write_policy(tmp_path, redblue_policy())
+    path = write_policy(tmp_path, pol)
     ports = [live_port(FABRIC, "provider", 0, gw_end, tmp_path), PcapPort(TENANTS, "customer")]
     gw = GatewayProcess(tmp_path, ports, nvgre_body(path)).start()
     inj = Injector(gw, FABRIC, test_end)
@@ -669,6 +664,19 @@ def test_on_link_neighbours_by_host_number_follow_live_changes(tmp_path, veth):
         ip = udp(VM_CA, dst, 80, 5000 + len(sent), b"to %s" % dst.encode(), id=len(sent))
         inj.send(BLUE.down(ip))
         sent.append(BLUE.decap(ip, dst_mac=mac) if mac else None)
+    return gw, inj, send, sent
+
+
+def test_on_link_neighbours_by_host_number_follow_live_changes(tmp_path, veth):
+    """An attachment of up to 1,024 addresses keeps its link's neighbours by host
+    number, wider ones leave them to the neighbour table. Decap to hosts on Blue's
+    link must reach the right MAC whichever made the entry: a neighbour made after
+    the attachment (the policy load sets attachments first; a live add), an
+    attachment widened to a /16 (none kept) or narrowed again (its entries filled
+    from the table); a host with no neighbour is asked for, once, and its packet
+    counted."""
+    late, late_mac = "172.16.1.50", "02:00:00:00:01:50"
+    gw, inj, send, sent = live_decap(tmp_path, veth, redblue_policy())
 
     def attach(prefix):
         gw.request("apply", ops=[{"op": "set", "kind": "attachment", "rdid": BLUE.rdid,
@@ -697,6 +705,36 @@ def test_on_link_neighbours_by_host_number_follow_live_changes(tmp_path, veth):
     final = gw.final_counters()
     assert_drops(final, no_neighbour=1)
     assert exceptions(final) == {"arp_requests": 1}
+
+
+def test_routes_inside_a_link_override_its_hosts_live(tmp_path, veth):
+    """From the fabric, a host in the subnet of its domain's link is reached without
+    a route lookup, unless a longer route covers it: decap to a host under a /26 via
+    the on-premises router, added and deleted live, goes to the router while the
+    route is there and to the host before and after; a host beside it stays on the
+    link throughout."""
+    covered, covered_mac = "172.16.1.70", "02:00:00:00:01:70"
+    pol = routes_policy([])
+    pol["neighbours"].append({"vlan": BLUE.vlan, "ip": covered, "mac": covered_mac})
+    inside = {"op": "set", "kind": "route", "rdid": BLUE.rdid, "prefix": "172.16.1.64/26",
+              "next_hop": ROUTER}
+    gw, inj, send, sent = live_decap(tmp_path, veth, pol)
+
+    try:
+        send(covered, covered_mac)
+        send(BLUE.host, BLUE.host_mac)
+        gw.request("apply", ops=[inside])
+        send(covered, ROUTER_MAC)
+        send(BLUE.host, BLUE.host_mac)
+        gw.request("apply", ops=[del_route(inside["prefix"], ROUTER)])
+        send(covered, covered_mac)
+        send(BLUE.host, BLUE.host_mac)
+    finally:
+        inj.close()
+        gw.stop()
+    assert gw.returncode == 0, gw.stderr
+    assert gw.sent(TENANTS) == [f for f in sent if f]
+    assert_drops(gw.final_counters())
 
 
 def test_deleting_a_static_neighbour_live_makes_it_unresolved(tmp_path, veth):

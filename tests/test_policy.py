@@ -85,7 +85,7 @@ def domain(rdid, name="", op="set"):
 def state(p: Policy):
     """Everything a batch may touch, deep-copied."""
     return copy.deepcopy((p.document(), p.generation, p.installed, p.lengths, p.free_slots,
-                          {v: s["slot"] for v, s in p.subnets.items()}, p.shadowed))
+                          {v: s["slot"] for v, s in p.subnets.items()}, p.shadowed, p.links))
 
 
 def assert_refused(p: Policy, ops, message: str, apply=True):
@@ -351,7 +351,8 @@ def test_delete_domain_with_subnets_or_attachments_refused():
     assert_refused(p, [domain(1, op="del")],
                    "routing domain 1 still has attachment vlan 100; delete it first")
     calls = p.check([attachment(100, op="del"), domain(1, op="del")])
-    assert calls == [("attach_del", 100), ("route_del", 1, b("172.16.1.0"), 24, True)]
+    assert calls == [("rd_link_set", 1, 0), ("attach_del", 100),
+                     ("route_del", 1, b("172.16.1.0"), 24, True)]
     assert 1 not in p.domains
 
 
@@ -551,6 +552,49 @@ def test_a_route_inside_a_virtual_subnet_flags_its_domain():
     assert state(p) == before and p.shadowed == {2}
 
 
+def test_a_domain_names_the_link_its_fabric_packets_reach_without_routes():
+    """A fabric packet to a host in an attachment's subnet skips the route lookup
+    when no other route lies inside that subnet (NVGW_RD_LINK): the lowest such
+    VLAN that keeps its hosts by number (/22 or longer). A batch that puts a route
+    inside clears the link before anything else; one that takes the last out names
+    it after everything."""
+    p = redblue()
+    assert p.links == {1: 100, 2: 200}
+
+    def links(calls):
+        return [c for c in calls if c[0] == "rd_link_set"]
+
+    # outside the link's subnet, or covering all of it: no change
+    assert links(p.check([route("10.9.0.0/16", "172.16.1.20"),
+                          route("172.16.0.0/16", "10.1.1.7")])) == []
+    # a /26 inside, to a router on the link: cleared first
+    calls = p.check([rec(ca="10.1.1.30"), route("172.16.1.64/26", "172.16.1.254")])
+    assert calls[0] == ("rd_link_set", 1, 0) and links(calls) == [calls[0]]
+    assert p.links == {2: 200}
+    # a second route inside: nothing more to clear; the last one out: named last
+    assert links(p.check([route("172.16.1.128/25", "10.1.1.7")])) == []
+    p.check([route("172.16.1.64/26", "172.16.1.254", op="del")])
+    calls = p.check([route("172.16.1.128/25", "10.1.1.7", op="del")])
+    assert calls[-1] == ("rd_link_set", 1, 100) and links(calls) == [calls[-1]]
+    # a /21 keeps no hosts by number: never named; a /24 on VLAN 102 is, while 100 is not
+    assert links(p.check([attachment(101, "172.17.0.1/21")])) == []
+    calls = p.check([route("172.16.1.0/25", "172.16.1.254")])
+    assert links(calls) == [("rd_link_set", 1, 0)] and calls[0] == links(calls)[0]
+    calls = p.check([attachment(102, "172.18.0.1/24")])
+    assert calls[-1] == ("rd_link_set", 1, 102) and links(calls) == [calls[-1]]
+    calls = p.check([route("172.16.1.0/25", "172.16.1.254", op="del")])
+    assert (calls[0], calls[-1]) == (("rd_link_set", 1, 0), ("rd_link_set", 1, 100))
+    assert len(links(calls)) == 2 and p.links == {1: 100, 2: 200}
+    # the link's attachment deleted: cleared before it goes, the next one named after
+    calls = p.check([route("10.9.0.0/16", "172.16.1.20", op="del"), attachment(100, op="del")])
+    assert calls[0] == ("rd_link_set", 1, 0) and calls[-1] == ("rd_link_set", 1, 102)
+    # a refused batch leaves the links as they were
+    before = state(p)
+    with pytest.raises(PolicyError):
+        p.check([route("172.18.0.0/28", "172.18.0.20"), rec(vsid=9999)])
+    assert state(p) == before and p.links == {1: 102, 2: 200}
+
+
 def test_last_of_len_is_per_domain():
     p = redblue()
     p.apply([route("10.9.0.0/16", "172.16.1.20"), route("10.8.0.0/16", "172.16.1.20"),
@@ -571,7 +615,7 @@ def test_last_of_len_is_per_domain():
     # the /24s of domain 2 (subnet and attachment): deleting the attachment is not the last
     p.apply([route("10.9.0.0/16", "172.16.2.20", rdid=2, op="del")])
     assert p.check([attachment(200, op="del")]) == [
-        ("attach_del", 200), ("route_del", 2, b("172.16.2.0"), 24, False)]
+        ("rd_link_set", 2, 0), ("attach_del", 200), ("route_del", 2, b("172.16.2.0"), 24, False)]
 
 
 def test_provider_change_rebuilds_records():
@@ -672,6 +716,41 @@ class Recorder:
         if name.startswith("_"):
             raise AttributeError(name)
         return lambda *args: self.calls.append((name, *args))
+
+
+class FailingAt(Recorder):
+    """The Cython tables, failing the first call to `name` as a full table would."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.fail = name
+
+    def __getattr__(self, name):
+        if name == self.fail:
+            def fail(*args):
+                self.fail = None
+                self.calls.append((name, *args))
+                raise MemoryError(f"{name}: table full")
+            return fail
+        return super().__getattr__(name)
+
+
+def test_a_failed_first_call_puts_the_flags_set_ahead_of_it_back():
+    """The batch's first real C call fails (and changes nothing): the link cleared
+    and the domain flagged ahead of it are put back, and the policy is as before."""
+    nv = FailingAt(None)
+    p = Policy(nv, PROVIDER_MAC, CUSTOMER_MAC)
+    p.load_document(redblue_doc())
+    nv.fail = "route_set"
+    nv.calls.clear()
+    before = state(p)
+    with pytest.raises(MemoryError):
+        p.apply([route("172.16.1.64/26", "172.16.1.254"), route("10.1.1.64/26", "172.16.1.254")])
+    assert nv.calls == [("rd_link_set", 1, 0), ("rd_shadow_set", 1, True),
+                        ("route_set", 1, b("10.1.1.64"), 26, CUSTOMER, 0, 100,
+                         b("172.16.1.254")),
+                        ("rd_link_set", 1, 100), ("rd_shadow_set", 1, False)]
+    assert state(p) == before and p.links == {1: 100, 2: 200} and p.shadowed == set()
 
 
 def test_load_document_deletes_what_it_lacks():

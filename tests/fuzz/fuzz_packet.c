@@ -104,6 +104,9 @@ policy(struct nvgw_tables *t)
 	rc |= nvgw_rd_shadow_set(t, 2, 1);
 	rc |= nvgw_attach_set(t, 100, 1, ip4("172.16.1.1"), ip4("255.255.255.0"), CMAC);
 	rc |= nvgw_attach_set(t, 200, 2, ip4("172.16.2.1"), ip4("255.255.255.0"), CMAC);
+	/* Both links hold no other route: decap reaches their hosts directly. */
+	rc |= nvgw_rd_link_set(t, 1, 100);
+	rc |= nvgw_rd_link_set(t, 2, 200);
 	rc |= nvgw_record_set(t, 5001, ip4("10.1.1.7"), mac(7), ip4("192.168.1.10"), NVGW_ENCAP);
 	rc |= nvgw_record_set(t, 5001, ip4("10.1.1.50"), mac(50), ip4("192.168.1.10"), NVGW_ENCAP);
 	rc |= nvgw_record_set(t, 5002, ip4("10.1.2.5"), mac(5), ip4("192.168.1.12"), NVGW_ENCAP);

@@ -15,7 +15,9 @@ Invariants, after every document or batch:
   Policy and comes back the same, and loading it once more into that Policy changes
   nothing but the generation; the installed routes are exactly the best route of
   each prefix; the capacities hold; every rewrite PA is owned by a rewrite record or
-  mapping that names it, and no subnet slot is both used and free.
+  mapping that names it, and no subnet slot is both used and free; the domains
+  flagged for a route inside a subnet, and each domain's link (the lowest VLAN of a
+  /22 or longer attachment with no other route inside), are what the routes say.
 """
 import ipaddress
 import json
@@ -31,7 +33,7 @@ with atheris.instrument_imports(include=["dataplane"]):
 CAPACITY = {"records": 16, "routes": 32, "rewrites": 8}
 PMAC, CMAC = "02:00:00:00:00:aa", "02:00:00:00:00:bb"
 TABLES = ("provider", "domains", "subnets", "attachments", "routes", "records", "neighbours",
-          "installed", "lengths", "free_slots", "mappings", "rw_pas", "shadowed")
+          "installed", "lengths", "free_slots", "mappings", "rw_pas", "shadowed", "links")
 BASE = None
 
 
@@ -82,6 +84,16 @@ def check_consistent(p, raw):
     mc.check(p.shadowed == inside and again.shadowed == inside,
              "domains flagged for a route inside a subnet are wrong", raw[:300],
              p.shadowed, again.shadowed, inside)
+    links = {}
+    for vlan, a in sorted(p.attachments.items()):
+        net = ipaddress.IPv4Interface(a["address"]).network
+        if a["rdid"] not in links and net.prefixlen >= 22 and not any(
+                d == a["rdid"] and ipaddress.IPv4Network(prefix).subnet_of(net)
+                and ipaddress.IPv4Network(prefix) != net for d, prefix in p.installed):
+            links[a["rdid"]] = vlan
+    mc.check(p.links == links and again.links == links,
+             "the links named for direct decap are wrong", raw[:300], p.links, again.links,
+             links)
     used = {s["slot"] for s in p.subnets.values()}
     mc.check(len(used) == len(p.subnets) and not used & set(p.free_slots) and
              len(used) + len(p.free_slots) == 16384, "subnet slots are inconsistent")
