@@ -27,7 +27,10 @@ struct pkt {
 	uint16_t src_slot;              /* decap: the VSID's counter slot */
 	uint32_t rdid;
 	uint64_t rv;                    /* its route's value (tables.h), 0: none */
-	const struct nvgw_record *rec;
+	union {
+		const struct nvgw_record *rec;  /* the destination's lookup record */
+		const struct nvgw_attach *att;  /* DEST_LINK: the link, nh its host */
+	};
 	const struct nvgw_neigh *nh;    /* customer destination on the link */
 	uint32_t src_pa;                /* IP rewrite: our PA for the source */
 	uint64_t key;                   /* decap: the inner source's record */
@@ -35,7 +38,6 @@ struct pkt {
 	uint64_t rkey;                  /* route key of the longest length left */
 	uint64_t left;                  /* the shorter lengths still to try */
 	const struct nvgw_hbucket *rb;  /* rkey's home bucket */
-	const struct nvgw_attach *att;  /* DEST_LINK: the link, nh its host */
 };
 
 enum {
@@ -261,19 +263,20 @@ next_route_key(uint64_t *lens, uint32_t rdid, uint32_t dst)
 /* The prefix lengths to look the packet's destination up at (the route
  * length filter skips lengths over /16 or /24 where the block has none). */
 static inline uint64_t
-route_lens(const struct nvgw_tables *t, const struct pkt *p)
+route_lens(const struct nvgw_tables *t, const struct pkt *p, uint64_t lens)
 {
-	return nvgw_route_lens(t->rd_lens[p->rdid], t->blk16, t->blk24, p->rdid,
+	return nvgw_route_lens(lens, t->blk16, t->blk24, p->rdid,
 			       p->ip->dst_addr);
 }
 
 /* At classify: the route key of the packet's longest candidate prefix
- * length, its bucket fetched while the rest of the burst is classified. */
+ * length, its bucket fetched while the rest of the burst is classified.
+ * lens: its domain's (rd_lens). */
 static inline void
-route_start(const struct nvgw_tables *t, struct pkt *p)
+route_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
 {
 	p->direct = DEST_ROUTE;
-	p->left = route_lens(t, p);
+	p->left = route_lens(t, p, lens);
 	p->rkey = next_route_key(&p->left, p->rdid, p->ip->dst_addr);
 	p->rb = nvgw_htab_fetch(&t->routes, p->rkey);
 }
@@ -285,8 +288,10 @@ route_start(const struct nvgw_tables *t, struct pkt *p)
 static inline void
 dest_start(const struct nvgw_tables *t, struct pkt *p)
 {
-	if (t->rd_lens[p->rdid] & NVGW_RD_SHADOWED)
-		return route_start(t, p);
+	uint64_t lens = t->rd_lens[p->rdid];
+
+	if (lens & NVGW_RD_SHADOWED)
+		return route_start(t, p, lens);
 	p->direct = DEST_RECORD;
 	p->key = nvgw_rec_key(p->rdid, p->ip->dst_addr);
 	p->kb = nvgw_rtab_fetch(&t->records, p->key);
@@ -294,22 +299,24 @@ dest_start(const struct nvgw_tables *t, struct pkt *p)
 
 /* From the fabric, most packets go to a host on a link of their domain (the
  * gateway joins virtual to physical networks). Where the domain names a link
- * whose subnet holds no other route (NVGW_RD_LINK) and the destination is in
- * it, the subnet's own route is the longest match: take its host by number,
- * as dest_key would, without the route lookup. 1 = settled so. */
+ * whose subnet holds no other route (NVGW_RD_LINK in its lens) and the
+ * destination is in it, the subnet's own route is the longest match: take its
+ * host by number, as dest_key would, without the route lookup. 1 = settled so. */
 static inline int
-link_start(const struct nvgw_tables *t, struct pkt *p)
+link_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
 {
-	uint16_t vlan = NVGW_RD_LINK(t->rd_lens[p->rdid]);
+	uint16_t vlan = NVGW_RD_LINK(lens);
 	const struct nvgw_attach *a;
+	struct nvgw_neigh **s;
 
 	if (vlan == 0)
 		return 0;
 	a = __atomic_load_n(&t->attach[vlan], __ATOMIC_ACQUIRE);
-	if (a == NULL || a->rdid != p->rdid || !nvgw_attach_host(a, p->ip->dst_addr, &p->nh))
+	if (a == NULL || a->rdid != p->rdid || (s = nvgw_attach_slot(a, p->ip->dst_addr)) == NULL)
 		return 0;
 	p->direct = DEST_LINK;
 	p->att = a;
+	p->nh = __atomic_load_n(s, __ATOMIC_ACQUIRE);
 	return 1;
 }
 
@@ -341,7 +348,7 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 				continue;
 			}
 			p[i].rv = 0;
-			p[i].left = route_lens(t, &p[i]);
+			p[i].left = route_lens(t, &p[i], t->rd_lens[p[i].rdid]);
 			if (p[i].left)
 				retry |= 1ULL << i;
 		} else if (nvgw_htab_probe(&t->routes, p[i].rb, p[i].rkey, &v)) {
@@ -680,13 +687,15 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	struct rte_mbuf *m[NVGW_BURST];
 	struct dest_keys d;
 	struct out o;
+	uint64_t lens;
 	uint16_t i, k = 0, routed = 0;
 
 	for (i = 0; i < n; i++) {
 		if (!one_segment(w, pkts[i]) || !classify_provider(w, t, pv, pkts[i], &p[k]))
 			continue;
-		if (!link_start(t, &p[k])) {
-			route_start(t, &p[k]);
+		lens = t->rd_lens[p[k].rdid];
+		if (!link_start(t, &p[k], lens)) {
+			route_start(t, &p[k], lens);
 			routed++;
 		}
 		m[k++] = pkts[i];
