@@ -6,9 +6,9 @@
  * emitted straight away; a fabric packet to a host on its domain's link
  * finds it at classify; for the rest: route lookups and lookup-record
  * lookups in bulk. Then, from the fabric, anti-spoofing; then each packet
- * is emitted: NVGRE toward a PA, or tagged toward a customer VLAN. ARP, ICMP for our addresses,
- * unresolved next hops and "fragmentation needed" leave on the exception
- * ring for the control thread. */
+ * is emitted: NVGRE toward a PA, or tagged toward a customer VLAN. ARP,
+ * ICMP for our addresses, unresolved next hops and "fragmentation needed"
+ * leave on the exception ring for the control thread. */
 #include <rte_ethdev.h>
 #include <rte_ip.h>
 
@@ -271,7 +271,7 @@ route_lens(const struct nvgw_tables *t, const struct pkt *p, uint64_t lens)
 
 /* At classify: the route key of the packet's longest candidate prefix
  * length, its bucket fetched while the rest of the burst is classified.
- * lens: its domain's (rd_lens). */
+ * lens: its domain's (struct nvgw_rd). */
 static inline void
 route_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
 {
@@ -288,7 +288,7 @@ route_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
 static inline void
 dest_start(const struct nvgw_tables *t, struct pkt *p)
 {
-	uint64_t lens = t->rd_lens[p->rdid];
+	uint64_t lens = __atomic_load_n(&t->rd[p->rdid].lens, __ATOMIC_ACQUIRE);
 
 	if (lens & NVGW_RD_SHADOWED)
 		return route_start(t, p, lens);
@@ -299,20 +299,21 @@ dest_start(const struct nvgw_tables *t, struct pkt *p)
 
 /* From the fabric, most packets go to a host on a link of their domain (the
  * gateway joins virtual to physical networks). Where the domain names a link
- * whose subnet holds no other route (NVGW_RD_LINK in its lens) and the
- * destination is in it, the subnet's own route is the longest match: take its
- * host by number, as dest_key would, without the route lookup. 1 = settled so. */
+ * (struct nvgw_rd) and the destination is in its subnet, which no other route
+ * lies inside, the subnet's own route is the longest match: take its host by
+ * number, as dest_key would, without the route lookup. 1 = settled so. */
 static inline int
-link_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
+link_start(const struct nvgw_tables *t, struct pkt *p, uint64_t link)
 {
-	uint16_t vlan = NVGW_RD_LINK(lens);
+	uint32_t dst = p->ip->dst_addr;
 	const struct nvgw_attach *a;
 	struct nvgw_neigh **s;
 
-	if (vlan == 0)
+	if (link == 0 || (rte_be_to_cpu_32(dst) - NVGW_LINK_NET(link)) >> NVGW_LINK_BITS(link))
 		return 0;
-	a = __atomic_load_n(&t->attach[vlan], __ATOMIC_ACQUIRE);
-	if (a == NULL || a->rdid != p->rdid || (s = nvgw_attach_slot(a, p->ip->dst_addr)) == NULL)
+	/* the attachment itself decides, as it is now */
+	a = __atomic_load_n(&t->attach[NVGW_LINK_VLAN(link)], __ATOMIC_ACQUIRE);
+	if (a == NULL || a->rdid != p->rdid || (s = nvgw_attach_slot(a, dst)) == NULL)
 		return 0;
 	p->direct = DEST_LINK;
 	p->att = a;
@@ -348,7 +349,7 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 				continue;
 			}
 			p[i].rv = 0;
-			p[i].left = route_lens(t, &p[i], t->rd_lens[p[i].rdid]);
+			p[i].left = route_lens(t, &p[i], t->rd[p[i].rdid].lens);
 			if (p[i].left)
 				retry |= 1ULL << i;
 		} else if (nvgw_htab_probe(&t->routes, p[i].rb, p[i].rkey, &v)) {
@@ -687,15 +688,15 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	struct rte_mbuf *m[NVGW_BURST];
 	struct dest_keys d;
 	struct out o;
-	uint64_t lens;
+	const struct nvgw_rd *rd;
 	uint16_t i, k = 0, routed = 0;
 
 	for (i = 0; i < n; i++) {
 		if (!one_segment(w, pkts[i]) || !classify_provider(w, t, pv, pkts[i], &p[k]))
 			continue;
-		lens = t->rd_lens[p[k].rdid];
-		if (!link_start(t, &p[k], lens)) {
-			route_start(t, &p[k], lens);
+		rd = &t->rd[p[k].rdid];
+		if (!link_start(t, &p[k], __atomic_load_n(&rd->link, __ATOMIC_ACQUIRE))) {
+			route_start(t, &p[k], __atomic_load_n(&rd->lens, __ATOMIC_ACQUIRE));
 			routed++;
 		}
 		m[k++] = pkts[i];

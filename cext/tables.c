@@ -180,8 +180,8 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->max_neigh = sz->neighbours;
 	t->max_garbage = garbage;
 	t->vsids = make_hash("vsids", NVGW_MAX_VSIDS, sizeof(uint32_t), socket);
-	t->rd_lens = rte_zmalloc_socket("nvgw_rd_lens", NVGW_MAX_RD * sizeof(uint64_t),
-					RTE_CACHE_LINE_SIZE, socket);
+	t->rd = rte_zmalloc_socket("nvgw_rd", NVGW_MAX_RD * sizeof(*t->rd), RTE_CACHE_LINE_SIZE,
+				   socket);
 	t->qsbr = rte_zmalloc_socket("nvgw_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket);
 	t->vsid_dir = rte_zmalloc_socket("nvgw_vsid_dir", (1 << 16) * sizeof(*t->vsid_dir),
 					 RTE_CACHE_LINE_SIZE, socket);
@@ -196,7 +196,7 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	rc = rc ?: htab_create(&t->rw_gw, sz->rewrites, 4096, socket);
 	rc = rc ?: htab_create(&t->neigh, sz->neighbours, 1, socket);     /* never deleted */
 	if (rc || !t->vsids ||
-	    !t->rd_lens || !t->qsbr || !t->garbage || !t->vsid_dir ||
+	    !t->rd || !t->qsbr || !t->garbage || !t->vsid_dir ||
 	    !t->blk16 || !t->blk24 || !t->blk16_n || !t->blk24_n ||
 	    dead_init(&t->dead_vsid, NVGW_MAX_VSIDS, socket) ||
 	    rte_rcu_qsbr_init(t->qsbr, sz->readers) != 0 ||
@@ -234,7 +234,7 @@ nvgw_tables_free(struct nvgw_tables *t)
 	for (i = 0; i < NVGW_MAX_VLAN; i++)
 		rte_free(t->attach[i]);
 	rte_free(t->prov);
-	rte_free(t->rd_lens);
+	rte_free(t->rd);
 	if (t->vsid_dir != NULL)
 		for (i = 0; i < 1 << 16; i++)
 			rte_free(t->vsid_dir[i]);
@@ -564,23 +564,29 @@ nvgw_rd_shadow_set(struct nvgw_tables *t, uint32_t rdid, int on)
 	if (rdid == 0 || rdid >= NVGW_MAX_RD)
 		return -EINVAL;
 	if (on)
-		__atomic_or_fetch(&t->rd_lens[rdid], NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
+		__atomic_or_fetch(&t->rd[rdid].lens, NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
 	else
-		__atomic_and_fetch(&t->rd_lens[rdid], ~NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
+		__atomic_and_fetch(&t->rd[rdid].lens, ~NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
 	return 0;
 }
 
+/* vlan 0: none. Else its attachment, as it is now, must be the domain's and
+ * keep its hosts by number. */
 int
 nvgw_rd_link_set(struct nvgw_tables *t, uint32_t rdid, uint16_t vlan)
 {
-	uint64_t lens;
+	const struct nvgw_attach *a;
+	uint64_t w = 0;
 
 	if (rdid == 0 || rdid >= NVGW_MAX_RD || vlan >= NVGW_MAX_VLAN)
 		return -EINVAL;
-	/* the control thread is rd_lens' only writer */
-	lens = t->rd_lens[rdid] & ~(0xFFFULL << NVGW_RD_LINK_SHIFT);
-	__atomic_store_n(&t->rd_lens[rdid], lens | (uint64_t)vlan << NVGW_RD_LINK_SHIFT,
-			 __ATOMIC_RELEASE);
+	if (vlan != 0) {
+		a = t->attach[vlan];
+		if (a == NULL || a->rdid != rdid || a->n_hosts == 0)
+			return -EINVAL;
+		w = a->net | (uint64_t)__builtin_ctz(a->n_hosts) << 32 | (uint64_t)vlan << 48;
+	}
+	__atomic_store_n(&t->rd[rdid].link, w, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -625,7 +631,7 @@ nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 		blk_count(t, rdid, prefix, len, 1);
 	rc = ht_set(t, &t->routes, k, val, OWN_UNPACKED);
 	if (rc == 0)
-		__atomic_or_fetch(&t->rd_lens[rdid], 1ULL << len, __ATOMIC_RELEASE);
+		__atomic_or_fetch(&t->rd[rdid].lens, 1ULL << len, __ATOMIC_RELEASE);
 	else if (!had)
 		blk_count(t, rdid, prefix, len, -1);
 	return rc;
@@ -643,7 +649,7 @@ nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 
 	/* The caller knows whether other routes of the domain have this length. */
 	if (rc == 0 && last_of_len)
-		__atomic_and_fetch(&t->rd_lens[rdid], ~(1ULL << len), __ATOMIC_RELEASE);
+		__atomic_and_fetch(&t->rd[rdid].lens, ~(1ULL << len), __ATOMIC_RELEASE);
 	if (rc == 0)
 		blk_count(t, rdid, prefix, len, -1);
 	return rc;

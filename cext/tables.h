@@ -178,7 +178,7 @@ struct nvgw_tables {
 	 * (NVGW_VW_*; 0: none): eight slots to a cache line, where the object
 	 * behind vsid_by_idx would be a line of its own. */
 	uint64_t vsid_word[NVGW_MAX_VSIDS];
-	uint64_t *rd_lens;          /* [NVGW_MAX_RD]: bit L set = a /L route exists; NVGW_RD_* */
+	struct nvgw_rd *rd;         /* [NVGW_MAX_RD] */
 	/* vsid >> 8 -> page of 256 entries (NVGW_VE_*): the data path's VSID
 	 * lookup, two loads instead of a hash probe. Pages live while used. */
 	uint32_t **vsid_dir;        /* [1 << 16] */
@@ -199,19 +199,29 @@ struct nvgw_tables {
 	struct nvgw_dead_keys dead_vsid;
 };
 
-/* In rd_lens: a route of the domain (of any kind) lies strictly inside a
+/* A routing domain's words, which classify reads together (one line). */
+struct nvgw_rd {
+	uint64_t lens;              /* bit L set = a /L route exists; NVGW_RD_SHADOWED */
+	uint64_t link;              /* its link (NVGW_LINK_*), 0: none */
+};
+
+/* In lens: a route of the domain (of any kind) lies strictly inside a
  * virtual subnet, so a CA's record does not settle where a packet to it goes
  * (the route lookup does). Set by the policy layer, which sees all routes and
  * subnets, before such a route is added, cleared after the last one goes. */
 #define NVGW_RD_SHADOWED    (1ULL << 63)
 
-/* In rd_lens, bits 48-59: the VLAN of one of the domain's attachments whose
- * subnet holds no other route of the domain (0: none). A fabric packet to an
- * address in that subnet then goes to its host on the link, as the subnet's
- * own route would send it, without a route lookup. Set by the policy layer:
- * cleared before such a route or the attachment's change, set after. */
-#define NVGW_RD_LINK_SHIFT  48
-#define NVGW_RD_LINK(lens)  ((uint16_t)(((lens) >> NVGW_RD_LINK_SHIFT) & 0xFFF))
+/* A domain's link: one of its attachments that keeps its hosts by number and
+ * whose subnet holds no other route of the domain. A fabric packet to an
+ * address in that subnet goes to its host on the link, as the subnet's own
+ * route would send it, without a route lookup. Its word: the subnet's first
+ * address (host order) in bits 0-31, its host bits in 32-39, the VLAN in
+ * 48-59, so that other destinations are told apart without reading the
+ * attachment. Set by the policy layer: cleared first in a batch that puts a
+ * route inside, moves the subnet or takes the attachment away, set last. */
+#define NVGW_LINK_NET(w)    ((uint32_t)(w))
+#define NVGW_LINK_BITS(w)   ((uint8_t)((w) >> 32))
+#define NVGW_LINK_VLAN(w)   ((uint16_t)((w) >> 48))
 
 /* vsid_word: the subnet gateway's MAC in the low 48 bits, the FlowID above. */
 #define NVGW_VW_VALID       (1ULL << 63)

@@ -125,7 +125,7 @@ class Policy:
         self.installed: dict[tuple, tuple] = {}   # (rdid, prefix) -> C route installed
         self.lengths: dict[tuple, int] = {}       # (rdid, prefix length) -> routes installed
         self.shadowed: set[int] = set()           # domains with a route inside a subnet
-        self.links: dict[int, int] = {}           # rdid -> VLAN of its direct link (_links_changed)
+        self.links: dict[int, tuple] = {}         # rdid -> its link: (VLAN, subnet) (_links_changed)
         self.free_slots = list(range(16383, -1, -1))
 
     # -- reading -------------------------------------------------------------
@@ -312,7 +312,7 @@ class Policy:
                                 if fn == "rd_shadow_set":
                                     self.nv.rd_shadow_set(rdid, False)
                                 else:
-                                    self.nv.rd_link_set(rdid, saved["links"].get(rdid, 0))
+                                    self.nv.rd_link_set(rdid, saved["links"].get(rdid, (0,))[0])
                             self._restore(saved)
                         raise
                 self.nv.commit()
@@ -834,10 +834,12 @@ class Policy:
 
     def _links_changed(self, rdids):
         """Name, per domain, the link whose hosts a fabric packet reaches without a
-        route lookup (NVGW_RD_LINK): the lowest VLAN of its attachments that keep
+        route lookup (struct nvgw_rd): the lowest VLAN of its attachments that keep
         their hosts by number (/22 or longer) and hold no other installed route. A
-        link is cleared before anything else of the batch and named after
-        everything, so the data path never skips a route that is there."""
+        link that changes (another VLAN or none, or its attachment another subnet)
+        is cleared before anything else of the batch and named after everything
+        (the C side takes the subnet from the attachment then), so the data path
+        never skips a route that is there nor keeps a subnet that is not."""
         if not rdids:
             return
         inside = {r: [] for r in rdids}
@@ -846,16 +848,16 @@ class Policy:
                 net = ipaddress.IPv4Network(prefix)
                 inside[rdid].append((int(net.network_address), net.prefixlen))
         for rdid in sorted(rdids):
-            new = 0
+            new = None
             for vlan in sorted(self.domains.get(rdid, {}).get("vlans", ())):
                 net = ipaddress.IPv4Interface(self.attachments[vlan]["address"]).network
                 first, plen = int(net.network_address), net.prefixlen
                 mask = int(net.netmask)
                 if plen >= 22 and not any(ln > plen and p & mask == first
                                           for p, ln in inside[rdid]):
-                    new = vlan
+                    new = (vlan, str(net))
                     break
-            old = self.links.get(rdid, 0)
+            old = self.links.get(rdid)
             if new == old:
                 continue
             self.links = {k: v for k, v in self.links.items() if k != rdid}
@@ -864,7 +866,7 @@ class Policy:
             if old:
                 self._calls.insert(0, ("rd_link_set", rdid, 0))
             if new:
-                self._calls.append(("rd_link_set", rdid, new))
+                self._calls.append(("rd_link_set", rdid, new[0]))
 
     def _has_route_inside_subnet(self, rdid, prefixes) -> bool:
         # A domain's subnets never overlap: the only one that can hold a route is

@@ -554,12 +554,13 @@ def test_a_route_inside_a_virtual_subnet_flags_its_domain():
 
 def test_a_domain_names_the_link_its_fabric_packets_reach_without_routes():
     """A fabric packet to a host in an attachment's subnet skips the route lookup
-    when no other route lies inside that subnet (NVGW_RD_LINK): the lowest such
-    VLAN that keeps its hosts by number (/22 or longer). A batch that puts a route
-    inside clears the link before anything else; one that takes the last out names
-    it after everything."""
+    when no other route lies inside that subnet: the lowest such VLAN that keeps
+    its hosts by number (/22 or longer). A batch that puts a route inside, or moves
+    the link's subnet, clears the link before anything else; one that takes the
+    last route out names it after everything."""
     p = redblue()
-    assert p.links == {1: 100, 2: 200}
+    blue, red = (100, "172.16.1.0/24"), (200, "172.16.2.0/24")
+    assert p.links == {1: blue, 2: red}
 
     def links(calls):
         return [c for c in calls if c[0] == "rd_link_set"]
@@ -570,7 +571,7 @@ def test_a_domain_names_the_link_its_fabric_packets_reach_without_routes():
     # a /26 inside, to a router on the link: cleared first
     calls = p.check([rec(ca="10.1.1.30"), route("172.16.1.64/26", "172.16.1.254")])
     assert calls[0] == ("rd_link_set", 1, 0) and links(calls) == [calls[0]]
-    assert p.links == {2: 200}
+    assert p.links == {2: red}
     # a second route inside: nothing more to clear; the last one out: named last
     assert links(p.check([route("172.16.1.128/25", "10.1.1.7")])) == []
     p.check([route("172.16.1.64/26", "172.16.1.254", op="del")])
@@ -584,7 +585,16 @@ def test_a_domain_names_the_link_its_fabric_packets_reach_without_routes():
     assert calls[-1] == ("rd_link_set", 1, 102) and links(calls) == [calls[-1]]
     calls = p.check([route("172.16.1.0/25", "172.16.1.254", op="del")])
     assert (calls[0], calls[-1]) == (("rd_link_set", 1, 0), ("rd_link_set", 1, 100))
-    assert len(links(calls)) == 2 and p.links == {1: 100, 2: 200}
+    assert len(links(calls)) == 2 and p.links == {1: blue, 2: red}
+    # the link's subnet moves, and the route that was inside the new one goes in the
+    # same batch: cleared before the attachment changes, named again after the route
+    p.apply([route("172.16.9.0/25", "172.16.1.254")])
+    calls = p.check([route("172.16.9.0/25", "172.16.1.254", op="del"),
+                     attachment(100, "172.16.9.1/24")])
+    assert (calls[0], calls[-1]) == (("rd_link_set", 1, 0), ("rd_link_set", 1, 100))
+    assert calls[1][0] == "attach_set" and p.links[1] == (100, "172.16.9.0/24")
+    # ... only its MAC: nothing to do
+    assert links(p.check([attachment(100, "172.16.9.1/24", mac="02:00:00:00:09:01")])) == []
     # the link's attachment deleted: cleared before it goes, the next one named after
     calls = p.check([route("10.9.0.0/16", "172.16.1.20", op="del"), attachment(100, op="del")])
     assert calls[0] == ("rd_link_set", 1, 0) and calls[-1] == ("rd_link_set", 1, 102)
@@ -592,7 +602,7 @@ def test_a_domain_names_the_link_its_fabric_packets_reach_without_routes():
     before = state(p)
     with pytest.raises(PolicyError):
         p.check([route("172.18.0.0/28", "172.18.0.20"), rec(vsid=9999)])
-    assert state(p) == before and p.links == {1: 102, 2: 200}
+    assert state(p) == before and p.links == {1: (102, "172.18.0.0/24"), 2: red}
 
 
 def test_last_of_len_is_per_domain():
@@ -750,7 +760,8 @@ def test_a_failed_first_call_puts_the_flags_set_ahead_of_it_back():
                         ("route_set", 1, b("10.1.1.64"), 26, CUSTOMER, 0, 100,
                          b("172.16.1.254")),
                         ("rd_link_set", 1, 100), ("rd_shadow_set", 1, False)]
-    assert state(p) == before and p.links == {1: 100, 2: 200} and p.shadowed == set()
+    assert state(p) == before and p.shadowed == set()
+    assert p.links == {1: (100, "172.16.1.0/24"), 2: (200, "172.16.2.0/24")}
 
 
 def test_load_document_deletes_what_it_lacks():

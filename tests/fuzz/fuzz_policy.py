@@ -90,7 +90,7 @@ def check_consistent(p, raw):
         if a["rdid"] not in links and net.prefixlen >= 22 and not any(
                 d == a["rdid"] and ipaddress.IPv4Network(prefix).subnet_of(net)
                 and ipaddress.IPv4Network(prefix) != net for d, prefix in p.installed):
-            links[a["rdid"]] = vlan
+            links[a["rdid"]] = (vlan, str(net))
     mc.check(p.links == links and again.links == links,
              "the links named for direct decap are wrong", raw[:300], p.links, again.links,
              links)
