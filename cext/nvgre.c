@@ -307,17 +307,15 @@ link_start(const struct nvgw_tables *t, struct pkt *p, uint64_t link)
 {
 	uint32_t dst = p->ip->dst_addr;
 	const struct nvgw_attach *a;
-	struct nvgw_neigh **s;
 
 	if (link == 0 || (rte_be_to_cpu_32(dst) - NVGW_LINK_NET(link)) >> NVGW_LINK_BITS(link))
 		return 0;
 	/* the attachment itself decides, as it is now */
 	a = __atomic_load_n(&t->attach[NVGW_LINK_VLAN(link)], __ATOMIC_ACQUIRE);
-	if (a == NULL || a->rdid != p->rdid || (s = nvgw_attach_slot(a, dst)) == NULL)
+	if (a == NULL || a->rdid != p->rdid || !nvgw_attach_host(a, dst, &p->nh))
 		return 0;
 	p->direct = DEST_LINK;
 	p->att = a;
-	p->nh = __atomic_load_n(s, __ATOMIC_ACQUIRE);
 	return 1;
 }
 

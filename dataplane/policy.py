@@ -806,22 +806,28 @@ class Policy:
             if c != old:
                 self._calls.append(("route_set", rdid, net.network_address.packed,
                                     net.prefixlen, *c))
-        self._shadows_changed({rdid for rdid, _ in self._touched})
-        self._links_changed({rdid for rdid, _ in self._touched})
+        rdids = {rdid for rdid, _ in self._touched}
+        if rdids:
+            inside = self._installed_in(rdids)
+            self._shadows_changed(inside)
+            self._links_changed(inside)
 
-    def _shadows_changed(self, rdids):
+    def _installed_in(self, rdids) -> dict[int, list[tuple[int, int]]]:
+        """The installed routes of each domain of rdids: (first address, length)."""
+        routes = {r: [] for r in rdids}
+        for rdid, prefix in self.installed:
+            if rdid in routes:
+                net = ipaddress.IPv4Network(prefix)
+                routes[rdid].append((int(net.network_address), net.prefixlen))
+        return routes
+
+    def _shadows_changed(self, routes):
         """Flag the domains where an installed route lies strictly inside a virtual
         subnet (any kind: a subnet's own route is the subnet itself): there a CA's
         record does not settle where a packet goes, and the data path routes every
         packet (NVGW_RD_SHADOWED). A flag goes on before anything else of the batch
-        and off after everything."""
-        if not rdids:
-            return
-        routes = {r: [] for r in rdids}
-        for rdid, prefix in self.installed:
-            if rdid in routes:
-                routes[rdid].append(prefix)
-        for rdid in sorted(rdids):
+        and off after everything. routes: _installed_in's, of the domains touched."""
+        for rdid in sorted(routes):
             on = self._has_route_inside_subnet(rdid, routes[rdid])
             if on == (rdid in self.shadowed):
                 continue
@@ -832,29 +838,23 @@ class Policy:
                 self.shadowed = self.shadowed - {rdid}
                 self._calls.append(("rd_shadow_set", rdid, False))
 
-    def _links_changed(self, rdids):
+    def _links_changed(self, routes):
         """Name, per domain, the link whose hosts a fabric packet reaches without a
         route lookup (struct nvgw_rd): the lowest VLAN of its attachments that keep
         their hosts by number (/22 or longer) and hold no other installed route. A
         link that changes (another VLAN or none, or its attachment another subnet)
         is cleared before anything else of the batch and named after everything
         (the C side takes the subnet from the attachment then), so the data path
-        never skips a route that is there nor keeps a subnet that is not."""
-        if not rdids:
-            return
-        inside = {r: [] for r in rdids}
-        for rdid, prefix in self.installed:
-            if rdid in inside:
-                net = ipaddress.IPv4Network(prefix)
-                inside[rdid].append((int(net.network_address), net.prefixlen))
-        for rdid in sorted(rdids):
+        never skips a route that is there nor keeps a subnet that is not. routes:
+        _installed_in's, of the domains touched."""
+        for rdid in sorted(routes):
             new = None
             for vlan in sorted(self.domains.get(rdid, {}).get("vlans", ())):
                 net = ipaddress.IPv4Interface(self.attachments[vlan]["address"]).network
                 first, plen = int(net.network_address), net.prefixlen
                 mask = int(net.netmask)
                 if plen >= 22 and not any(ln > plen and p & mask == first
-                                          for p, ln in inside[rdid]):
+                                          for p, ln in routes[rdid]):
                     new = (vlan, str(net))
                     break
             old = self.links.get(rdid)
@@ -868,17 +868,14 @@ class Policy:
             if new:
                 self._calls.append(("rd_link_set", rdid, new[0]))
 
-    def _has_route_inside_subnet(self, rdid, prefixes) -> bool:
+    def _has_route_inside_subnet(self, rdid, routes) -> bool:
         # A domain's subnets never overlap: the only one that can hold a route is
         # the last to start at or before it.
         subs = sorted(self.subnets[v]["net"] for v in self.domains.get(rdid, {}).get("vsids", ()))
         starts = [net for net, _ in subs]
-        for prefix in prefixes:
-            net = ipaddress.IPv4Network(prefix)
-            p = int(net.network_address)
+        for p, ln in routes:
             i = bisect.bisect_right(starts, p) - 1
-            if i >= 0 and p & subs[i][1] == subs[i][0] and \
-                    net.prefixlen > subs[i][1].bit_count():
+            if i >= 0 and p & subs[i][1] == subs[i][0] and ln > subs[i][1].bit_count():
                 return True
         return False
 
