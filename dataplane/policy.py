@@ -378,15 +378,18 @@ class Policy:
         calls create (static neighbours, next hops of customer routes and of records,
         as nvgw_provider_nexthop picks them) and refuse the batch before any call."""
         def nexthop_of(pas, mask, gw):
-            pa0, m, g = (int.from_bytes(b, "big") for b in (pas[0], mask, gw))
-            return lambda pa: pa if g == 0 or (pa ^ pa0) & m == 0 else g
+            return tuple(int.from_bytes(b, "big") for b in (pas[0], mask, gw))
+
+        def nexthops(nh, pas):      # of an array of PAs, as nvgw_provider_nexthop
+            pa0, m, g = nh
+            return pas if g == 0 else np.where((pas ^ pa0) & m == 0, pas, g)
 
         nexthop = None
         if provider is not None:
             ifc = ipaddress.IPv4Interface(provider["addresses"][0])
             nexthop = nexthop_of([ifc.ip.packed], ifc.netmask.packed,
                                  V4(provider["gateway"]).packed)
-        need = set()
+        need, bulk = set(), []
         for fn, *a in self._calls:
             if fn == "provider_set":
                 nexthop = nexthop_of(a[0], a[1], a[2])
@@ -395,18 +398,25 @@ class Policy:
             elif fn == "route_set" and a[3] == CUSTOMER and a[6] != ZERO.packed:
                 need.add((a[5], a[6]))
             elif fn == "record_set" and nexthop is not None:
-                need.add((0, nexthop(int.from_bytes(a[3], "big")).to_bytes(4, "big")))
+                bulk.append(nexthops(nexthop, np.array([int.from_bytes(a[3], "big")],
+                                                       np.uint32)))
             elif fn == "record_set_bulk" and nexthop is not None:
-                # the distinct PAs of the block first (a million records, few hosts)
-                pas = np.unique(np.frombuffer(a[0], recblock.DTYPE)["pa"].astype(np.uint32))
-                need.update((0, nexthop(pa).to_bytes(4, "big")) for pa in pas.tolist())
-        if not need:
+                bulk.append(nexthops(nexthop, np.frombuffer(a[0], recblock.DTYPE)["pa"]
+                                     .astype(np.uint32)))
+        # the distinct next hops of the records (a million records, few hosts)
+        hops = np.unique(np.concatenate(bulk)) if bulk else ()
+        if not need and not len(hops):
             return
-        have = {(scope, ip) for scope, ip, _mac in self.nv.neighbours()}
-        n, cap = len(have | need), self.capacity["neighbours"]
+        counts = self.nv.table_counts()
+        cap = self.capacity["neighbours"]
         # The exception thread may still make entries for hosts it resolves, up to
         # a quarter of the table (NVGW_NEIGH_LEARN_MAX): keep their room free.
-        learn = max(0, cap // 4 - self.nv.table_counts()["neighbours_learned"])
+        learn = max(0, cap // 4 - counts["neighbours_learned"])
+        if counts["neighbours"] + len(need) + len(hops) + learn <= cap:
+            return                  # fits even if none of them exists yet
+        need.update((0, int(ip).to_bytes(4, "big")) for ip in hops)
+        have = {(scope, ip) for scope, ip, _mac in self.nv.neighbours()}
+        n = len(have | need)
         if n + learn > cap:
             raise PolicyError(f"{n} neighbour entries (static neighbours and the next hops "
                               f"of records and routes) and {learn} kept for hosts the "
