@@ -126,19 +126,14 @@ class Agent:
 
     def _apply(self, gen: int, ops=None, document=None, block=None) -> None:
         """A batch or a whole document, with its record block if any."""
-        if block is None:
-            if document is not None:
-                self.gw.load(document, generation=gen)
-            else:
-                self.gw.apply(ops, generation=gen)
-            return
-        pol = self.gw._need_policy()
-        if document is not None:
+        if document is None:
+            self.gw.apply(ops, generation=gen, block=block)
+        elif block is None:
+            self.gw.load(document, generation=gen)
+        else:
+            pol = self.gw._need_policy()
             pol.load_document(document, gen, block)
             log.info("policy_loaded", records=len(pol.records), generation=gen)
-        else:
-            pol.apply(ops, gen, block)
-            log.info("policy_applied", ops=len(ops), records=len(block), generation=gen)
 
     def tick(self) -> None:
         """Heartbeats, and noticing a lost nvgw-mgmt or a policy changed locally."""

@@ -2,10 +2,17 @@
 thread that answers requests with JSON. Requests name a verb; each verb maps
 to one Gateway method, the same functions the management agent calls.
 
-No input may stop the control loop (and with it the gateway): a request of more
+An `apply` of many lookup records may carry them as a record block
+(dataplane/recblock.py) in a second frame, its JSON saying {"records":
+{"format", "count"}}, as nvgw-mgmt sends them: ControlClient does so from
+recblock.BLOCK_MIN record sets on, so the gateway neither parses nor packs a
+JSON object per record.
+
+No input may stop the control loop (and with it the gateway): a frame of more
 than MAX_REQUEST bytes is dropped by libzmq with its connection (ControlClient
-refuses to send one, with a clear error), a request of several frames or of
-JSON nested too deeply gets an error reply, and any failure of a verb is one."""
+refuses to send one, with a clear error), a second frame where no record block
+is due, a third frame or JSON nested too deeply gets an error reply, and any
+failure of a verb is one."""
 from __future__ import annotations
 
 import json
@@ -14,11 +21,13 @@ import os
 import structlog
 import zmq
 
+from dataplane import recblock
 from dataplane.errors import NvgwError
 
 log = structlog.get_logger("nvgw.control")
 SCHEMA_VERSION = 1
-MAX_REQUEST = 1 << 20      # ~9,000 lookup records in one request; big policies go via nvgw-mgmt
+# A frame: ~9,000 lookup records as JSON, 52,000 as a block; big policies go via nvgw-mgmt
+MAX_REQUEST = 1 << 20
 
 
 class ControlServer:
@@ -32,9 +41,11 @@ class ControlServer:
             os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
         self.sock.bind(endpoint)
         self.endpoint = endpoint
+        self._extra: bytes | None = None       # the request's record block frame
         self.verbs = {
             "show": self._show,
-            "apply": lambda req: {"generation": self.gw.apply(req.get("ops"))},
+            "apply": lambda req: {"generation": self.gw.apply(req.get("ops"),
+                                                               block=self._block(req))},
             "load": lambda req: {"generation": self.gw.load(req.get("document"))},
             "migrate": lambda req: {"generation": self.gw.migrate(
                 req.get("vsid"), req.get("ca"), req.get("pa"))},
@@ -58,7 +69,19 @@ class ControlServer:
             raise NvgwError(f"show: unknown view {what!r} (known: {', '.join(views)})")
         return views[what]()
 
-    def handle(self, raw: bytes) -> dict:
+    def _block(self, req: dict):
+        """The record block an apply carries (its second frame), or None."""
+        if "records" not in req:
+            return None
+        if self._extra is None:
+            raise NvgwError("apply: 'records' without a record block frame")
+        try:
+            return recblock.decode(self._extra, req["records"])
+        except recblock.BlockError as e:
+            raise NvgwError(str(e)) from None
+
+    def handle(self, raw: bytes, extra: bytes | None = None) -> dict:
+        """One request; `extra`: its second frame (an apply's record block)."""
         try:
             req = json.loads(raw)
             if not isinstance(req, dict):
@@ -76,6 +99,10 @@ class ControlServer:
         if verb is None:
             return {"v": SCHEMA_VERSION, "ok": False,
                     "error": f"unknown request type {req.get('type')!r}"}
+        if extra is not None and (req.get("type") != "apply" or "records" not in req):
+            return {"v": SCHEMA_VERSION, "ok": False, "error": "malformed request: 2 frames "
+                    "(only an apply with 'records' has a second: its record block)"}
+        self._extra = extra
         try:
             return {"v": SCHEMA_VERSION, "ok": True, "result": verb(req)}
         except NvgwError as e:
@@ -94,11 +121,12 @@ class ControlServer:
                 frames = self.sock.recv_multipart()
             except zmq.ZMQError:
                 return
-            if len(frames) != 1:
+            if len(frames) > 2:
                 reply = {"v": SCHEMA_VERSION, "ok": False, "error":
-                         f"malformed request: {len(frames)} frames (a request is one)"}
+                         f"malformed request: {len(frames)} frames (a request is one, an "
+                         "apply with a record block two)"}
             else:
-                reply = self.handle(frames[0])
+                reply = self.handle(*frames)
             try:
                 self.sock.send(json.dumps(reply).encode())
             except zmq.ZMQError as e:   # the requester is gone; REP is ready again
@@ -122,18 +150,30 @@ class ControlClient:
         self.ctx = ctx or zmq.Context.instance()
 
     def request(self, type_: str, **fields):
-        """Send one request; return its result or raise NvgwError with the gateway's reason."""
-        payload = json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode()
-        if len(payload) > MAX_REQUEST:
-            # The gateway would drop it with the connection; say why instead of timing out.
-            raise NvgwError(f"{type_}: a request of {len(payload)} bytes exceeds the control "
-                            f"socket's limit of {MAX_REQUEST} bytes (send big policies "
-                            "through nvgw-mgmt)")
+        """Send one request; return its result or raise NvgwError with the gateway's reason.
+        An apply's many record sets go as a record block, as nvgw-mgmt's client sends them."""
+        frames = []
+        if type_ == "apply":
+            try:
+                split = recblock.split_records(fields.get("ops"))
+            except recblock.BlockError as e:
+                raise NvgwError(str(e)) from None       # what the gateway would say
+            if split is not None:
+                fields["ops"], block = split
+                fields["records"] = recblock.header(recblock.count(block))
+                frames.append(block)
+        frames.insert(0, json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode())
+        for f in frames:
+            if len(f) > MAX_REQUEST:
+                # The gateway would drop it with the connection; say why instead of timing out.
+                raise NvgwError(f"{type_}: a request of {len(f)} bytes exceeds the control "
+                                f"socket's limit of {MAX_REQUEST} bytes (send big policies "
+                                "through nvgw-mgmt)")
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.connect(self.endpoint)
-            sock.send(payload)
+            sock.send_multipart(frames)
             if not sock.poll(self.timeout_ms):
                 raise NvgwError(f"no answer from {self.endpoint} within "
                                 f"{self.timeout_ms / 1000:g} s (is nvgw-dataplane running?)")

@@ -218,20 +218,21 @@ class Gateway:
             raise NvgwError("this gateway runs no NVGRE pipeline (pipeline.mode = forward)")
         return self.policy
 
-    def apply(self, ops: list, generation: int | None = None) -> int:
+    def apply(self, ops: list, generation: int | None = None, block=None) -> int:
         """Apply a batch whole or not at all; return the applied generation
-        (`generation` when the management process numbers batches)."""
+        (`generation` when the management process numbers batches). `block`: a
+        record block (recblock) the batch sets after its operations, as the
+        management agent and the control socket receive one."""
         pol = self._need_policy()
-        try:
-            split = recblock.split_records(ops)
-        except recblock.BlockError as e:
-            raise polmod.PolicyError(str(e)) from None
-        if split is None:
-            gen, n_block = pol.apply(ops, generation), 0
-        else:               # many record updates: checked as arrays, one C call
-            gen = pol.apply(split[0], generation, block=split[1])
-            n_block = len(split[1]) // recblock.SIZE
-        log.info("policy_applied", ops=len(ops), block_records=n_block, generation=gen)
+        if block is None:
+            try:
+                split = recblock.split_records(ops)
+            except recblock.BlockError as e:
+                raise polmod.PolicyError(str(e)) from None
+            if split is not None:   # many record updates: checked as arrays, one C call
+                ops, block = split
+        gen = pol.apply(ops, generation, block=block)
+        log.info("policy_applied", ops=len(ops), block_records=recblock.count(block), generation=gen)
         return gen
 
     def load(self, document: dict, generation: int | None = None) -> int:

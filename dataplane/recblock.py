@@ -83,6 +83,13 @@ def decode(buf, meta) -> np.ndarray:
     return np.frombuffer(buf, DTYPE, count)
 
 
+def count(block) -> int:
+    """Records in a block (bytes, or an array as decode gives); 0 for None."""
+    if block is None:
+        return 0
+    return len(block) if isinstance(block, np.ndarray) else len(block) // SIZE
+
+
 def concat(arrays: list) -> np.ndarray:
     """Record arrays end to end. (np.concatenate would convert the network-order
     fields to the machine's byte order: numpy promotes the dtype.)"""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -187,19 +188,35 @@ def test_oversized_messages_are_dropped_and_memory_stays_bounded(mgmt, tmp_path)
             gw.request("load", document={"pad": "x" * MAX_REQUEST})
         ctx = zmq.Context()
         try:
-            for frames in ([b"x" * (2 * MAX_REQUEST)], [b"{}", b"{}"], [b"[" * 100_000],
-                           [b'{"v": true, "type": "show"}']):
+            apply = {"v": 1, "type": "apply", "ops": []}
+            for frames, error in (
+                    ([b"x" * (2 * MAX_REQUEST)], None),
+                    ([b"[" * 100_000], "malformed request: JSON nested too deeply"),
+                    ([b'{"v": true, "type": "show"}'], "schema version True"),
+                    ([b'{"v": 1, "type": "show"}', b"{}"], "malformed request: 2 frames"),
+                    ([b"{}", b"{}", b"{}"], "malformed request: 3 frames"),
+                    ([json.dumps(apply).encode(), bytes(20)], "malformed request: 2 frames"),
+                    ([json.dumps({**apply, "records": {"format": "nvgw-records/1",
+                                                       "count": 1}}).encode()],
+                     "'records' without a record block frame"),
+                    ([json.dumps({**apply, "records": {"format": "nvgw-records/1",
+                                                       "count": 2}}).encode(), bytes(20)],
+                     "the block is 20 bytes, 2 records are 40"),
+                    ([json.dumps({**apply, "records": {"format": "x", "count": 1}}).encode(),
+                      bytes(20)], "format 'x' not supported"),
+                    ([json.dumps({**apply, "records": {"format": "nvgw-records/1",
+                                                       "count": 1}}).encode(),
+                      bytes(19) + b"\x01"], "record block: record 0 has a non-zero last byte")):
                 r = ctx.socket(zmq.REQ)
                 r.linger = 0
                 r.connect(gw.endpoint)
                 r.send_multipart(frames)
                 got = json.loads(r.recv()) if r.poll(1000) else None
                 r.close()
-                if len(frames[0]) > MAX_REQUEST:
+                if error is None:
                     assert got is None
                 else:
-                    assert got["ok"] is False and "malformed request" in got["error"] or \
-                        "schema version True" in got["error"], got
+                    assert got["ok"] is False and re.search(error, got["error"]), (error, got)
         finally:
             ctx.destroy(linger=0)
         assert gw.request("show", what="counters")["generation"] == 0

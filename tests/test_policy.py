@@ -964,6 +964,13 @@ def test_live_big_record_batch_goes_as_a_block_with_the_same_checks(gw):
             out[int(i[1:])].update(fields)
         return out
 
+    def as_json(ops):       # one frame: the gateway packs the block itself
+        reply = raw_request(gw.endpoint, json.dumps({"v": 1, "type": "apply",
+                                                     "ops": ops}).encode())
+        if not reply["ok"]:
+            raise NvgwError(reply["error"])
+        return reply["result"]
+
     gen = gw.request("apply", ops=[subnet(5003, "10.3.0.0/16")])["generation"]
     before, tables = show_policy(gw), gw.request("show", what="tables")
     for fields in ({"ca": "10.4.0.1"}, {"mac": "00:15:5d:zz:00:01"}, {"vsid": 5999},
@@ -971,16 +978,20 @@ def test_live_big_record_batch_goes_as_a_block_with_the_same_checks(gw):
         one = rec(**{**recs(1)[0], **fields})
         with pytest.raises(NvgwError) as single:
             gw.request("apply", ops=[one])
-        with pytest.raises(NvgwError) as bulk:
-            gw.request("apply", ops=recs(1500, r1200=fields))
-        # the same message, naming the bad record's own CA
-        assert str(bulk.value) == str(single.value).replace("10.3.0.1", "10.3.4.177"), fields
-        assert show_policy(gw) == before
-        assert gw.request("show", what="tables") == tables
+        # ControlClient sends a record block (a malformed field is its own refusal);
+        # a raw JSON request is packed by the gateway
+        for send in (lambda ops: gw.request("apply", ops=ops), as_json):
+            with pytest.raises(NvgwError) as bulk:
+                send(recs(1500, r1200=fields))
+            # the same message, naming the bad record's own CA
+            assert str(bulk.value) == str(single.value).replace("10.3.0.1", "10.3.4.177"), \
+                fields
+            assert show_policy(gw) == before
+            assert gw.request("show", what="tables") == tables
     assert gw.request("apply", ops=recs(1500)) == {"generation": gen + 1}
     log = (gw.workdir / "stderr.log").read_text()
     assert '"block_records": 1500' in log or "block_records=1500" in log, log[-2000:]
-    assert gw.request("apply", ops=recs(1500, pa="192.168.1.11")) == {"generation": gen + 2}
+    assert as_json(recs(1500, pa="192.168.1.11")) == {"generation": gen + 2}
     after = gw.request("show", what="tables")
     assert after["records"] == tables["records"] + 1500, (tables, after)
     assert {"vsid": 5003, "ca": "10.3.5.220", "mac": "00:15:5d:03:05:dc", "pa": "192.168.1.11",
