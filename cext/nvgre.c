@@ -436,7 +436,7 @@ frame_at(struct rte_mbuf *m, const struct rte_ipv4_hdr *ip, uint16_t hdr, uint16
 
 /* Everything is read before the packet is written: stores through byte
  * pointers may alias anything, and would make the compiler read it again. */
-static inline void
+static __rte_always_inline void
 emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	   const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
@@ -672,12 +672,47 @@ one_segment(struct nvgw_worker *w, struct rte_mbuf *m)
 	return 0;
 }
 
+/* From the fabric, after classify: anti-spoofing (the record of the inner
+ * source, its slot fetched at classify, is read in its slot), the VSID's
+ * counters, then what its destination allows. 0 = dropped or punted. */
+static inline int
+source_ok(struct nvgw_worker *w, const struct nvgw_tables *t, const struct pkt *p,
+	  struct rte_mbuf *m)
+{
+	const struct nvgw_record *r;
+	struct nvgw_count *vc;
+
+	if (p->rewritten)                   /* checked in classify_rewrite */
+		return 1;
+	r = nvgw_rtab_probe(&t->records, p->kb, p->key);
+	if (r == NULL || r->outer.ip.dst_addr != p->outer_src || r->vsid_idx != p->src_slot) {
+		nvgw_drop(w, NVGW_DROP_spoofed_pa, m);
+		return 0;
+	}
+	vc = nvgw_vsid_count(w, NVGW_DIR_DECAP, r->vsid_idx);
+	vc->pkts++;
+	vc->bytes += NVGW_ETH_LEN + nvgw_be16(p->ip->total_length);
+	if (p->rdid == 0) {                 /* for the subnet gateway */
+		if (p->ip->next_proto_id != IPPROTO_ICMP)
+			nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m);
+		else
+			to_exception(w, m, EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
+		return 0;
+	}
+	if (p->ip->time_to_live <= 1) {
+		nvgw_drop(w, NVGW_DROP_ttl_expired, m);
+		return 0;
+	}
+	return 1;
+}
+
 /* From the fabric: classify (NVGRE or IP rewrite), fetching the inner
  * source's record, and either the host on the domain's link (link_start)
- * or the route of the longest candidate length; then the routes and
- * destinations of the rest, in bulk, while those records arrive; then
- * anti-spoofing; then emit. One function per ingress: each loop is
- * compiled for its own side. */
+ * or the route of the longest candidate length. A burst all to the links'
+ * hosts (the usual one) then takes anti-spoofing and emit in one pass;
+ * otherwise the routes and destinations, in bulk, while those records
+ * arrive, then anti-spoofing, then emit. One function per ingress: each
+ * loop is compiled for its own side. */
 static __rte_noinline void
 fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	     const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
@@ -701,42 +736,20 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	}
 	if (k == 0)
 		return;
-	if (routed)
-		lookup_bulk(t, p, k, &d);
-	else
-		d.n_dst = 0;
-	/* Anti-spoofing, the records' slots having arrived during the lookups
-	 * (the record is read in its slot). A packet dropped here leaves a
-	 * hole (m[i] = NULL) rather than moving the rest. */
-	for (i = 0; i < k; i++) {
-		const struct nvgw_record *r;
-		struct nvgw_count *vc;
-
-		if (p[i].rewritten)         /* checked in classify_rewrite */
-			continue;
-		r = nvgw_rtab_probe(&t->records, p[i].kb, p[i].key);
-		if (r == NULL || r->outer.ip.dst_addr != p[i].outer_src ||
-		    r->vsid_idx != p[i].src_slot) {
-			nvgw_drop(w, NVGW_DROP_spoofed_pa, m[i]);
-			m[i] = NULL;
-			continue;
-		}
-		vc = nvgw_vsid_count(w, NVGW_DIR_DECAP, r->vsid_idx);
-		vc->pkts++;
-		vc->bytes += NVGW_ETH_LEN + nvgw_be16(p[i].ip->total_length);
-		if (p[i].rdid == 0) {            /* for the subnet gateway */
-			if (p[i].ip->next_proto_id != IPPROTO_ICMP)
-				nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m[i]);
-			else
-				to_exception(w, m[i], EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
-			m[i] = NULL;
-		} else if (p[i].ip->time_to_live <= 1) {
-			nvgw_drop(w, NVGW_DROP_ttl_expired, m[i]);
-			m[i] = NULL;
-		}
-	}
 	out_init(&o);
-	emit_routed(w, t, pv, m, p, k, &d, &o);
+	if (routed == 0) {          /* every packet to a host on its domain's link */
+		for (i = 0; i < k; i++)
+			if (source_ok(w, t, &p[i], m[i]))
+				emit_link(w, m[i], &p[i], &o, p[i].att, p[i].nh, p[i].ip->dst_addr);
+	} else {
+		lookup_bulk(t, p, k, &d);
+		/* the records' slots arrived during the lookups; a packet dropped
+		 * leaves a hole (m[i] = NULL) rather than moving the rest */
+		for (i = 0; i < k; i++)
+			if (!source_ok(w, t, &p[i], m[i]))
+				m[i] = NULL;
+		emit_routed(w, t, pv, m, p, k, &d, &o);
+	}
 	send_out(w, &o);
 }
 
