@@ -7,6 +7,7 @@
 #include <rte_malloc.h>
 #include <rte_cycles.h>
 
+#include "frame.h"
 #include "pkt.h"
 #include "tables.h"
 
@@ -387,6 +388,7 @@ nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint
 	p->mtu = mtu;
 	memcpy(&p->mac, mac, 6);
 	p->mac_w = nvgw_mac_word(&p->mac);
+	nvgw_provider_shape(p);
 	defer_free(t, __atomic_exchange_n(&t->prov, p, __ATOMIC_RELEASE));
 	return 0;
 }

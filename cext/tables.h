@@ -144,6 +144,10 @@ struct nvgw_provider {
 	uint16_t mtu;               /* provider IP MTU */
 	struct rte_ether_addr mac;
 	uint64_t mac_w;             /* mac as a word (pkt.h) */
+	/* The fixed bytes of the usual NVGRE frame to us, and the bits of its
+	 * first 64 bytes that vary (frame.h: nvgw_provider_shape). */
+	uint8_t shape[64] __rte_aligned(16);
+	uint8_t shape_any[64] __rte_aligned(16);
 };
 
 /* Fixed-size objects from one allocation: rte_malloc is far too slow for a

@@ -255,6 +255,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	pv.pa[1] = rte_cpu_to_be_32(0xC0A80102);    /* 192.168.1.2 */
 	memcpy(&pv.mac, GW_MAC, 6);
 	pv.mac_w = nvgw_mac_word(&pv.mac);
+	nvgw_provider_shape(&pv);
 	return 0;
 }
 
@@ -518,6 +519,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pv.pa[0] = pa_dst;
 	memcpy(&pv.mac, NH_MAC, 6);
 	pv.mac_w = nvgw_mac_word(&pv.mac);
+	nvgw_provider_shape(&pv);
 	memset(&v, 0xA5, sizeof(v));
 	r = nvgw_parse_provider(h, NVGW_NVGRE_LEN + ip_len, &pv, &v);
 	CHECK(r == NVGW_PARSED, "the header parses as NVGRE carrying IPv4");
