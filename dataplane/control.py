@@ -112,6 +112,8 @@ class ControlServer:
             log.exception("request_failed", type=req.get("type"))
             return {"v": SCHEMA_VERSION, "ok": False,
                     "error": f"internal error: {type(e).__name__}: {e}"}
+        finally:
+            self._extra = None              # the block is this request's only
 
     def poll(self, timeout_ms: int) -> None:
         """Serve requests that arrive within timeout_ms."""

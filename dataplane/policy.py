@@ -389,20 +389,27 @@ class Policy:
             ifc = ipaddress.IPv4Interface(provider["addresses"][0])
             nexthop = nexthop_of([ifc.ip.packed], ifc.netmask.packed,
                                  V4(provider["gateway"]).packed)
-        need, bulk = set(), []
+        need, bulk, single = set(), [], []     # single: PAs of record_set calls
+
+        def flush():                # single's next hops, by the provider they met
+            if single:
+                bulk.append(nexthops(nexthop, np.array(single, np.uint32)))
+                single.clear()
+
         for fn, *a in self._calls:
             if fn == "provider_set":
+                flush()
                 nexthop = nexthop_of(a[0], a[1], a[2])
             elif fn == "neigh_set":
                 need.add((a[0], a[1]))
             elif fn == "route_set" and a[3] == CUSTOMER and a[6] != ZERO.packed:
                 need.add((a[5], a[6]))
             elif fn == "record_set" and nexthop is not None:
-                bulk.append(nexthops(nexthop, np.array([int.from_bytes(a[3], "big")],
-                                                       np.uint32)))
+                single.append(int.from_bytes(a[3], "big"))
             elif fn == "record_set_bulk" and nexthop is not None:
                 bulk.append(nexthops(nexthop, np.frombuffer(a[0], recblock.DTYPE)["pa"]
                                      .astype(np.uint32)))
+        flush()
         # the distinct next hops of the records (a million records, few hosts)
         hops = np.unique(np.concatenate(bulk)) if bulk else ()
         if not need and not len(hops):

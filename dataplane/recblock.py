@@ -203,8 +203,11 @@ def encode(records: list[dict], extra=("op", "kind")) -> bytes:
         i = next(i for i, v in enumerate(vsids) if type(v) is not int)
         raise BlockError(f"vsid: VSID {vsids[i]!r} is outside 4096..16777214 "
                          "(0..4095 and 16777215 are reserved)")
-    v = np.array(vsids, dtype=np.int64)
-    bad = (v < 0) | (v > 0xFFFFFFFF)
+    try:
+        v = np.array(vsids, dtype=np.int64)
+        bad = (v < 0) | (v > 0xFFFFFFFF)
+    except OverflowError:       # beyond 64 bits
+        bad = np.array([not 0 <= x <= 0xFFFFFFFF for x in vsids])
     if bad.any():
         i = int(bad.argmax())
         raise BlockError(f"vsid: VSID {vsids[i]!r} is outside 4096..16777214 "
@@ -237,9 +240,9 @@ def split_records(ops, minimum: int = BLOCK_MIN) -> tuple[list, bytes] | None:
     that cannot be packed)."""
     if not isinstance(ops, list) or len(ops) < minimum:
         return None
-    try:
-        kinds = np.array(list(map(dict.get, ops, repeat("kind"))), dtype=object)
-        verbs = np.array(list(map(dict.get, ops, repeat("op"))), dtype=object)
+    try:                        # fromiter: one dimension, whatever the values are
+        kinds = np.fromiter(map(dict.get, ops, repeat("kind")), object, len(ops))
+        verbs = np.fromiter(map(dict.get, ops, repeat("op")), object, len(ops))
     except TypeError:           # not all objects: the validator says which
         return None
     other = np.flatnonzero(~((kinds == "record") & (verbs == "set")))

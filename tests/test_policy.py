@@ -974,7 +974,7 @@ def test_live_big_record_batch_goes_as_a_block_with_the_same_checks(gw):
     gen = gw.request("apply", ops=[subnet(5003, "10.3.0.0/16")])["generation"]
     before, tables = show_policy(gw), gw.request("show", what="tables")
     for fields in ({"ca": "10.4.0.1"}, {"mac": "00:15:5d:zz:00:01"}, {"vsid": 5999},
-                   {"pa": "10.1.1.300"}, {"method": "tunnel"}):
+                   {"vsid": 2 ** 70}, {"pa": "10.1.1.300"}, {"method": "tunnel"}):
         one = rec(**{**recs(1)[0], **fields})
         with pytest.raises(NvgwError) as single:
             gw.request("apply", ops=[one])
