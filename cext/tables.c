@@ -586,7 +586,7 @@ nvgw_rd_link_set(struct nvgw_tables *t, uint32_t rdid, uint16_t vlan)
 		a = t->attach[vlan];
 		if (a == NULL || a->rdid != rdid || a->n_hosts == 0)
 			return -EINVAL;
-		w = a->net | (uint64_t)__builtin_ctz(a->n_hosts) << 32 | (uint64_t)vlan << 48;
+		w = NVGW_LINK(a->net, __builtin_ctz(a->n_hosts), vlan);
 	}
 	__atomic_store_n(&t->rd[rdid].link, w, __ATOMIC_RELEASE);
 	return 0;

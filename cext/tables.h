@@ -223,6 +223,8 @@ struct nvgw_rd {
  * 48-59, so that other destinations are told apart without reading the
  * attachment. Set by the policy layer: cleared first in a batch that puts a
  * route inside, moves the subnet or takes the attachment away, set last. */
+#define NVGW_LINK(net, bits, vlan) \
+	((uint64_t)(net) | (uint64_t)(bits) << 32 | (uint64_t)(vlan) << 48)
 #define NVGW_LINK_NET(w)    ((uint32_t)(w))
 #define NVGW_LINK_BITS(w)   ((uint8_t)((w) >> 32))
 #define NVGW_LINK_VLAN(w)   ((uint16_t)((w) >> 48))

@@ -128,12 +128,8 @@ class Agent:
         """A batch or a whole document, with its record block if any."""
         if document is None:
             self.gw.apply(ops, generation=gen, block=block)
-        elif block is None:
-            self.gw.load(document, generation=gen)
         else:
-            pol = self.gw._need_policy()
-            pol.load_document(document, gen, block)
-            log.info("policy_loaded", records=len(pol.records), generation=gen)
+            self.gw.load(document, generation=gen, block=block)
 
     def tick(self) -> None:
         """Heartbeats, and noticing a lost nvgw-mgmt or a policy changed locally."""

@@ -143,6 +143,23 @@ class ControlServer:
                 pass
 
 
+def request_frames(type_: str, **fields) -> list[bytes]:
+    """A request's frames: its JSON and, for an apply of BLOCK_MIN or more record
+    sets, their record block (as nvgw-mgmt's client sends them). NvgwError names a
+    record that cannot be packed, as the gateway would."""
+    frames = []
+    if type_ == "apply":
+        try:
+            split = recblock.split_records(fields.get("ops"))
+        except recblock.BlockError as e:
+            raise NvgwError(str(e)) from None
+        if split is not None:
+            fields["ops"], block = split
+            fields["records"] = recblock.header(recblock.count(block))
+            frames.append(block)
+    return [json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode(), *frames]
+
+
 class ControlClient:
     """Requests to a gateway's control socket; used by nvgwctl and the tests."""
 
@@ -153,18 +170,8 @@ class ControlClient:
 
     def request(self, type_: str, **fields):
         """Send one request; return its result or raise NvgwError with the gateway's reason.
-        An apply's many record sets go as a record block, as nvgw-mgmt's client sends them."""
-        frames = []
-        if type_ == "apply":
-            try:
-                split = recblock.split_records(fields.get("ops"))
-            except recblock.BlockError as e:
-                raise NvgwError(str(e)) from None       # what the gateway would say
-            if split is not None:
-                fields["ops"], block = split
-                fields["records"] = recblock.header(recblock.count(block))
-                frames.append(block)
-        frames.insert(0, json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode())
+        An apply's many record sets go as a record block (request_frames)."""
+        frames = request_frames(type_, **fields)
         for f in frames:
             if len(f) > MAX_REQUEST:
                 # The gateway would drop it with the connection; say why instead of timing out.

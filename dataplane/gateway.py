@@ -232,12 +232,14 @@ class Gateway:
             if split is not None:   # many record updates: checked as arrays, one C call
                 ops, block = split
         gen = pol.apply(ops, generation, block=block)
-        log.info("policy_applied", ops=len(ops), block_records=recblock.count(block), generation=gen)
+        log.info("policy_applied", ops=len(ops), block_records=recblock.count(block),
+                 generation=gen)
         return gen
 
-    def load(self, document: dict, generation: int | None = None) -> int:
-        """Make the policy equal a whole document (diff, then one batch)."""
-        gen = self._need_policy().load_document(document, generation)
+    def load(self, document: dict, generation: int | None = None, block=None) -> int:
+        """Make the policy equal a whole document (diff, then one batch); `block`: its
+        records as a record block, as nvgw-mgmt's snapshots carry them."""
+        gen = self._need_policy().load_document(document, generation, block)
         log.info("policy_loaded", records=len(self.policy.records), generation=gen)
         return gen
 

@@ -615,7 +615,7 @@ import json, select, sys, time
 import zmq
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/scripts")
 import bench_workloads as wl
-from dataplane import recblock
+from dataplane.control import request_frames
 endpoint, n, rate, batch, out = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 sock = zmq.Context.instance().socket(zmq.REQ)
 sock.connect(endpoint)
@@ -630,13 +630,7 @@ def payload(k):
         ops = [{"op": "set", "kind": "record", **wl.record(
                 n, *keys[(k + j) % len(keys)], "encap", ((k + j) // len(keys) + 1) & 1)}
                for j in range(batch)]
-        split = recblock.split_records(ops)     # as ControlClient sends them
-        if split is None:                       # too few for a record block
-            payloads[key] = [json.dumps({"v": 1, "type": "apply", "ops": ops}).encode()]
-        else:
-            payloads[key] = [json.dumps({"v": 1, "type": "apply", "ops": split[0],
-                                         "records": recblock.header(recblock.count(split[1]))}
-                                        ).encode(), split[1]]
+        payloads[key] = request_frames("apply", ops=ops)    # as ControlClient sends it
     return payloads[key]
 applied, requests, k, lat = 0, 0, 0, []
 t0 = time.monotonic(); nxt = t0
