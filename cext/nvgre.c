@@ -1,14 +1,15 @@
 /* The NVGRE gateway pipeline.
  *
  * Customer port (802.1Q VLAN -> routing domain) and provider port (NVGRE)
- * are classified per packet, each in its own burst function. A customer
- * packet whose destination has a lookup record (fetched at classify) is
- * emitted straight away; a fabric packet to a host on its domain's link
- * finds it at classify; for the rest: route lookups and lookup-record
- * lookups in bulk. Then, from the fabric, anti-spoofing; then each packet
- * is emitted: NVGRE toward a PA, or tagged toward a customer VLAN. ARP,
- * ICMP for our addresses, unresolved next hops and "fragmentation needed"
- * leave on the exception ring for the control thread. */
+ * are classified per packet, each in its own burst function. At classify,
+ * a fabric packet to a host on its domain's link finds it; any other packet
+ * starts the fetch of its destination's lookup record, and from a customer
+ * VLAN goes out straight away when it has one. The rest: lookup records,
+ * route lookups and neighbours in bulk. Then, from the fabric,
+ * anti-spoofing; then each packet is emitted: NVGRE toward a PA, or tagged
+ * toward a customer VLAN. ARP, ICMP for our addresses, unresolved next hops
+ * and "fragmentation needed" leave on the exception ring for the control
+ * thread. */
 #include <rte_ethdev.h>
 #include <rte_ip.h>
 
@@ -33,11 +34,19 @@ struct pkt {
 	};
 	const struct nvgw_neigh *nh;    /* customer destination on the link */
 	uint32_t src_pa;                /* IP rewrite: our PA for the source */
-	uint64_t key;                   /* decap: the inner source's record */
-	const struct nvgw_rslot *kb;    /* its home slot */
-	uint64_t rkey;                  /* route key of the longest length left */
+	uint64_t src_key;               /* decap: the inner source's record */
+	const struct nvgw_rslot *src_kb; /* its home slot */
+	union {
+		struct {                /* DEST_RECORD */
+			uint64_t key;   /* the destination's record */
+			const struct nvgw_rslot *kb;    /* its home slot */
+		};
+		struct {                /* DEST_ROUTE */
+			uint64_t rkey;  /* route key of the longest length left */
+			const struct nvgw_hbucket *rb;  /* rkey's home bucket */
+		};
+	};
 	uint64_t left;                  /* the shorter lengths still to try */
-	const struct nvgw_hbucket *rb;  /* rkey's home bucket */
 };
 
 enum {
@@ -181,8 +190,8 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	 * the fetch before the VSID's object is read. */
 	ip = (struct rte_ipv4_hdr *)(f + v.l3);
 	if (r == NVGW_PARSED) {
-		p->key = nvgw_rec_key(NVGW_VE_RDID(e), ip->src_addr);
-		p->kb = nvgw_rtab_fetch(&t->records, p->key);
+		p->src_key = nvgw_rec_key(NVGW_VE_RDID(e), ip->src_addr);
+		p->src_kb = nvgw_rtab_fetch(&t->records, p->src_key);
 	}
 	vs = nvgw_vsid_at(t, e, v.vsid);
 	if (vs == NULL)
@@ -281,15 +290,14 @@ route_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
 	p->rb = nvgw_htab_fetch(&t->routes, p->rkey);
 }
 
-/* From a customer VLAN, most packets go to a CA in a virtual subnet: look
- * its record up straight away, by routing domain and address, and route
- * only those that have none (or a domain where a route overrides part of a
- * subnet: NVGW_RD_SHADOWED). */
+/* Most packets routed go to a CA in a virtual subnet (from a customer VLAN,
+ * or from the fabric to another VSID: hairpin): look its record up straight
+ * away, by routing domain and address, and route only those that have none
+ * (or a domain where a route overrides part of a subnet: NVGW_RD_SHADOWED).
+ * lens: its domain's (struct nvgw_rd). */
 static inline void
-dest_start(const struct nvgw_tables *t, struct pkt *p)
+dest_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
 {
-	uint64_t lens = __atomic_load_n(&t->rd[p->rdid].lens, __ATOMIC_ACQUIRE);
-
 	if (lens & NVGW_RD_SHADOWED)
 		return route_start(t, p, lens);
 	p->direct = DEST_RECORD;
@@ -684,7 +692,7 @@ source_ok(struct nvgw_worker *w, const struct nvgw_tables *t, const struct pkt *
 
 	if (p->rewritten)                   /* checked in classify_rewrite */
 		return 1;
-	r = nvgw_rtab_probe(&t->records, p->kb, p->key);
+	r = nvgw_rtab_probe(&t->records, p->src_kb, p->src_key);
 	if (r == NULL || r->outer.ip.dst_addr != p->outer_src || r->vsid_idx != p->src_slot) {
 		nvgw_drop(w, NVGW_DROP_spoofed_pa, m);
 		return 0;
@@ -708,11 +716,11 @@ source_ok(struct nvgw_worker *w, const struct nvgw_tables *t, const struct pkt *
 
 /* From the fabric: classify (NVGRE or IP rewrite), fetching the inner
  * source's record, and either the host on the domain's link (link_start)
- * or the route of the longest candidate length. A burst all to the links'
- * hosts (the usual one) then takes anti-spoofing and emit in one pass;
- * otherwise the routes and destinations, in bulk, while those records
- * arrive, then anti-spoofing, then emit. One function per ingress: each
- * loop is compiled for its own side. */
+ * or the destination's record (dest_start: hairpin to another VSID, else
+ * the route). A burst all to the links' hosts (the usual one) then takes
+ * anti-spoofing and emit in one pass; otherwise the destinations, in bulk,
+ * while those records arrive, then anti-spoofing, then emit. One function
+ * per ingress: each loop is compiled for its own side. */
 static __rte_noinline void
 fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	     const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
@@ -729,7 +737,7 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 			continue;
 		rd = &t->rd[p[k].rdid];
 		if (!link_start(t, &p[k], __atomic_load_n(&rd->link, __ATOMIC_ACQUIRE))) {
-			route_start(t, &p[k], __atomic_load_n(&rd->lens, __ATOMIC_ACQUIRE));
+			dest_start(t, &p[k], __atomic_load_n(&rd->lens, __ATOMIC_ACQUIRE));
 			routed++;
 		}
 		m[k++] = pkts[i];
@@ -771,7 +779,7 @@ customer_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	for (i = 0; i < n; i++) {
 		if (!one_segment(w, pkts[i]) || !classify_customer(w, t, pkts[i], &p[k]))
 			continue;
-		dest_start(t, &p[k]);
+		dest_start(t, &p[k], __atomic_load_n(&t->rd[p[k].rdid].lens, __ATOMIC_ACQUIRE));
 		m[k++] = pkts[i];
 	}
 	if (k == 0)

@@ -485,6 +485,31 @@ def test_routes_inside_a_virtual_subnet_override_its_records_live(tmp_path, veth
     assert_drops(gw.final_counters(), no_lookup_record=1)
 
 
+def test_fabric_packets_to_records_follow_routes_inside_their_subnet(tmp_path):
+    """From the fabric too (the second appliance's host, in VSID 5001), a packet to a
+    CA with a record goes straight to it, and where routes lie inside the subnet (a /29
+    to an appliance, a /32 to an on-premises router) they win."""
+    pkts = [udp(APPLIANCE2, VM_CA, 7200, 80, b"to the vm", id=1),
+            udp(APPLIANCE2, "10.1.1.6", 7201, 80, b"inside the /29", id=2),
+            udp(APPLIANCE2, APPLIANCE, 7202, 80, b"to the first appliance", id=3)]
+    fabric = [nvgre_frame(APPLIANCE2_PA, 5001, APPLIANCE2_MAC, p, outer_src_mac=APPLIANCE2_PA_MAC)
+              for p in pkts]
+    inside = [{"prefix": "10.1.1.0/29", "next_hop": APPLIANCE},
+              {"prefix": VM_CA + "/32", "next_hop": ROUTER}]
+
+    for d in ("records", "routes"):
+        (tmp_path / d).mkdir()
+    gw, out = run_nvgre(tmp_path / "records", routes_policy([]), fabric=fabric)
+    assert_packets(out[FABRIC], [BLUE.encap(pkts[0]), to_appliance(pkts[2])])
+    assert out[TENANTS] == []
+    assert_drops(gw.final_counters(), no_lookup_record=1)          # 10.1.1.6: no record
+
+    gw, out = run_nvgre(tmp_path / "routes", routes_policy(inside), fabric=fabric)
+    assert_packets(out[FABRIC], [to_appliance(pkts[1]), to_appliance(pkts[2])])
+    assert out[TENANTS] == [expected_customer(pkts[0], vlan=100, dst_mac=ROUTER_MAC)]
+    assert_drops(gw.final_counters())
+
+
 # -- 5. provider MTU and ICMP fragmentation needed ------------------------------------
 
 
