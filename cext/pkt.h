@@ -62,15 +62,19 @@ nvgw_frag_offset(const struct rte_ipv4_hdr *ip)
 
 /* TTL - 1 with the checksum updated incrementally: RFC 1624 eqn. 3,
  * HC' = ~(~HC + ~m + m'), where ~m + m' = ~0x0100 for the TTL/protocol word
- * (eqn. 2, HC + 0x0100, gives 0xFFFF where the checksum is 0x0000). */
+ * (eqn. 2, HC + 0x0100, gives 0xFFFF where the checksum is 0x0000). On the
+ * checksum as this little-endian CPU loads it, eqn. 3 comes to HC + 1 that
+ * skips 0xFFFF: +1, and +1 more from 0xFFFE on (the same for every HC). */
+#if RTE_BYTE_ORDER != RTE_LITTLE_ENDIAN
+#error "nvgw_ttl_dec (pkt.h) assumes a little-endian CPU"
+#endif
 static inline void
 nvgw_ttl_dec(struct rte_ipv4_hdr *ip)
 {
-	uint32_t sum = (uint16_t)~ip->hdr_checksum + nvgw_be16(0xFEFF);
+	uint16_t hc = ip->hdr_checksum;
 
 	ip->time_to_live--;
-	sum = (sum & 0xFFFF) + (sum >> 16);
-	ip->hdr_checksum = (uint16_t)~sum;
+	ip->hdr_checksum = hc + 1 + (hc >= 0xFFFE);
 }
 
 /* One's complement sums in a 64-bit accumulator, folded to 16 bits at the
@@ -110,7 +114,11 @@ nvgw_csum_adjust(uint16_t csum, uint64_t diff)
 	return (uint16_t)~nvgw_csum_fold((uint16_t)~csum + diff);
 }
 
-/* An IPv4 header of hl bytes (a multiple of 4, at least 20) sums to 0xFFFF. */
+/* An IPv4 header of hl bytes (a multiple of 4, at least 20) sums to 0xFFFF.
+ * Without folding: 2^16 = 1 (mod 0xFFFF), so the plain sum of its 32-bit
+ * words is its 16-bit words' one's complement sum modulo 0xFFFF, and that
+ * sum is 0xFFFF when it is 0 modulo 0xFFFF and not 0 (a fold keeps 0 only
+ * for 0). The compiler tests divisibility by a constant with one multiply. */
 static inline int
 nvgw_ipv4_cksum_ok(const struct rte_ipv4_hdr *ip, unsigned int hl)
 {
@@ -121,7 +129,7 @@ nvgw_ipv4_cksum_ok(const struct rte_ipv4_hdr *ip, unsigned int hl)
 	if (unlikely(hl > 20))
 		for (i = 5; i < hl / 4; i++)
 			s += w[i];
-	return nvgw_csum_fold(s) == 0xFFFF;
+	return s % 0xFFFF == 0 && s != 0;
 }
 
 /* MACs as words: the six bytes in memory order in the low 48 bits, as
