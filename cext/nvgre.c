@@ -23,7 +23,7 @@ struct pkt {
 	uint16_t hl;                    /* its header length */
 	uint16_t in_vlan;               /* customer ingress VLAN, 0 from the fabric */
 	uint32_t outer_src;             /* fabric ingress: the sender's PA */
-	uint8_t rewritten;              /* arrived by IP rewrite, not NVGRE */
+	uint8_t rewritten;              /* fabric: arrived by IP rewrite, not NVGRE */
 	uint8_t direct;                 /* how its destination is found: DEST_* */
 	uint16_t src_slot;              /* decap: the VSID's counter slot */
 	uint32_t rdid;
@@ -78,18 +78,19 @@ to_exception(struct nvgw_worker *w, struct rte_mbuf *m, uint32_t lo, uint32_t hi
 		w->drops[NVGW_DROP_exception_full]++;
 }
 
-/* A customer frame that is not IPv4 to route (parse result r): ARP for a
- * known VLAN goes to the exception thread, the rest is dropped. */
+/* A customer frame that is not IPv4 to route (parse result r, on VLAN
+ * vlan): ARP for a known VLAN goes to the exception thread, the rest is
+ * dropped. The VLAN by value, so that the view stays in registers. */
 static __rte_noinline void
 customer_other(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbuf *m,
-	       int r, const struct nvgw_view *v)
+	       int r, uint16_t vlan)
 {
-	if (r == NVGW_DROP_truncated || r == NVGW_DROP_untagged)    /* no v->vlan */
+	if (r == NVGW_DROP_truncated || r == NVGW_DROP_untagged)    /* no vlan */
 		nvgw_drop(w, r, m);
-	else if (t->attach[v->vlan] == NULL)
+	else if (t->attach[vlan] == NULL)
 		nvgw_drop(w, NVGW_DROP_unknown_vlan, m);
 	else if (r == NVGW_PARSED_ARP)
-		to_exception(w, m, EXC(NVGW_EXC_ARP_CUSTOMER, v->vlan), 0);
+		to_exception(w, m, EXC(NVGW_EXC_ARP_CUSTOMER, vlan), 0);
 	else
 		nvgw_drop(w, r, m);
 }
@@ -99,12 +100,12 @@ static inline int
 classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 		  struct rte_mbuf *m, struct pkt *p)
 {
-	struct nvgw_view v;
+	struct nvgw_view v = { .vlan = 0 };     /* none for truncated and untagged */
 	const struct nvgw_attach *a;
 	int r = nvgw_parse_customer(rte_pktmbuf_mtod(m, uint8_t *), m->data_len, &v);
 
 	if (unlikely(r != NVGW_PARSED))
-		return customer_other(w, t, m, r, &v), 0;
+		return customer_other(w, t, m, r, v.vlan), 0;
 	a = t->attach[v.vlan];
 	if (a == NULL)
 		return nvgw_drop(w, NVGW_DROP_unknown_vlan, m), 0;
@@ -121,7 +122,6 @@ classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return nvgw_drop(w, NVGW_DROP_ttl_expired, m), 0;
 	p->in_vlan = v.vlan;
 	p->rdid = a->rdid;
-	p->rewritten = 0;
 	return 1;
 }
 
