@@ -245,11 +245,36 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 static struct nvgw_provider pv;
 
+/* nvgw_ipv4_cksum_ok (a divisibility test, no fold) against the folded sum,
+ * for every value of the checksum field in headers of every length, their
+ * other bytes all 0x00 or all 0xFF (the smallest and largest sums). */
+static void
+check_cksum_every_value(void)
+{
+	uint8_t h[60];
+	unsigned int hl, fill;
+	uint32_t c;
+
+	for (fill = 0; fill <= 0xFF; fill += 0xFF)
+		for (hl = 20; hl <= 60; hl += 4) {
+			memset(h, fill, sizeof(h));
+			h[0] = 0x40 | hl / 4;
+			for (c = 0; c <= 0xFFFF; c++) {
+				h[10] = c >> 8;
+				h[11] = c & 0xFF;
+				CHECK(nvgw_ipv4_cksum_ok((const struct rte_ipv4_hdr *)h, hl) ==
+				      (fold(sum_add(h, hl, 0)) == 0xFFFF),
+				      "IPv4 checksum check as the folded sum, every value");
+			}
+		}
+}
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
+	check_cksum_every_value();
 	pv.n_pa = 2;
 	pv.pa[0] = rte_cpu_to_be_32(0xC0A80101);    /* 192.168.1.1 */
 	pv.pa[1] = rte_cpu_to_be_32(0xC0A80102);    /* 192.168.1.2 */
@@ -437,6 +462,32 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 static const uint8_t NH_MAC[6] = { 0x00, 0x15, 0x5d, 0x00, 0x00, 0x10 };
 static const uint8_t CA_MAC[6] = { 0x00, 0x15, 0x5d, 0x00, 0x00, 0x07 };
+
+/* nvgw_ttl_dec for every checksum value, against RFC 1624 eqn. 3 in network
+ * order: HC' = ~(~HC + ~m + m'), m and m' the TTL/protocol word before and
+ * after. */
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	uint8_t h[20] = { 0x45 };
+	uint32_t c, s;
+	uint16_t m;
+
+	(void)argc;
+	(void)argv;
+	for (c = 0; c <= 0xFFFF; c++) {
+		h[8] = 64;
+		h[9] = IPPROTO_UDP;
+		h[10] = c >> 8;
+		h[11] = c & 0xFF;
+		m = be16(h + 8);
+		nvgw_ttl_dec((struct rte_ipv4_hdr *)h);
+		s = (uint16_t)~c + (uint16_t)~m + be16(h + 8);
+		CHECK(be16(h + 10) == (uint16_t)~fold(s),
+		      "TTL checksum as RFC 1624 eqn. 3, every value");
+	}
+	return 0;
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
