@@ -41,13 +41,13 @@ class ControlServer:
             os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
         self.sock.bind(endpoint)
         self.endpoint = endpoint
-        self._extra: bytes | None = None       # the request's record block frame
+        # Each verb: the request and its second frame (only an apply's record block).
         self.verbs = {
-            "show": self._show,
-            "apply": lambda req: {"generation": self.gw.apply(req.get("ops"),
-                                                               block=self._block(req))},
-            "load": lambda req: {"generation": self.gw.load(req.get("document"))},
-            "migrate": lambda req: {"generation": self.gw.migrate(
+            "show": lambda req, _: self._show(req),
+            "apply": lambda req, extra: {"generation": self.gw.apply(
+                req.get("ops"), block=self._block(req, extra))},
+            "load": lambda req, _: {"generation": self.gw.load(req.get("document"))},
+            "migrate": lambda req, _: {"generation": self.gw.migrate(
                 req.get("vsid"), req.get("ca"), req.get("pa"))},
         }
 
@@ -69,14 +69,14 @@ class ControlServer:
             raise NvgwError(f"show: unknown view {what!r} (known: {', '.join(views)})")
         return views[what]()
 
-    def _block(self, req: dict):
-        """The record block an apply carries (its second frame), or None."""
+    def _block(self, req: dict, extra: bytes | None):
+        """The record block an apply carries (its second frame, extra), or None."""
         if "records" not in req:
             return None
-        if self._extra is None:
+        if extra is None:
             raise NvgwError("apply: 'records' without a record block frame")
         try:
-            return recblock.decode(self._extra, req["records"])
+            return recblock.decode(extra, req["records"])
         except recblock.BlockError as e:
             raise NvgwError(str(e)) from None
 
@@ -102,9 +102,8 @@ class ControlServer:
         if extra is not None and (req.get("type") != "apply" or "records" not in req):
             return {"v": SCHEMA_VERSION, "ok": False, "error": "malformed request: 2 frames "
                     "(only an apply with 'records' has a second: its record block)"}
-        self._extra = extra
         try:
-            return {"v": SCHEMA_VERSION, "ok": True, "result": verb(req)}
+            return {"v": SCHEMA_VERSION, "ok": True, "result": verb(req, extra)}
         except NvgwError as e:
             log.warning("request_refused", type=req.get("type"), error=str(e))
             return {"v": SCHEMA_VERSION, "ok": False, "error": str(e)}
@@ -112,8 +111,6 @@ class ControlServer:
             log.exception("request_failed", type=req.get("type"))
             return {"v": SCHEMA_VERSION, "ok": False,
                     "error": f"internal error: {type(e).__name__}: {e}"}
-        finally:
-            self._extra = None              # the block is this request's only
 
     def poll(self, timeout_ms: int) -> None:
         """Serve requests that arrive within timeout_ms."""

@@ -377,37 +377,37 @@ class Policy:
         than it holds fails half-way through a batch: count the entries the staged
         calls create (static neighbours, next hops of customer routes and of records,
         as nvgw_provider_nexthop picks them) and refuse the batch before any call."""
-        def nexthop_of(pas, mask, gw):
-            return tuple(int.from_bytes(b, "big") for b in (pas[0], mask, gw))
+        def fabric_of(pa0, mask, gw):   # what nvgw_provider_nexthop reads, as ints
+            return tuple(int.from_bytes(b, "big") for b in (pa0, mask, gw))
 
-        def nexthops(nh, pas):      # of an array of PAs, as nvgw_provider_nexthop
-            pa0, m, g = nh
+        def nexthops(fabric, pas):      # of an array of PAs, as nvgw_provider_nexthop
+            pa0, m, g = fabric
             return pas if g == 0 else np.where((pas ^ pa0) & m == 0, pas, g)
 
-        nexthop = None
+        fabric = None
         if provider is not None:
             ifc = ipaddress.IPv4Interface(provider["addresses"][0])
-            nexthop = nexthop_of([ifc.ip.packed], ifc.netmask.packed,
-                                 V4(provider["gateway"]).packed)
+            fabric = fabric_of(ifc.ip.packed, ifc.netmask.packed,
+                               V4(provider["gateway"]).packed)
         need, bulk, single = set(), [], []     # single: PAs of record_set calls
 
         def flush():                # single's next hops, by the provider they met
             if single:
-                bulk.append(nexthops(nexthop, np.array(single, np.uint32)))
+                bulk.append(nexthops(fabric, np.array(single, np.uint32)))
                 single.clear()
 
         for fn, *a in self._calls:
             if fn == "provider_set":
                 flush()
-                nexthop = nexthop_of(a[0], a[1], a[2])
+                fabric = fabric_of(a[0][0], a[1], a[2])
             elif fn == "neigh_set":
                 need.add((a[0], a[1]))
             elif fn == "route_set" and a[3] == CUSTOMER and a[6] != ZERO.packed:
                 need.add((a[5], a[6]))
-            elif fn == "record_set" and nexthop is not None:
+            elif fn == "record_set" and fabric is not None:
                 single.append(int.from_bytes(a[3], "big"))
-            elif fn == "record_set_bulk" and nexthop is not None:
-                bulk.append(nexthops(nexthop, np.frombuffer(a[0], recblock.DTYPE)["pa"]
+            elif fn == "record_set_bulk" and fabric is not None:
+                bulk.append(nexthops(fabric, np.frombuffer(a[0], recblock.DTYPE)["pa"]
                                      .astype(np.uint32)))
         flush()
         # the distinct next hops of the records (a million records, few hosts)
