@@ -156,23 +156,63 @@ classify_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_
 	return 1;
 }
 
-/* Provider ingress: outer checks, GRE, VSID, inner frame. 1 = check the
- * inner source, then route it. */
+/* Provider ingress after the frame's checks (r: nvgw_parse_provider's
+ * result, PARSED or PARSED_ARP_VSID; v: its view): the VSID and the inner
+ * frame. 1 = check the inner source, then route it. */
+static __rte_always_inline int
+classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbuf *m,
+	      uint8_t *f, int r, const struct nvgw_view *v, struct pkt *p)
+{
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(f + v->l3);
+	const struct nvgw_vsid *vs;
+	uint32_t e = nvgw_vsid_entry(t, v->vsid);
+
+	if (e == 0)
+		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
+	/* Anti-spoofing: the inner source must live at the outer source, in
+	 * this VSID. Its record's key needs only the directory entry: start
+	 * the fetch before the VSID's object is read. */
+	if (r == NVGW_PARSED) {
+		p->src_key = nvgw_rec_key(NVGW_VE_RDID(e), ip->src_addr);
+		p->src_kb = nvgw_rtab_fetch(&t->records, p->src_key);
+	}
+	vs = nvgw_vsid_at(t, e, v->vsid);
+	if (vs == NULL)
+		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
+	if (r == NVGW_PARSED_ARP_VSID)
+		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
+	if ((nvgw_load64(f + v->inner) ^ nvgw_load64(&vs->gw_mac)) & NVGW_MAC_MASK)
+		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
+	p->ip = ip;
+	p->hl = v->hl;
+	p->src_slot = vs->idx;
+	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
+	p->rewritten = 0;
+	p->in_vlan = 0;
+	/* rdid 0: for the gateway itself, an exception */
+	p->rdid = ip->dst_addr == vs->gw_ip ? 0 : vs->rdid;
+	return 1;
+}
+
+/* Provider ingress: outer checks, GRE, VSID, inner frame. The usual frame
+ * (provider_usual) takes classify_vsid with its offsets as constants; any
+ * other is parsed step by step. 1 = check the inner source (unless it came
+ * by IP rewrite), then route it. */
 static __rte_always_inline int
 classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 		  const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
 {
 	uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
 	struct nvgw_view v;
-	struct rte_ipv4_hdr *ip;
-	const struct nvgw_vsid *vs;
-	uint32_t e;
-	int r = nvgw_parse_provider(f, m->data_len, pv, &v);
+	int r;
 
+	if (likely(provider_usual(f, m->data_len, pv, &v)))
+		return classify_vsid(w, t, m, f, NVGW_PARSED, &v, p);
+	r = provider_steps(f, m->data_len, pv, &v);
 	switch (r) {
 	case NVGW_PARSED:
 	case NVGW_PARSED_ARP_VSID:
-		break;
+		return classify_vsid(w, t, m, f, r, &v, p);
 	case NVGW_PARSED_ARP:
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_PROVIDER, 0), 0), 0;
 	case NVGW_PARSED_LOCAL:
@@ -182,33 +222,6 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
 	default:
 		return nvgw_drop(w, r, m), 0;
 	}
-	e = nvgw_vsid_entry(t, v.vsid);
-	if (e == 0)
-		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
-	/* Anti-spoofing: the inner source must live at the outer source, in
-	 * this VSID. Its record's key needs only the directory entry: start
-	 * the fetch before the VSID's object is read. */
-	ip = (struct rte_ipv4_hdr *)(f + v.l3);
-	if (r == NVGW_PARSED) {
-		p->src_key = nvgw_rec_key(NVGW_VE_RDID(e), ip->src_addr);
-		p->src_kb = nvgw_rtab_fetch(&t->records, p->src_key);
-	}
-	vs = nvgw_vsid_at(t, e, v.vsid);
-	if (vs == NULL)
-		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
-	if (r == NVGW_PARSED_ARP_VSID)
-		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
-	if ((nvgw_load64(f + v.inner) ^ nvgw_load64(&vs->gw_mac)) & NVGW_MAC_MASK)
-		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
-	p->ip = ip;
-	p->hl = v.hl;
-	p->src_slot = vs->idx;
-	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
-	p->rewritten = 0;
-	p->in_vlan = 0;
-	/* rdid 0: for the gateway itself, an exception */
-	p->rdid = ip->dst_addr == vs->gw_ip ? 0 : vs->rdid;
-	return 1;
 }
 
 /* The destination lookup keys of a routed packet: its lookup record (a CA
@@ -294,14 +307,17 @@ route_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
  * or from the fabric to another VSID: hairpin): look its record up straight
  * away, by routing domain and address, and route only those that have none
  * (or a domain where a route overrides part of a subnet: NVGW_RD_SHADOWED).
- * lens: its domain's (struct nvgw_rd). */
+ * rdid and dst: p's, read by the caller before the domain's word, whose
+ * acquiring load would make the compiler read them again. */
 static inline void
-dest_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
+dest_start(const struct nvgw_tables *t, struct pkt *p, uint32_t rdid, uint32_t dst)
 {
+	uint64_t lens = __atomic_load_n(&t->rd[rdid].lens, __ATOMIC_ACQUIRE);
+
 	if (lens & NVGW_RD_SHADOWED)
 		return route_start(t, p, lens);
 	p->direct = DEST_RECORD;
-	p->key = nvgw_rec_key(p->rdid, p->ip->dst_addr);
+	p->key = nvgw_rec_key(rdid, dst);
 	p->kb = nvgw_rtab_fetch(&t->records, p->key);
 }
 
@@ -309,18 +325,19 @@ dest_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
  * gateway joins virtual to physical networks). Where the domain names a link
  * (struct nvgw_rd) and the destination is in its subnet, which no other route
  * lies inside, the subnet's own route is the longest match: take its host by
- * number, as dest_key would, without the route lookup. 1 = settled so. */
+ * number, as dest_key would, without the route lookup. 1 = settled so.
+ * rdid and dst as dest_start's. */
 static inline int
-link_start(const struct nvgw_tables *t, struct pkt *p, uint64_t link)
+link_start(const struct nvgw_tables *t, struct pkt *p, uint32_t rdid, uint32_t dst)
 {
-	uint32_t dst = p->ip->dst_addr;
+	uint64_t link = __atomic_load_n(&t->rd[rdid].link, __ATOMIC_ACQUIRE);
 	const struct nvgw_attach *a;
 
 	if (link == 0 || (rte_be_to_cpu_32(dst) - NVGW_LINK_NET(link)) >> NVGW_LINK_BITS(link))
 		return 0;
 	/* the attachment itself decides, as it is now */
 	a = __atomic_load_n(&t->attach[NVGW_LINK_VLAN(link)], __ATOMIC_ACQUIRE);
-	if (a == NULL || a->rdid != p->rdid || !nvgw_attach_host(a, dst, &p->nh))
+	if (a == NULL || a->rdid != rdid || !nvgw_attach_host(a, dst, &p->nh))
 		return 0;
 	p->direct = DEST_LINK;
 	p->att = a;
@@ -442,19 +459,19 @@ frame_at(struct rte_mbuf *m, const struct rte_ipv4_hdr *ip, uint16_t hdr, uint16
 	return (uint8_t *)m->buf_addr + off;
 }
 
-/* Everything is read before the packet is written: stores through byte
- * pointers may alias anything, and would make the compiler read it again. */
+/* The checks read only what they need; the rest is read where it is
+ * used, so that little stays live across them (spilled to the stack, it
+ * would cost a store and a load each). */
 static __rte_always_inline void
 emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	   const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
 	uint64_t vw = __atomic_load_n(&t->vsid_word[r->vsid_idx], __ATOMIC_ACQUIRE);
-	struct nvgw_count *vc = nvgw_vsid_count(w, NVGW_DIR_ENCAP, r->vsid_idx);
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
-	uint64_t src_mac = pv->mac_w, in_dst = nvgw_load64(&r->mac);
+	struct nvgw_count *vc;
 	uint8_t flowid;
 	uint8_t *h;
 
@@ -478,27 +495,27 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	h = frame_at(m, ip, NVGW_NVGRE_LEN, ip_len);
 	if (unlikely(h == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
+	vc = nvgw_vsid_count(w, NVGW_DIR_ENCAP, r->vsid_idx);
 	vc->pkts++;
 	vc->bytes += NVGW_ETH_LEN + ip_len;
 	out_add(o, OUT_PROVIDER, m, NVGW_NVGRE_LEN + ip_len);
+	nvgw_nvgre_header(h, &r->outer, mac, pv->mac_w, nvgw_load64(&r->mac), vw, ip_len,
+			  flowid);
 	nvgw_ttl_dec(ip);
-	nvgw_nvgre_header(h, &r->outer, mac, src_mac, in_dst, vw, ip_len, flowid);
 }
 
 /* Toward a rewritten VM: our PA for the (customer-side) source, the VM's
- * PA for the destination; no extra header. */
+ * PA for the destination; no extra header. Read as emit_nvgre. */
 static __rte_always_inline void
 emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	     const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
-	struct nvgw_count *vc = nvgw_vsid_count(w, NVGW_DIR_REWRITE_OUT, r->vsid_idx);
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
-	uint32_t l3 = (uint8_t *)ip - rte_pktmbuf_mtod(m, uint8_t *);
-	uint32_t src_pa = p->src_pa, dst_pa = r->outer.ip.dst_addr;
-	uint32_t avail = m->data_len - l3;
-	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE), src_mac = pv->mac_w;
+	uint32_t src_pa = p->src_pa, avail;
+	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
+	struct nvgw_count *vc;
 	struct rte_ether_hdr *eth;
 
 	if (unlikely(src_pa == 0))
@@ -516,15 +533,17 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 			rte_pktmbuf_free(m);
 		return;
 	}
+	avail = m->data_len - ((uint8_t *)ip - rte_pktmbuf_mtod(m, uint8_t *));
 	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_ETH_LEN, ip_len);
 	if (unlikely(eth == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
+	vc = nvgw_vsid_count(w, NVGW_DIR_REWRITE_OUT, r->vsid_idx);
 	vc->pkts++;
 	vc->bytes += ip_len;
 	out_add(o, OUT_PROVIDER, m, NVGW_ETH_LEN + ip_len);
+	nvgw_eth_write(eth, mac, pv->mac_w, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 	nvgw_ttl_dec(ip);
-	nvgw_rewrite(ip, p->hl, avail, src_pa, dst_pa);
-	nvgw_eth_write(eth, mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_IPV4));
+	nvgw_rewrite(ip, p->hl, avail, src_pa, r->outer.ip.dst_addr);
 }
 
 /* Onto the link of attachment a, to its neighbour nh: NULL or unresolved,
@@ -729,15 +748,16 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	struct rte_mbuf *m[NVGW_BURST];
 	struct dest_keys d;
 	struct out o;
-	const struct nvgw_rd *rd;
+	uint32_t rdid, dst;
 	uint16_t i, k = 0, routed = 0;
 
 	for (i = 0; i < n; i++) {
 		if (!one_segment(w, pkts[i]) || !classify_provider(w, t, pv, pkts[i], &p[k]))
 			continue;
-		rd = &t->rd[p[k].rdid];
-		if (!link_start(t, &p[k], __atomic_load_n(&rd->link, __ATOMIC_ACQUIRE))) {
-			dest_start(t, &p[k], __atomic_load_n(&rd->lens, __ATOMIC_ACQUIRE));
+		rdid = p[k].rdid;
+		dst = p[k].ip->dst_addr;
+		if (!link_start(t, &p[k], rdid, dst)) {
+			dest_start(t, &p[k], rdid, dst);
 			routed++;
 		}
 		m[k++] = pkts[i];
@@ -779,7 +799,7 @@ customer_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	for (i = 0; i < n; i++) {
 		if (!one_segment(w, pkts[i]) || !classify_customer(w, t, pkts[i], &p[k]))
 			continue;
-		dest_start(t, &p[k], __atomic_load_n(&t->rd[p[k].rdid].lens, __ATOMIC_ACQUIRE));
+		dest_start(t, &p[k], p[k].rdid, p[k].ip->dst_addr);
 		m[k++] = pkts[i];
 	}
 	if (k == 0)
