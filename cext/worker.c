@@ -73,7 +73,10 @@ worker_loop(struct nvgw_worker *w, burst_fn fn)
 			if (n == 0)
 				continue;
 			/* One pass over the mbufs: count, and start the
-			 * headers' fetch for the pipeline (or the RSS hash). */
+			 * headers' fetch for the pipeline (or the RSS hash).
+			 * Unrolled: the loop's own three instructions a
+			 * packet were a third of it. */
+#pragma GCC unroll 4
 			for (k = 0; k < n; k++) {
 				bytes += pkts[k]->pkt_len;
 				rte_prefetch0(rte_pktmbuf_mtod(pkts[k], void *));
