@@ -45,6 +45,10 @@ struct pkt {
 			uint64_t rkey;  /* route key of the longest length left */
 			const struct nvgw_hbucket *rb;  /* rkey's home bucket */
 		};
+		struct {                /* emit_direct, toward IP rewrite */
+			uint64_t wkey;  /* our PA for the source: its key */
+			const struct nvgw_hbucket *wb;  /* wkey's home bucket */
+		};
 	};
 	uint64_t left;                  /* the shorter lengths still to try */
 };
@@ -604,13 +608,22 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 
 	/* Probes first, in a loop of their own: with a million records, the
 	 * slots' misses (started at classify) then overlap each other instead
-	 * of each waiting behind the previous packet's emit. */
+	 * of each waiting behind the previous packet's emit. So does the
+	 * fetch of our PA for an IP rewrite's source (its method is in the
+	 * slot's line). */
 	for (k = 0; k < n; k++) {
+		const struct nvgw_record *r;
+
 		if (p[k].direct != DEST_RECORD)
 			break;
-		p[k].rec = nvgw_rtab_probe(&t->records, p[k].kb, p[k].key);
-		if (unlikely(p[k].rec == NULL))
+		r = nvgw_rtab_probe(&t->records, p[k].kb, p[k].key);
+		if (unlikely(r == NULL))
 			break;                      /* lookup_bulk routes it */
+		p[k].rec = r;
+		if (r->method != NVGW_ENCAP) {
+			p[k].wkey = nvgw_rw_key(p[k].rdid, p[k].ip->src_addr);
+			p[k].wb = nvgw_htab_fetch(&t->rw_gw, p[k].wkey);
+		}
 	}
 	for (i = 0; i < k; i++) {
 		const struct nvgw_record *r = p[i].rec;
@@ -618,9 +631,8 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 		if (likely(r->method == NVGW_ENCAP)) {
 			emit_nvgre(w, t, pv, m[i], &p[i], o);
 		} else {
-			p[i].src_pa = nvgw_htab_lookup(&t->rw_gw, nvgw_rw_key(p[i].rdid,
-									       p[i].ip->src_addr),
-						       &v) ? (uint32_t)v : 0;
+			p[i].src_pa = nvgw_htab_probe(&t->rw_gw, p[i].wb, p[i].wkey, &v) ?
+				      (uint32_t)v : 0;
 			emit_rewrite(w, t, pv, m[i], &p[i], o);
 		}
 	}
