@@ -610,7 +610,8 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 	 * slots' misses (started at classify) then overlap each other instead
 	 * of each waiting behind the previous packet's emit. So does the
 	 * fetch of our PA for an IP rewrite's source (its method is in the
-	 * slot's line). */
+	 * slot's line; a live slot's record never changes, rtab.h, so emit
+	 * reads the same method and finds wkey set). */
 	for (k = 0; k < n; k++) {
 		const struct nvgw_record *r;
 
