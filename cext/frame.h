@@ -30,9 +30,10 @@ struct nvgw_view {
 };
 
 /* The usual frame from a customer VLAN: 802.1Q, then IPv4 without options
- * whose total length is within the frame. Its type, tag type and version
- * bytes (12-13, 16-18) in one compare of the word at 12; the tag (14-15) is
- * the VLAN and the TOS (19) anything. */
+ * whose total length is within the frame. The 802.1Q type (bytes 12-13),
+ * the tagged type (16-17) and the version and header length (18) in one
+ * compare of the word at 12; the tag (14-15) is the VLAN, the TOS (19)
+ * anything. */
 #define NVGW_CUSTOMER_SHAPE      0x0045000800000081ULL
 #define NVGW_CUSTOMER_SHAPE_MASK 0x00FFFFFF0000FFFFULL
 
@@ -223,7 +224,9 @@ provider_steps(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 /* Provider ingress: the outer Ethernet and IPv4 (for our MAC, checksum
  * right); for our PAs, GRE as RFC 7637 has it and the inner frame. Link
  * padding past the outer IPv4 packet is ignored. The usual frame passes
- * every check at once (provider_usual); any other is taken step by step. */
+ * every check at once (provider_usual); any other is taken step by step.
+ * The pipeline calls the two itself (classify_provider), so that the usual
+ * frame's offsets stay constants there; the fuzzers call this. */
 static inline int
 nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 		    struct nvgw_view *v)
