@@ -95,8 +95,9 @@ nvgw_our_pa(const struct nvgw_provider *pv, uint32_t ip)
  * bytes at least): outer Ethernet to our MAC, IPv4 without options (not a
  * fragment) carrying GRE with a key and Transparent Ethernet Bridging,
  * inner Ethernet with IPv4 without options. Its fixed bytes in the first 64
- * (shape), and the bits there that vary (shape_any; all-zero, as in an
- * unset provider, matches no frame). */
+ * (shape), and the bits there that must match them (shape_keep: a mask to
+ * AND with, so that the compare takes it straight from memory; an unset
+ * provider, all zero, has no PA and so passes no frame). */
 #define NVGW_SHAPE_LEN (NVGW_NVGRE_LEN + 20)
 
 static inline void
@@ -110,14 +111,14 @@ nvgw_provider_shape(struct nvgw_provider *pv)
 	unsigned int i;
 
 	memset(pv->shape, 0, sizeof(pv->shape));
-	memset(pv->shape_any, 0xFF, sizeof(pv->shape_any));
+	memset(pv->shape_keep, 0, sizeof(pv->shape_keep));
 	memcpy(pv->shape, &pv->mac, 6);
-	memset(pv->shape_any, 0, 6);
+	memset(pv->shape_keep, 0xFF, 6);
 	for (i = 0; i < RTE_DIM(fixed); i++) {
 		pv->shape[fixed[i][0]] = fixed[i][1];
-		pv->shape_any[fixed[i][0]] = 0;
+		pv->shape_keep[fixed[i][0]] = 0xFF;
 	}
-	pv->shape_any[20] = 0xC0;               /* reserved and DF; not MF or offset */
+	pv->shape_keep[20] = 0x3F;              /* not reserved or DF; MF and offset */
 }
 
 /* 1 when the frame has the usual shape, and its lengths, checksum, PA and
@@ -127,7 +128,7 @@ static inline int
 provider_usual(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 	       struct nvgw_view *v)
 {
-	const __m128i *shape = (const __m128i *)pv->shape, *any = (const __m128i *)pv->shape_any;
+	const __m128i *shape = (const __m128i *)pv->shape, *keep = (const __m128i *)pv->shape_keep;
 	const struct rte_ipv4_hdr *oip = (const struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN);
 	const struct rte_ipv4_hdr *iip = (const struct rte_ipv4_hdr *)(f + NVGW_NVGRE_LEN);
 	__m128i x = _mm_setzero_si128();
@@ -137,7 +138,7 @@ provider_usual(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 	if (len < NVGW_SHAPE_LEN)
 		return 0;
 	for (i = 0; i < 4; i++)
-		x = _mm_or_si128(x, _mm_andnot_si128(any[i], _mm_xor_si128(
+		x = _mm_or_si128(x, _mm_and_si128(keep[i], _mm_xor_si128(
 			_mm_loadu_si128((const __m128i *)f + i), shape[i])));
 	if (!_mm_testz_si128(x, x))
 		return 0;

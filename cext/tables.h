@@ -145,9 +145,9 @@ struct nvgw_provider {
 	struct rte_ether_addr mac;
 	uint64_t mac_w;             /* mac as a word (pkt.h) */
 	/* The fixed bytes of the usual NVGRE frame to us, and the bits of its
-	 * first 64 bytes that vary (frame.h: nvgw_provider_shape). */
+	 * first 64 bytes that must match them (frame.h: nvgw_provider_shape). */
 	uint8_t shape[64] __rte_aligned(16);
-	uint8_t shape_any[64] __rte_aligned(16);
+	uint8_t shape_keep[64] __rte_aligned(16);
 };
 
 /* Fixed-size objects from one allocation: rte_malloc is far too slow for a
