@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <rte_byteorder.h>
 
+#include "byteorder.h"
+
 /* Bits per filter: one for each (domain, /16 block) and (domain, /24 block)
  * hash; a set bit says routes longer than /16 (/24) may exist there. */
 #define NVGW_BLK_BITS (1u << 20)
@@ -19,7 +21,7 @@
 static inline uint32_t
 nvgw_blk(uint32_t rdid, uint32_t addr, unsigned int shift)
 {
-	uint32_t h = rdid * 0x9E3779B1u ^ (rte_be_to_cpu_32(addr) >> shift) * 0x85EBCA77u;
+	uint32_t h = rdid * 0x9E3779B1u ^ (nvgw_be32(addr) >> shift) * 0x85EBCA77u;
 
 	return (h ^ h >> 15) & (NVGW_BLK_BITS - 1);
 }

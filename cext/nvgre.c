@@ -337,7 +337,7 @@ link_start(const struct nvgw_tables *t, struct pkt *p, uint32_t rdid, uint32_t d
 	uint64_t link = __atomic_load_n(&t->rd[rdid].link, __ATOMIC_ACQUIRE);
 	const struct nvgw_attach *a;
 
-	if (link == 0 || (rte_be_to_cpu_32(dst) - NVGW_LINK_NET(link)) >> NVGW_LINK_BITS(link))
+	if (link == 0 || (nvgw_be32(dst) - NVGW_LINK_NET(link)) >> NVGW_LINK_BITS(link))
 		return 0;
 	/* the attachment itself decides, as it is now */
 	a = __atomic_load_n(&t->attach[NVGW_LINK_VLAN(link)], __ATOMIC_ACQUIRE);

@@ -7,21 +7,12 @@
 #include <rte_ip.h>
 #include <nmmintrin.h>
 
+#include "byteorder.h"
+
 /* Packet fields at any address (DPDK's unaligned_* types are plain on x86,
  * which the compiler may still assume aligned). */
 typedef uint16_t nvgw_u16 __attribute__((aligned(1)));
 typedef uint32_t nvgw_u32 __attribute__((aligned(1)));
-
-/* Network <-> host byte order, either way. DPDK's x86 versions are inline
- * asm volatile, which the compiler may neither merge nor move: the same
- * field converted twice costs twice. */
-#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
-#define nvgw_be16(x) ((uint16_t)__builtin_bswap16(x))
-#define nvgw_be32(x) ((uint32_t)__builtin_bswap32(x))
-#else
-#define nvgw_be16(x) ((uint16_t)(x))
-#define nvgw_be32(x) ((uint32_t)(x))
-#endif
 
 #define NVGW_ETH_LEN      14
 #define NVGW_VLAN_ETH_LEN 18                    /* Ethernet + 802.1Q */

@@ -24,6 +24,7 @@
 #include <rte_ip.h>
 #include <rte_prefetch.h>
 
+#include "byteorder.h"
 #include "htab.h"
 
 struct nvgw_neigh;
@@ -55,7 +56,7 @@ _Static_assert(offsetof(struct nvgw_record, mac) + 8 <= sizeof(struct nvgw_recor
 static inline uint32_t
 nvgw_record_vsid(const struct nvgw_record *r)
 {
-	return rte_be_to_cpu_32(r->outer.gre_key) >> 8;
+	return nvgw_be32(r->outer.gre_key) >> 8;
 }
 
 struct nvgw_rslot {

@@ -15,6 +15,7 @@
 #include <rte_hash.h>
 #include <rte_rcu_qsbr.h>
 
+#include "byteorder.h"
 #include "htab.h"
 #include "lpm.h"
 #include "rtab.h"
@@ -117,7 +118,7 @@ struct nvgw_attach {
 static inline struct nvgw_neigh **
 nvgw_attach_slot(const struct nvgw_attach *a, uint32_t ip)
 {
-	uint32_t off = rte_be_to_cpu_32(ip) - a->net;
+	uint32_t off = nvgw_be32(ip) - a->net;
 
 	return off < a->n_hosts ? (struct nvgw_neigh **)&a->hosts[off] : NULL;
 }
