@@ -238,13 +238,15 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 }
 
 /* Write the NVGRE_LEN bytes in front of an inner IPv4 packet of ip_len
- * bytes: outer Ethernet, the record's outer IPv4/GRE template (its
- * checksum is that of total length 0, so one addition finishes it), the
- * inner Ethernet. MACs as words (nvgw_eth_write). */
+ * bytes: outer Ethernet, the record's outer IPv4/GRE template (where the
+ * checksum goes, it holds the header's sum with total length 0: add the
+ * length, fold, complement), the inner Ethernet. MACs as words
+ * (nvgw_eth_write); the FlowID as the GRE key word has it
+ * (nvgw_be32(flowid), nvgw_flowid_key). */
 static inline void
 nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
 		  uint64_t src_mac, uint64_t in_dst, uint64_t in_src, uint16_t ip_len,
-		  uint8_t flowid)
+		  uint32_t flowid_key)
 {
 	struct nvgw_outer *o = (struct nvgw_outer *)(h + NVGW_ETH_LEN);
 	uint16_t tot = ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN;
@@ -253,10 +255,10 @@ nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
 	nvgw_eth_write(h, dst_mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 	*o = *tmpl;
 	o->ip.total_length = nvgw_be16(tot);
-	sum = (uint16_t)~tmpl->ip.hdr_checksum + (uint32_t)nvgw_be16(tot);
+	sum = (uint32_t)tmpl->ip.hdr_checksum + nvgw_be16(tot);
 	sum = (sum & 0xFFFF) + (sum >> 16);
 	o->ip.hdr_checksum = (uint16_t)~sum;
-	o->gre_key |= nvgw_be32(flowid);
+	o->gre_key |= flowid_key;
 	nvgw_eth_write(o + 1, in_dst, in_src, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 }
 

@@ -476,7 +476,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
 	struct nvgw_count *vc;
-	uint8_t flowid;
+	uint32_t flowid;
 	uint8_t *h;
 
 	if (unlikely(!(vw & NVGW_VW_VALID)))
@@ -495,7 +495,8 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 			rte_pktmbuf_free(m);
 		return;
 	}
-	flowid = vw & NVGW_VW_FLOWID_FIXED ? NVGW_VW_FLOWID(vw) : nvgw_flowid(ip, p->hl, ip_len);
+	flowid = vw & NVGW_VW_FLOWID_FIXED ? nvgw_be32(NVGW_VW_FLOWID(vw)) :
+						 nvgw_flowid_key(ip, p->hl, ip_len);
 	h = frame_at(m, ip, NVGW_NVGRE_LEN, ip_len);
 	if (unlikely(h == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);

@@ -170,8 +170,8 @@ nvgw_eth_write(void *h, uint64_t dst, uint64_t src, uint16_t type)
  * RSS (dist.h) hashes the same bytes the same way, so with several workers
  * each emits its own range of FlowIDs: harmless, as they share the port.
  * The same function is written out in the README for peers and tests. */
-static inline uint8_t
-nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
+static inline uint32_t
+nvgw_flow_crc(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 {
 	uint32_t ports = 0;
 	uint64_t h;
@@ -182,7 +182,27 @@ nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 	    avail >= hl + 4)
 		ports = *(const nvgw_u32 *)((const uint8_t *)ip + hl);
 	h = _mm_crc32_u64(ip->next_proto_id, nvgw_load64(&ip->src_addr));
-	return (uint32_t)_mm_crc32_u32((uint32_t)h, ports) >> 24;
+	return _mm_crc32_u32((uint32_t)h, ports);
+}
+
+static inline uint8_t
+nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
+{
+	return nvgw_flow_crc(ip, hl, avail) >> 24;
+}
+
+/* The FlowID where a GRE key word has it, nvgw_be32(nvgw_flowid()) (on a
+ * little-endian CPU the CRC's top byte in place: one AND). */
+static inline uint32_t
+nvgw_flowid_key(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
+{
+	uint32_t crc = nvgw_flow_crc(ip, hl, avail);
+
+#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
+	return crc & 0xFF000000;
+#else
+	return crc >> 24;
+#endif
 }
 
 /* nvgw_csum_adjust for a difference already folded to 16 bits: the sum of

@@ -31,7 +31,7 @@ struct nvgw_neigh;
 
 /* The outer headers of NVGRE toward one PA, built when policy changes. */
 struct nvgw_outer {
-	struct rte_ipv4_hdr ip;     /* dst_addr: the record's PA */
+	struct rte_ipv4_hdr ip;     /* dst_addr: the record's PA; hdr_checksum: a sum (frame.h) */
 	uint16_t gre_flags;         /* 0x2000: K bit, version 0 */
 	uint16_t gre_proto;         /* 0x6558 */
 	uint32_t gre_key;           /* vsid << 8; the FlowID byte is patched */

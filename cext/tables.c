@@ -493,8 +493,9 @@ rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, uint32_t vsid,
 		.next_proto_id = IPPROTO_GRE,
 		.src_addr = t->prov->pa[0],
 		.dst_addr = pa };
-	/* With total length 0: the worker adds the length to finish it. */
-	r->outer.ip.hdr_checksum = rte_ipv4_cksum(&r->outer.ip);
+	/* Not the checksum: the header's sum with total length 0, which the
+	 * worker adds the length to, then complements (nvgw_nvgre_header). */
+	r->outer.ip.hdr_checksum = rte_raw_cksum(&r->outer.ip, sizeof(r->outer.ip));
 	r->outer.gre_flags = rte_cpu_to_be_16(0x2000);
 	r->outer.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
 	r->outer.gre_key = rte_cpu_to_be_32(vsid << 8);

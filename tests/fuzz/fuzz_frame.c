@@ -157,6 +157,8 @@ check_ttl_flowid(const uint8_t *pkt, unsigned int hl, uint16_t tot)
 
 	CHECK(fid == ref_flowid(pkt, hl, tot), "FlowID as the README defines it");
 	CHECK(fid == nvgw_flowid((struct rte_ipv4_hdr *)p, hl, tot), "FlowID deterministic");
+	CHECK(nvgw_flowid_key((struct rte_ipv4_hdr *)p, hl, tot) == rte_cpu_to_be_32(fid),
+	      "FlowID in a GRE key word");
 	if (p[8] >= 1) {
 		q = dup_exact(pkt, tot);
 		nvgw_ttl_dec((struct rte_ipv4_hdr *)q);
@@ -529,7 +531,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	tmpl.ip.next_proto_id = IPPROTO_GRE;
 	tmpl.ip.src_addr = pa_src;
 	tmpl.ip.dst_addr = pa_dst;
-	tmpl.ip.hdr_checksum = rte_ipv4_cksum(&tmpl.ip);
+	tmpl.ip.hdr_checksum = rte_raw_cksum(&tmpl.ip, sizeof(tmpl.ip));
 	tmpl.gre_flags = rte_cpu_to_be_16(0x2000);
 	tmpl.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
 	tmpl.gre_key = rte_cpu_to_be_32(vsid << 8);
@@ -545,7 +547,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* the CA's word as the pipeline loads it: two bytes of the record after it */
 	nvgw_nvgre_header(h, &tmpl, dst_word, nvgw_mac_word(src_mac),
 			  nvgw_mac_word((const void *)CA_MAC) | (uint64_t)raw32(data + 3) << 48,
-			  src_word, ip_len, flowid);
+			  src_word, ip_len, rte_cpu_to_be_32(flowid));
 
 	CHECK(memcmp(h + NVGW_NVGRE_LEN, inner, ip_len) == 0, "inner packet untouched");
 	CHECK(memcmp(h, NH_MAC, 6) == 0 && memcmp(h + 6, GW_MAC, 6) == 0 &&
