@@ -144,7 +144,13 @@ static inline const struct nvgw_record *
 nvgw_rtab_probe(const struct nvgw_rtab *h, const struct nvgw_rslot *s, uint64_t key)
 {
 	int dead = 0;
-	const struct nvgw_record *r = nvgw_rtab_probe_once(h, s, key, &dead);
+	const struct nvgw_record *r;
+
+	/* The usual: the key in its home slot, before the probe limit's load
+	 * and the loop (which read it again: a later read is never older). */
+	if (likely(__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) == key))
+		return &s->rec;
+	r = nvgw_rtab_probe_once(h, s, key, &dead);
 
 	if (likely(r != NULL) || !dead)
 		return r;
