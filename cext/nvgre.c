@@ -552,33 +552,27 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 }
 
 /* Onto the link of attachment a, to its neighbour nh: NULL or unresolved,
- * ask for nh_ip. */
+ * ask for nh_ip (0: the packet's destination, read only then). */
 static inline void
 emit_link(struct nvgw_worker *w, struct rte_mbuf *m, struct pkt *p, struct out *o,
 	  const struct nvgw_attach *a, const struct nvgw_neigh *nh, uint32_t nh_ip)
 {
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
-	uint16_t vlan = a->vlan;
-	uint64_t src_mac = a->mac_w;
 	uint64_t mac = nh ? __atomic_load_n(&nh->mac, __ATOMIC_ACQUIRE) : 0;
-	struct rte_ether_hdr *eth;
-	struct rte_vlan_hdr *vh;
+	uint8_t *h;
 
 	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
 		w->drops[NVGW_DROP_no_neighbour]++;
-		punt(w, m, EXC(NVGW_EXC_RESOLVE, vlan), nh_ip);
+		punt(w, m, EXC(NVGW_EXC_RESOLVE, a->vlan), nh_ip ? nh_ip : ip->dst_addr);
 		return;
 	}
-	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_VLAN_ETH_LEN, ip_len);
-	if (unlikely(eth == NULL))
+	h = frame_at(m, ip, NVGW_VLAN_ETH_LEN, ip_len);
+	if (unlikely(h == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
 	out_add(o, OUT_CUSTOMER, m, NVGW_VLAN_ETH_LEN + ip_len);
 	nvgw_ttl_dec(ip);
-	vh = (struct rte_vlan_hdr *)(eth + 1);
-	nvgw_eth_write(eth, mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_VLAN));
-	vh->vlan_tci = nvgw_be16(vlan);
-	vh->eth_proto = nvgw_be16(RTE_ETHER_TYPE_IPV4);
+	nvgw_vlan_eth_write(h, mac, a->mac_w, a->tag_w);
 }
 
 /* By a CUSTOMER route: its next hop, else the destination on the link. */
@@ -680,7 +674,7 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 		if (m[i] == NULL)
 			continue;
 		if (p[i].direct == DEST_LINK)
-			emit_link(w, m[i], &p[i], o, p[i].att, p[i].nh, p[i].ip->dst_addr);
+			emit_link(w, m[i], &p[i], o, p[i].att, p[i].nh, 0);
 		else if (p[i].rv == 0)
 			nvgw_drop(w, NVGW_DROP_no_route, m[i]);
 		else if (!(p[i].rv & NVGW_ROUTE_PACKED))

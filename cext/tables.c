@@ -677,6 +677,7 @@ nvgw_attach_set(struct nvgw_tables *t, uint16_t vlan, uint32_t rdid, uint32_t ip
 	a->mask = mask;
 	memcpy(&a->mac, mac, 6);
 	a->mac_w = nvgw_mac_word(&a->mac);
+	a->tag_w = nvgw_vlan_tag_word(a->mac_w, vlan, RTE_ETHER_TYPE_IPV4);
 	a->net = rte_be_to_cpu_32(ip & mask);
 	a->n_hosts = n_hosts;
 	/* The link's neighbours so far; one made from now on (neigh_get_locked)

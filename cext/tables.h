@@ -109,6 +109,7 @@ struct nvgw_attach {
 	uint32_t mask;
 	struct rte_ether_addr mac;
 	uint64_t mac_w;             /* mac as a word (pkt.h) */
+	uint64_t tag_w;             /* bytes 10-17 of its tagged header (nvgw_vlan_eth_write) */
 	uint32_t net;               /* the subnet's first address, host order */
 	uint32_t n_hosts;           /* entries in hosts: the subnet's size, or 0 */
 	struct nvgw_neigh *hosts[]; /* by address - net */
