@@ -162,10 +162,12 @@ classify_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_
 
 /* Provider ingress after the frame's checks (r: nvgw_parse_provider's
  * result, PARSED or PARSED_ARP_VSID; v: its view): the VSID and the inner
- * frame. 1 = check the inner source, then route it. */
+ * frame. 1 = check the inner source, then route it to *dst (p->ip's
+ * destination, handed over in a register: read back through p->ip after
+ * the stores into p, the compiler would load it again). */
 static __rte_always_inline int
 classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbuf *m,
-	      uint8_t *f, int r, const struct nvgw_view *v, struct pkt *p)
+	      uint8_t *f, int r, const struct nvgw_view *v, struct pkt *p, uint32_t *dst)
 {
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(f + v->l3);
 	const struct nvgw_vsid *vs;
@@ -187,6 +189,7 @@ classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbu
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
 	if ((nvgw_load64(f + v->inner) ^ nvgw_load64(&vs->gw_mac)) & NVGW_MAC_MASK)
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
+	*dst = ip->dst_addr;
 	p->ip = ip;
 	p->hl = v->hl;
 	p->src_slot = vs->idx;
@@ -194,35 +197,39 @@ classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbu
 	p->rewritten = 0;
 	p->in_vlan = 0;
 	/* rdid 0: for the gateway itself, an exception */
-	p->rdid = ip->dst_addr == vs->gw_ip ? 0 : vs->rdid;
+	p->rdid = *dst == vs->gw_ip ? 0 : vs->rdid;
 	return 1;
 }
 
 /* Provider ingress: outer checks, GRE, VSID, inner frame. The usual frame
  * (provider_usual) takes classify_vsid with its offsets as constants; any
  * other is parsed step by step. 1 = check the inner source (unless it came
- * by IP rewrite), then route it. */
+ * by IP rewrite), then route it to *dst. */
 static __rte_always_inline int
 classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
-		  const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p)
+		  const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p,
+		  uint32_t *dst)
 {
 	uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
 	struct nvgw_view v;
 	int r;
 
 	if (likely(provider_usual(f, m->data_len, pv, &v)))
-		return classify_vsid(w, t, m, f, NVGW_PARSED, &v, p);
+		return classify_vsid(w, t, m, f, NVGW_PARSED, &v, p, dst);
 	r = provider_steps(f, m->data_len, pv, &v);
 	switch (r) {
 	case NVGW_PARSED:
 	case NVGW_PARSED_ARP_VSID:
-		return classify_vsid(w, t, m, f, r, &v, p);
+		return classify_vsid(w, t, m, f, r, &v, p, dst);
 	case NVGW_PARSED_ARP:
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_PROVIDER, 0), 0), 0;
 	case NVGW_PARSED_LOCAL:
 		return to_exception(w, m, EXC(NVGW_EXC_LOCAL_PROVIDER, 0), 0), 0;
 	case NVGW_PARSED_REWRITE:
-		return classify_rewrite(w, t, m, (struct rte_ipv4_hdr *)(f + v.l3), v.hl, p);
+		if (!classify_rewrite(w, t, m, (struct rte_ipv4_hdr *)(f + v.l3), v.hl, p))
+			return 0;
+		*dst = p->ip->dst_addr;     /* the CA it was rewritten to */
+		return 1;
 	default:
 		return nvgw_drop(w, r, m), 0;
 	}
@@ -752,24 +759,24 @@ static __rte_noinline void
 fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	     const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
 {
-	struct pkt p[NVGW_BURST];
-	struct rte_mbuf *m[NVGW_BURST];
+	struct pkt p[NVGW_BURST], *q = p;     /* q, mq: the next packet kept */
+	struct rte_mbuf *m[NVGW_BURST], **mq = m;
 	struct dest_keys d;
 	struct out o;
-	uint32_t rdid, dst;
-	uint16_t i, k = 0, routed = 0;
+	uint32_t dst;
+	uint16_t i, k, routed = 0;
 
 	for (i = 0; i < n; i++) {
-		if (!one_segment(w, pkts[i]) || !classify_provider(w, t, pv, pkts[i], &p[k]))
+		if (!one_segment(w, pkts[i]) || !classify_provider(w, t, pv, pkts[i], q, &dst))
 			continue;
-		rdid = p[k].rdid;
-		dst = p[k].ip->dst_addr;
-		if (!link_start(t, &p[k], rdid, dst)) {
-			dest_start(t, &p[k], rdid, dst);
+		if (!link_start(t, q, q->rdid, dst)) {
+			dest_start(t, q, q->rdid, dst);
 			routed++;
 		}
-		m[k++] = pkts[i];
+		*mq++ = pkts[i];
+		q++;
 	}
+	k = q - p;
 	if (k == 0)
 		return;
 	out_init(&o);
@@ -798,18 +805,20 @@ static __rte_noinline void
 customer_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	       const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
 {
-	struct pkt p[NVGW_BURST];
-	struct rte_mbuf *m[NVGW_BURST];
+	struct pkt p[NVGW_BURST], *q = p;     /* q, mq: the next packet kept */
+	struct rte_mbuf *m[NVGW_BURST], **mq = m;
 	struct dest_keys d;
 	struct out o;
-	uint16_t i, k = 0;
+	uint16_t i, k;
 
 	for (i = 0; i < n; i++) {
-		if (!one_segment(w, pkts[i]) || !classify_customer(w, t, pkts[i], &p[k]))
+		if (!one_segment(w, pkts[i]) || !classify_customer(w, t, pkts[i], q))
 			continue;
-		dest_start(t, &p[k], p[k].rdid, p[k].ip->dst_addr);
-		m[k++] = pkts[i];
+		dest_start(t, q, q->rdid, q->ip->dst_addr);
+		*mq++ = pkts[i];
+		q++;
 	}
+	k = q - p;
 	if (k == 0)
 		return;
 	out_init(&o);
