@@ -3,8 +3,9 @@
  * Customer port (802.1Q VLAN -> routing domain) and provider port (NVGRE)
  * are classified per packet, each in its own burst function. At classify,
  * a fabric packet to a host on its domain's link finds it; any other packet
- * starts the fetch of its destination's lookup record, and from a customer
- * VLAN goes out straight away when it has one. The rest: lookup records,
+ * starts the fetch of its destination's lookup record, and goes out
+ * straight away when it has one (from the fabric, once its source is
+ * checked). The rest: lookup records,
  * route lookups and neighbours in bulk. Then, from the fabric,
  * anti-spoofing; then each packet is emitted: NVGRE toward a PA, or tagged
  * toward a customer VLAN. ARP, ICMP for our addresses, unresolved next hops
@@ -592,18 +593,66 @@ emit_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 
 	if (unlikely(a == NULL || a->rdid != p->rdid))
 		return nvgw_drop(w, NVGW_DROP_no_route, m);
-	emit_link(w, m, p, o, a, rt->nh ? rt->nh : p->nh, rt->nh_ip ? rt->nh_ip : p->ip->dst_addr);
+	emit_link(w, m, p, o, a, rt->nh ? rt->nh : p->nh, rt->nh_ip);
 }
 
-/* Customer ingress: while the burst's packets have the record of their
- * destination fetched at classify (dest_start), each goes out at once,
- * without the route lookup's bookkeeping. Returns how many did: from the
- * first packet without one (no record, or a domain whose routes come
- * first) the rest of the burst takes lookup_bulk, so that a flow whose
- * path changes in mid-burst (policy being applied) keeps its order. */
-static inline uint16_t
+/* Emit writes headers in place: single-segment mbufs only. 0 = dropped. */
+static inline int
+one_segment(struct nvgw_worker *w, struct rte_mbuf *m)
+{
+	if (likely(m->nb_segs == 1))
+		return 1;
+	nvgw_drop(w, NVGW_DROP_multi_segment, m);
+	return 0;
+}
+
+/* From the fabric, after classify: anti-spoofing (the record of the inner
+ * source, its slot fetched at classify, is read in its slot), the VSID's
+ * counters, then what its destination allows. gw: the packet may be for
+ * the subnet gateway itself (rdid 0), which link_start never settles (no
+ * link is in domain 0). 0 = dropped or punted. */
+static __rte_always_inline int
+source_ok(struct nvgw_worker *w, const struct nvgw_tables *t, const struct pkt *p,
+	  struct rte_mbuf *m, int gw)
+{
+	const struct nvgw_record *r;
+	struct nvgw_count *vc;
+
+	if (p->rewritten)                   /* checked in classify_rewrite */
+		return 1;
+	r = nvgw_rtab_probe(&t->records, p->src_kb, p->src_key);
+	if (r == NULL || r->outer.ip.dst_addr != p->outer_src || r->vsid_idx != p->src_slot) {
+		nvgw_drop(w, NVGW_DROP_spoofed_pa, m);
+		return 0;
+	}
+	vc = nvgw_vsid_count(w, NVGW_DIR_DECAP, r->vsid_idx);
+	vc->pkts++;
+	vc->bytes += NVGW_ETH_LEN + nvgw_be16(p->ip->total_length);
+	if (gw && p->rdid == 0) {           /* for the subnet gateway */
+		if (p->ip->next_proto_id != IPPROTO_ICMP)
+			nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m);
+		else
+			to_exception(w, m, EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
+		return 0;
+	}
+	if (p->ip->time_to_live <= 1) {
+		nvgw_drop(w, NVGW_DROP_ttl_expired, m);
+		return 0;
+	}
+	return 1;
+}
+
+/* While the burst's packets have the record of their destination fetched
+ * at classify (dest_start), each goes out at once, without the route
+ * lookup's bookkeeping. Returns how many did: from the first packet
+ * without one (no record, or a domain whose routes come first) the rest of
+ * the burst takes lookup_bulk, so that a flow whose path changes in
+ * mid-burst (policy being applied) keeps its order. fabric: packets from
+ * the fabric, each checked (source_ok) as it goes; those settled on a link
+ * at classify (DEST_LINK) go with them. */
+static __rte_always_inline uint16_t
 emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw_provider *pv,
-	    struct rte_mbuf **m, struct pkt *p, uint16_t n, struct out *o)
+	    struct rte_mbuf **m, struct pkt *p, uint16_t n, struct out *o, int fabric)
 {
 	uint64_t v;
 	uint16_t i, k;
@@ -617,6 +666,8 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 	for (k = 0; k < n; k++) {
 		const struct nvgw_record *r;
 
+		if (fabric && p[k].direct == DEST_LINK)
+			continue;
 		if (p[k].direct != DEST_RECORD)
 			break;
 		r = nvgw_rtab_probe(&t->records, p[k].kb, p[k].key);
@@ -629,8 +680,17 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 		}
 	}
 	for (i = 0; i < k; i++) {
-		const struct nvgw_record *r = p[i].rec;
+		const struct nvgw_record *r;
 
+		if (fabric) {
+			if (!source_ok(w, t, &p[i], m[i], 1))
+				continue;
+			if (p[i].direct == DEST_LINK) {
+				emit_link(w, m[i], &p[i], o, p[i].att, p[i].nh, 0);
+				continue;
+			}
+		}
+		r = p[i].rec;
 		if (likely(r->method == NVGW_ENCAP)) {
 			emit_nvgre(w, t, pv, m[i], &p[i], o);
 		} else {
@@ -704,57 +764,14 @@ send_out(struct nvgw_worker *w, struct out *o)
 		     o->bytes[OUT_CUSTOMER]);
 }
 
-/* Emit writes headers in place: single-segment mbufs only. 0 = dropped. */
-static inline int
-one_segment(struct nvgw_worker *w, struct rte_mbuf *m)
-{
-	if (likely(m->nb_segs == 1))
-		return 1;
-	nvgw_drop(w, NVGW_DROP_multi_segment, m);
-	return 0;
-}
-
-/* From the fabric, after classify: anti-spoofing (the record of the inner
- * source, its slot fetched at classify, is read in its slot), the VSID's
- * counters, then what its destination allows. 0 = dropped or punted. */
-static inline int
-source_ok(struct nvgw_worker *w, const struct nvgw_tables *t, const struct pkt *p,
-	  struct rte_mbuf *m)
-{
-	const struct nvgw_record *r;
-	struct nvgw_count *vc;
-
-	if (p->rewritten)                   /* checked in classify_rewrite */
-		return 1;
-	r = nvgw_rtab_probe(&t->records, p->src_kb, p->src_key);
-	if (r == NULL || r->outer.ip.dst_addr != p->outer_src || r->vsid_idx != p->src_slot) {
-		nvgw_drop(w, NVGW_DROP_spoofed_pa, m);
-		return 0;
-	}
-	vc = nvgw_vsid_count(w, NVGW_DIR_DECAP, r->vsid_idx);
-	vc->pkts++;
-	vc->bytes += NVGW_ETH_LEN + nvgw_be16(p->ip->total_length);
-	if (p->rdid == 0) {                 /* for the subnet gateway */
-		if (p->ip->next_proto_id != IPPROTO_ICMP)
-			nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m);
-		else
-			to_exception(w, m, EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
-		return 0;
-	}
-	if (p->ip->time_to_live <= 1) {
-		nvgw_drop(w, NVGW_DROP_ttl_expired, m);
-		return 0;
-	}
-	return 1;
-}
-
 /* From the fabric: classify (NVGRE or IP rewrite), fetching the inner
  * source's record, and either the host on the domain's link (link_start)
  * or the destination's record (dest_start: hairpin to another VSID, else
  * the route). A burst all to the links' hosts (the usual one) then takes
- * anti-spoofing and emit in one pass; otherwise the destinations, in bulk,
- * while those records arrive, then anti-spoofing, then emit. One function
- * per ingress: each loop is compiled for its own side. */
+ * anti-spoofing and emit in one pass; otherwise those and the packets
+ * whose record is there leave as a customer burst's do (emit_direct), and
+ * the rest take the destinations in bulk, then anti-spoofing, then emit.
+ * One function per ingress: each loop is compiled for its own side. */
 static __rte_noinline void
 fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	     const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
@@ -764,7 +781,7 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	struct dest_keys d;
 	struct out o;
 	uint32_t dst;
-	uint16_t i, k, routed = 0;
+	uint16_t i, j, k, routed = 0;
 
 	for (i = 0; i < n; i++) {
 		if (!one_segment(w, pkts[i]) || !classify_provider(w, t, pv, pkts[i], q, &dst))
@@ -782,16 +799,16 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	out_init(&o);
 	if (routed == 0) {          /* every packet to a host on its domain's link */
 		for (i = 0; i < k; i++)
-			if (source_ok(w, t, &p[i], m[i]))
-				emit_link(w, m[i], &p[i], &o, p[i].att, p[i].nh, p[i].ip->dst_addr);
-	} else {
-		lookup_bulk(t, p, k, &d);
+			if (source_ok(w, t, &p[i], m[i], 0))
+				emit_link(w, m[i], &p[i], &o, p[i].att, p[i].nh, 0);
+	} else if ((i = emit_direct(w, t, pv, m, p, k, &o, 1)) < k) {
+		lookup_bulk(t, p + i, k - i, &d);
 		/* the records' slots arrived during the lookups; a packet dropped
-		 * leaves a hole (m[i] = NULL) rather than moving the rest */
-		for (i = 0; i < k; i++)
-			if (!source_ok(w, t, &p[i], m[i]))
-				m[i] = NULL;
-		emit_routed(w, t, pv, m, p, k, &d, &o);
+		 * leaves a hole (m[j] = NULL) rather than moving the rest */
+		for (j = i; j < k; j++)
+			if (!source_ok(w, t, &p[j], m[j], 1))
+				m[j] = NULL;
+		emit_routed(w, t, pv, m + i, p + i, k - i, &d, &o);
 	}
 	send_out(w, &o);
 }
@@ -822,7 +839,7 @@ customer_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	if (k == 0)
 		return;
 	out_init(&o);
-	i = emit_direct(w, t, pv, m, p, k, &o);
+	i = emit_direct(w, t, pv, m, p, k, &o, 0);
 	if (i < k) {
 		lookup_bulk(t, p + i, k - i, &d);
 		emit_routed(w, t, pv, m + i, p + i, k - i, &d, &o);
