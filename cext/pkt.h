@@ -218,18 +218,13 @@ nvgw_flowid(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 	return nvgw_flow_crc(ip, hl, avail) >> 24;
 }
 
-/* The FlowID where a GRE key word has it, nvgw_be32(nvgw_flowid()) (on a
- * little-endian CPU the CRC's top byte in place: one AND). */
+/* The FlowID where a GRE key word has it, nvgw_be32(nvgw_flowid()): on
+ * this little-endian CPU (as the TTL and MAC word helpers above require)
+ * the CRC's top byte is already in place. */
 static inline uint32_t
 nvgw_flowid_key(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 {
-	uint32_t crc = nvgw_flow_crc(ip, hl, avail);
-
-#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
-	return crc & 0xFF000000;
-#else
-	return crc >> 24;
-#endif
+	return nvgw_flow_crc(ip, hl, avail) & 0xFF000000;
 }
 
 /* nvgw_csum_adjust for a difference already folded to 16 bits: the sum of
