@@ -65,8 +65,11 @@ fuzz_python() {
     mkdir -p "$out/corpus-$t" "$out/findings/$t"
     .venv/bin/python tests/fuzz/make_mgmt_corpus.py "$t" "$out/corpus-$t"
     .venv/bin/python tests/fuzz/make_mgmt_corpus.py --dict "$t" "$out/mgmt.dict"
+    # The harnesses' scratch (key pairs, SQLite stores) lives in $out: libFuzzer ends the
+    # process with exit(), and Python's cleanups do not run.
+    rm -rf "$out/tmp-$t" && mkdir -p "$out/tmp-$t"
     # -timeout: one input of a few messages takes milliseconds; a minute is a hang.
-    .venv/bin/python "tests/fuzz/fuzz_$t.py" -max_total_time="$seconds" -max_len=4096 \
+    TMPDIR=$out/tmp-$t .venv/bin/python "tests/fuzz/fuzz_$t.py" -max_total_time="$seconds" -max_len=4096 \
         -timeout=60 -print_final_stats=1 -dict="$out/mgmt.dict" \
         -artifact_prefix="$out/findings/$t/" "$out/corpus-$t" 2>&1 |
         grep -Ev '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|RELOAD)|^INFO: Instrumenting' | tail -40

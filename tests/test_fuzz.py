@@ -59,7 +59,7 @@ def test_mgmt_seeds_and_regressions_replay(tmp_path, target):
     assert len(inputs) >= 8
     r = subprocess.run([sys.executable, str(ROOT / f"tests/fuzz/fuzz_{target}.py"),
                         *map(str, inputs)], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     executed = [line for line in r.stderr.splitlines() if line.startswith("Executed ")]
     assert len(executed) == len(inputs), r.stderr[-3000:]

@@ -57,7 +57,8 @@ def start():
     global gw, agent
     import zmq.auth
 
-    tmp = tempfile.mkdtemp(prefix="nvgw-fuzz-agent-")
+    tmpdir = tempfile.TemporaryDirectory(prefix="nvgw-fuzz-agent-")
+    tmp = tmpdir.name
     dp.eal_init(["fuzz-agent", "--no-huge", "-m", "256", "--no-pci", "--no-shconf",
                  "--log-level=error", "-l", "0", "--no-telemetry",
                  f"--file-prefix=nvgwfuzz{os.getpid()}"])
@@ -73,6 +74,7 @@ def start():
     agent = dataplane.agent.Agent({"id": "gw1", "endpoint": f"inproc://fuzz-agent-{os.getpid()}",
                                    "heartbeat_ms": 1000, "key": os.path.join(tmp, "gw1.key_secret"),
                                    "server_key": spub}, gw)
+    tmpdir.cleanup()  # the agent has read its keys; each fuzzer run made a directory
     agent.sock.close()
     agent.sock = mc.FakeDealer()
     reset()
