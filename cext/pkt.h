@@ -105,21 +105,34 @@ nvgw_csum_adjust(uint16_t csum, uint64_t diff)
 	return (uint16_t)~nvgw_csum_fold((uint16_t)~csum + diff);
 }
 
+/* One's complement addition of 64-bit words (the carry out comes back in). */
+static inline uint64_t
+nvgw_add_wrap(uint64_t s, uint64_t x)
+{
+	s += x;
+	return s + (s < x);
+}
+
 /* An IPv4 header of hl bytes (a multiple of 4, at least 20) sums to 0xFFFF.
- * Without folding: 2^16 = 1 (mod 0xFFFF), so the plain sum of its 32-bit
- * words is its 16-bit words' one's complement sum modulo 0xFFFF, and that
- * sum is 0xFFFF when it is 0 modulo 0xFFFF and not 0 (a fold keeps 0 only
- * for 0). The compiler tests divisibility by a constant with one multiply. */
+ * Without folding: 2^16 = 1 (mod 0xFFFF), and so is 2^64, so the one's
+ * complement sum of its 64-bit words (two of them and a 32-bit one for the
+ * usual header) is its 16-bit words' sum modulo 0xFFFF, and that sum is
+ * 0xFFFF when it is 0 modulo 0xFFFF and not 0 (an end-around carry never
+ * makes 0 of words not all 0, nor does a fold). The compiler tests
+ * divisibility by a constant with one multiply. */
 static inline int
 nvgw_ipv4_cksum_ok(const struct rte_ipv4_hdr *ip, unsigned int hl)
 {
 	const nvgw_u32 *w = (const nvgw_u32 *)ip;
-	uint64_t s = (uint64_t)w[0] + w[1] + w[2] + w[3] + w[4];
+	uint64_t a, b, s;
 	unsigned int i;
 
+	memcpy(&a, ip, 8);
+	memcpy(&b, (const uint8_t *)ip + 8, 8);
+	s = nvgw_add_wrap(nvgw_add_wrap(a, b), w[4]);
 	if (unlikely(hl > 20))
 		for (i = 5; i < hl / 4; i++)
-			s += w[i];
+			s = nvgw_add_wrap(s, w[i]);
 	return s % 0xFFFF == 0 && s != 0;
 }
 
