@@ -316,10 +316,11 @@ int nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
 
 /* A VSID's directory entry: its routing domain and counter slot, so that
  * decap can start fetching the anti-spoofing record (keyed by domain)
- * before the VSID's object arrives. 0: no such VSID. */
-#define NVGW_VE(rdid, slot) ((uint32_t)(rdid) << 16 | (uint32_t)((slot) + 1))
+ * before the VSID's object arrives. 0: no such VSID (a VSID's domain is
+ * never 0, nvgw_vsid_set). */
+#define NVGW_VE(rdid, slot) ((uint32_t)(rdid) << 16 | (uint32_t)(slot))
 #define NVGW_VE_RDID(e)     ((e) >> 16)
-#define NVGW_VE_SLOT(e)     (((e) & 0xFFFF) - 1)
+#define NVGW_VE_SLOT(e)     ((e) & 0xFFFF)
 
 /* Readers. */
 static inline uint32_t
