@@ -473,10 +473,12 @@ frame_at(struct rte_mbuf *m, const struct rte_ipv4_hdr *ip, uint16_t hdr, uint16
 
 /* The checks read only what they need; the rest is read where it is
  * used, so that little stays live across them (spilled to the stack, it
- * would cost a store and a load each). */
+ * would cost a store and a load each). The provider's MAC and MTU come as
+ * values (read once a burst, pv_mac and pv_mtu): through pv, each packet
+ * loaded pv again and then the field. */
 static __rte_always_inline void
-emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
-	   const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
+emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac, int pv_mtu,
+	   struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
 	uint64_t vw = __atomic_load_n(&t->vsid_word[r->vsid_idx], __ATOMIC_ACQUIRE);
@@ -494,11 +496,11 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 		punt(w, m, EXC(NVGW_EXC_RESOLVE, NVGW_SCOPE_PROVIDER), r->nh->ip);
 		return;
 	}
-	if (unlikely(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN > pv->mtu)) {
+	if (unlikely(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN > pv_mtu)) {
 		w->drops[NVGW_DROP_mtu_exceeded]++;
 		if (p->in_vlan && (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_DF_FLAG)))
 			punt(w, m, EXC(NVGW_EXC_FRAG_NEEDED, p->in_vlan),
-			     pv->mtu - (NVGW_NVGRE_LEN - NVGW_ETH_LEN));
+			     pv_mtu - (NVGW_NVGRE_LEN - NVGW_ETH_LEN));
 		else
 			rte_pktmbuf_free(m);
 		return;
@@ -512,7 +514,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 	vc->pkts++;
 	vc->bytes += NVGW_ETH_LEN + ip_len;
 	out_add(o, OUT_PROVIDER, m, NVGW_NVGRE_LEN + ip_len);
-	nvgw_nvgre_header(h, &r->outer, mac, pv->mac_w, nvgw_load64(&r->mac), vw, ip_len,
+	nvgw_nvgre_header(h, &r->outer, mac, pv_mac, nvgw_load64(&r->mac), vw, ip_len,
 			  flowid);
 	nvgw_ttl_dec(ip);
 }
@@ -520,8 +522,8 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t,
 /* Toward a rewritten VM: our PA for the (customer-side) source, the VM's
  * PA for the destination; no extra header. Read as emit_nvgre. */
 static __rte_always_inline void
-emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
-	     const struct nvgw_provider *pv, struct rte_mbuf *m, struct pkt *p, struct out *o)
+emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac, int pv_mtu,
+	     struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
 	struct rte_ipv4_hdr *ip = p->ip;
@@ -538,10 +540,10 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 		punt(w, m, EXC(NVGW_EXC_RESOLVE, NVGW_SCOPE_PROVIDER), r->nh->ip);
 		return;
 	}
-	if (unlikely(ip_len > pv->mtu)) {
+	if (unlikely(ip_len > pv_mtu)) {
 		w->drops[NVGW_DROP_mtu_exceeded]++;
 		if (p->in_vlan && (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_DF_FLAG)))
-			punt(w, m, EXC(NVGW_EXC_FRAG_NEEDED, p->in_vlan), pv->mtu);
+			punt(w, m, EXC(NVGW_EXC_FRAG_NEEDED, p->in_vlan), pv_mtu);
 		else
 			rte_pktmbuf_free(m);
 		return;
@@ -554,7 +556,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t,
 	vc->pkts++;
 	vc->bytes += ip_len;
 	out_add(o, OUT_PROVIDER, m, NVGW_ETH_LEN + ip_len);
-	nvgw_eth_write(eth, mac, pv->mac_w, nvgw_be16(RTE_ETHER_TYPE_IPV4));
+	nvgw_eth_write(eth, mac, pv_mac, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 	nvgw_ttl_dec(ip);
 	nvgw_rewrite(ip, p->hl, avail, src_pa, r->outer.ip.dst_addr);
 }
@@ -654,7 +656,8 @@ static __rte_always_inline uint16_t
 emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw_provider *pv,
 	    struct rte_mbuf **m, struct pkt *p, uint16_t n, struct out *o, int fabric)
 {
-	uint64_t v;
+	uint64_t v, pv_mac = pv->mac_w;
+	int pv_mtu = pv->mtu;
 	uint16_t i, k;
 
 	/* Probes first, in a loop of their own: with a million records, the
@@ -692,11 +695,11 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 		}
 		r = p[i].rec;
 		if (likely(r->method == NVGW_ENCAP)) {
-			emit_nvgre(w, t, pv, m[i], &p[i], o);
+			emit_nvgre(w, t, pv_mac, pv_mtu, m[i], &p[i], o);
 		} else {
 			p[i].src_pa = nvgw_htab_probe(&t->rw_gw, p[i].wb, p[i].wkey, &v) ?
 				      (uint32_t)v : 0;
-			emit_rewrite(w, t, pv, m[i], &p[i], o);
+			emit_rewrite(w, t, pv_mac, pv_mtu, m[i], &p[i], o);
 		}
 	}
 	return k;
@@ -711,7 +714,8 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 	    const struct nvgw_provider *pv, struct rte_mbuf **m, struct pkt *p, uint16_t k,
 	    const struct dest_keys *d, struct out *o)
 {
-	uint64_t wkeys[NVGW_BURST], wdata[NVGW_BURST];
+	uint64_t wkeys[NVGW_BURST], wdata[NVGW_BURST], pv_mac = pv->mac_w;
+	int pv_mtu = pv->mtu;
 	uint16_t i, x, c, widx[NVGW_BURST];
 
 	for (x = 0, c = 0; x < d->n_dst; x++) {
@@ -749,9 +753,9 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 		else if (p[i].rec == NULL)
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);
 		else if (p[i].rec->method == NVGW_ENCAP)
-			emit_nvgre(w, t, pv, m[i], &p[i], o);
+			emit_nvgre(w, t, pv_mac, pv_mtu, m[i], &p[i], o);
 		else
-			emit_rewrite(w, t, pv, m[i], &p[i], o);
+			emit_rewrite(w, t, pv_mac, pv_mtu, m[i], &p[i], o);
 	}
 }
 
