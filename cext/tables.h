@@ -24,7 +24,7 @@
 #define NVGW_MAX_RD         65536   /* routing domain ids 1..65535 */
 #define NVGW_MAX_VLAN       4096
 #define NVGW_MAX_PA         8
-#define NVGW_NEIGH_VALID    (1ULL << 48)
+#define NVGW_NEIGH_VALID    (1ULL << 63)  /* the sign bit: emit tests it with no mask */
 #define NVGW_NEIGH_STATIC   (1ULL << 49)   /* set from policy: learning leaves it alone */
 #define NVGW_SCOPE_PROVIDER 0       /* neighbour scope: 0 = fabric, else VLAN id */
 
