@@ -14,6 +14,19 @@
 typedef uint16_t nvgw_u16 __attribute__((aligned(1)));
 typedef uint32_t nvgw_u32 __attribute__((aligned(1)));
 
+/* The eight bytes at p, at any address, in one load. Where a MAC is
+ * followed by at least two more bytes of the same object, its word (the
+ * top 16 bits are not the MAC's: mask them, or let nvgw_eth_write drop
+ * them). */
+static inline uint64_t
+nvgw_load64(const void *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, 8);
+	return w;
+}
+
 #define NVGW_ETH_LEN      14
 #define NVGW_VLAN_ETH_LEN 18                    /* Ethernet + 802.1Q */
 #define NVGW_NVGRE_LEN    (14 + 20 + 8 + 14)    /* outer Eth, IPv4, GRE, inner Eth */
@@ -124,12 +137,10 @@ static inline int
 nvgw_ipv4_cksum_ok(const struct rte_ipv4_hdr *ip, unsigned int hl)
 {
 	const nvgw_u32 *w = (const nvgw_u32 *)ip;
-	uint64_t a, b, s;
+	uint64_t s = nvgw_add_wrap(nvgw_add_wrap(nvgw_load64(ip),
+						  nvgw_load64((const uint8_t *)ip + 8)), w[4]);
 	unsigned int i;
 
-	memcpy(&a, ip, 8);
-	memcpy(&b, (const uint8_t *)ip + 8, 8);
-	s = nvgw_add_wrap(nvgw_add_wrap(a, b), w[4]);
 	if (unlikely(hl > 20))
 		for (i = 5; i < hl / 4; i++)
 			s = nvgw_add_wrap(s, w[i]);
@@ -149,18 +160,6 @@ nvgw_mac_word(const void *mac)
 	uint64_t w = 0;
 
 	memcpy(&w, mac, 6);
-	return w;
-}
-
-/* The eight bytes at p: where a MAC is followed by at least two more bytes
- * of the same object, its word in one load (the top 16 bits are not the
- * MAC's: mask them, or let nvgw_eth_write drop them). */
-static inline uint64_t
-nvgw_load64(const void *p)
-{
-	uint64_t w;
-
-	memcpy(&w, p, 8);
 	return w;
 }
 
