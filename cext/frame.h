@@ -178,7 +178,7 @@ provider_steps(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 	if (unlikely(eth->ether_type != nvgw_be16(RTE_ETHER_TYPE_IPV4)))
 		return eth->ether_type == nvgw_be16(RTE_ETHER_TYPE_ARP) ?
 		       NVGW_PARSED_ARP : NVGW_DROP_not_ipv4;
-	if ((nvgw_load64(f) ^ pv->mac_w) & NVGW_MAC_MASK)    /* dst: 8 of >= 14 bytes */
+	if (nvgw_mac_differ(nvgw_load64(f), pv->mac_w))    /* dst: 8 of >= 14 bytes */
 		return NVGW_DROP_not_for_gateway;
 	hl = nvgw_ipv4_ok(oip, len - NVGW_ETH_LEN);
 	if (hl == 0)

@@ -114,7 +114,7 @@ classify_customer(struct nvgw_worker *w, const struct nvgw_tables *t,
 	a = t->attach[v.vlan];
 	if (a == NULL)
 		return nvgw_drop(w, NVGW_DROP_unknown_vlan, m), 0;
-	if ((nvgw_load64(rte_pktmbuf_mtod(m, void *)) ^ a->mac_w) & NVGW_MAC_MASK)
+	if (nvgw_mac_differ(nvgw_load64(rte_pktmbuf_mtod(m, void *)), a->mac_w))
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
 	p->ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, v.l3);
 	p->hl = v.hl;
@@ -188,7 +188,7 @@ classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbu
 		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
 	if (r == NVGW_PARSED_ARP_VSID)
 		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
-	if ((nvgw_load64(f + v->inner) ^ nvgw_load64(&vs->gw_mac)) & NVGW_MAC_MASK)
+	if (nvgw_mac_differ(nvgw_load64(f + v->inner), nvgw_load64(&vs->gw_mac)))
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
 	*dst = ip->dst_addr;
 	p->ip = ip;

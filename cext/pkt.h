@@ -152,7 +152,15 @@ nvgw_ipv4_cksum_ok(const struct rte_ipv4_hdr *ip, unsigned int hl)
 #if RTE_BYTE_ORDER != RTE_LITTLE_ENDIAN
 #error "MAC words (pkt.h) assume a little-endian CPU"
 #endif
-#define NVGW_MAC_MASK 0xFFFFFFFFFFFFULL
+
+/* Non-zero when two MAC words' MACs differ: their low 48 bits, compared by
+ * shifting the rest out (a shift sets the flags; a mask is a 64-bit
+ * constant to load first). */
+static inline uint64_t
+nvgw_mac_differ(uint64_t a, uint64_t b)
+{
+	return (a ^ b) << 16;
+}
 
 static inline uint64_t
 nvgw_mac_word(const void *mac)
@@ -212,12 +220,13 @@ nvgw_vlan_eth_write(void *h, uint64_t dst, uint64_t src, uint64_t tag)
 static inline uint32_t
 nvgw_flow_crc(const struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail)
 {
+	/* fragment bits and protocol in one word (bytes 6-9, TTL masked) */
+	uint32_t fp = *(const nvgw_u32 *)((const uint8_t *)ip + 6) &
+		      (0xFF000000 | nvgw_be16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK));
 	uint32_t ports = 0;
 	uint64_t h;
 
-	if ((ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP) &&
-	    (ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG |
-					     RTE_IPV4_HDR_OFFSET_MASK)) == 0 &&
+	if ((fp == (uint32_t)IPPROTO_TCP << 24 || fp == (uint32_t)IPPROTO_UDP << 24) &&
 	    avail >= hl + 4)
 		ports = *(const nvgw_u32 *)((const uint8_t *)ip + hl);
 	h = _mm_crc32_u64(ip->next_proto_id, nvgw_load64(&ip->src_addr));

@@ -109,7 +109,7 @@ nvgw_rtab_fetch(const struct nvgw_rtab *h, uint64_t key)
 	uint32_t i = nvgw_rtab_index(h, key);
 
 	rte_prefetch0(&h->s[i]);
-	rte_prefetch0(&h->s[(i + 1) & h->mask]);
+	rte_prefetch0(&h->s[i] + 1);    /* past the last slot: a prefetch never faults */
 	return &h->s[i];
 }
 
