@@ -269,7 +269,7 @@ dest_key(const struct nvgw_tables *t, struct dest_keys *d, struct pkt *p, uint16
 		if (rt->nh != NULL)
 			return;
 		/* on the link: by host number where its attachment keeps them */
-		a = __atomic_load_n(&t->attach[rt->vlan], __ATOMIC_ACQUIRE);  /* one object */
+		a = __atomic_load_n(t->attach + rt->vlan, __ATOMIC_ACQUIRE);  /* one object */
 		if (a == NULL || !nvgw_attach_host(a, p->ip->dst_addr, &p->nh)) {
 			d->nh[d->n_nh] = nvgw_neigh_key(rt->vlan, p->ip->dst_addr);
 			d->nh_idx[d->n_nh++] = i;
@@ -348,7 +348,7 @@ link_start(const struct nvgw_tables *t, struct pkt *p, uint32_t rdid, uint32_t d
 	if (link == 0 || (nvgw_be32(dst) - NVGW_LINK_NET(link)) >> NVGW_LINK_BITS(link))
 		return 0;
 	/* the attachment itself decides, as it is now */
-	a = __atomic_load_n(&t->attach[NVGW_LINK_VLAN(link)], __ATOMIC_ACQUIRE);
+	a = __atomic_load_n(t->attach + NVGW_LINK_VLAN(link), __ATOMIC_ACQUIRE);
 	if (a == NULL || a->rdid != rdid || !nvgw_attach_host(a, dst, &p->nh))
 		return 0;
 	p->direct = DEST_LINK;
@@ -481,7 +481,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac, 
 	   struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
-	uint64_t vw = __atomic_load_n(&t->vsid_word[r->vsid_idx], __ATOMIC_ACQUIRE);
+	uint64_t vw = __atomic_load_n(t->vsid_word + r->vsid_idx, __ATOMIC_ACQUIRE);
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);

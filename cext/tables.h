@@ -121,7 +121,7 @@ nvgw_attach_slot(const struct nvgw_attach *a, uint32_t ip)
 {
 	uint32_t off = nvgw_be32(ip) - a->net;
 
-	return off < a->n_hosts ? (struct nvgw_neigh **)&a->hosts[off] : NULL;
+	return off < a->n_hosts ? (struct nvgw_neigh **)a->hosts + off : NULL;   /* see Readers */
 }
 
 /* The neighbour at ip on a's link, when a keeps its subnet's neighbours:
@@ -322,7 +322,9 @@ int nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
 #define NVGW_VE_RDID(e)     ((e) >> 16)
 #define NVGW_VE_SLOT(e)     ((e) & 0xFFFF)
 
-/* Readers. */
+/* Readers. An acquiring load of an element of the tables' own arrays is
+ * written t->a + i, not &t->a[i]: for the latter GCC adds the array's
+ * offset to the index in an instruction of its own instead of in the load. */
 static inline uint32_t
 nvgw_vsid_entry(const struct nvgw_tables *t, uint32_t vsid)
 {
@@ -335,7 +337,7 @@ nvgw_vsid_entry(const struct nvgw_tables *t, uint32_t vsid)
 static inline const struct nvgw_vsid *
 nvgw_vsid_at(const struct nvgw_tables *t, uint32_t e, uint32_t vsid)
 {
-	const struct nvgw_vsid *vs = __atomic_load_n(&t->vsid_by_idx[NVGW_VE_SLOT(e)],
+	const struct nvgw_vsid *vs = __atomic_load_n(t->vsid_by_idx + NVGW_VE_SLOT(e),
 						     __ATOMIC_ACQUIRE);
 
 	return vs != NULL && vs->vsid == vsid ? vs : NULL;
