@@ -238,21 +238,23 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 }
 
 /* Write the NVGRE_LEN bytes in front of an inner IPv4 packet of ip_len
- * bytes: outer Ethernet, the record's outer IPv4/GRE template (where the
- * checksum goes, it holds the header's sum with total length 0: add the
- * length, fold, complement), the inner Ethernet. MACs as words
- * (nvgw_eth_write); the FlowID as the GRE key word has it
- * (nvgw_be32(flowid), nvgw_flowid_key). */
+ * bytes: the outer MACs, the record's template from the outer Ethernet
+ * type to the GRE key (where the checksum goes, it holds the header's sum
+ * with total length 0: add the length, fold, complement), the inner
+ * Ethernet. MACs as words (nvgw_eth_write: the template's copy writes
+ * over the source MAC word's top two bytes); the FlowID as the GRE key
+ * word has it (nvgw_be32(flowid), nvgw_flowid_key). */
 static inline void
 nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
 		  uint64_t src_mac, uint64_t in_dst, uint64_t in_src, uint16_t ip_len,
 		  uint32_t flowid_key)
 {
-	struct nvgw_outer *o = (struct nvgw_outer *)(h + NVGW_ETH_LEN);
+	struct nvgw_outer *o = (struct nvgw_outer *)(h + NVGW_ETH_LEN - 2);
 	uint16_t tot = ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN;
 	uint32_t sum;
 
-	nvgw_eth_write(h, dst_mac, src_mac, nvgw_be16(RTE_ETHER_TYPE_IPV4));
+	memcpy(h, &dst_mac, 8);
+	memcpy(h + 6, &src_mac, 8);
 	*o = *tmpl;
 	o->ip.total_length = nvgw_be16(tot);
 	sum = (uint32_t)tmpl->ip.hdr_checksum + nvgw_be16(tot);

@@ -29,13 +29,17 @@
 
 struct nvgw_neigh;
 
-/* The outer headers of NVGRE toward one PA, built when policy changes. */
+/* The outer headers of NVGRE toward one PA, built when policy changes,
+ * from the outer Ethernet type on: the copy writes the type too. */
 struct nvgw_outer {
+	uint16_t eth_type;          /* IPv4 */
 	struct rte_ipv4_hdr ip;     /* dst_addr: the record's PA; hdr_checksum: a sum (frame.h) */
 	uint16_t gre_flags;         /* 0x2000: K bit, version 0 */
 	uint16_t gre_proto;         /* 0x6558 */
 	uint32_t gre_key;           /* vsid << 8; the FlowID byte is patched */
 } __rte_packed;
+
+_Static_assert(sizeof(struct nvgw_outer) == 2 + 20 + 8, "nvgw_outer: type, IPv4, GRE");
 
 /* What the data path needs of a lookup record (its routing domain and CA
  * are the key, its VSID the template's GRE key, its PA the template's
@@ -63,6 +67,8 @@ struct nvgw_rslot {
 	uint64_t key;
 	struct nvgw_record rec;
 } __rte_aligned(64);
+
+_Static_assert(sizeof(struct nvgw_rslot) == 64, "nvgw_rslot: one cache line");
 
 struct nvgw_rtab {
 	struct nvgw_rslot *s;

@@ -486,6 +486,7 @@ rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, uint32_t vsid,
 	memcpy(&r->mac, mac, 6);
 	r->method = method;
 	r->vsid_idx = vsid_idx;
+	r->outer.eth_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	r->outer.ip = (struct rte_ipv4_hdr){
 		.version_ihl = RTE_IPV4_VHL_DEF,
 		.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG),

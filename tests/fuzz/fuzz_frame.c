@@ -525,6 +525,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* The record's template, as nvgw_record_set builds it. */
 	memset(&tmpl, 0, sizeof(tmpl));
+	tmpl.eth_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	tmpl.ip.version_ihl = RTE_IPV4_VHL_DEF;
 	tmpl.ip.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
 	tmpl.ip.time_to_live = 64;
