@@ -1,5 +1,6 @@
 """Build nvgw: the Cython core over DPDK and the C data plane in cext/."""
 import glob
+import os
 import shlex
 import subprocess
 import sys
@@ -27,6 +28,11 @@ def extensions():
     from Cython.Build import cythonize
 
     cflags, ldflags = dpdk_flags()
+    # For the CPU that builds it, as DPDK's own builds default to (Debian's
+    # pkg-config says corei7, the lowest it supports): the usual fabric frame's
+    # shape is then checked in 32-byte vectors (frame.h). NVGW_MARCH=corei7 (or
+    # another -march value) for a build that is to run on another machine.
+    cflags.append("-march=" + os.environ.get("NVGW_MARCH", "native"))
     # No straight-line (SLP) vectorizing: it packs a counter pair's two increments
     # into a vector load, add and store, which take more instructions than two adds
     # to memory (callgrind: 4 a packet on encap).

@@ -6,7 +6,7 @@
 #define NVGW_FRAME_H
 
 #include <string.h>
-#include <smmintrin.h>
+#include <immintrin.h>
 
 #include "nvgw.h"
 #include "pkt.h"
@@ -121,26 +121,45 @@ nvgw_provider_shape(struct nvgw_provider *pv)
 	pv->shape_keep[20] = 0x3F;              /* not reserved or DF; MF and offset */
 }
 
+/* The 64 bytes at f match shape where keep has bits set: in 32-byte
+ * vectors where the build has AVX2, else in 16-byte ones. */
+static inline int
+nvgw_shape_ok(const uint8_t *f, const uint8_t *shape, const uint8_t *keep)
+{
+#ifdef __AVX2__
+	__m256i x = _mm256_setzero_si256();
+
+	for (unsigned int i = 0; i < 2; i++)
+		x = _mm256_or_si256(x, _mm256_and_si256(
+			_mm256_loadu_si256((const __m256i *)keep + i), _mm256_xor_si256(
+			_mm256_loadu_si256((const __m256i *)f + i),
+			_mm256_loadu_si256((const __m256i *)shape + i))));
+	return _mm256_testz_si256(x, x);
+#else
+	__m128i x = _mm_setzero_si128();
+
+	for (unsigned int i = 0; i < 4; i++)
+		x = _mm_or_si128(x, _mm_and_si128(((const __m128i *)keep)[i], _mm_xor_si128(
+			_mm_loadu_si128((const __m128i *)f + i), ((const __m128i *)shape)[i])));
+	return _mm_testz_si128(x, x);
+#endif
+}
+
 /* 1 when the frame has the usual shape, and its lengths, checksum, PA and
- * VSID are right: what nvgw_parse_provider's checks would all pass, in
- * four vector compares for the fixed bytes. 0: let them say what is not. */
+ * VSID are right: what nvgw_parse_provider's checks would all pass, the
+ * fixed bytes in a few vector compares (nvgw_shape_ok). 0: let them say
+ * what is not. */
 static inline int
 provider_usual(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 	       struct nvgw_view *v)
 {
-	const __m128i *shape = (const __m128i *)pv->shape, *keep = (const __m128i *)pv->shape_keep;
 	const struct rte_ipv4_hdr *oip = (const struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN);
 	const struct rte_ipv4_hdr *iip = (const struct rte_ipv4_hdr *)(f + NVGW_NVGRE_LEN);
-	__m128i x = _mm_setzero_si128();
 	uint32_t tot, itot, vsid;
-	unsigned int i;
 
 	if (len < NVGW_SHAPE_LEN)
 		return 0;
-	for (i = 0; i < 4; i++)
-		x = _mm_or_si128(x, _mm_and_si128(keep[i], _mm_xor_si128(
-			_mm_loadu_si128((const __m128i *)f + i), shape[i])));
-	if (!_mm_testz_si128(x, x))
+	if (!nvgw_shape_ok(f, pv->shape, pv->shape_keep))
 		return 0;
 	/* outer: the inner IPv4 header within it, it within the frame; inner:
 	 * its own length within the outer packet (nvgw_ipv4_ok, both) */

@@ -24,6 +24,7 @@ frame_targets=(parse_customer parse_provider encap rewrite route htab rtab)
 all=(packet mgmt_client mgmt_gateway agent policy "${frame_targets[@]}")
 ((${#targets[@]})) || targets=("${all[@]}")
 out=${NVGW_FUZZ_DIR:-/tmp/nvgw-fuzz}
+march=${NVGW_MARCH:-native}     # as setup.py builds the gateway
 mkdir -p "$out"
 
 fuzz_packet() {
@@ -34,7 +35,7 @@ fuzz_packet() {
              cext/worker.c cext/drops.c cext/fwd.c)
     if [[ ! -x $bin ]] || [[ -n $(find "${sources[@]}" cext/*.h cext/*.def -newer "$bin") ]]; then
         clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-            -Icext $(pkg-config --cflags libdpdk) "${sources[@]}" \
+            -Icext $(pkg-config --cflags libdpdk) -march="$march" "${sources[@]}" \
             $(pkg-config --libs libdpdk) -lrte_net_ring -o "$bin"
     fi
     .venv/bin/python tests/fuzz/make_corpus.py "$out/corpus"
@@ -51,7 +52,7 @@ fuzz_frame() {
     mkdir -p "$out/corpus-$t" "$out/findings/$t"
     if [[ ! -x $bin ]] || [[ -n $(find "${sources[@]}" cext/*.h cext/*.def -newer "$bin") ]]; then
         clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-            -Icext $(pkg-config --cflags libdpdk) -DENTRY_${t^^} "${sources[@]}" -o "$bin"
+            -Icext $(pkg-config --cflags libdpdk) -march="$march" -DENTRY_${t^^} "${sources[@]}" -o "$bin"
     fi
     .venv/bin/python tests/fuzz/make_frame_corpus.py "$t" "$out/corpus-$t"
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
