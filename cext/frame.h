@@ -94,10 +94,10 @@ nvgw_our_pa(const struct nvgw_provider *pv, uint32_t ip)
 /* The usual frame from the fabric (NVGRE_LEN + an inner IPv4 header, 76
  * bytes at least): outer Ethernet to our MAC, IPv4 without options (not a
  * fragment) carrying GRE with a key and Transparent Ethernet Bridging,
- * inner Ethernet with IPv4 without options. Its fixed bytes in the first 64
- * (shape), and the bits there that must match them (shape_keep: a mask to
- * AND with, so that the compare takes it straight from memory; an unset
- * provider, all zero, has no PA and so passes no frame). */
+ * inner Ethernet with IPv4 without options, to our first PA (pa[0]: a
+ * frame to another of our PAs takes the steps). Its fixed bytes in the
+ * first 64 (shape), and the bits there that must match them (shape_keep: a
+ * mask to AND with, so that the compare takes it straight from memory). */
 #define NVGW_SHAPE_LEN (NVGW_NVGRE_LEN + 20)
 
 static inline void
@@ -114,6 +114,8 @@ nvgw_provider_shape(struct nvgw_provider *pv)
 	memset(pv->shape_keep, 0, sizeof(pv->shape_keep));
 	memcpy(pv->shape, &pv->mac, 6);
 	memset(pv->shape_keep, 0xFF, 6);
+	memcpy(pv->shape + 30, &pv->pa[0], 4);  /* outer destination */
+	memset(pv->shape_keep + 30, 0xFF, 4);
 	for (i = 0; i < RTE_DIM(fixed); i++) {
 		pv->shape[fixed[i][0]] = fixed[i][1];
 		pv->shape_keep[fixed[i][0]] = 0xFF;
@@ -145,10 +147,10 @@ nvgw_shape_ok(const uint8_t *f, const uint8_t *shape, const uint8_t *keep)
 #endif
 }
 
-/* 1 when the frame has the usual shape, and its lengths, checksum, PA and
- * VSID are right: what nvgw_parse_provider's checks would all pass, the
- * fixed bytes in a few vector compares (nvgw_shape_ok). 0: let them say
- * what is not. */
+/* 1 when the frame has the usual shape (its PA included), and its
+ * lengths, checksum and VSID are right: what nvgw_parse_provider's checks
+ * would all pass, the fixed bytes in a few vector compares
+ * (nvgw_shape_ok). 0: let them say what is not. */
 static inline int
 provider_usual(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 	       struct nvgw_view *v)
@@ -168,7 +170,7 @@ provider_usual(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 	if (tot - (NVGW_SHAPE_LEN - NVGW_ETH_LEN) > len - NVGW_SHAPE_LEN ||
 	    itot - 20 > tot - (NVGW_SHAPE_LEN - NVGW_ETH_LEN))
 		return 0;
-	if (!nvgw_ipv4_cksum_ok(oip, 20) || !nvgw_our_pa(pv, oip->dst_addr))
+	if (!nvgw_ipv4_cksum_ok(oip, 20))
 		return 0;
 	vsid = nvgw_be32(*(const nvgw_u32 *)(f + NVGW_ETH_LEN + 20 + 4)) >> 8;
 	if (nvgw_vsid_reserved(vsid))

@@ -96,6 +96,23 @@ def test_redblue_both_directions_exact_bytes_and_vsid_counters(tmp_path):
     assert exceptions(final) == {}
 
 
+def test_nvgre_to_each_of_our_pas_and_not_to_others(tmp_path):
+    """The usual fabric frame is checked against our first PA in one vector compare;
+    frames to our second PA take the step-by-step parse and leave alike, and a frame
+    to an address that is not ours is not decapsulated (nor a rewrite PA: dropped)."""
+    pol = redblue_policy()
+    pol["provider"]["addresses"] = ["192.168.1.1/24", "192.168.1.2/24"]
+    down = [udp(VM_CA, BLUE.host, 80, 40001 + i, b"to PA %d" % i, id=i) for i in range(3)]
+    fabric = [BLUE.down(down[0]), BLUE.down(down[1], dst_pa="192.168.1.2"),
+              BLUE.down(down[2], dst_pa="192.168.1.3")]
+    gw, out = run_nvgre(tmp_path, pol, fabric=fabric)
+
+    assert_packets(out[TENANTS], [BLUE.decap(p) for p in down[:2]])
+    final = gw.final_counters()
+    assert vsid_counters(final, 5001) == traffic(decap=down[:2])
+    assert_drops(final, not_our_pa=1)
+
+
 def test_redblue_cross_tenant_traffic_is_dropped_and_counted(tmp_path):
     """Nothing crosses tenants: spoofed PAs, the other tenant's subnets and CAs."""
     pol = redblue_policy()
