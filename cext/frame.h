@@ -147,10 +147,12 @@ nvgw_shape_ok(const uint8_t *f, const uint8_t *shape, const uint8_t *keep)
 #endif
 }
 
-/* 1 when the frame has the usual shape (its PA included), and its
- * lengths, checksum and VSID are right: what nvgw_parse_provider's checks
- * would all pass, the fixed bytes in a few vector compares
- * (nvgw_shape_ok). 0: let them say what is not. */
+/* 1 when the frame has the usual shape (its PA included) and its lengths
+ * and checksum are right: what nvgw_parse_provider's checks would all
+ * pass, but for a reserved VSID, the fixed bytes in a few vector compares
+ * (nvgw_shape_ok). 0: let them say what is not. A reserved VSID is never
+ * in the directory (nvgw_vsid_set), so the pipeline finds none for it;
+ * nvgw_parse_provider checks it. */
 static inline int
 provider_usual(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 	       struct nvgw_view *v)
@@ -173,8 +175,6 @@ provider_usual(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 	if (!nvgw_ipv4_cksum_ok(oip, 20))
 		return 0;
 	vsid = nvgw_be32(*(const nvgw_u32 *)(f + NVGW_ETH_LEN + 20 + 4)) >> 8;
-	if (nvgw_vsid_reserved(vsid))
-		return 0;
 	v->l3 = NVGW_NVGRE_LEN;
 	v->hl = 20;
 	v->vsid = vsid;
@@ -253,7 +253,7 @@ static inline int
 nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *pv,
 		    struct nvgw_view *v)
 {
-	if (likely(provider_usual(f, len, pv, v)))
+	if (likely(provider_usual(f, len, pv, v)) && !nvgw_vsid_reserved(v->vsid))
 		return NVGW_PARSED;
 	return provider_steps(f, len, pv, v);
 }

@@ -174,8 +174,9 @@ classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbu
 	const struct nvgw_vsid *vs;
 	uint32_t e = nvgw_vsid_entry(t, v->vsid);
 
-	if (e == 0)
-		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
+	if (e == 0)     /* none for a reserved VSID, which provider_usual lets by */
+		return nvgw_drop(w, nvgw_vsid_reserved(v->vsid) ? NVGW_DROP_reserved_vsid :
+				 NVGW_DROP_unknown_vsid, m), 0;
 	/* Anti-spoofing: the inner source must live at the outer source, in
 	 * this VSID. Its record's key needs only the directory entry: start
 	 * the fetch before the VSID's object is read. */

@@ -416,7 +416,9 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 	uint32_t *pg;
 	int rc;
 
-	if (idx >= NVGW_MAX_VSIDS || rdid == 0 || rdid >= NVGW_MAX_RD || vsid > 0xFFFFFF)
+	/* never a reserved VSID: the fabric's usual frame relies on it (classify_vsid) */
+	if (idx >= NVGW_MAX_VSIDS || rdid == 0 || rdid >= NVGW_MAX_RD || vsid > 0xFFFFFF ||
+	    nvgw_vsid_reserved(vsid))
 		return -EINVAL;
 	/* A VSID keeps its counter slot (a new one would leave the old slot's
 	 * word and pointer behind) and its domain (its records' keys). */

@@ -15,6 +15,7 @@
  *     domain of the output VSID or VLAN equals that of the input's.
  * The policy mirrors config/redblue-policy.json plus hairpin, rewrite and
  * appliance pieces, so every path is reachable. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,10 @@ policy(struct nvgw_tables *t)
 	rc |= nvgw_vsid_set(t, 5001, 1, ip4("10.1.1.1"), PMAC, -1, 0);
 	rc |= nvgw_vsid_set(t, 5002, 1, ip4("10.1.2.1"), PMAC, 7, 1);
 	rc |= nvgw_vsid_set(t, 6001, 2, ip4("10.1.1.1"), PMAC, -1, 2);
+	/* never in the directory: the usual frame's parse leaves them to it */
+	CHECK(nvgw_vsid_set(t, 0xFFF, 1, ip4("10.1.3.1"), PMAC, -1, 3) == -EINVAL &&
+	      nvgw_vsid_set(t, 0xFFFFFF, 1, ip4("10.1.3.1"), PMAC, -1, 3) == -EINVAL,
+	      "reserved VSIDs refused");
 	rc |= nvgw_route_set(t, 1, ip4("10.1.1.0"), 24, NVGW_ROUTE_VSUBNET, 5001, 0, 0);
 	rc |= nvgw_route_set(t, 1, ip4("10.1.2.0"), 24, NVGW_ROUTE_VSUBNET, 5002, 0, 0);
 	rc |= nvgw_route_set(t, 2, ip4("10.1.1.0"), 24, NVGW_ROUTE_VSUBNET, 6001, 0, 0);
