@@ -529,7 +529,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac
 	const struct nvgw_record *r = p->rec;
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
-	uint32_t src_pa = p->src_pa, avail;
+	uint32_t src_pa = p->src_pa;
 	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
 	struct nvgw_count *vc;
 	struct rte_ether_hdr *eth;
@@ -549,7 +549,6 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac
 			rte_pktmbuf_free(m);
 		return;
 	}
-	avail = m->data_len - ((uint8_t *)ip - rte_pktmbuf_mtod(m, uint8_t *));
 	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_ETH_LEN, ip_len);
 	if (unlikely(eth == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
@@ -559,7 +558,9 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac
 	out_add(o, OUT_PROVIDER, m, NVGW_ETH_LEN + ip_len);
 	nvgw_eth_write(eth, mac, pv_mac, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 	nvgw_ttl_dec(ip);
-	nvgw_rewrite(ip, p->hl, avail, src_pa, r->outer.ip.dst_addr);
+	/* the packet is whole in the frame (classify checked), which now ends
+	 * with it (frame_at) */
+	nvgw_rewrite(ip, p->hl, ip_len, src_pa, r->outer.ip.dst_addr);
 }
 
 /* Onto the link of attachment a, to its neighbour nh: NULL or unresolved,
