@@ -20,6 +20,7 @@
 #define EXC(reason, ctx) (((uint32_t)(reason) << 24) | ((ctx) & 0xFFFFFF))
 
 struct pkt {
+	struct rte_mbuf *m;             /* NULL once dropped after classify (a hole) */
 	struct rte_ipv4_hdr *ip;        /* the IPv4 header that is routed */
 	uint16_t hl;                    /* its header length */
 	uint16_t in_vlan;               /* customer ingress VLAN, 0 from the fabric */
@@ -656,7 +657,7 @@ source_ok(struct nvgw_worker *w, const struct nvgw_tables *t, const struct pkt *
  * at classify (DEST_LINK) go with them. */
 static __rte_always_inline uint16_t
 emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw_provider *pv,
-	    struct rte_mbuf **m, struct pkt *p, uint16_t n, struct out *o, int fabric)
+	    struct pkt *p, uint16_t n, struct out *o, int fabric)
 {
 	uint64_t v, pv_mac = pv->mac_w;
 	int pv_mtu = pv->mtu;
@@ -688,20 +689,20 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 		const struct nvgw_record *r;
 
 		if (fabric) {
-			if (!source_ok(w, t, &p[i], m[i], 1))
+			if (!source_ok(w, t, &p[i], p[i].m, 1))
 				continue;
 			if (p[i].direct == DEST_LINK) {
-				emit_link(w, m[i], &p[i], o, p[i].att, p[i].nh, 0);
+				emit_link(w, p[i].m, &p[i], o, p[i].att, p[i].nh, 0);
 				continue;
 			}
 		}
 		r = p[i].rec;
 		if (likely(r->method == NVGW_ENCAP)) {
-			emit_nvgre(w, t, pv_mac, pv_mtu, m[i], &p[i], o);
+			emit_nvgre(w, t, pv_mac, pv_mtu, p[i].m, &p[i], o);
 		} else {
 			p[i].src_pa = nvgw_htab_probe(&t->rw_gw, p[i].wb, p[i].wkey, &v) ?
 				      (uint32_t)v : 0;
-			emit_rewrite(w, t, pv_mac, pv_mtu, m[i], &p[i], o);
+			emit_rewrite(w, t, pv_mac, pv_mtu, p[i].m, &p[i], o);
 		}
 	}
 	return k;
@@ -710,10 +711,10 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 /* After the lookups (d): what emit reads through the records (with a
  * million records, their slots were misses, started in the lookup): next
  * hop, the VSID's word and counters; for IP rewrite, our PA standing for
- * the source, in bulk. Then each packet left (m[i] not NULL) is emitted. */
+ * the source, in bulk. Then each packet left (m not NULL) is emitted. */
 static __rte_always_inline void
 emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
-	    const struct nvgw_provider *pv, struct rte_mbuf **m, struct pkt *p, uint16_t k,
+	    const struct nvgw_provider *pv, struct pkt *p, uint16_t k,
 	    const struct dest_keys *d, struct out *o)
 {
 	uint64_t wkeys[NVGW_BURST], wdata[NVGW_BURST], pv_mac = pv->mac_w;
@@ -725,7 +726,7 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 
 		i = d->dst_idx[x];
 		r = p[i].rec;
-		if (r == NULL || m[i] == NULL)
+		if (r == NULL || p[i].m == NULL)
 			continue;
 		rte_prefetch0(r->nh);
 		if (r->method == NVGW_ENCAP) {
@@ -744,20 +745,22 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 			p[widx[x]].src_pa = whits & (1ULL << x) ? (uint32_t)wdata[x] : 0;
 	}
 	for (i = 0; i < k; i++) {
-		if (m[i] == NULL)
+		struct rte_mbuf *m = p[i].m;
+
+		if (m == NULL)
 			continue;
 		if (p[i].direct == DEST_LINK)
-			emit_link(w, m[i], &p[i], o, p[i].att, p[i].nh, 0);
+			emit_link(w, m, &p[i], o, p[i].att, p[i].nh, 0);
 		else if (p[i].rv == 0)
-			nvgw_drop(w, NVGW_DROP_no_route, m[i]);
+			nvgw_drop(w, NVGW_DROP_no_route, m);
 		else if (!(p[i].rv & NVGW_ROUTE_PACKED))
-			emit_customer(w, t, m[i], &p[i], o);
+			emit_customer(w, t, m, &p[i], o);
 		else if (p[i].rec == NULL)
-			nvgw_drop(w, NVGW_DROP_no_lookup_record, m[i]);
+			nvgw_drop(w, NVGW_DROP_no_lookup_record, m);
 		else if (p[i].rec->method == NVGW_ENCAP)
-			emit_nvgre(w, t, pv_mac, pv_mtu, m[i], &p[i], o);
+			emit_nvgre(w, t, pv_mac, pv_mtu, m, &p[i], o);
 		else
-			emit_rewrite(w, t, pv_mac, pv_mtu, m[i], &p[i], o);
+			emit_rewrite(w, t, pv_mac, pv_mtu, m, &p[i], o);
 	}
 }
 
@@ -782,8 +785,7 @@ static __rte_noinline void
 fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	     const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
 {
-	struct pkt p[NVGW_BURST], *q = p;     /* q, mq: the next packet kept */
-	struct rte_mbuf *m[NVGW_BURST], **mq = m;
+	struct pkt p[NVGW_BURST], *q = p;     /* q: the next packet kept */
 	struct dest_keys d;
 	struct out o;
 	uint32_t dst;
@@ -796,7 +798,7 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 			dest_start(t, q, q->rdid, dst);
 			routed++;
 		}
-		*mq++ = pkts[i];
+		q->m = pkts[i];
 		q++;
 	}
 	k = q - p;
@@ -805,16 +807,16 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	out_init(&o);
 	if (routed == 0) {          /* every packet to a host on its domain's link */
 		for (i = 0; i < k; i++)
-			if (source_ok(w, t, &p[i], m[i], 0))
-				emit_link(w, m[i], &p[i], &o, p[i].att, p[i].nh, 0);
-	} else if ((i = emit_direct(w, t, pv, m, p, k, &o, 1)) < k) {
+			if (source_ok(w, t, &p[i], p[i].m, 0))
+				emit_link(w, p[i].m, &p[i], &o, p[i].att, p[i].nh, 0);
+	} else if ((i = emit_direct(w, t, pv, p, k, &o, 1)) < k) {
 		lookup_bulk(t, p + i, k - i, &d);
 		/* the records' slots arrived during the lookups; a packet dropped
-		 * leaves a hole (m[j] = NULL) rather than moving the rest */
+		 * leaves a hole (m = NULL) rather than moving the rest */
 		for (j = i; j < k; j++)
-			if (!source_ok(w, t, &p[j], m[j], 1))
-				m[j] = NULL;
-		emit_routed(w, t, pv, m + i, p + i, k - i, &d, &o);
+			if (!source_ok(w, t, &p[j], p[j].m, 1))
+				p[j].m = NULL;
+		emit_routed(w, t, pv, p + i, k - i, &d, &o);
 	}
 	send_out(w, &o);
 }
@@ -828,8 +830,7 @@ static __rte_noinline void
 customer_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 	       const struct nvgw_provider *pv, struct rte_mbuf **pkts, uint16_t n)
 {
-	struct pkt p[NVGW_BURST], *q = p;     /* q, mq: the next packet kept */
-	struct rte_mbuf *m[NVGW_BURST], **mq = m;
+	struct pkt p[NVGW_BURST], *q = p;     /* q: the next packet kept */
 	struct dest_keys d;
 	struct out o;
 	uint16_t i, k;
@@ -838,17 +839,17 @@ customer_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 		if (!one_segment(w, pkts[i]) || !classify_customer(w, t, pkts[i], q))
 			continue;
 		dest_start(t, q, q->rdid, q->ip->dst_addr);
-		*mq++ = pkts[i];
+		q->m = pkts[i];
 		q++;
 	}
 	k = q - p;
 	if (k == 0)
 		return;
 	out_init(&o);
-	i = emit_direct(w, t, pv, m, p, k, &o, 0);
+	i = emit_direct(w, t, pv, p, k, &o, 0);
 	if (i < k) {
 		lookup_bulk(t, p + i, k - i, &d);
-		emit_routed(w, t, pv, m + i, p + i, k - i, &d, &o);
+		emit_routed(w, t, pv, p + i, k - i, &d, &o);
 	}
 	send_out(w, &o);
 }
