@@ -107,8 +107,8 @@ nvgw_rtab_home(const struct nvgw_rtab *h, uint64_t key)
 	return &h->s[nvgw_rtab_index(h, key)];
 }
 
-/* The home slot, its fetch (and its neighbour's) started; later
- * nvgw_rtab_probe() from it. */
+/* The home slot, its fetch (and the next line's: its neighbour's, but
+ * for the last slot) started; later nvgw_rtab_probe() from it. */
 static inline const struct nvgw_rslot *
 nvgw_rtab_fetch(const struct nvgw_rtab *h, uint64_t key)
 {

@@ -25,6 +25,13 @@ all=(packet mgmt_client mgmt_gateway agent policy "${frame_targets[@]}")
 ((${#targets[@]})) || targets=("${all[@]}")
 out=${NVGW_FUZZ_DIR:-/tmp/nvgw-fuzz}
 march=${NVGW_MARCH:-native}     # as setup.py builds the gateway
+
+# A harness binary is rebuilt when a source is newer or it was built for another -march.
+stale() {
+    local bin=$1; shift
+    [[ ! -x $bin ]] || [[ $(cat "$bin.march" 2>/dev/null) != "$march" ]] ||
+        [[ -n $(find "$@" cext/*.h cext/*.def -newer "$bin") ]]
+}
 mkdir -p "$out"
 
 fuzz_packet() {
@@ -33,10 +40,11 @@ fuzz_packet() {
     # Instrument our C only; DPDK comes from Debian's shared libraries.
     sources=(tests/fuzz/fuzz_packet.c cext/nvgre.c cext/exc.c cext/tables.c cext/htab.c cext/rtab.c cext/rewrite.c
              cext/worker.c cext/drops.c cext/fwd.c)
-    if [[ ! -x $bin ]] || [[ -n $(find "${sources[@]}" cext/*.h cext/*.def -newer "$bin") ]]; then
+    if stale "$bin" "${sources[@]}"; then
         clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
             -Icext $(pkg-config --cflags libdpdk) -march="$march" "${sources[@]}" \
             $(pkg-config --libs libdpdk) -lrte_net_ring -o "$bin"
+        echo "$march" > "$bin.march"
     fi
     .venv/bin/python tests/fuzz/make_corpus.py "$out/corpus"
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
@@ -50,9 +58,10 @@ fuzz_frame() {
     local t=$1 bin=$out/fuzz_frame_$1
     local sources=(tests/fuzz/fuzz_frame.c cext/rewrite.c cext/drops.c cext/htab.c cext/rtab.c)
     mkdir -p "$out/corpus-$t" "$out/findings/$t"
-    if [[ ! -x $bin ]] || [[ -n $(find "${sources[@]}" cext/*.h cext/*.def -newer "$bin") ]]; then
+    if stale "$bin" "${sources[@]}"; then
         clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
             -Icext $(pkg-config --cflags libdpdk) -march="$march" -DENTRY_${t^^} "${sources[@]}" -o "$bin"
+        echo "$march" > "$bin.march"
     fi
     .venv/bin/python tests/fuzz/make_frame_corpus.py "$t" "$out/corpus-$t"
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
