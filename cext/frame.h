@@ -262,9 +262,9 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
  * bytes: the outer MACs, the record's template from the outer Ethernet
  * type to the GRE key (where the checksum goes, it holds the header's sum
  * with total length 0: add the length, fold, complement), the inner
- * Ethernet. MACs as words, written as nvgw_eth_write does (the outer
- * source's top two bytes are the template copy's to write over); the
- * FlowID as the GRE key word has it (nvgw_be32(flowid), nvgw_flowid_key). */
+ * Ethernet. MACs as words (nvgw_macs_write: the template's copy writes
+ * over the outer source word's top two bytes); the FlowID as the GRE key
+ * word has it (nvgw_be32(flowid), nvgw_flowid_key). */
 static inline void
 nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
 		  uint64_t src_mac, uint64_t in_dst, uint64_t in_src, uint16_t ip_len,
@@ -274,8 +274,7 @@ nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
 	uint16_t tot = ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN;
 	uint32_t sum;
 
-	memcpy(h, &dst_mac, 8);
-	memcpy(h + 6, &src_mac, 8);
+	nvgw_macs_write(h, dst_mac, src_mac);
 	*o = *tmpl;
 	o->ip.total_length = nvgw_be16(tot);
 	sum = (uint32_t)tmpl->ip.hdr_checksum + nvgw_be16(tot);

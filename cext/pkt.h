@@ -16,8 +16,8 @@ typedef uint32_t nvgw_u32 __attribute__((aligned(1)));
 
 /* The eight bytes at p, at any address, in one load. Where a MAC is
  * followed by at least two more bytes of the same object, its word (the
- * top 16 bits are not the MAC's: mask them, or let nvgw_eth_write drop
- * them). */
+ * top 16 bits are not the MAC's: compare with nvgw_mac_differ, or let
+ * nvgw_macs_write drop them). */
 static inline uint64_t
 nvgw_load64(const void *p)
 {
@@ -171,14 +171,22 @@ nvgw_mac_word(const void *mac)
 	return w;
 }
 
-/* An Ethernet header (dst, src, type in network order) from MAC words in
- * three stores, each over the previous one's top two bytes: no masking,
- * and nothing written past the header's 14 bytes. */
+/* The destination and source MACs at h from their words, in two stores,
+ * the second over the first's top two bytes: no masking. Bytes 12-13 then
+ * hold the source word's top two bytes, for the caller to write over. */
 static inline void
-nvgw_eth_write(void *h, uint64_t dst, uint64_t src, uint16_t type)
+nvgw_macs_write(void *h, uint64_t dst, uint64_t src)
 {
 	memcpy(h, &dst, 8);
 	memcpy((uint8_t *)h + 6, &src, 8);
+}
+
+/* An Ethernet header (dst, src, type in network order) from MAC words in
+ * three stores: nothing written past the header's 14 bytes. */
+static inline void
+nvgw_eth_write(void *h, uint64_t dst, uint64_t src, uint16_t type)
+{
+	nvgw_macs_write(h, dst, src);
 	memcpy((uint8_t *)h + 12, &type, 2);
 }
 
@@ -204,8 +212,7 @@ nvgw_vlan_tag_word(uint64_t src, uint16_t vlan, uint16_t type)
 static inline void
 nvgw_vlan_eth_write(void *h, uint64_t dst, uint64_t src, uint64_t tag)
 {
-	memcpy(h, &dst, 8);
-	memcpy((uint8_t *)h + 6, &src, 8);
+	nvgw_macs_write(h, dst, src);
 	memcpy((uint8_t *)h + 10, &tag, 8);
 }
 
