@@ -68,17 +68,22 @@ nvgw_frag_offset(const struct rte_ipv4_hdr *ip)
  * HC' = ~(~HC + ~m + m'), where ~m + m' = ~0x0100 for the TTL/protocol word
  * (eqn. 2, HC + 0x0100, gives 0xFFFF where the checksum is 0x0000). On the
  * checksum as this little-endian CPU loads it, eqn. 3 comes to HC + 1 that
- * skips 0xFFFF: +1, and +1 more from 0xFFFE on (the same for every HC). */
+ * skips 0xFFFF: +1, and +1 more from 0xFFFE on (the same for every HC),
+ * i.e. HC + 2 - (HC < 0xFFFE). On x86 that is a compare, whose borrow is
+ * (HC < 0xFFFE), and a subtract-with-borrow of -2, both on the header in
+ * memory; GCC makes a setcc, an add of it, a load and a store. */
 #if RTE_BYTE_ORDER != RTE_LITTLE_ENDIAN
 #error "nvgw_ttl_dec (pkt.h) assumes a little-endian CPU"
 #endif
 static inline void
 nvgw_ttl_dec(struct rte_ipv4_hdr *ip)
 {
-	uint16_t hc = ip->hdr_checksum;
-
 	ip->time_to_live--;
-	ip->hdr_checksum = hc + 1 + (hc >= 0xFFFE);
+#if defined(RTE_ARCH_X86)
+	__asm__("cmpw $0xfffe, %0\n\tsbbw $-2, %0" : "+m"(ip->hdr_checksum) : : "cc");
+#else
+	ip->hdr_checksum += 1 + (ip->hdr_checksum >= 0xFFFE);
+#endif
 }
 
 /* One's complement sums in a 64-bit accumulator, folded to 16 bits at the
