@@ -307,7 +307,7 @@ route_lens(const struct nvgw_tables *t, const struct pkt *p, uint64_t lens)
 
 /* At classify: the route key of the packet's longest candidate prefix
  * length, its bucket fetched while the rest of the burst is classified.
- * lens: its domain's (struct nvgw_rd). */
+ * lens: its domain's (rd_lens). */
 static inline void
 route_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
 {
@@ -326,7 +326,7 @@ route_start(const struct nvgw_tables *t, struct pkt *p, uint64_t lens)
 static inline void
 dest_start(const struct nvgw_tables *t, struct pkt *p, uint32_t rdid, uint32_t dst)
 {
-	uint64_t lens = __atomic_load_n(&t->rd[rdid].lens, __ATOMIC_ACQUIRE);
+	uint64_t lens = __atomic_load_n(t->rd_lens + rdid, __ATOMIC_ACQUIRE);
 
 	if (lens & NVGW_RD_SHADOWED)
 		return route_start(t, p, lens);
@@ -337,14 +337,14 @@ dest_start(const struct nvgw_tables *t, struct pkt *p, uint32_t rdid, uint32_t d
 
 /* From the fabric, most packets go to a host on a link of their domain (the
  * gateway joins virtual to physical networks). Where the domain names a link
- * (struct nvgw_rd) and the destination is in its subnet, which no other route
+ * (rd_link) and the destination is in its subnet, which no other route
  * lies inside, the subnet's own route is the longest match: take its host by
  * number, as dest_key would, without the route lookup. 1 = settled so.
  * rdid and dst as dest_start's. */
 static inline int
 link_start(const struct nvgw_tables *t, struct pkt *p, uint32_t rdid, uint32_t dst)
 {
-	uint64_t link = __atomic_load_n(&t->rd[rdid].link, __ATOMIC_ACQUIRE);
+	uint64_t link = __atomic_load_n(t->rd_link + rdid, __ATOMIC_ACQUIRE);
 	const struct nvgw_attach *a;
 
 	if (link == 0 || (nvgw_be32(dst) - NVGW_LINK_NET(link)) >> NVGW_LINK_BITS(link))
@@ -386,7 +386,7 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 				continue;
 			}
 			p[i].rv = 0;
-			p[i].left = route_lens(t, &p[i], t->rd[p[i].rdid].lens);
+			p[i].left = route_lens(t, &p[i], t->rd_lens[p[i].rdid]);
 			if (p[i].left)
 				retry |= 1ULL << i;
 		} else if (nvgw_htab_probe(&t->routes, p[i].rb, p[i].rkey, &v)) {

@@ -181,11 +181,7 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	t->max_neigh = sz->neighbours;
 	t->max_garbage = garbage;
 	t->vsids = make_hash("vsids", NVGW_MAX_VSIDS, sizeof(uint32_t), socket);
-	t->rd = rte_zmalloc_socket("nvgw_rd", NVGW_MAX_RD * sizeof(*t->rd), RTE_CACHE_LINE_SIZE,
-				   socket);
 	t->qsbr = rte_zmalloc_socket("nvgw_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket);
-	t->vsid_dir = rte_zmalloc_socket("nvgw_vsid_dir", (1 << 16) * sizeof(*t->vsid_dir),
-					 RTE_CACHE_LINE_SIZE, socket);
 	t->blk16 = rte_zmalloc_socket("nvgw_blk16", NVGW_BLK_BITS / 8, RTE_CACHE_LINE_SIZE, socket);
 	t->blk24 = rte_zmalloc_socket("nvgw_blk24", NVGW_BLK_BITS / 8, RTE_CACHE_LINE_SIZE, socket);
 	t->blk16_n = calloc(NVGW_BLK_BITS, sizeof(*t->blk16_n));
@@ -196,8 +192,7 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	rc = rc ?: htab_create(&t->rw_pa, sz->rewrites, 4096, socket);
 	rc = rc ?: htab_create(&t->rw_gw, sz->rewrites, 4096, socket);
 	rc = rc ?: htab_create(&t->neigh, sz->neighbours, 1, socket);     /* never deleted */
-	if (rc || !t->vsids ||
-	    !t->rd || !t->qsbr || !t->garbage || !t->vsid_dir ||
+	if (rc || !t->vsids || !t->qsbr || !t->garbage ||
 	    !t->blk16 || !t->blk24 || !t->blk16_n || !t->blk24_n ||
 	    dead_init(&t->dead_vsid, NVGW_MAX_VSIDS, socket) ||
 	    rte_rcu_qsbr_init(t->qsbr, sz->readers) != 0 ||
@@ -235,11 +230,8 @@ nvgw_tables_free(struct nvgw_tables *t)
 	for (i = 0; i < NVGW_MAX_VLAN; i++)
 		rte_free(t->attach[i]);
 	rte_free(t->prov);
-	rte_free(t->rd);
-	if (t->vsid_dir != NULL)
-		for (i = 0; i < 1 << 16; i++)
-			rte_free(t->vsid_dir[i]);
-	rte_free(t->vsid_dir);
+	for (i = 0; i < 1 << 16; i++)
+		rte_free(t->vsid_dir[i]);
 	rte_free(t->blk16);
 	rte_free(t->blk24);
 	free(t->blk16_n);
@@ -570,9 +562,9 @@ nvgw_rd_shadow_set(struct nvgw_tables *t, uint32_t rdid, int on)
 	if (rdid == 0 || rdid >= NVGW_MAX_RD)
 		return -EINVAL;
 	if (on)
-		__atomic_or_fetch(&t->rd[rdid].lens, NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
+		__atomic_or_fetch(&t->rd_lens[rdid], NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
 	else
-		__atomic_and_fetch(&t->rd[rdid].lens, ~NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
+		__atomic_and_fetch(&t->rd_lens[rdid], ~NVGW_RD_SHADOWED, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -592,7 +584,7 @@ nvgw_rd_link_set(struct nvgw_tables *t, uint32_t rdid, uint16_t vlan)
 			return -EINVAL;
 		w = NVGW_LINK(a->net, __builtin_ctz(a->n_hosts), vlan);
 	}
-	__atomic_store_n(&t->rd[rdid].link, w, __ATOMIC_RELEASE);
+	__atomic_store_n(&t->rd_link[rdid], w, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -637,7 +629,7 @@ nvgw_route_set(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 		blk_count(t, rdid, prefix, len, 1);
 	rc = ht_set(t, &t->routes, k, val, OWN_UNPACKED);
 	if (rc == 0)
-		__atomic_or_fetch(&t->rd[rdid].lens, 1ULL << len, __ATOMIC_RELEASE);
+		__atomic_or_fetch(&t->rd_lens[rdid], 1ULL << len, __ATOMIC_RELEASE);
 	else if (!had)
 		blk_count(t, rdid, prefix, len, -1);
 	return rc;
@@ -655,7 +647,7 @@ nvgw_route_del(struct nvgw_tables *t, uint32_t rdid, uint32_t prefix, uint8_t le
 
 	/* The caller knows whether other routes of the domain have this length. */
 	if (rc == 0 && last_of_len)
-		__atomic_and_fetch(&t->rd[rdid].lens, ~(1ULL << len), __ATOMIC_RELEASE);
+		__atomic_and_fetch(&t->rd_lens[rdid], ~(1ULL << len), __ATOMIC_RELEASE);
 	if (rc == 0)
 		blk_count(t, rdid, prefix, len, -1);
 	return rc;

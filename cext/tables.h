@@ -184,10 +184,6 @@ struct nvgw_tables {
 	 * (NVGW_VW_*; 0: none): eight slots to a cache line, where the object
 	 * behind vsid_by_idx would be a line of its own. */
 	uint64_t vsid_word[NVGW_MAX_VSIDS];
-	struct nvgw_rd *rd;         /* [NVGW_MAX_RD] */
-	/* vsid >> 8 -> page of 256 entries (NVGW_VE_*): the data path's VSID
-	 * lookup, two loads instead of a hash probe. Pages live while used. */
-	uint32_t **vsid_dir;        /* [1 << 16] */
 	/* Route length filters: bit (rdid, /16 block) set = a route longer than
 	 * /16 may exist in the block (likewise /24); the rest skip those lengths. */
 	uint64_t *blk16, *blk24;    /* [NVGW_BLK_BITS / 64] */
@@ -203,15 +199,18 @@ struct nvgw_tables {
 	void **garbage;
 	uint32_t n_garbage, max_garbage;
 	struct nvgw_dead_keys dead_vsid;
+	/* Last, 1.5 MB: classify's words by id, in the structure: each loads
+	 * from t at a constant offset and the id scaled by 8, in one
+	 * instruction (through a pointer, the pointer came first; a domain's
+	 * two words side by side, 16 bytes, took a shift and an add). */
+	uint64_t rd_lens[NVGW_MAX_RD];  /* bit L set = a /L route exists; NVGW_RD_SHADOWED */
+	uint64_t rd_link[NVGW_MAX_RD];  /* its link (NVGW_LINK_*), 0: none */
+	/* vsid >> 8 -> page of 256 entries (NVGW_VE_*): the data path's VSID
+	 * lookup, two loads instead of a hash probe. Pages live while used. */
+	uint32_t *vsid_dir[1 << 16];
 };
 
-/* A routing domain's words, which classify reads together (one line). */
-struct nvgw_rd {
-	uint64_t lens;              /* bit L set = a /L route exists; NVGW_RD_SHADOWED */
-	uint64_t link;              /* its link (NVGW_LINK_*), 0: none */
-};
-
-/* In lens: a route of the domain (of any kind) lies strictly inside a
+/* In rd_lens: a route of the domain (of any kind) lies strictly inside a
  * virtual subnet, so a CA's record does not settle where a packet to it goes
  * (the route lookup does). Set by the policy layer, which sees all routes and
  * subnets, before such a route is added, cleared after the last one goes. */
@@ -328,7 +327,8 @@ int nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
 static inline uint32_t
 nvgw_vsid_entry(const struct nvgw_tables *t, uint32_t vsid)
 {
-	const uint32_t *pg = __atomic_load_n(&t->vsid_dir[(vsid >> 8) & 0xFFFF], __ATOMIC_ACQUIRE);
+	const uint32_t *pg = __atomic_load_n(t->vsid_dir + ((vsid >> 8) & 0xFFFF),
+					    __ATOMIC_ACQUIRE);
 
 	return pg == NULL ? 0 : __atomic_load_n(&pg[vsid & 0xFF], __ATOMIC_ACQUIRE);
 }

@@ -857,7 +857,7 @@ class Policy:
 
     def _links_changed(self, routes):
         """Name, per domain, the link whose hosts a fabric packet reaches without a
-        route lookup (struct nvgw_rd): the lowest VLAN of its attachments that keep
+        route lookup (the C side's rd_link): the lowest VLAN of its attachments that keep
         their hosts by number (/22 or longer) and hold no other installed route. A
         link that changes (another VLAN or none, or its attachment another subnet)
         is cleared before anything else of the batch and named after everything
