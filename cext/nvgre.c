@@ -199,8 +199,13 @@ classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbu
 	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
 	p->in_vlan = 0;
-	/* rdid 0: for the gateway itself, an exception */
-	p->rdid = *dst == vs->gw_ip ? 0 : vs->rdid;
+	/* rdid 0: for the gateway itself, an exception. The domain from the
+	 * directory entry (the VSID's, as its object's), and by a branch: the
+	 * domain's words then need not wait for the VSID's object. */
+	if (unlikely(*dst == vs->gw_ip))
+		p->rdid = 0;
+	else
+		p->rdid = NVGW_VE_RDID(e);
 	return 1;
 }
 
