@@ -37,7 +37,10 @@ struct pkt {
 	const struct nvgw_neigh *nh;    /* customer destination on the link */
 	uint32_t src_pa;                /* IP rewrite: our PA for the source */
 	uint64_t src_key;               /* decap: the inner source's record */
-	const struct nvgw_rslot *src_kb; /* its home slot */
+	union {
+		const struct nvgw_rslot *src_kb;        /* its home slot */
+		const struct nvgw_record *src_rec;      /* then the record found */
+	};
 	union {
 		struct {                /* DEST_RECORD */
 			uint64_t key;   /* the destination's record */
@@ -616,21 +619,17 @@ one_segment(struct nvgw_worker *w, struct rte_mbuf *m)
 	return 0;
 }
 
-/* From the fabric, after classify: anti-spoofing (the record of the inner
- * source, its slot fetched at classify, is read in its slot), the VSID's
- * counters, then what its destination allows. gw: the packet may be for
- * the subnet gateway itself (rdid 0), which link_start never settles (no
- * link is in domain 0). 0 = dropped or punted. */
+/* From the fabric, after classify: anti-spoofing (r: the record of the
+ * inner source, NULL when it has none), the VSID's counters, then what
+ * its destination allows. gw: the packet may be for the subnet gateway
+ * itself (rdid 0), which link_start never settles (no link is in domain
+ * 0). 0 = dropped or punted. */
 static __rte_always_inline int
-source_ok(struct nvgw_worker *w, const struct nvgw_tables *t, const struct pkt *p,
-	  struct rte_mbuf *m, int gw)
+source_rec_ok(struct nvgw_worker *w, const struct pkt *p, struct rte_mbuf *m, int gw,
+	      const struct nvgw_record *r)
 {
-	const struct nvgw_record *r;
 	struct nvgw_count *vc;
 
-	if (p->rewritten)                   /* checked in classify_rewrite */
-		return 1;
-	r = nvgw_rtab_probe(&t->records, p->src_kb, p->src_key);
 	if (r == NULL || r->outer.ip.dst_addr != p->outer_src || r->vsid_idx != p->src_slot) {
 		nvgw_drop(w, NVGW_DROP_spoofed_pa, m);
 		return 0;
@@ -650,6 +649,18 @@ source_ok(struct nvgw_worker *w, const struct nvgw_tables *t, const struct pkt *
 		return 0;
 	}
 	return 1;
+}
+
+/* The same for a packet not yet probed: its source's record read in the
+ * slot fetched at classify. A packet that came by IP rewrite was checked
+ * in classify_rewrite. */
+static __rte_always_inline int
+source_ok(struct nvgw_worker *w, const struct nvgw_tables *t, const struct pkt *p,
+	  struct rte_mbuf *m, int gw)
+{
+	if (p->rewritten)
+		return 1;
+	return source_rec_ok(w, p, m, gw, nvgw_rtab_probe(&t->records, p->src_kb, p->src_key));
 }
 
 /* While the burst's packets have the record of their destination fetched
@@ -811,8 +822,14 @@ fabric_burst(struct nvgw_worker *w, const struct nvgw_tables *t,
 		return;
 	out_init(&o);
 	if (routed == 0) {          /* every packet to a host on its domain's link */
+		/* the sources' records first, in a pass of their own: with a
+		 * million records their misses then overlap (as emit_direct's) */
 		for (i = 0; i < k; i++)
-			if (source_ok(w, t, &p[i], p[i].m, 0))
+			if (!p[i].rewritten)
+				p[i].src_rec = nvgw_rtab_probe(&t->records, p[i].src_kb,
+							       p[i].src_key);
+		for (i = 0; i < k; i++)
+			if (p[i].rewritten || source_rec_ok(w, &p[i], p[i].m, 0, p[i].src_rec))
 				emit_link(w, p[i].m, &p[i], &o, p[i].att, p[i].nh, 0);
 	} else if ((i = emit_direct(w, t, pv, p, k, &o, 1)) < k) {
 		lookup_bulk(t, p + i, k - i, &d);
