@@ -92,7 +92,46 @@ def unavailable() -> str | None:
     if r.returncode != 0:
         return f"cannot create a network namespace: {r.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", f"nvl-probe{os.getpid()}"], capture_output=True)
-    return None
+    return uml_unusable()
+
+
+# What Debian 12's UML kernel (6.1) prints on a CPU with AMX (Sapphire Rapids and later):
+# Linux's ptrace takes the x86 extended state only whole, and this UML passes a buffer of
+# its own size, smaller than that state, so every guest process dies as it first runs.
+UML_FP_FAILURE = "ptrace set fp regs failed"
+
+
+def uml_unusable() -> str | None:
+    """Boot UML once with a two-line shell script as init that leaves a file behind (about
+    a second): None when the file appeared (or UML is missing: prerequisites() says so),
+    else why not. The console is not enough to tell: UML aborts when init exits, and the
+    last lines it printed may be lost."""
+    if shutil.which(UML) is None:
+        return None
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="nvl-probe") as d:
+        init, ran = Path(d) / "init", Path(d) / "ran"
+        init.write_text(f"#!/bin/sh\n: > {ran}\n")
+        init.chmod(0o755)
+        try:
+            r = subprocess.run([UML, "mem=32M", f"umid=nvl-probe{os.getpid()}", f"uml_dir={d}",
+                                "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",
+                                f"init={init}", "con=null", "con0=fd:0,fd:1"],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               errors="replace", timeout=60)
+            out = r.stdout + r.stderr
+        except subprocess.TimeoutExpired:
+            return None                 # not a CPU problem; Lab.up() will say what it is
+        if ran.exists():
+            return None
+    if UML_FP_FAILURE in out:
+        return (f"user-mode-linux cannot run processes on this CPU ({UML}: "
+                f"'{UML_FP_FAILURE}': its x86 extended state, AMX included, is larger than "
+                "this UML kernel's buffer)")
+    amx = " amx_tile" in Path("/proc/cpuinfo").read_text()
+    return (f"user-mode-linux could not run a process as init here ({UML} exited "
+            f"{r.returncode}" + ("; this CPU has AMX, which Debian 12's UML cannot run "
+                                 "processes on" if amx else "") + ")")
 
 
 def sh(argv, check=True, timeout=20, **kw) -> subprocess.CompletedProcess:

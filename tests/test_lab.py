@@ -6,8 +6,8 @@ VLANs (802.1Q in a UML guest), policy from config/lab-policy.json through nvgw-m
 One lab for the module (it starts in about 8 s); the migration test runs last because it
 moves Red's VM. Needs root; the packages scripts/bootstrap.sh installs (user-mode-linux,
 iputils-ping, ethtool) are required: their absence fails the tests with the reason. Where
-network namespaces or AF_PACKET sockets are not available (not root, a sandbox) the tests
-are skipped, saying why.
+network namespaces or AF_PACKET sockets are not available (not root, a sandbox), or UML
+cannot run processes on this CPU (lab.uml_unusable), the tests are skipped, saying why.
 """
 from __future__ import annotations
 
