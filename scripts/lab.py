@@ -102,36 +102,44 @@ UML_FP_FAILURE = "ptrace set fp regs failed"
 
 
 def uml_unusable() -> str | None:
-    """Boot UML once with a two-line shell script as init that leaves a file behind (about
-    a second): None when the file appeared (or UML is missing: prerequisites() says so),
-    else why not. The console is not enough to tell: UML aborts when init exits, and the
-    last lines it printed may be lost."""
+    """Boot UML once with a three-line shell script as init that leaves a file behind and
+    powers off (about a second). Why the lab cannot run, where that file did not appear
+    and UML printed the failure above or the CPU has AMX; else None (UML missing:
+    prerequisites() says so; any other failure: Lab.up() says what it is). The console
+    alone is not enough to tell: UML aborts when its init dies, and the last lines it
+    printed may be lost."""
     if shutil.which(UML) is None:
         return None
     import tempfile
-    with tempfile.TemporaryDirectory(prefix="nvl-probe") as d:
+    with tempfile.TemporaryDirectory(prefix="nvl-probe", dir="/tmp") as d:
         init, ran = Path(d) / "init", Path(d) / "ran"
-        init.write_text(f"#!/bin/sh\n: > {ran}\n")
+        init.write_text(f"#!/bin/sh\n: > '{ran}'\nexec /sbin/poweroff -f\n")
         init.chmod(0o755)
         try:
-            r = subprocess.run([UML, "mem=32M", f"umid=nvl-probe{os.getpid()}", f"uml_dir={d}",
-                                "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",
-                                f"init={init}", "con=null", "con0=fd:0,fd:1"],
-                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                               errors="replace", timeout=60)
-            out = r.stdout + r.stderr
+            proc = subprocess.Popen([UML, "mem=32M", f"umid=nvl-probe{os.getpid()}",
+                                     f"uml_dir={d}", "root=/dev/root", "rootfstype=hostfs",
+                                     "rootflags=/", "rw", f"init={init}", "con=null",
+                                     "con0=fd:0,fd:1"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError:
+            return None
+        try:
+            out = proc.communicate(timeout=60)[0].decode(errors="replace")
         except subprocess.TimeoutExpired:
-            return None                 # not a CPU problem; Lab.up() will say what it is
+            _kill_group(proc.pid, proc)     # UML and its helpers: its own session
+            return None
         if ran.exists():
             return None
     if UML_FP_FAILURE in out:
         return (f"user-mode-linux cannot run processes on this CPU ({UML}: "
                 f"'{UML_FP_FAILURE}': its x86 extended state, AMX included, is larger than "
                 "this UML kernel's buffer)")
-    amx = " amx_tile" in Path("/proc/cpuinfo").read_text()
-    return (f"user-mode-linux could not run a process as init here ({UML} exited "
-            f"{r.returncode}" + ("; this CPU has AMX, which Debian 12's UML cannot run "
-                                 "processes on" if amx else "") + ")")
+    if " amx_tile" in Path("/proc/cpuinfo").read_text():
+        return (f"user-mode-linux could not run a process as init here ({UML} exited "
+                f"{proc.returncode}); this CPU has AMX, which Debian 12's UML cannot run "
+                "processes on")
+    return None
 
 
 def sh(argv, check=True, timeout=20, **kw) -> subprocess.CompletedProcess:
