@@ -793,7 +793,8 @@ send_out(struct nvgw_worker *w, struct out *o)
  * source's record, and either the host on the domain's link (link_start)
  * or the destination's record (dest_start: hairpin to another VSID, else
  * the route). A burst all to the links' hosts (the usual one) then takes
- * anti-spoofing and emit in one pass; otherwise those and the packets
+ * its anti-spoofing probes in one pass and its checks and emit in the
+ * next; otherwise those and the packets
  * whose record is there leave as a customer burst's do (emit_direct), and
  * the rest take the destinations in bulk, then anti-spoofing, then emit.
  * One function per ingress: each loop is compiled for its own side. */

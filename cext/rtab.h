@@ -114,11 +114,15 @@ nvgw_rtab_home(const struct nvgw_rtab *h, uint64_t key)
  * it, encap even; on an Intel Xeon (session 20) without it the rows ran
  * 3-14% faster in 11 of 12 pairs (one even): the second line is traffic
  * that most lookups do not need. Other CPUs: not measured; the home slot
- * alone. */
-#if defined(__znver1__) || defined(__znver2__) || defined(__znver3__) || defined(__znver4__)
+ * alone. Chosen by the build's target (-march, NVGW_MARCH), or set with
+ * -DNVGW_RTAB_FETCH_NEXT=0/1. */
+#ifndef NVGW_RTAB_FETCH_NEXT
+#if defined(__znver1__) || defined(__znver2__) || defined(__znver3__) || \
+    defined(__znver4__) || defined(__znver5__)
 #define NVGW_RTAB_FETCH_NEXT 1
 #else
 #define NVGW_RTAB_FETCH_NEXT 0
+#endif
 #endif
 
 /* The home slot, its fetch (and its neighbour's, see above) started;
