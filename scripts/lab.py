@@ -30,6 +30,7 @@ connected to nvgw-mgmt; the policy is config/lab-policy.json applied with `nvgwc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,6 +103,15 @@ def unavailable() -> str | None:
 UML_FP_FAILURE = "ptrace set fp regs failed"
 
 
+def uml_argv(mem: str, umid: str, uml_dir, init, *extra: str) -> list[str]:
+    """A UML kernel's command line: root is the host's filesystem over hostfs, `init` runs
+    as init, the console is this process's stdin and stdout."""
+    return [UML, f"mem={mem}", f"umid={umid}", f"uml_dir={uml_dir}", "root=/dev/root",
+            "rootfstype=hostfs", "rootflags=/", "rw", f"init={init}", *extra, "con=null",
+            "con0=fd:0,fd:1"]
+
+
+@functools.cache                        # the CPU does not change: one probe a process
 def uml_unusable() -> str | None:
     """Boot UML once with a three-line shell script as init that leaves a file behind and
     powers off (about a second). Why the lab cannot run, where that file did not appear
@@ -110,16 +121,12 @@ def uml_unusable() -> str | None:
     printed may be lost."""
     if shutil.which(UML) is None:
         return None
-    import tempfile
     with tempfile.TemporaryDirectory(prefix="nvl-probe", dir="/tmp") as d:
         init, ran = Path(d) / "init", Path(d) / "ran"
         init.write_text(f"#!/bin/sh\n: > '{ran}'\nexec /sbin/poweroff -f\n")
         init.chmod(0o755)
         try:
-            proc = subprocess.Popen([UML, "mem=32M", f"umid=nvl-probe{os.getpid()}",
-                                     f"uml_dir={d}", "root=/dev/root", "rootfstype=hostfs",
-                                     "rootflags=/", "rw", f"init={init}", "con=null",
-                                     "con0=fd:0,fd:1"],
+            proc = subprocess.Popen(uml_argv("32M", f"nvl-probe{os.getpid()}", d, init),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError:
@@ -166,10 +173,9 @@ class Guest:
         vecs = [f"vec{i}:transport=tap,ifname={ifc[4:]}" if ifc.startswith("tap:") else
                 f"vec{i}:transport=raw,ifname={ifc},bpffile={bpf}"
                 for i, ifc in enumerate(self.ifaces)]
-        return ["ip", "netns", "exec", self.lab.ns("core"), UML, f"mem={self.mem}",
-                f"umid=nvl-{self.lab.tag}-{self.name}", f"uml_dir={self.dir}/uml",
-                "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",
-                f"init={GUEST}", f"nvgwlab={self.dir}", *vecs, "con=null", "con0=fd:0,fd:1"]
+        return ["ip", "netns", "exec", self.lab.ns("core"),
+                *uml_argv(self.mem, f"nvl-{self.lab.tag}-{self.name}", f"{self.dir}/uml",
+                          GUEST, f"nvgwlab={self.dir}", *vecs)]
 
     def start(self) -> None:
         # The raw transport reads with one AF_PACKET socket and writes with another, so the
