@@ -259,28 +259,27 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 }
 
 /* Write the NVGRE_LEN bytes in front of an inner IPv4 packet of ip_len
- * bytes: the outer MACs, the record's template from the outer Ethernet
+ * bytes: the outer MACs, the provider's template from the outer Ethernet
  * type to the GRE key (where the checksum goes, it holds the header's sum
- * with total length 0: add the length, fold, complement), the inner
- * Ethernet. MACs as words (nvgw_macs_write: the template's copy writes
- * over the outer source word's top two bytes); the FlowID as the GRE key
- * word has it (nvgw_be32(flowid), nvgw_flowid_key). */
+ * with total length and destination 0: add them, fold, complement), the
+ * record's PA and GRE key word with the FlowID, the inner Ethernet. MACs
+ * as words (nvgw_macs_write: the template's copy writes over the outer
+ * source word's top two bytes); the FlowID as the GRE key word has it
+ * (nvgw_be32(flowid), nvgw_flowid_key). */
 static inline void
-nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint64_t dst_mac,
-		  uint64_t src_mac, uint64_t in_dst, uint64_t in_src, uint16_t ip_len,
-		  uint32_t flowid_key)
+nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint32_t pa, uint32_t gre,
+		  uint64_t dst_mac, uint64_t src_mac, uint64_t in_dst, uint64_t in_src,
+		  uint16_t ip_len, uint32_t flowid_key)
 {
 	struct nvgw_outer *o = (struct nvgw_outer *)(h + NVGW_ETH_LEN - 2);
-	uint16_t tot = ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN;
-	uint32_t sum;
+	uint16_t tot = nvgw_be16(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN);
 
 	nvgw_macs_write(h, dst_mac, src_mac);
 	*o = *tmpl;
-	o->ip.total_length = nvgw_be16(tot);
-	sum = (uint32_t)tmpl->ip.hdr_checksum + nvgw_be16(tot);
-	sum = (sum & 0xFFFF) + (sum >> 16);
-	o->ip.hdr_checksum = (uint16_t)~sum;
-	o->gre_key |= flowid_key;
+	o->ip.total_length = tot;
+	o->ip.dst_addr = pa;
+	o->ip.hdr_checksum = (uint16_t)~nvgw_csum_fold((uint64_t)pa + tmpl->ip.hdr_checksum + tot);
+	o->gre_key = gre | flowid_key;
 	nvgw_eth_write(o + 1, in_dst, in_src, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 }
 

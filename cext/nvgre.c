@@ -487,8 +487,8 @@ frame_at(struct rte_mbuf *m, const struct rte_ipv4_hdr *ip, uint16_t hdr, uint16
  * values (read once a burst, pv_mac and pv_mtu): through pv, each packet
  * loaded pv again and then the field. */
 static __rte_always_inline void
-emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac, int pv_mtu,
-	   struct rte_mbuf *m, struct pkt *p, struct out *o)
+emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw_outer *pv_outer,
+	   uint64_t pv_mac, int pv_mtu, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
 	const struct nvgw_record *r = p->rec;
 	uint64_t vw = __atomic_load_n(t->vsid_word + r->vsid_idx, __ATOMIC_ACQUIRE);
@@ -524,8 +524,8 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac, 
 	vc->pkts++;
 	vc->bytes += NVGW_ETH_LEN + ip_len;
 	out_add(o, OUT_PROVIDER, m, NVGW_NVGRE_LEN + ip_len);
-	nvgw_nvgre_header(h, &r->outer, mac, pv_mac, nvgw_load64(&r->mac), vw, ip_len,
-			  flowid);
+	nvgw_nvgre_header(h, pv_outer, r->pa, r->gre, mac, pv_mac, nvgw_load64(&r->mac), vw,
+			  ip_len, flowid);
 	nvgw_ttl_dec(ip);
 }
 
@@ -569,7 +569,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac
 	nvgw_ttl_dec(ip);
 	/* the packet is whole in the frame (classify checked), which now ends
 	 * with it (frame_at) */
-	nvgw_rewrite(ip, p->hl, ip_len, src_pa, r->outer.ip.dst_addr);
+	nvgw_rewrite(ip, p->hl, ip_len, src_pa, r->pa);
 }
 
 /* Onto the link of attachment a, to its neighbour nh: NULL or unresolved,
@@ -630,7 +630,7 @@ source_rec_ok(struct nvgw_worker *w, const struct pkt *p, struct rte_mbuf *m, in
 {
 	struct nvgw_count *vc;
 
-	if (r == NULL || r->outer.ip.dst_addr != p->outer_src || r->vsid_idx != p->src_slot) {
+	if (r == NULL || r->pa != p->outer_src || r->vsid_idx != p->src_slot) {
 		nvgw_drop(w, NVGW_DROP_spoofed_pa, m);
 		return 0;
 	}
@@ -696,7 +696,7 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 		if (unlikely(r == NULL))
 			break;                      /* lookup_bulk routes it */
 		p[k].rec = r;
-		if (r->method != NVGW_ENCAP) {
+		if (nvgw_record_method(r) != NVGW_ENCAP) {
 			p[k].wkey = nvgw_rw_key(p[k].rdid, p[k].ip->src_addr);
 			p[k].wb = nvgw_htab_fetch(&t->rw_gw, p[k].wkey);
 		}
@@ -713,8 +713,8 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 			}
 		}
 		r = p[i].rec;
-		if (likely(r->method == NVGW_ENCAP)) {
-			emit_nvgre(w, t, pv_mac, pv_mtu, p[i].m, &p[i], o);
+		if (likely(nvgw_record_method(r) == NVGW_ENCAP)) {
+			emit_nvgre(w, t, &pv->outer, pv_mac, pv_mtu, p[i].m, &p[i], o);
 		} else {
 			p[i].src_pa = nvgw_htab_probe(&t->rw_gw, p[i].wb, p[i].wkey, &v) ?
 				      (uint32_t)v : 0;
@@ -745,7 +745,7 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 		if (r == NULL || p[i].m == NULL)
 			continue;
 		rte_prefetch0(r->nh);
-		if (r->method == NVGW_ENCAP) {
+		if (nvgw_record_method(r) == NVGW_ENCAP) {
 			rte_prefetch0(&t->vsid_word[r->vsid_idx]);
 			rte_prefetch0(nvgw_vsid_count(w, NVGW_DIR_ENCAP, r->vsid_idx));
 		} else {
@@ -773,8 +773,8 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 			emit_customer(w, t, m, &p[i], o);
 		else if (p[i].rec == NULL)
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m);
-		else if (p[i].rec->method == NVGW_ENCAP)
-			emit_nvgre(w, t, pv_mac, pv_mtu, m, &p[i], o);
+		else if (nvgw_record_method(p[i].rec) == NVGW_ENCAP)
+			emit_nvgre(w, t, &pv->outer, pv_mac, pv_mtu, m, &p[i], o);
 		else
 			emit_rewrite(w, t, pv_mac, pv_mtu, m, &p[i], o);
 	}

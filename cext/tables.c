@@ -362,6 +362,27 @@ delete_key(struct nvgw_tables *t, struct rte_hash *h, const void *key,
 	return 0;
 }
 
+/* The provider's outer headers from pa[0]: where the checksum goes, the
+ * header's sum with total length and destination 0, which the worker adds
+ * them to, then complements (nvgw_nvgre_header). */
+static void
+provider_outer(struct nvgw_provider *p)
+{
+	struct nvgw_outer *o = &p->outer;
+
+	o->eth_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	o->ip = (struct rte_ipv4_hdr){
+		.version_ihl = RTE_IPV4_VHL_DEF,
+		.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG),
+		.time_to_live = 64,
+		.next_proto_id = IPPROTO_GRE,
+		.src_addr = p->pa[0] };
+	o->ip.hdr_checksum = rte_raw_cksum(&o->ip, sizeof(o->ip));
+	o->gre_flags = rte_cpu_to_be_16(0x2000);
+	o->gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
+	o->gre_key = 0;
+}
+
 int
 nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint32_t mask,
 		  uint32_t gw_ip, uint16_t mtu, const uint8_t mac[6])
@@ -381,6 +402,7 @@ nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint
 	memcpy(&p->mac, mac, 6);
 	p->mac_w = nvgw_mac_word(&p->mac);
 	nvgw_provider_shape(p);
+	provider_outer(p);
 	defer_free(t, __atomic_exchange_n(&t->prov, p, __ATOMIC_RELEASE));
 	return 0;
 }
@@ -472,28 +494,15 @@ provider_neigh(struct nvgw_tables *t, uint32_t pa)
 					nvgw_provider_nexthop(t->prov, pa), NULL, 0) : NULL;
 }
 
-/* A record's fields and its outer header template. */
+/* A record's fields. */
 static void
-rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, uint32_t vsid,
-	 const uint8_t mac[6], uint32_t pa, uint8_t method, uint16_t vsid_idx)
+rec_fill(struct nvgw_record *r, uint32_t vsid, const uint8_t mac[6], uint32_t pa,
+	 uint8_t method, uint16_t vsid_idx)
 {
 	memcpy(&r->mac, mac, 6);
-	r->method = method;
 	r->vsid_idx = vsid_idx;
-	r->outer.eth_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	r->outer.ip = (struct rte_ipv4_hdr){
-		.version_ihl = RTE_IPV4_VHL_DEF,
-		.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG),
-		.time_to_live = 64,
-		.next_proto_id = IPPROTO_GRE,
-		.src_addr = t->prov->pa[0],
-		.dst_addr = pa };
-	/* Not the checksum: the header's sum with total length 0, which the
-	 * worker adds the length to, then complements (nvgw_nvgre_header). */
-	r->outer.ip.hdr_checksum = rte_raw_cksum(&r->outer.ip, sizeof(r->outer.ip));
-	r->outer.gre_flags = rte_cpu_to_be_16(0x2000);
-	r->outer.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
-	r->outer.gre_key = rte_cpu_to_be_32(vsid << 8);
+	r->pa = pa;
+	r->gre = rte_cpu_to_be_32(vsid << 8 | method);
 }
 
 /* A grace period first when the record table's dead list is full, or when
@@ -534,7 +543,7 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 	r.nh = provider_neigh(t, pa);
 	if (r.nh == NULL)
 		return -ENOSPC;
-	rec_fill(t, &r, vsid, mac, pa, method, v->idx);
+	rec_fill(&r, vsid, mac, pa, method, v->idx);
 	rc = rec_put(t, nvgw_rec_key(v->rdid, ca), &r);
 	return rc < 0 ? rc : 0;
 }
@@ -881,7 +890,7 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 			vsid = w[i].vsid;
 		}
 		r.nh = bulk_neigh(t, w[i].pa, &nh_ip, &nh);
-		rec_fill(t, &r, w[i].vsid, w[i].mac, w[i].pa, w[i].method, v->idx);
+		rec_fill(&r, w[i].vsid, w[i].mac, w[i].pa, w[i].method, v->idx);
 		rc = rec_put(t, nvgw_rec_key(v->rdid, w[i].ca), &r);
 		if (rc < 0) {
 			*bad = i;               /* a bug: the checks above let it through */

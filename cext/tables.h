@@ -150,6 +150,7 @@ struct nvgw_provider {
 	 * first 64 bytes that must match them (frame.h: nvgw_provider_shape). */
 	uint8_t shape[64] __rte_aligned(16);
 	uint8_t shape_keep[64] __rte_aligned(16);
+	struct nvgw_outer outer;    /* NVGRE's outer headers from pa[0] (rtab.h) */
 };
 
 /* Fixed-size objects from one allocation: rte_malloc is far too slow for a

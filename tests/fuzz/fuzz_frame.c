@@ -523,7 +523,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	flowid = data[11] & 1 ? nvgw_flowid((const struct rte_ipv4_hdr *)inner, hl, ip_len) :
 				data[12];
 
-	/* The record's template, as nvgw_record_set builds it. */
+	/* The provider's template, as nvgw_provider_set builds it (the
+	 * destination and length 0 in its sum), and an NVGRE record's GRE word. */
 	memset(&tmpl, 0, sizeof(tmpl));
 	tmpl.eth_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
 	tmpl.ip.version_ihl = RTE_IPV4_VHL_DEF;
@@ -531,11 +532,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	tmpl.ip.time_to_live = 64;
 	tmpl.ip.next_proto_id = IPPROTO_GRE;
 	tmpl.ip.src_addr = pa_src;
-	tmpl.ip.dst_addr = pa_dst;
 	tmpl.ip.hdr_checksum = rte_raw_cksum(&tmpl.ip, sizeof(tmpl.ip));
 	tmpl.gre_flags = rte_cpu_to_be_16(0x2000);
 	tmpl.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
-	tmpl.gre_key = rte_cpu_to_be_32(vsid << 8);
 	memcpy(&dst_word, NH_MAC, 6);
 	dst_word |= NVGW_NEIGH_VALID | (uint64_t)data[12] << 56;   /* as a neighbour's word */
 	memcpy(&src_word, src_mac, 6);
@@ -546,7 +545,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(h != NULL, "malloc");
 	memcpy(h + NVGW_NVGRE_LEN, inner, ip_len);
 	/* the CA's word as the pipeline loads it: two bytes of the record after it */
-	nvgw_nvgre_header(h, &tmpl, dst_word, nvgw_mac_word(src_mac),
+	nvgw_nvgre_header(h, &tmpl, pa_dst, rte_cpu_to_be_32(vsid << 8 | NVGW_ENCAP), dst_word,
+			  nvgw_mac_word(src_mac),
 			  nvgw_mac_word((const void *)CA_MAC) | (uint64_t)raw32(data + 3) << 48,
 			  src_word, ip_len, rte_cpu_to_be_32(flowid));
 
@@ -1076,8 +1076,8 @@ static void
 rec_of(struct nvgw_record *r, uint64_t val)
 {
 	memset(r, 0, sizeof(*r));
-	r->outer.ip.dst_addr = (uint32_t)val;
-	r->outer.gre_key = ~(uint32_t)val;
+	r->pa = (uint32_t)val;
+	r->gre = ~(uint32_t)val;
 	memset(&r->mac, val & 0xFF, sizeof(r->mac));
 	r->vsid_idx = (uint16_t)val;
 	r->nh = (struct nvgw_neigh *)(uintptr_t)(val * 64ULL);
