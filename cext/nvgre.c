@@ -569,7 +569,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac
 	nvgw_ttl_dec(ip);
 	/* the packet is whole in the frame (classify checked), which now ends
 	 * with it (frame_at) */
-	nvgw_rewrite(ip, p->hl, ip_len, src_pa, r->pa);
+	nvgw_rewrite_len(ip, p->hl, ip_len - p->hl, src_pa, r->pa);
 }
 
 /* Onto the link of attachment a, to its neighbour nh: NULL or unresolved,

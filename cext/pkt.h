@@ -308,13 +308,13 @@ void nvgw_rewrite_icmp(uint8_t *l4, uint32_t len, uint32_t os, uint32_t od, uint
  * L4 header); ICMP errors quote the packet that caused them, whose
  * addresses mirror the outer ones and are rewritten too, with the quoted
  * checksums and the ICMP checksum. One fold of the addresses' difference
- * serves the IPv4 and the TCP/UDP checksum. */
+ * serves the IPv4 and the TCP/UDP checksum. len: the bytes from the L4
+ * header on, all in the frame. */
 static inline void
-nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail, uint32_t src,
-	     uint32_t dst)
+nvgw_rewrite_len(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t len, uint32_t src,
+		 uint32_t dst)
 {
 	uint32_t os = ip->src_addr, od = ip->dst_addr;
-	uint32_t len = RTE_MIN((uint32_t)nvgw_be16(ip->total_length), avail) - hl;
 	uint16_t diff = nvgw_csum_fold(nvgw_csum_diff(os, src) + nvgw_csum_diff(od, dst));
 	uint16_t old, new;
 
@@ -327,6 +327,15 @@ nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail, uint32_t 
 		nvgw_rewrite_icmp((uint8_t *)ip + hl, len, os, od, src, dst);
 	else
 		nvgw_l4_rewrite(ip->next_proto_id, (uint8_t *)ip + hl, len, diff, &old, &new);
+}
+
+/* The same for a packet of which avail bytes from ip are in the frame. */
+static inline void
+nvgw_rewrite(struct rte_ipv4_hdr *ip, unsigned int hl, uint32_t avail, uint32_t src,
+	     uint32_t dst)
+{
+	nvgw_rewrite_len(ip, hl, RTE_MIN((uint32_t)nvgw_be16(ip->total_length), avail) - hl,
+			 src, dst);
 }
 
 #endif
