@@ -123,15 +123,15 @@ nvgw_rtab_home(const struct nvgw_rtab *h, uint64_t key)
 
 /* Whether a lookup's fetch takes the line after the home slot's too (with
  * 64-byte slots, 8% of the benchmark's million keys sat in the next one, 4%
- * one further; with two slots a line, the key past the home slot is mostly
- * in its line). By
- * measurement, the million-record rows with and without it, alternated:
- * on AMD Zen (sessions 8 and 10) decap and hairpin were slower without
- * it, encap even; on an Intel Xeon (session 20) without it the rows ran
- * 3-14% faster in 11 of 12 pairs (one even): the second line is traffic
- * that most lookups do not need. Other CPUs: not measured; the home slot
- * alone. Chosen by the build's target (-march, NVGW_MARCH), or set with
- * -DNVGW_RTAB_FETCH_NEXT=0/1. */
+ * one further; with two slots a line, a key one past an even home slot is
+ * in its line, one past an odd one in the next). Measured with 64-byte
+ * slots (not again with 32), the million-record rows with and without it,
+ * alternated: on AMD Zen (sessions 8 and 10) decap and hairpin were slower
+ * without it, encap even; on an Intel Xeon (session 20) without it the
+ * rows ran 3-14% faster in 11 of 12 pairs (one even): the second line is
+ * traffic that most lookups do not need. Other CPUs: not measured; the
+ * home slot alone. Chosen by the build's target (-march, NVGW_MARCH), or
+ * set with -DNVGW_RTAB_FETCH_NEXT=0/1. */
 #ifndef NVGW_RTAB_FETCH_NEXT
 #if defined(__znver1__) || defined(__znver2__) || defined(__znver3__) || \
     defined(__znver4__) || defined(__znver5__)
@@ -150,7 +150,7 @@ nvgw_rtab_fetch(const struct nvgw_rtab *h, uint64_t key)
 
 	rte_prefetch0(&h->s[i]);
 	if (NVGW_RTAB_FETCH_NEXT)       /* past the table's end: a prefetch never faults */
-		rte_prefetch0((const uint8_t *)&h->s[i] + RTE_CACHE_LINE_SIZE);
+		rte_prefetch0((const void *)((uintptr_t)&h->s[i] + RTE_CACHE_LINE_SIZE));
 	return &h->s[i];
 }
 

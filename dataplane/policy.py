@@ -463,8 +463,9 @@ class Policy:
             raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
         self._calls.append(("provider_set", [i.ip.packed for i in ifs], ifs[0].netmask.packed,
                             gw.packed, mtu, mac_bytes(self.provider_mac)))
-        # Records carry our PA and their fabric next hop: rebuild them all,
-        # unless nothing they depend on changed (a document reload).
+        # Records carry their fabric next hop, which follows our first
+        # address's subnet and the gateway: rebuild them all, unless neither
+        # changed (a document reload).
         if old is None or (old["addresses"][0], old["gateway"]) != \
                 (self.provider["addresses"][0], self.provider["gateway"]):
             if len(self.records):
