@@ -1,5 +1,6 @@
 """nvgwctl against a live gateway, and the installed-driver listing."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,20 @@ def test_bench_callgrind_parts(tmp_path):
     parts = bench.cg_parts(out, 10)
     assert parts == {"other (libc, EAL, TLS)": 6.0, "net_pcap rx": 10.0, "nvgw": 40.0,
                      "net_null tx": 20.0, "total": 76.0}
+
+
+def test_memprobe_builds_and_measures(tmp_path):
+    """scripts/memprobe.c, the README's probe of what a random line costs: it builds
+    without warnings, prints cycles a packet, and refuses a table too small."""
+    exe = tmp_path / "memprobe"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(exe),
+                    str(ROOT / "scripts" / "memprobe.c")], check=True, timeout=60)
+    p = subprocess.run([str(exe), "1000", "4", "10", "32", "0"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    m = re.fullmatch(r"records 1000 table 4 MB work 10 ahead 32 stream 0 "
+                     r"\((hugepages|plain pages)\): ([0-9.]+) cycles a packet\n", p.stdout)
+    assert m and float(m.group(2)) > 0, p.stdout
+    p = subprocess.run([str(exe), "70000", "4", "10", "32", "0"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and "at most one record a line" in p.stderr
