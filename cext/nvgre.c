@@ -485,7 +485,8 @@ frame_at(struct rte_mbuf *m, const struct rte_ipv4_hdr *ip, uint16_t hdr, uint16
  * used, so that little stays live across them (spilled to the stack, it
  * would cost a store and a load each). The provider's MAC and MTU come as
  * values (read once a burst, pv_mac and pv_mtu): through pv, each packet
- * loaded pv again and then the field. */
+ * loaded pv again and then the field. Its outer headers' template
+ * (pv_outer) is copied whole. */
 static __rte_always_inline void
 emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw_outer *pv_outer,
 	   uint64_t pv_mac, int pv_mtu, struct rte_mbuf *m, struct pkt *p, struct out *o)
