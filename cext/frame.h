@@ -273,14 +273,13 @@ nvgw_nvgre_header(uint8_t *h, const struct nvgw_outer *tmpl, uint32_t pa, uint32
 {
 	struct nvgw_outer *o = (struct nvgw_outer *)(h + NVGW_ETH_LEN - 2);
 	uint16_t tot = nvgw_be16(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN);
-	uint32_t lt = (uint32_t)tmpl->ip.hdr_checksum + tot, sum = pa + lt;
+	uint16_t sum = nvgw_csum_add_fold(pa, (uint32_t)tmpl->ip.hdr_checksum + tot);
 
 	nvgw_macs_write(h, dst_mac, src_mac);
 	*o = *tmpl;
 	o->ip.total_length = tot;
 	o->ip.dst_addr = pa;
-	sum += sum < lt;                /* the end-around carry (adc) */
-	o->ip.hdr_checksum = (uint16_t)~((sum + (sum << 16 | sum >> 16)) >> 16);
+	o->ip.hdr_checksum = (uint16_t)~sum;
 	o->gre_key = gre | flowid_key;
 	nvgw_eth_write(o + 1, in_dst, in_src, nvgw_be16(RTE_ETHER_TYPE_IPV4));
 }

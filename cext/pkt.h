@@ -86,18 +86,24 @@ nvgw_ttl_dec(struct rte_ipv4_hdr *ip)
 #endif
 }
 
+/* The one's complement sum of two 32-bit words, folded to 16 bits
+ * (end-around carries commute, so adding 32-bit words gives the same sum
+ * as adding their 16-bit halves). */
+static inline uint16_t
+nvgw_csum_add_fold(uint32_t x, uint32_t y)
+{
+	x += y;
+	x += x < y;                     /* the end-around carry (adc) */
+	/* x's halves added in the top half, with the low half's carry */
+	return (uint16_t)((x + (x << 16 | x >> 16)) >> 16);
+}
+
 /* One's complement sums in a 64-bit accumulator, folded to 16 bits at the
- * end (end-around carries commute, so adding 32-bit words gives the same
- * sum as adding their 16-bit halves). */
+ * end. */
 static inline uint16_t
 nvgw_csum_fold(uint64_t s)
 {
-	uint32_t x = (uint32_t)s, hi = (uint32_t)(s >> 32);
-
-	x += hi;
-	x += x < hi;                    /* the end-around carry (adc) */
-	/* x's halves added in the top half, with the low half's carry */
-	return (uint16_t)((x + (x << 16 | x >> 16)) >> 16);
+	return nvgw_csum_add_fold((uint32_t)s, (uint32_t)(s >> 32));
 }
 
 /* What a 32-bit field changing from `from` to `to` adds to a checksum
