@@ -5,7 +5,8 @@
  * slots); it prints, per shape, the share of keys past their home slot's
  * line (a second line to read), the mean distance from home in slots and
  * the probe limit, and exits 1 when a shape strays from what random keys
- * give (17%, 0.45 slots). tests/test_rtab_spread.py builds and runs it. */
+ * give (17%, 0.45 slots); first, which mixer the build has (nvgw_rtab_mix).
+ * tests/test_rtab_spread.py builds and runs it. */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,11 @@ main(void)
 
 	if (s == NULL || dead == NULL)
 		return 2;
+#ifdef __SSE4_2__
+	printf("mixer: crc32c\n");
+#else
+	printf("mixer: multiply\n");
+#endif
 	for (shape = 0; shape < 4; shape++) {
 		struct nvgw_rtab h;
 		uint64_t rnd = 88172645463325252ULL, far = 0, dist = 0;
