@@ -1,8 +1,8 @@
 """The record table's hash (cext/rtab.h): a million keys of each shape a policy has
 (1,000 domains, 20 large domains, one domain filling a /8, random keys) sit as near
-their home slot's line as random keys do. Fibonacci hashing of the key alone left 89% of the
-20-domain keys past their home line, 32 slots out on average: the gateway ran at a
-quarter of its rate with that policy. Built for this CPU (CRC-32C) and for plain
+their home slot's line as random keys do. Fibonacci hashing of the key alone left 89%
+of the 20-domain keys past their home line, 32 slots out on average: the gateway ran
+at a quarter of its rate with that policy. Built for this CPU (CRC-32C) and for plain
 x86-64 (the multiply mixer)."""
 import re
 import subprocess
