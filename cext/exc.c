@@ -169,7 +169,7 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 		goto ignore;
 	if (reason == NVGW_EXC_ARP_VSID) {
 		struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(ieth + 1);
-		const struct nvgw_record *r;
+		const struct nvgw_rec *r;
 
 		if (!arp_ok(arp, avail) ||
 		    arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
@@ -178,8 +178,8 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 			answer = &vs->gw_mac;
 		} else if ((r = nvgw_rtab_lookup(&c->t->records,
 				nvgw_rec_key(vs->rdid, arp->arp_data.arp_tip))) != NULL &&
-			   r->vsid_idx == vs->idx) {
-			answer = &r->mac;
+			   nvgw_rec_vsid_idx(r) == vs->idx) {
+			answer = (const struct rte_ether_addr *)nvgw_rec_mac(r);
 		} else {
 			c->c.arp_no_record++;
 			rte_pktmbuf_free(m);

@@ -262,7 +262,7 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
  * bytes: the outer MACs, the provider's template from the outer Ethernet
  * type to the GRE key (where the checksum goes, it holds the header's sum
  * with total length and destination 0: add them, fold, complement), the
- * record's PA and GRE key word with the FlowID, the inner Ethernet. MACs
+ * record's PA, its VSID's GRE key word with the FlowID, the inner Ethernet. MACs
  * as words (nvgw_macs_write: the template's copy writes over the outer
  * source word's top two bytes); the FlowID as the GRE key word has it
  * (nvgw_be32(flowid), nvgw_flowid_key). */

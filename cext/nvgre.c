@@ -31,20 +31,20 @@ struct pkt {
 	uint32_t rdid;
 	uint64_t rv;                    /* its route's value (tables.h), 0: none */
 	union {
-		const struct nvgw_record *rec;  /* the destination's lookup record */
+		const struct nvgw_rec *rec;     /* the destination's lookup record */
 		const struct nvgw_attach *att;  /* DEST_LINK: the link, nh its host */
 	};
 	const struct nvgw_neigh *nh;    /* customer destination on the link */
 	uint32_t src_pa;                /* IP rewrite: our PA for the source */
 	uint64_t src_key;               /* decap: the inner source's record */
 	union {
-		const struct nvgw_rslot *src_kb;        /* its home slot */
-		const struct nvgw_record *src_rec;      /* then the record found */
+		const struct nvgw_rline *src_kb;        /* its home line */
+		const struct nvgw_rec *src_rec;         /* then the record found */
 	};
 	union {
 		struct {                /* DEST_RECORD */
 			uint64_t key;   /* the destination's record */
-			const struct nvgw_rslot *kb;    /* its home slot */
+			const struct nvgw_rline *kb;    /* its home line */
 		};
 		struct {                /* DEST_ROUTE */
 			uint64_t rkey;  /* route key of the longest length left */
@@ -252,7 +252,7 @@ classify_provider(struct nvgw_worker *w, const struct nvgw_tables *t,
  * neighbour. */
 struct dest_keys {
 	uint64_t rec[NVGW_BURST], nh[NVGW_BURST];
-	const struct nvgw_rslot *rec_s[NVGW_BURST];
+	const struct nvgw_rline *rec_s[NVGW_BURST];
 	uint16_t rec_idx[NVGW_BURST], nh_idx[NVGW_BURST];
 	uint16_t n_rec, n_nh;
 	uint16_t dst_idx[NVGW_BURST], n_dst;    /* every packet to a record */
@@ -384,7 +384,7 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 		if (p[i].direct == DEST_LINK)
 			continue;
 		if (p[i].direct == DEST_RECORD) {
-			const struct nvgw_record *r = nvgw_rtab_probe(&t->records, p[i].kb,
+			const struct nvgw_rec *r = nvgw_rtab_probe(&t->records, p[i].kb,
 								      p[i].key);
 
 			if (r != NULL) {
@@ -429,10 +429,10 @@ lookup_bulk(const struct nvgw_tables *t, struct pkt *p, uint16_t n, struct dest_
 	/* A route's record must be in the route's VSID (a route names its
 	 * appliance's VSID; the key has only the domain). */
 	for (i = 0; i < d->n_rec; i++) {
-		const struct nvgw_record *r = nvgw_rtab_probe(&t->records, d->rec_s[i], d->rec[i]);
+		const struct nvgw_rec *r = nvgw_rtab_probe(&t->records, d->rec_s[i], d->rec[i]);
 
 		j = d->rec_idx[i];
-		p[j].rec = r != NULL && nvgw_record_vsid(r) == nvgw_route_vsid(p[j].rv) ? r : NULL;
+		p[j].rec = r != NULL && nvgw_rec_vsid(t, r) == nvgw_route_vsid(p[j].rv) ? r : NULL;
 	}
 	if (d->n_nh == 0)
 		return;
@@ -491,11 +491,11 @@ static __rte_always_inline void
 emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw_outer *pv_outer,
 	   uint64_t pv_mac, int pv_mtu, struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
-	const struct nvgw_record *r = p->rec;
-	uint64_t vw = __atomic_load_n(t->vsid_word + r->vsid_idx, __ATOMIC_ACQUIRE);
+	const struct nvgw_rec *r = p->rec;
+	uint64_t vw = __atomic_load_n(t->vsid_word + nvgw_rec_vsid_idx(r), __ATOMIC_ACQUIRE);
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
-	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
+	uint64_t mac = __atomic_load_n(&nvgw_rec_nh(t, r)->mac, __ATOMIC_ACQUIRE);
 	struct nvgw_count *vc;
 	uint32_t flowid;
 	uint8_t *h;
@@ -504,7 +504,7 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw
 		return nvgw_drop(w, NVGW_DROP_no_lookup_record, m);
 	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
 		w->drops[NVGW_DROP_no_neighbour]++;
-		punt(w, m, EXC(NVGW_EXC_RESOLVE, NVGW_SCOPE_PROVIDER), r->nh->ip);
+		punt(w, m, EXC(NVGW_EXC_RESOLVE, NVGW_SCOPE_PROVIDER), nvgw_rec_nh(t, r)->ip);
 		return;
 	}
 	if (unlikely(ip_len + NVGW_NVGRE_LEN - NVGW_ETH_LEN > pv_mtu)) {
@@ -521,12 +521,12 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw
 	h = frame_at(m, ip, NVGW_NVGRE_LEN, ip_len);
 	if (unlikely(h == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
-	vc = nvgw_vsid_count(w, NVGW_DIR_ENCAP, r->vsid_idx);
+	vc = nvgw_vsid_count(w, NVGW_DIR_ENCAP, nvgw_rec_vsid_idx(r));
 	vc->pkts++;
 	vc->bytes += NVGW_ETH_LEN + ip_len;
 	out_add(o, OUT_PROVIDER, m, NVGW_NVGRE_LEN + ip_len);
-	nvgw_nvgre_header(h, pv_outer, r->pa, r->gre, mac, pv_mac, nvgw_load64(&r->mac), vw,
-			  ip_len, flowid);
+	nvgw_nvgre_header(h, pv_outer, nvgw_rec_pa(r), t->vsid_key[nvgw_rec_vsid_idx(r)], mac,
+			  pv_mac, nvgw_load64(nvgw_rec_mac(r)), vw, ip_len, flowid);
 	nvgw_ttl_dec(ip);
 }
 
@@ -536,11 +536,11 @@ static __rte_always_inline void
 emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac, int pv_mtu,
 	     struct rte_mbuf *m, struct pkt *p, struct out *o)
 {
-	const struct nvgw_record *r = p->rec;
+	const struct nvgw_rec *r = p->rec;
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t ip_len = nvgw_be16(ip->total_length);
 	uint32_t src_pa = p->src_pa;
-	uint64_t mac = __atomic_load_n(&r->nh->mac, __ATOMIC_ACQUIRE);
+	uint64_t mac = __atomic_load_n(&nvgw_rec_nh(t, r)->mac, __ATOMIC_ACQUIRE);
 	struct nvgw_count *vc;
 	struct rte_ether_hdr *eth;
 
@@ -548,7 +548,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac
 		return nvgw_drop(w, NVGW_DROP_no_rewrite_mapping, m);
 	if (unlikely(!(mac & NVGW_NEIGH_VALID))) {
 		w->drops[NVGW_DROP_no_neighbour]++;
-		punt(w, m, EXC(NVGW_EXC_RESOLVE, NVGW_SCOPE_PROVIDER), r->nh->ip);
+		punt(w, m, EXC(NVGW_EXC_RESOLVE, NVGW_SCOPE_PROVIDER), nvgw_rec_nh(t, r)->ip);
 		return;
 	}
 	if (unlikely(ip_len > pv_mtu)) {
@@ -562,7 +562,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac
 	eth = (struct rte_ether_hdr *)frame_at(m, ip, NVGW_ETH_LEN, ip_len);
 	if (unlikely(eth == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);
-	vc = nvgw_vsid_count(w, NVGW_DIR_REWRITE_OUT, r->vsid_idx);
+	vc = nvgw_vsid_count(w, NVGW_DIR_REWRITE_OUT, nvgw_rec_vsid_idx(r));
 	vc->pkts++;
 	vc->bytes += ip_len;
 	out_add(o, OUT_PROVIDER, m, NVGW_ETH_LEN + ip_len);
@@ -570,7 +570,7 @@ emit_rewrite(struct nvgw_worker *w, const struct nvgw_tables *t, uint64_t pv_mac
 	nvgw_ttl_dec(ip);
 	/* the packet is whole in the frame (classify checked), which now ends
 	 * with it (frame_at) */
-	nvgw_rewrite_len(ip, p->hl, ip_len - p->hl, src_pa, r->pa);
+	nvgw_rewrite_len(ip, p->hl, ip_len - p->hl, src_pa, nvgw_rec_pa(r));
 }
 
 /* Onto the link of attachment a, to its neighbour nh: NULL or unresolved,
@@ -627,22 +627,22 @@ one_segment(struct nvgw_worker *w, struct rte_mbuf *m)
  * 0). 0 = dropped or punted. */
 static __rte_always_inline int
 source_rec_ok(struct nvgw_worker *w, const struct pkt *p, struct rte_mbuf *m, int gw,
-	      const struct nvgw_record *r)
+	      const struct nvgw_rec *r)
 {
 	struct nvgw_count *vc;
 
-	if (r == NULL || r->pa != p->outer_src || r->vsid_idx != p->src_slot) {
+	if (r == NULL || nvgw_rec_pa(r) != p->outer_src || nvgw_rec_vsid_idx(r) != p->src_slot) {
 		nvgw_drop(w, NVGW_DROP_spoofed_pa, m);
 		return 0;
 	}
-	vc = nvgw_vsid_count(w, NVGW_DIR_DECAP, r->vsid_idx);
+	vc = nvgw_vsid_count(w, NVGW_DIR_DECAP, nvgw_rec_vsid_idx(r));
 	vc->pkts++;
 	vc->bytes += NVGW_ETH_LEN + nvgw_be16(p->ip->total_length);
 	if (gw && p->rdid == 0) {           /* for the subnet gateway */
 		if (p->ip->next_proto_id != IPPROTO_ICMP)
 			nvgw_drop(w, NVGW_DROP_not_icmp_to_gateway, m);
 		else
-			to_exception(w, m, EXC(NVGW_EXC_LOCAL_VSID, r->vsid_idx), 0);
+			to_exception(w, m, EXC(NVGW_EXC_LOCAL_VSID, nvgw_rec_vsid_idx(r)), 0);
 		return 0;
 	}
 	if (p->ip->time_to_live <= 1) {
@@ -687,7 +687,7 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 	 * slot's line; a live slot's record never changes, rtab.h, so emit
 	 * reads the same method and finds wkey set). */
 	for (k = 0; k < n; k++) {
-		const struct nvgw_record *r;
+		const struct nvgw_rec *r;
 
 		if (fabric && p[k].direct == DEST_LINK)
 			continue;
@@ -697,13 +697,13 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 		if (unlikely(r == NULL))
 			break;                      /* lookup_bulk routes it */
 		p[k].rec = r;
-		if (nvgw_record_method(r) != NVGW_ENCAP) {
+		if (nvgw_rec_method(r) != NVGW_ENCAP) {
 			p[k].wkey = nvgw_rw_key(p[k].rdid, p[k].ip->src_addr);
 			p[k].wb = nvgw_htab_fetch(&t->rw_gw, p[k].wkey);
 		}
 	}
 	for (i = 0; i < k; i++) {
-		const struct nvgw_record *r;
+		const struct nvgw_rec *r;
 
 		if (fabric) {
 			if (!source_ok(w, t, &p[i], p[i].m, 1))
@@ -714,7 +714,7 @@ emit_direct(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvg
 			}
 		}
 		r = p[i].rec;
-		if (likely(nvgw_record_method(r) == NVGW_ENCAP)) {
+		if (likely(nvgw_rec_method(r) == NVGW_ENCAP)) {
 			emit_nvgre(w, t, &pv->outer, pv_mac, pv_mtu, p[i].m, &p[i], o);
 		} else {
 			p[i].src_pa = nvgw_htab_probe(&t->rw_gw, p[i].wb, p[i].wkey, &v) ?
@@ -739,18 +739,18 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 	uint16_t i, x, c, widx[NVGW_BURST];
 
 	for (x = 0, c = 0; x < d->n_dst; x++) {
-		const struct nvgw_record *r;
+		const struct nvgw_rec *r;
 
 		i = d->dst_idx[x];
 		r = p[i].rec;
 		if (r == NULL || p[i].m == NULL)
 			continue;
-		rte_prefetch0(r->nh);
-		if (nvgw_record_method(r) == NVGW_ENCAP) {
-			rte_prefetch0(&t->vsid_word[r->vsid_idx]);
-			rte_prefetch0(nvgw_vsid_count(w, NVGW_DIR_ENCAP, r->vsid_idx));
+		rte_prefetch0(nvgw_rec_nh(t, r));
+		if (nvgw_rec_method(r) == NVGW_ENCAP) {
+			rte_prefetch0(&t->vsid_word[nvgw_rec_vsid_idx(r)]);
+			rte_prefetch0(nvgw_vsid_count(w, NVGW_DIR_ENCAP, nvgw_rec_vsid_idx(r)));
 		} else {
-			rte_prefetch0(nvgw_vsid_count(w, NVGW_DIR_REWRITE_OUT, r->vsid_idx));
+			rte_prefetch0(nvgw_vsid_count(w, NVGW_DIR_REWRITE_OUT, nvgw_rec_vsid_idx(r)));
 			wkeys[c] = nvgw_rw_key(p[i].rdid, p[i].ip->src_addr);
 			widx[c++] = i;
 		}
@@ -774,7 +774,7 @@ emit_routed(struct nvgw_worker *w, const struct nvgw_tables *t,
 			emit_customer(w, t, m, &p[i], o);
 		else if (p[i].rec == NULL)
 			nvgw_drop(w, NVGW_DROP_no_lookup_record, m);
-		else if (nvgw_record_method(p[i].rec) == NVGW_ENCAP)
+		else if (nvgw_rec_method(p[i].rec) == NVGW_ENCAP)
 			emit_nvgre(w, t, &pv->outer, pv_mac, pv_mtu, m, &p[i], o);
 		else
 			emit_rewrite(w, t, pv_mac, pv_mtu, m, &p[i], o);

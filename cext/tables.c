@@ -142,10 +142,10 @@ htab_create(struct nvgw_htab *h, uint32_t max, uint32_t max_dead, int socket)
 static int
 rtab_create(struct nvgw_rtab *h, uint32_t max, int socket)
 {
-	struct nvgw_rslot *s;
+	struct nvgw_rline *s;
 	uint32_t *dead;
 
-	s = rte_malloc_socket("nvgw_rtab", (size_t)nvgw_rtab_slots(max) * sizeof(*s),
+	s = rte_malloc_socket("nvgw_rtab", (size_t)nvgw_rtab_lines(max) * sizeof(*s),
 			      RTE_CACHE_LINE_SIZE, socket);
 	dead = rte_malloc_socket("nvgw_rtab_dead", (size_t)max * sizeof(*dead), 0, socket);
 	if (s == NULL || dead == NULL) {
@@ -174,6 +174,8 @@ nvgw_tables_create(struct nvgw_tables **out, const struct nvgw_table_sizes *sz, 
 	uint32_t garbage = sz->routes + NVGW_MAX_VSIDS + 64;
 	int rc;
 
+	if (sz->neighbours > NVGW_MAX_NEIGH)        /* a record's 16-bit index */
+		return -EINVAL;
 	t = rte_zmalloc_socket("nvgw_tables", sizeof(*t), RTE_CACHE_LINE_SIZE, socket);
 	if (t == NULL)
 		return -ENOMEM;
@@ -217,7 +219,7 @@ nvgw_tables_free(struct nvgw_tables *t)
 		return;
 	if (t->qsbr != NULL && t->garbage != NULL)
 		nvgw_tables_commit(t);
-	rte_free(t->records.s);
+	rte_free(t->records.l);
 	rte_free(t->records.dead);
 	htab_free(&t->routes);
 	htab_free(&t->rw_pa);
@@ -463,6 +465,7 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 				(flowid < 0 ? 0 : NVGW_VW_FLOWID_FIXED |
 				 (uint64_t)(uint8_t)flowid << 48);
 
+		t->vsid_key[idx] = rte_cpu_to_be_32(vsid << 8);        /* before its word */
 		__atomic_store_n(&t->vsid_word[idx], word, __ATOMIC_RELEASE);
 		__atomic_store_n(&t->vsid_by_idx[idx], v, __ATOMIC_RELEASE);
 		__atomic_store_n(&pg[vsid & 0xFF], NVGW_VE(rdid, idx), __ATOMIC_RELEASE);
@@ -494,29 +497,30 @@ provider_neigh(struct nvgw_tables *t, uint32_t pa)
 					nvgw_provider_nexthop(t->prov, pa), NULL, 0) : NULL;
 }
 
-/* A record's fields. */
+/* A record's fields; nh: its next hop's neighbour. */
 static void
-rec_fill(struct nvgw_record *r, uint32_t vsid, const uint8_t mac[6], uint32_t pa,
-	 uint8_t method, uint16_t vsid_idx)
+rec_fill(const struct nvgw_tables *t, struct nvgw_record *r, const struct nvgw_neigh *nh,
+	 const uint8_t mac[6], uint32_t pa, uint8_t method, uint16_t vsid_idx)
 {
 	memcpy(&r->mac, mac, 6);
+	r->nh = (uint16_t)(((const uint8_t *)nh - t->neigh_slab.base) / NVGW_NEIGH_SIZE);
 	r->vsid_idx = vsid_idx;
 	r->pa = pa;
-	r->gre = rte_cpu_to_be_32(vsid << 8 | method);
+	r->method = method;
 }
 
 /* A grace period first when the record table's dead list is full, or when
- * live and dead slots pass 5/8 of the table: each replace takes a slot,
- * and a mass replace (a provider change re-sends every record) left alone
- * would crowd the table with dead slots, pushing records far from home and
- * the probe limit up for good. */
+ * live and dead slots pass 3/4 of the table (at most 2/3 are live): each
+ * replace takes a slot, and a mass replace (a provider change re-sends
+ * every record) left alone would crowd the table with dead slots, pushing
+ * records far from home and the probe limit up for good. */
 static void
 rec_room(struct nvgw_tables *t)
 {
 	const struct nvgw_rtab *h = &t->records;
 
 	if (h->n_dead == h->max_dead ||
-	    (uint64_t)h->n + h->n_dead > (h->mask + 1ULL) / 8 * 5)
+	    (uint64_t)h->n + h->n_dead > h->n_slots / 4 * 3)
 		nvgw_tables_commit(t);
 }
 
@@ -532,6 +536,7 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 		uint32_t pa, uint8_t method)
 {
 	struct nvgw_record r = { 0 };
+	struct nvgw_neigh *nh;
 	struct nvgw_vsid *v;
 	int rc;
 
@@ -540,10 +545,10 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 		return -EINVAL;
 	if (rte_hash_lookup_data(t->vsids, &vsid, (void **)&v) < 0)
 		return -ENOENT;
-	r.nh = provider_neigh(t, pa);
-	if (r.nh == NULL)
+	nh = provider_neigh(t, pa);
+	if (nh == NULL)
 		return -ENOSPC;
-	rec_fill(&r, vsid, mac, pa, method, v->idx);
+	rec_fill(t, &r, nh, mac, pa, method, v->idx);
 	rc = rec_put(t, nvgw_rec_key(v->rdid, ca), &r);
 	return rc < 0 ? rc : 0;
 }
@@ -551,7 +556,7 @@ nvgw_record_set(struct nvgw_tables *t, uint32_t vsid, uint32_t ca, const uint8_t
 int
 nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 {
-	const struct nvgw_record *r;
+	const struct nvgw_rec *r;
 	struct nvgw_vsid *v;
 	uint64_t key;
 
@@ -560,7 +565,7 @@ nvgw_record_del(struct nvgw_tables *t, uint32_t vsid, uint32_t ca)
 	rec_room(t);
 	key = nvgw_rec_key(v->rdid, ca);
 	r = nvgw_rtab_lookup(&t->records, key);
-	if (r == NULL || r->vsid_idx != v->idx)     /* the CA is another subnet's */
+	if (r == NULL || nvgw_rec_vsid_idx(r) != v->idx)     /* the CA is another subnet's */
 		return -ENOENT;
 	return nvgw_rtab_del(&t->records, key);
 }
@@ -877,9 +882,10 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 	*bad = 0;
 	if (t->records.max - t->records.n < n_new)
 		return -ENOSPC;
-	/* 2. Apply. Nothing can fail now: at most `max` keys are live in twice
-	 * as many slots, and dead ones (at most `max`, rtab_create) are freed
-	 * by a grace period when they crowd the table (rec_put). Readers see
+	/* 2. Apply. Nothing can fail now: at most `max` keys are live in one
+	 * and a half times as many slots, and dead ones (at most `max`,
+	 * rtab_create) are freed by a grace period when they crowd the table
+	 * (rec_put). Readers see
 	 * each record change whole, one at a time. */
 	v = NULL;
 	nh = NULL;
@@ -889,8 +895,8 @@ nvgw_record_set_bulk(struct nvgw_tables *t, const struct nvgw_rec_wire *w, uint3
 			v = d;
 			vsid = w[i].vsid;
 		}
-		r.nh = bulk_neigh(t, w[i].pa, &nh_ip, &nh);
-		rec_fill(&r, w[i].vsid, w[i].mac, w[i].pa, w[i].method, v->idx);
+		rec_fill(t, &r, bulk_neigh(t, w[i].pa, &nh_ip, &nh), w[i].mac, w[i].pa,
+			 w[i].method, v->idx);
 		rc = rec_put(t, nvgw_rec_key(v->rdid, w[i].ca), &r);
 		if (rc < 0) {
 			*bad = i;               /* a bug: the checks above let it through */

@@ -43,6 +43,18 @@ struct nvgw_neigh {
 	uint16_t scope;
 };
 
+/* Neighbours live in a slab of 32-byte objects, where a record names its
+ * next hop by index (16 bits: at most 65,536 neighbours). */
+#define NVGW_NEIGH_SIZE 32
+#define NVGW_MAX_NEIGH  65536
+_Static_assert(RTE_ALIGN_CEIL(sizeof(struct nvgw_neigh), 16) == NVGW_NEIGH_SIZE,
+	       "nvgw_neigh: the slab's object size");
+
+/* A record's next hop, and its VSID (macros: struct nvgw_tables is below). */
+#define nvgw_rec_nh(t, r) ((const struct nvgw_neigh *)((t)->neigh_slab.base + \
+			   (size_t)nvgw_rec_pay(r)->nh * NVGW_NEIGH_SIZE))
+#define nvgw_rec_vsid(t, r) (nvgw_be32((t)->vsid_key[nvgw_rec_vsid_idx(r)]) >> 8)
+
 struct nvgw_vsid {
 	uint32_t vsid;
 	uint32_t rdid;
@@ -185,6 +197,10 @@ struct nvgw_tables {
 	 * (NVGW_VW_*; 0: none): eight slots to a cache line, where the object
 	 * behind vsid_by_idx would be a line of its own. */
 	uint64_t vsid_word[NVGW_MAX_VSIDS];
+	/* Its GRE key word as sent (VSID << 8, network order; the FlowID byte
+	 * 0), by counter slot: a record has no room for it (rtab.h). Read
+	 * after the VSID's word, which is stored after it. */
+	uint32_t vsid_key[NVGW_MAX_VSIDS];
 	/* Route length filters: bit (rdid, /16 block) set = a route longer than
 	 * /16 may exist in the block (likewise /24); the rest skip those lengths. */
 	uint64_t *blk16, *blk24;    /* [NVGW_BLK_BITS / 64] */

@@ -210,10 +210,12 @@ def _validate(cfg: Config) -> None:
         if roles.count("provider") != 1 or roles.count("customer") != 1:
             raise ConfigError("pipeline.mode = nvgre needs exactly one provider and one "
                               "customer port")
-    for key, lo in (("records", 1024), ("routes", 1024), ("neighbours", 256),
-                    ("rewrites", 256)):
-        if not lo <= cfg.tables[key] <= 1 << 26:
-            raise ConfigError(f"'tables.{key}' must be {lo}..{1 << 26}")
+    for key, lo, hi in (("records", 1024, 1 << 26), ("routes", 1024, 1 << 26),
+                        ("neighbours", 256, 1 << 16), ("rewrites", 256, 1 << 26)):
+        if not lo <= cfg.tables[key] <= hi:
+            raise ConfigError(f"'tables.{key}' must be {lo}..{hi}"
+                              + (" (a lookup record names its next hop by a 16-bit index)"
+                                 if key == "neighbours" else ""))
     if cfg.pipeline["policy"]:
         cfg.pipeline["policy"] = os.path.join(os.path.dirname(os.path.abspath(cfg.path)),
                                               cfg.pipeline["policy"])

@@ -89,6 +89,9 @@ def test_rss_queues_turns_on_the_nics_rss(tmp_path):
     ("lcores = [1]", 'lcores = [1]\nrss = "flows"', "'workers.rss' must be one of auto, queues"),
     ("lcores = [1]", 'lcores = [1, 2]\ncpus = [1, 1]\nrss = "queues"',
      "2 workers need ports with 2 queues (or a multiple)"),
+    ("[mempool]", "[tables]\nneighbours = 65537\n[mempool]",
+     "'tables.neighbours' must be 256..65536 (a lookup record names its next hop by a "
+     "16-bit index)"),
 ])
 def test_bad_keys_and_values(tmp_path, old, new, message):
     text = good(tmp_path)

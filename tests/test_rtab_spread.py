@@ -1,8 +1,8 @@
 """The record table's hash (cext/rtab.h): a million keys of each shape a policy has
 (1,000 domains, 20 large domains, one domain filling a /8, random keys) sit as near
-their home slot's line as random keys do. Fibonacci hashing of the key alone left 89%
-of the 20-domain keys past their home line, 32 slots out on average: the gateway ran
-at a quarter of its rate with that policy. Built for this CPU (CRC-32C) and for plain
+their home line as random keys do. Fibonacci hashing of the key alone left 89% of the
+20-domain keys past their home line, 32 slots out on average: the gateway ran at a
+quarter of its rate with that policy. Built for this CPU (CRC-32C) and for plain
 x86-64 (the multiply mixer)."""
 import re
 import subprocess
@@ -33,6 +33,7 @@ def test_record_keys_of_every_shape_stay_near_home(tmp_path, march):
             for m in map(LINE.fullmatch, p.stdout.splitlines()) if m}
     assert set(rows) == {"1000x1000", "20x50000", "one/8", "random"}, p.stdout + p.stderr
     for shape, (past, mean, limit) in rows.items():
-        # random keys: 17% past the home line, 0.45 slots out, a limit in the 30s
-        assert past < 0.20 and mean < 1.0 and limit < 80, (shape, p.stdout)
+        # random keys, three a line, two thirds live: 12% past the home line, 1.3 slots
+        # from its first, a limit of 65-100
+        assert past < 0.20 and mean < 2.0 and limit < 160, (shape, p.stdout)
     assert p.returncode == 0, p.stdout + p.stderr

@@ -1057,12 +1057,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 #if defined(ENTRY_RTAB)
 /* The record table (rtab.h, rtab.c) against a plain list, programs as for
- * ENTRY_HTAB (op, key, value byte). 16 records in 32 one-line slots, 64
- * keys, so keys collide and spill past their home slot, and replacing a
+ * ENTRY_HTAB (op, key, value byte). 16 records in 8 lines of three slots,
+ * 64 keys, so keys collide and spill past their home line, and replacing a
  * record moves it to another slot. Invariants: every lookup returns the
  * list's record, whole (its fields all carry the value it was set with);
- * set reports replace or add and refuses only a full table, a marker or
- * (replacing) a full dead list; delete refuses only an absent key or a
+ * set reports replace or add and refuses only a full table, what is not a
+ * key (domain 0, past 48 bits) or (replacing) a full dead list; delete refuses only an absent key or a
  * full dead list; a record a reader found stays as it was, whatever is
  * set or deleted, until a grace period (reclaim) has passed; the slots a
  * grace period makes empty again cut no record's probe path. (Readers
@@ -1072,62 +1072,85 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #define RT_MAX   16
 #define RT_DEAD  RT_MAX      /* as the gateway has it */
 
+/* Keys of 8 domains (1-8, as bits 40-42 of the key) and 8 addresses, or
+ * (top bit of s[0]) what is not a key: a marker (domain 0) or 49 bits. */
+static uint64_t
+rt_key(const uint8_t *s)
+{
+	uint64_t key = (uint64_t)((s[1] & 7) + 1) << 40 | (s[2] & 7);
+
+	if (s[0] & 0x80)
+		key = s[0] & 0x40 ? s[2] % 3 : key | 1ULL << 48;
+	return key;
+}
+
+static int
+rt_not_key(uint64_t key)
+{
+	return key >> 48 != 0 || key >> 32 == 0;
+}
+
 static void
 rec_of(struct nvgw_record *r, uint64_t val)
 {
 	memset(r, 0, sizeof(*r));
-	r->pa = (uint32_t)val;
-	r->gre = ~(uint32_t)val;
+	r->pa = ~(uint32_t)val;
 	memset(&r->mac, val & 0xFF, sizeof(r->mac));
-	r->vsid_idx = (uint16_t)val;
-	r->nh = (struct nvgw_neigh *)(uintptr_t)(val * 64ULL);
+	r->nh = (uint16_t)(val >> 3);
+	r->vsid_idx = (uint16_t)val & 0x3FFF;
+	r->method = (uint8_t)(val >> 14) & 1;
 }
 
 static int
-rec_is(const struct nvgw_record *r, uint64_t val)
+rec_is(const struct nvgw_rec *r, uint64_t val)
 {
 	struct nvgw_record want;
 
 	rec_of(&want, val);
-	return memcmp(r, &want, sizeof(want)) == 0;
+	return nvgw_rec_pa(r) == want.pa && memcmp(nvgw_rec_mac(r), &want.mac, 6) == 0 &&
+	       nvgw_rec_pay(r)->nh == want.nh && nvgw_rec_vsid_idx(r) == want.vsid_idx &&
+	       nvgw_rec_method(r) == want.method;
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct nvgw_rslot *s = aligned_alloc(64, nvgw_rtab_slots(RT_MAX) * sizeof(*s));
+	struct nvgw_rline *s = aligned_alloc(64, nvgw_rtab_lines(RT_MAX) * sizeof(*s));
 	uint32_t dead[RT_DEAD];
 	uint64_t held_val = 0;
 	struct model_kv m[RT_MAX];
-	const struct nvgw_record *held = NULL, *r;
+	const struct nvgw_rec *held = NULL, *r;
 	struct nvgw_record rec;
 	struct nvgw_rtab h;
-	int n = 0, i, j, rc, full;
+	int n = 0, i, j, rc, full, crowded;
 	size_t at;
 
 	CHECK(s != NULL, "malloc");
 	nvgw_rtab_init(&h, s, RT_MAX, dead, RT_DEAD);
-	CHECK(h.mask + 1 == 32, "16 records: 32 slots");
+	CHECK(h.n_slots == 24, "16 records: 8 lines of three");
 	for (at = 0; at + 4 <= size; at += 4) {
 		const uint8_t *p = data + at;
-		uint64_t key = step_key(p);
+		uint64_t key = rt_key(p);
 		uint32_t val = (uint32_t)p[3] << 16 | (uint32_t)at;
 
 		i = model_find(m, n, key);
 		switch (p[0] & 3) {
 		case 0:
 			full = h.n_dead == RT_DEAD;
+			/* every slot live or dead: the gateway reclaims before
+			 * that (tables.c, rec_room), the table alone refuses */
+			crowded = (uint32_t)n + h.n_dead == h.n_slots;
 			rec_of(&rec, val);
 			rc = nvgw_rtab_set(&h, key, &rec);
-			if (key >> 56 == 0xFF) {
+			if (rt_not_key(key)) {
 				CHECK(rc == -EINVAL, "a marker is never a key");
 			} else if (i >= 0 && full) {
 				CHECK(rc == -EBUSY, "replacing needs room on the dead list");
+			} else if (crowded || (i < 0 && n == RT_MAX)) {
+				CHECK(rc == -ENOSPC, "a full table refuses a new key or version");
 			} else if (i >= 0) {
 				CHECK(rc == 1, "set replaces");
 				m[i].val = val;
-			} else if (n == RT_MAX) {
-				CHECK(rc == -ENOSPC, "a full table refuses a new key");
 			} else {
 				CHECK(rc == 0, "a new key fits while the table is not full");
 				m[n++] = (struct model_kv){ key, val };
@@ -1154,7 +1177,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				      "every record is found after a grace period");
 			break;
 		case 3:
-			if (key >> 56 == 0xFF)
+			if (rt_not_key(key))
 				break;                  /* the data path never asks */
 			r = nvgw_rtab_lookup(&h, key);
 			CHECK((r != NULL) == (i >= 0) && (i < 0 || rec_is(r, m[i].val)),
@@ -1170,7 +1193,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		      "a record found stays as it was until a grace period");
 	}
 	for (i = 0; i < 64; i++) {
-		uint64_t key = (uint64_t)(i >> 3) << 40 | (i & 7);
+		uint64_t key = (uint64_t)((i >> 3) + 1) << 40 | (i & 7);
 		int j = model_find(m, n, key);
 
 		r = nvgw_rtab_probe(&h, nvgw_rtab_fetch(&h, key), key);
