@@ -4,17 +4,11 @@
 
 #include "rtab.h"
 
-/* Slot i's key word. */
+/* Slot i's key word, to write. */
 static inline uint64_t *
 kw_at(struct nvgw_rtab *h, uint32_t i)
 {
-	return &h->l[i / 3].kw[i % 3];
-}
-
-static inline uint32_t
-next(const struct nvgw_rtab *h, uint32_t i)
-{
-	return i + 1 == h->n_slots ? 0 : i + 1;
+	return (uint64_t *)nvgw_rtab_kw(h, i);
 }
 
 void
@@ -42,7 +36,7 @@ kill(struct nvgw_rtab *h, uint32_t i)
 {
 	uint64_t *k = kw_at(h, i);
 
-	__atomic_store_n(k, (*k & ~0xFFFFFFFFFFFFULL) | NVGW_RT_DEAD, __ATOMIC_RELEASE);
+	__atomic_store_n(k, (*k & ~NVGW_RT_KEY_MASK) | NVGW_RT_DEAD, __ATOMIC_RELEASE);
 	h->dead[h->n_dead++] = i;
 }
 
@@ -58,7 +52,7 @@ find(struct nvgw_rtab *h, uint64_t key)
 {
 	uint32_t i = nvgw_rtab_index(h, key), d;
 
-	for (d = 0; d <= h->max_probe; d++, i = next(h, i)) {
+	for (d = 0; d <= h->max_probe; d++, i = nvgw_rtab_next(h, i)) {
 		uint64_t k = *kw_at(h, i);
 
 		if (NVGW_RT_KEY(k) == key)
@@ -77,7 +71,7 @@ hole_for(struct nvgw_rtab *h, uint64_t key)
 {
 	uint32_t i = nvgw_rtab_index(h, key), d;
 
-	for (d = 0; d < h->n_slots; d++, i = next(h, i)) {
+	for (d = 0; d < h->n_slots; d++, i = nvgw_rtab_next(h, i)) {
 		if (reusable(*kw_at(h, i))) {
 			if (d > h->max_probe)
 				__atomic_store_n(&h->max_probe, d, __ATOMIC_RELEASE);
@@ -150,7 +144,7 @@ nvgw_rtab_reclaim(struct nvgw_rtab *h)
 		__atomic_store_n(kw_at(h, h->dead[i]), NVGW_RT_FREE, __ATOMIC_RELEASE);
 	for (i = 0; i < h->n_dead; i++) {
 		j = h->dead[i];
-		if (*kw_at(h, next(h, j)) != NVGW_RT_EMPTY)
+		if (*kw_at(h, nvgw_rtab_next(h, j)) != NVGW_RT_EMPTY)
 			continue;
 		while (*kw_at(h, j) == NVGW_RT_FREE) {
 			__atomic_store_n(kw_at(h, j), NVGW_RT_EMPTY, __ATOMIC_RELEASE);

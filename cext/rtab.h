@@ -79,7 +79,8 @@ _Static_assert(sizeof(struct nvgw_rline) == 64, "nvgw_rline: one cache line");
 #define NVGW_RT_EMPTY       0ULL
 #define NVGW_RT_DEAD        1ULL
 #define NVGW_RT_FREE        2ULL
-#define NVGW_RT_KEY(w)      ((w) & 0xFFFFFFFFFFFFULL)
+#define NVGW_RT_KEY_MASK    0xFFFFFFFFFFFFULL
+#define NVGW_RT_KEY(w)      ((w) & NVGW_RT_KEY_MASK)
 #define NVGW_RT_META(vsid_idx, method) ((uint64_t)((vsid_idx) | (method) << 14) << 48)
 
 /* What a lookup finds: the slot's key word, from which its record's other
@@ -185,6 +186,13 @@ nvgw_rtab_kw(const struct nvgw_rtab *h, uint32_t i)
 	return &h->l[i / 3].kw[i % 3];
 }
 
+/* The slot after i, past the last one the first. */
+static inline uint32_t
+nvgw_rtab_next(const struct nvgw_rtab *h, uint32_t i)
+{
+	return i + 1 == h->n_slots ? 0 : i + 1;
+}
+
 /* Whether a lookup's fetch takes the line after the home line too (with
  * 64-byte slots, 8% of the benchmark's million keys sat in the next one, 4%
  * one further). Measured with 64-byte slots (not again since), the
@@ -233,8 +241,7 @@ nvgw_rtab_probe_once(const struct nvgw_rtab *h, uint32_t i, uint64_t key, int *d
 		*dead |= NVGW_RT_KEY(k) == NVGW_RT_DEAD;
 		if (left-- == 0)
 			return NULL;
-		if (++i == h->n_slots)
-			i = 0;
+		i = nvgw_rtab_next(h, i);
 	}
 }
 
@@ -249,8 +256,8 @@ nvgw_rtab_match(const struct nvgw_rline *l, uint64_t key)
 {
 #ifdef __AVX2__
 	__m256i v = _mm256_load_si256((const __m256i *)l);      /* the key words, and 8 bytes more */
-	__m256i e = _mm256_cmpeq_epi64(_mm256_and_si256(v, _mm256_set1_epi64x(0xFFFFFFFFFFFFLL)),
-				       _mm256_set1_epi64x((long long)key));
+	__m256i mask = _mm256_set1_epi64x((long long)NVGW_RT_KEY_MASK);
+	__m256i e = _mm256_cmpeq_epi64(_mm256_and_si256(v, mask), _mm256_set1_epi64x((long long)key));
 
 	return (uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(e)) & 7;
 #else

@@ -210,12 +210,12 @@ def _validate(cfg: Config) -> None:
         if roles.count("provider") != 1 or roles.count("customer") != 1:
             raise ConfigError("pipeline.mode = nvgre needs exactly one provider and one "
                               "customer port")
-    for key, lo, hi in (("records", 1024, 1 << 26), ("routes", 1024, 1 << 26),
-                        ("neighbours", 256, 1 << 16), ("rewrites", 256, 1 << 26)):
+    record_nh = " (a lookup record names its next hop by a 16-bit index)"
+    for key, lo, hi, why in (("records", 1024, 1 << 26, ""), ("routes", 1024, 1 << 26, ""),
+                             ("neighbours", 256, 1 << 16, record_nh),
+                             ("rewrites", 256, 1 << 26, "")):
         if not lo <= cfg.tables[key] <= hi:
-            raise ConfigError(f"'tables.{key}' must be {lo}..{hi}"
-                              + (" (a lookup record names its next hop by a 16-bit index)"
-                                 if key == "neighbours" else ""))
+            raise ConfigError(f"'tables.{key}' must be {lo}..{hi}{why}")
     if cfg.pipeline["policy"]:
         cfg.pipeline["policy"] = os.path.join(os.path.dirname(os.path.abspath(cfg.path)),
                                               cfg.pipeline["policy"])
