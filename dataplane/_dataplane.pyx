@@ -393,6 +393,17 @@ cdef class Workers:
                 sums[2 * d + 1] += self.w[i].vsid[d][idx].bytes
         return {name: sums[k] for k, name in enumerate(VSID_COUNTERS)}
 
+    def vsid_clear(self, unsigned int idx):
+        """Zero one VSID slot's counters in every worker. Only for a slot no
+        worker can count into: its VSID deleted and a grace period since."""
+        if idx >= tb.NVGW_MAX_VSIDS:
+            raise DataplaneError("vsid counters", 22, f"counter slot {idx} out of range")
+        cdef int d
+        for i in range(self.count):
+            for d in range(c.NVGW_DIRS):
+                self.w[i].vsid[d][idx].pkts = 0
+                self.w[i].vsid[d][idx].bytes = 0
+
     def free(self):
         """Release worker states; must run before EAL cleanup unmaps them."""
         if self.running:

@@ -104,7 +104,8 @@ class Gateway:
             raise ConfigError(f"too little memory: {e.text}") from None
         self.policy = polmod.Policy(self.nv, prov["mac"], cust["mac"],
                                     {k: tables[k] for k in ("records", "routes", "rewrites",
-                                                             "neighbours")})
+                                                             "neighbours")},
+                                    on_release=self._slots_released)
         if cfg.pipeline["policy"]:
             doc = polmod.load_file(cfg.pipeline["policy"])
             self.policy.load_document(doc)
@@ -252,6 +253,12 @@ class Gateway:
         gen = pol.apply([{"op": "set", "kind": "record", **rec, "pa": pa}])
         log.info("migrate", vsid=vsid, ca=ca, old_pa=rec["pa"], pa=pa, generation=gen)
         return gen
+
+    def _slots_released(self, slots: list) -> None:
+        # A deleted subnet's counters must not carry over to the next one on its slot.
+        if self.workers is not None:
+            for slot in slots:
+                self.workers.vsid_clear(slot)
 
     def vsid_counters(self, vsid: int) -> dict:
         pol = self._need_policy()

@@ -103,12 +103,15 @@ class Policy:
 
     `nv` is the Cython Nvgre object whose tables this policy drives, or None
     to validate only. `macs` gives the default MACs: provider and customer
-    port addresses.
+    port addresses. `on_release` is called with the counter slots of deleted
+    virtual subnets once a batch's grace period has passed (no worker reads
+    them any more), before any is given out again: their counters can be reset.
     """
 
     def __init__(self, nv=None, provider_mac="00:00:00:00:00:00",
-                 customer_mac="00:00:00:00:00:00", capacity=None):
+                 customer_mac="00:00:00:00:00:00", capacity=None, on_release=None):
         self.nv = nv
+        self.on_release = on_release
         self.provider_mac = provider_mac
         self.customer_mac = customer_mac
         self.capacity = capacity or {"records": 1 << 20, "routes": 1 << 17}
@@ -127,6 +130,10 @@ class Policy:
         self.shadowed: set[int] = set()           # domains with a route inside a subnet
         self.links: dict[int, tuple] = {}         # rdid -> its link: (VLAN, subnet) (_links_changed)
         self.free_slots = list(range(16383, -1, -1))
+        # Slots of subnets deleted in this batch: a packet in flight may still
+        # carry one (a record read before the delete), so a new subnet must not
+        # get it, with its GRE key and counters, before the batch's commit.
+        self.cooling: list[int] = []
 
     # -- reading -------------------------------------------------------------
 
@@ -319,6 +326,10 @@ class Policy:
         finally:
             if self.records.journal is not None:
                 self.records.end()
+        released, self.cooling = self.cooling, []
+        self.free_slots.extend(released)
+        if released and self.on_release is not None:
+            self.on_release(released)
         self.generation = self.generation + 1 if generation is None else generation
         return self.generation
 
@@ -435,8 +446,8 @@ class Policy:
         self.records.begin()
         return {k: copy.copy(getattr(self, k)) for k in
                 ("provider", "domains", "subnets", "attachments", "routes",
-                 "neighbours", "installed", "lengths", "free_slots", "mappings", "rw_pas",
-                 "shadowed", "links")}
+                 "neighbours", "installed", "lengths", "free_slots", "cooling",
+                 "mappings", "rw_pas", "shadowed", "links")}
 
     def _restore(self, saved):
         for k, v in saved.items():
@@ -579,7 +590,7 @@ class Policy:
         del self.subnets[vsid]
         d = self.domains[sub["rdid"]]
         self.domains[sub["rdid"]] = {**d, "vsids": d["vsids"] - {vsid}}
-        self.free_slots.append(sub["slot"])
+        self.cooling.append(sub["slot"])
         self._calls.append(("vsid_del", vsid))
 
     def _set_attachment(self, op):

@@ -416,6 +416,48 @@ def test_route_metric_lowest_wins_and_live_delete_falls_back(tmp_path, veth):
     assert_drops(gw.final_counters())
 
 
+def test_a_new_subnet_never_inherits_a_deleted_ones_counters_live(tmp_path, veth):
+    """Subnets come and go on the same prefix while the gateway runs. One deleted in
+    the batch that creates the next must not hand it its counter slot (a packet in
+    flight may still carry the old subnet's record); a slot given out in a later
+    batch has had its counters cleared."""
+    gw_end, test_end = veth
+    vm, vm_mac = "10.2.0.5", "00:15:5d:b2:00:05"
+
+    def make(vsid):
+        return [{"op": "set", "kind": "subnet", "rdid": 1, "vsid": vsid, "prefix": "10.2.0.0/24"},
+                {"op": "set", "kind": "record", **record(vsid, vm, vm_mac, BLUE.pa)}]
+
+    def remove(vsid):
+        return [{"op": "del", "kind": "record", "vsid": vsid, "ca": vm},
+                {"op": "del", "kind": "subnet", "vsid": vsid}]
+
+    pkts = [udp(BLUE.host, vm, 7000 + i, 80, b"subnet %d" % i, id=i) for i in range(4)]
+    gw = live_gateway(tmp_path, redblue_policy(), gw_end)
+    inj = Injector(gw, TENANTS, test_end)
+    try:
+        gw.request("apply", ops=make(5002))
+        inj.send(BLUE.up(pkts[0]), BLUE.up(pkts[1]))
+        gw.request("apply", ops=remove(5002) + make(5003))      # one batch
+        inj.send(BLUE.up(pkts[2]))
+        live_5003 = gw.request("show", what="vsid", vsid=5003)
+        gw.request("apply", ops=remove(5003))
+        gw.request("apply", ops=make(5004))                     # may take a used slot
+        inj.send(BLUE.up(pkts[3]))
+    finally:
+        inj.close()
+        gw.stop()
+    assert gw.returncode == 0, gw.stderr
+    vsids = [5002, 5002, 5003, 5004]
+    assert gw.sent(FABRIC) == [expected_encap(p, vsid=v, pa=BLUE.pa, ca_mac=vm_mac,
+                                              fabric_mac=BLUE.pa_mac)
+                               for p, v in zip(pkts, vsids)]
+    assert {k: live_5003[k] for k in ("encap_pkts", "encap_bytes")} == {
+        "encap_pkts": 1, "encap_bytes": inner_frame_len(pkts[2])}
+    assert vsid_counters(gw.final_counters(), 5004) == traffic(encap=[pkts[3]])
+    assert_drops(gw.final_counters())
+
+
 def run_phases(tmp_path, veth, pol, phases):
     """Live: for each phase (ops, [(packet, where)]), apply its ops, then send its
     packets from Blue's VLAN; check each went where it says (None: the router on

@@ -85,7 +85,8 @@ def domain(rdid, name="", op="set"):
 def state(p: Policy):
     """Everything a batch may touch, deep-copied."""
     return copy.deepcopy((p.document(), p.generation, p.installed, p.lengths, p.free_slots,
-                          {v: s["slot"] for v, s in p.subnets.items()}, p.shadowed, p.links))
+                          p.cooling, {v: s["slot"] for v, s in p.subnets.items()},
+                          p.shadowed, p.links))
 
 
 def assert_refused(p: Policy, ops, message: str, apply=True):
@@ -341,6 +342,25 @@ def test_delete_subnet_that_is_a_next_hop_refused():
     assert_refused(p, [subnet(5001, None, op="del")],
                    "virtual subnet 5001 is the next hop of route 10.9.0.0/16 via 10.1.1.50; "
                    "delete it first")
+
+
+def test_a_deleted_subnets_slot_is_given_out_only_after_its_batch():
+    """A record read before a subnet's delete may still be in flight until the
+    batch's grace period: a subnet created in the same batch must not get the
+    slot (its GRE key word and counters); once released, the slot is reused."""
+    released = []
+    p = redblue(on_release=released.append)
+    p.apply([subnet(5002, "10.2.0.0/24")])
+    slot = p.subnets[5002]["slot"]
+    # refused: the slot stays with 5002, nothing waits, nothing released
+    assert_refused(p, [subnet(5002, None, op="del"), subnet(5003, "10.2.0.0/25"),
+                       subnet(5004, "10.2.0.0/25")], "overlaps virtual subnet 5003")
+    assert released == []
+    p.apply([subnet(5002, None, op="del"), subnet(5003, "10.2.0.0/24")])
+    assert p.subnets[5003]["slot"] != slot
+    assert released == [[slot]] and p.cooling == [] and p.free_slots[-1] == slot
+    p.apply([subnet(5004, "10.3.0.0/24")])
+    assert p.subnets[5004]["slot"] == slot and released == [[slot]]
 
 
 def test_delete_domain_with_subnets_or_attachments_refused():
