@@ -175,8 +175,8 @@ classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbu
 	      uint8_t *f, int r, const struct nvgw_view *v, struct pkt *p, uint32_t *dst)
 {
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(f + v->l3);
-	const struct nvgw_vsid *vs;
-	uint32_t e = nvgw_vsid_entry(t, v->vsid);
+	uint32_t e = nvgw_vsid_entry(t, v->vsid), slot;
+	uint64_t word;
 
 	if (e == 0)     /* none for a reserved VSID, which provider_usual lets by */
 		return nvgw_drop(w, nvgw_vsid_reserved(v->vsid) ? NVGW_DROP_reserved_vsid :
@@ -188,24 +188,29 @@ classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbu
 		p->src_key = nvgw_rec_key(NVGW_VE_RDID(e), ip->src_addr);
 		p->src_kb = nvgw_rtab_fetch(&t->records, p->src_key);
 	}
-	vs = nvgw_vsid_at(t, e, v->vsid);
-	if (vs == NULL)
+	/* The VSID's word and key by its counter slot, not its object: dense
+	 * arrays, one load less in a row. The slot is the entry's VSID's while
+	 * this packet is read: a deleted subnet's slot is given out again only
+	 * after a grace period (dataplane/policy.py). */
+	slot = NVGW_VE_SLOT(e);
+	word = __atomic_load_n(t->vsid_word + slot, __ATOMIC_ACQUIRE);
+	if (unlikely(!(word & NVGW_VW_VALID)))      /* deleted since the entry was read */
 		return nvgw_drop(w, NVGW_DROP_unknown_vsid, m), 0;
 	if (r == NVGW_PARSED_ARP_VSID)
-		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, vs->idx), 0), 0;
-	if (nvgw_mac_differ(nvgw_load64(f + v->inner), nvgw_load64(&vs->gw_mac)))
+		return to_exception(w, m, EXC(NVGW_EXC_ARP_VSID, slot), 0), 0;
+	if (nvgw_mac_differ(nvgw_load64(f + v->inner), word))
 		return nvgw_drop(w, NVGW_DROP_not_for_gateway, m), 0;
 	*dst = ip->dst_addr;
 	p->ip = ip;
 	p->hl = v->hl;
-	p->src_slot = vs->idx;
+	p->src_slot = slot;
 	p->outer_src = ((struct rte_ipv4_hdr *)(f + NVGW_ETH_LEN))->src_addr;
 	p->rewritten = 0;
 	p->in_vlan = 0;
 	/* rdid 0: for the gateway itself, an exception. The domain from the
-	 * directory entry (the VSID's, as its object's), and by a branch: the
-	 * domain's words then need not wait for the VSID's object. */
-	if (unlikely(*dst == vs->gw_ip))
+	 * directory entry, and by a branch: the domain's words then need not
+	 * wait for the VSID's key. */
+	if (unlikely(*dst == NVGW_VK_GW_IP(t->vsid_key[slot])))
 		p->rdid = 0;
 	else
 		p->rdid = NVGW_VE_RDID(e);
@@ -525,7 +530,8 @@ emit_nvgre(struct nvgw_worker *w, const struct nvgw_tables *t, const struct nvgw
 	vc->pkts++;
 	vc->bytes += NVGW_ETH_LEN + ip_len;
 	out_add(o, OUT_PROVIDER, m, NVGW_NVGRE_LEN + ip_len);
-	nvgw_nvgre_header(h, pv_outer, nvgw_rec_pa(r), t->vsid_key[nvgw_rec_vsid_idx(r)], mac,
+	nvgw_nvgre_header(h, pv_outer, nvgw_rec_pa(r),
+			  NVGW_VK_KEY(t->vsid_key[nvgw_rec_vsid_idx(r)]), mac,
 			  pv_mac, nvgw_load64(nvgw_rec_mac(r)), vw, ip_len, flowid);
 	nvgw_ttl_dec(ip);
 }

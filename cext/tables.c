@@ -465,7 +465,7 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 				(flowid < 0 ? 0 : NVGW_VW_FLOWID_FIXED |
 				 (uint64_t)(uint8_t)flowid << 48);
 
-		t->vsid_key[idx] = rte_cpu_to_be_32(vsid << 8);        /* before its word */
+		t->vsid_key[idx] = NVGW_VK(vsid, gw_ip);        /* before its word */
 		__atomic_store_n(&t->vsid_word[idx], word, __ATOMIC_RELEASE);
 		__atomic_store_n(&t->vsid_by_idx[idx], v, __ATOMIC_RELEASE);
 		__atomic_store_n(&pg[vsid & 0xFF], NVGW_VE(rdid, idx), __ATOMIC_RELEASE);

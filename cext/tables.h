@@ -53,7 +53,8 @@ _Static_assert(RTE_ALIGN_CEIL(sizeof(struct nvgw_neigh), 16) == NVGW_NEIGH_SIZE,
 /* A record's next hop, and its VSID (macros: struct nvgw_tables is below). */
 #define nvgw_rec_nh(t, r) ((const struct nvgw_neigh *)((t)->neigh_slab.base + \
 			   (size_t)nvgw_rec_pay(r)->nh * NVGW_NEIGH_SIZE))
-#define nvgw_rec_vsid(t, r) (nvgw_be32((t)->vsid_key[nvgw_rec_vsid_idx(r)]) >> 8)
+#define nvgw_rec_vsid(t, r) \
+	(nvgw_be32(NVGW_VK_KEY((t)->vsid_key[nvgw_rec_vsid_idx(r)])) >> 8)
 
 struct nvgw_vsid {
 	uint32_t vsid;
@@ -197,10 +198,10 @@ struct nvgw_tables {
 	 * (NVGW_VW_*; 0: none): eight slots to a cache line, where the object
 	 * behind vsid_by_idx would be a line of its own. */
 	uint64_t vsid_word[NVGW_MAX_VSIDS];
-	/* Its GRE key word as sent (VSID << 8, network order; the FlowID byte
-	 * 0), by counter slot: a record has no room for it (rtab.h). Read
-	 * after the VSID's word, which is stored after it. */
-	uint32_t vsid_key[NVGW_MAX_VSIDS];
+	/* Its GRE key word as sent and its gateway's IP (NVGW_VK_*), by
+	 * counter slot: a record has no room for the key (rtab.h), and decap
+	 * reads no object. Read after the VSID's word, stored after it. */
+	uint64_t vsid_key[NVGW_MAX_VSIDS];
 	/* Route length filters: bit (rdid, /16 block) set = a route longer than
 	 * /16 may exist in the block (likewise /24); the rest skip those lengths. */
 	uint64_t *blk16, *blk24;    /* [NVGW_BLK_BITS / 64] */
@@ -246,6 +247,12 @@ struct nvgw_tables {
 #define NVGW_LINK_NET(w)    ((uint32_t)(w))
 #define NVGW_LINK_BITS(w)   ((uint8_t)((w) >> 32))
 #define NVGW_LINK_VLAN(w)   ((uint16_t)((w) >> 48))
+
+/* vsid_key: the GRE key word (VSID << 8, FlowID byte 0) in the low half,
+ * the subnet gateway's IP in the high half, both in network order. */
+#define NVGW_VK(vsid, gw_ip) ((uint64_t)rte_cpu_to_be_32((vsid) << 8) | (uint64_t)(gw_ip) << 32)
+#define NVGW_VK_KEY(k)       ((uint32_t)(k))
+#define NVGW_VK_GW_IP(k)     ((uint32_t)((k) >> 32))
 
 /* vsid_word: the subnet gateway's MAC in the low 48 bits, the FlowID above. */
 #define NVGW_VW_VALID       (1ULL << 63)
@@ -348,16 +355,6 @@ nvgw_vsid_entry(const struct nvgw_tables *t, uint32_t vsid)
 					    __ATOMIC_ACQUIRE);
 
 	return pg == NULL ? 0 : __atomic_load_n(&pg[vsid & 0xFF], __ATOMIC_ACQUIRE);
-}
-
-/* The object of the VSID whose entry is e (not 0), or NULL. */
-static inline const struct nvgw_vsid *
-nvgw_vsid_at(const struct nvgw_tables *t, uint32_t e, uint32_t vsid)
-{
-	const struct nvgw_vsid *vs = __atomic_load_n(t->vsid_by_idx + NVGW_VE_SLOT(e),
-						     __ATOMIC_ACQUIRE);
-
-	return vs != NULL && vs->vsid == vsid ? vs : NULL;
 }
 
 static inline struct nvgw_neigh *
