@@ -269,6 +269,7 @@ nvgw_tables_commit(struct nvgw_tables *t)
 	nvgw_rtab_reclaim(&t->records);
 	nvgw_htab_reclaim(&t->routes);
 	dead_free(t, t->vsids, &t->dead_vsid, 1);
+	memset(t->slot_cooling, 0, sizeof(t->slot_cooling));
 	nvgw_htab_reclaim(&t->rw_pa);
 	nvgw_htab_reclaim(&t->rw_gw);
 	t->n_garbage = 0;
@@ -438,9 +439,14 @@ nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_i
 		return -EINVAL;
 	/* A VSID keeps its counter slot (a new one would leave the old slot's
 	 * word and pointer behind) and its domain (its records' keys). */
-	if (rte_hash_lookup_data(t->vsids, &vsid, &cur) >= 0 &&
-	    (((struct nvgw_vsid *)cur)->idx != idx || ((struct nvgw_vsid *)cur)->rdid != rdid))
+	if (rte_hash_lookup_data(t->vsids, &vsid, &cur) >= 0) {
+		if (((struct nvgw_vsid *)cur)->idx != idx || ((struct nvgw_vsid *)cur)->rdid != rdid)
+			return -EINVAL;
+	} else if (t->vsid_by_idx[idx] != NULL) {
 		return -EINVAL;
+	} else if (t->slot_cooling[idx / 64] & 1ULL << (idx % 64)) {
+		return -EBUSY;
+	}
 	pg = t->vsid_dir[vsid >> 8];
 	if (pg == NULL) {
 		pg = rte_zmalloc(NULL, 256 * sizeof(*pg), RTE_CACHE_LINE_SIZE);
@@ -479,6 +485,8 @@ int
 nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid)
 {
 	void *old;
+	uint16_t idx;
+	int rc;
 
 	if (rte_hash_lookup_data(t->vsids, &vsid, &old) < 0)
 		return -ENOENT;
@@ -487,7 +495,11 @@ nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid)
 	__atomic_store_n(&t->vsid_word[((struct nvgw_vsid *)old)->idx], 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&t->vsid_dir[vsid >> 8][vsid & 0xFF], 0, __ATOMIC_RELEASE);
 	dir_page_release(t, vsid);
-	return delete_key(t, t->vsids, &vsid, &t->dead_vsid, 1);
+	idx = ((struct nvgw_vsid *)old)->idx;
+	rc = delete_key(t, t->vsids, &vsid, &t->dead_vsid, 1);
+	if (rc == 0)    /* after: delete_key may have had a grace period first */
+		t->slot_cooling[idx / 64] |= 1ULL << (idx % 64);
+	return rc;
 }
 
 static struct nvgw_neigh *

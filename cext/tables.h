@@ -202,6 +202,9 @@ struct nvgw_tables {
 	 * counter slot: a record has no room for the key (rtab.h), and decap
 	 * reads no object. Read after the VSID's word, stored after it. */
 	uint64_t vsid_key[NVGW_MAX_VSIDS];
+	/* Counter slots of VSIDs deleted since the last grace period: not
+	 * given out again before it, as readers rely on (classify_vsid). */
+	uint64_t slot_cooling[NVGW_MAX_VSIDS / 64];
 	/* Route length filters: bit (rdid, /16 block) set = a route longer than
 	 * /16 may exist in the block (likewise /24); the rest skip those lengths. */
 	uint64_t *blk16, *blk24;    /* [NVGW_BLK_BITS / 64] */
@@ -303,6 +306,8 @@ void nvgw_tables_commit(struct nvgw_tables *t);
 int nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa,
 		      uint32_t mask, uint32_t gw_ip, uint16_t mtu,
 		      const uint8_t mac[6]);
+/* A new VSID's counter slot must be free: -EINVAL while another VSID holds
+ * it, -EBUSY until a grace period after its last VSID's delete. */
 int nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_ip,
 		  const uint8_t gw_mac[6], int flowid, uint16_t idx);
 int nvgw_vsid_del(struct nvgw_tables *t, uint32_t vsid);

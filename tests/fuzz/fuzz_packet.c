@@ -96,6 +96,17 @@ policy(struct nvgw_tables *t)
 	CHECK(nvgw_vsid_set(t, 0xFFF, 1, ip4("10.1.3.1"), PMAC, -1, 3) == -EINVAL &&
 	      nvgw_vsid_set(t, 0xFFFFFF, 1, ip4("10.1.3.1"), PMAC, -1, 3) == -EINVAL,
 	      "reserved VSIDs refused");
+	/* A counter slot goes to a new VSID only when free, and a grace period
+	 * after its last VSID's delete (readers rely on it). */
+	rc |= nvgw_vsid_set(t, 7001, 3, ip4("10.7.0.1"), PMAC, -1, 9);
+	CHECK(nvgw_vsid_set(t, 7002, 3, ip4("10.7.0.1"), PMAC, -1, 9) == -EINVAL,
+	      "a slot in use refused");
+	rc |= nvgw_vsid_del(t, 7001);
+	CHECK(nvgw_vsid_set(t, 7002, 3, ip4("10.7.0.1"), PMAC, -1, 9) == -EBUSY,
+	      "a slot freed in this batch refused");
+	nvgw_tables_commit(t);
+	rc |= nvgw_vsid_set(t, 7002, 3, ip4("10.7.0.1"), PMAC, -1, 9);
+	rc |= nvgw_vsid_del(t, 7002);
 	rc |= nvgw_route_set(t, 1, ip4("10.1.1.0"), 24, NVGW_ROUTE_VSUBNET, 5001, 0, 0);
 	rc |= nvgw_route_set(t, 1, ip4("10.1.2.0"), 24, NVGW_ROUTE_VSUBNET, 5002, 0, 0);
 	rc |= nvgw_route_set(t, 2, ip4("10.1.1.0"), 24, NVGW_ROUTE_VSUBNET, 6001, 0, 0);
