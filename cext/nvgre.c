@@ -191,7 +191,7 @@ classify_vsid(struct nvgw_worker *w, const struct nvgw_tables *t, struct rte_mbu
 	/* The VSID's word and key by its counter slot, not its object: dense
 	 * arrays, one load less in a row. The slot is the entry's VSID's while
 	 * this packet is read: a deleted subnet's slot is given out again only
-	 * after a grace period (dataplane/policy.py). */
+	 * after a grace period (nvgw_vsid_set refuses it before). */
 	slot = NVGW_VE_SLOT(e);
 	word = __atomic_load_n(t->vsid_word + slot, __ATOMIC_ACQUIRE);
 	if (unlikely(!(word & NVGW_VW_VALID)))      /* deleted since the entry was read */
