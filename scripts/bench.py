@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import bench_workloads as wl                          # noqa: E402
 
 PY = sys.executable
-PKTS = 65536                 # distinct packets per pcap (all preloaded by infinite_rx)
+PKTS = 65536                 # distinct packets per pcap (all preloaded by infinite_rx; --packets)
 WORK_MBUFS = 16384           # mbufs beyond the preloaded pcap: rx/tx rings, bursts
 MEMORY_MB = 2048
 DESCRIPTORS = 1024
@@ -112,6 +112,12 @@ def hugepages_ok(mb: int = MEMORY_MB) -> bool:
 
 # -- workloads ----------------------------------------------------------------------
 
+def pcap_name(kind: str, n: int, size: str) -> str:
+    """A workload's pcap in the work directory; one of other than PKTS packets is
+    another file (the directory keeps pcaps between runs)."""
+    return f"{kind}-{n}-{size}.pcap" if PKTS == 65536 else f"{kind}-{n}-{size}-{PKTS}.pcap"
+
+
 def build_workloads(work: Path, counts, kinds, imix: bool) -> dict:
     """pcaps and policies under work/ (reused when present: deterministic)."""
     out = {"pcap": {}, "policy": {}}
@@ -123,7 +129,7 @@ def build_workloads(work: Path, counts, kinds, imix: bool) -> dict:
     if imix:
         wanted += [(counts[0], k, "imix") for k in ("encap", "decap")]
     for n, kind, size in wanted:
-        path = work / f"{kind}-{n}-{size}.pcap"
+        path = work / pcap_name(kind, n, size)
         if not path.exists():
             log(f"building {path.name}")
             picks = wl.picks(n, kind, PKTS, size)
@@ -175,8 +181,10 @@ TP_CYC = re.compile(r"CPU cycles/packet=([\d.]+) \(total cycles=(\d+) / total io
 
 def memory_mb(queues: int) -> int:
     """EAL memory for `queues` source queues: each preloads its own copy of the pcap
-    (PKTS mbufs, about 150 MB), so runs of more than 2 queues get more."""
-    return MEMORY_MB + 192 * max(0, queues - 2)
+    (PKTS mbufs, about 150 MB for 65,536), so runs of more than 2 queues get more, and
+    so do larger pcaps (--packets; 2.4 KB a mbuf, 256 MB for the rest)."""
+    need = 256 + queues * (PKTS + WORK_MBUFS) * 2400 // (1 << 20)
+    return max(MEMORY_MB + 192 * max(0, queues - 2), -(-need // 64) * 64)
 
 
 def cpu_of(i: int) -> int:
@@ -716,7 +724,7 @@ def verify_updates(work: Path, counts: list, rate: int, batch: int, seconds: flo
     run = work / "runs" / tag
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    pcap = work / f"encap-{n}-64.pcap"
+    pcap = work / pcap_name("encap", n, "64")
     policy = work / f"policy-encap-{n}.json"
     out = run / "fabric-out.pcap"
     # Encapsulated frames leave on the provider port: a pcap device (net_pcap1, an empty
@@ -1086,12 +1094,18 @@ def goals(summary: list[dict], counts, control, verify) -> list[str]:
 # -- main ------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
+    global HUGEPAGES, PKTS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=os.environ.get("NVGW_BENCH_DIR", "/tmp/nvgw-bench"),
                     help="work directory: pcaps, policies, runs, results (default %(default)s)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--window", type=float, default=3.0, help="seconds measured per run")
     ap.add_argument("--records", default="1000,1000000")
+    ap.add_argument("--packets", type=int, default=PKTS,
+                    help="distinct packets per pcap, all preloaded by the source: with a "
+                         "million records, 65,536 packets touch 63,500 of them, a fraction "
+                         "of the table; more packets touch more, and the source's own "
+                         "stream grows with them (more EAL memory: memory_mb)")
     ap.add_argument("--kinds", default=",".join(wl.KINDS))
     ap.add_argument("--quick", action="store_true",
                     help="1,000 records, one run each, no IMIX, no control plane")
@@ -1125,12 +1139,13 @@ def main(argv=None) -> int:
                     help="EAL memory of testpmd and the gateway alike; auto: hugepages when "
                          f"{MEMORY_MB} MB of them are free and hugetlbfs is mounted")
     args = ap.parse_args(argv)
-    global HUGEPAGES
-    HUGEPAGES = args.memory == "hugepages" or (args.memory == "auto" and hugepages_ok())
+    PKTS = args.packets
+    mb = memory_mb(1)
+    HUGEPAGES = args.memory == "hugepages" or (args.memory == "auto" and hugepages_ok(mb))
     if args.callgrind:
         HUGEPAGES = False           # valgrind: every process of the run without them
-    if args.memory == "hugepages" and not hugepages_ok():
-        sys.exit(f"bench: --memory hugepages needs {MEMORY_MB} MB of free 2 MB hugepages "
+    if args.memory == "hugepages" and not hugepages_ok(mb):
+        sys.exit(f"bench: --memory hugepages needs {mb} MB of free 2 MB hugepages "
                  "and hugetlbfs mounted")
     if args.rss != "auto" and not args.scaling:
         sys.exit("bench: --rss applies to the --scaling rows only")
