@@ -54,7 +54,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import bench_workloads as wl                          # noqa: E402
 
 PY = sys.executable
-PKTS = 65536                 # distinct packets per pcap (all preloaded by infinite_rx; --packets)
+PCAP_PACKETS = 65536         # distinct packets per pcap, all preloaded by infinite_rx
+PKTS = PCAP_PACKETS          # this run's (--packets)
 WORK_MBUFS = 16384           # mbufs beyond the preloaded pcap: rx/tx rings, bursts
 MEMORY_MB = 2048
 DESCRIPTORS = 1024
@@ -101,7 +102,7 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 60
 HUGEPAGES = False
 
 
-def hugepages_ok(mb: int = MEMORY_MB) -> bool:
+def hugepages_ok(mb: int) -> bool:
     try:
         free = int(open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read())
     except OSError:
@@ -115,7 +116,8 @@ def hugepages_ok(mb: int = MEMORY_MB) -> bool:
 def pcap_name(kind: str, n: int, size: str) -> str:
     """A workload's pcap in the work directory; one of other than PKTS packets is
     another file (the directory keeps pcaps between runs)."""
-    return f"{kind}-{n}-{size}.pcap" if PKTS == 65536 else f"{kind}-{n}-{size}-{PKTS}.pcap"
+    tail = "" if PKTS == PCAP_PACKETS else f"-{PKTS}"
+    return f"{kind}-{n}-{size}{tail}.pcap"
 
 
 def build_workloads(work: Path, counts, kinds, imix: bool) -> dict:
@@ -1101,9 +1103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--window", type=float, default=3.0, help="seconds measured per run")
     ap.add_argument("--records", default="1000,1000000")
-    ap.add_argument("--packets", type=int, default=PKTS,
+    ap.add_argument("--packets", type=int, default=PCAP_PACKETS,
                     help="distinct packets per pcap, all preloaded by the source: with a "
-                         "million records, 65,536 packets touch 63,500 of them, a fraction "
+                         "million records, 65,536 packets touch about 63,400 of them, a fraction "
                          "of the table; more packets touch more, and the source's own "
                          "stream grows with them (more EAL memory: memory_mb)")
     ap.add_argument("--kinds", default=",".join(wl.KINDS))
@@ -1137,7 +1139,8 @@ def main(argv=None) -> int:
                          "ports: each packet handed to its flow's worker) or queues")
     ap.add_argument("--memory", choices=("auto", "hugepages", "no-huge"), default="auto",
                     help="EAL memory of testpmd and the gateway alike; auto: hugepages when "
-                         f"{MEMORY_MB} MB of them are free and hugetlbfs is mounted")
+                         f"the run's EAL memory ({MEMORY_MB} MB with the default --packets) "
+                         "is free in them and hugetlbfs is mounted")
     args = ap.parse_args(argv)
     PKTS = args.packets
     mb = memory_mb(1)
