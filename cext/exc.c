@@ -163,9 +163,13 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 	unsigned int hl = (oip->version_ihl & 0xf) * 4;
 	struct rte_ether_hdr *ieth = (struct rte_ether_hdr *)((uint8_t *)oip + hl + NVGW_GRE_LEN);
 	uint32_t avail = m->data_len - ((uint8_t *)(ieth + 1) - (uint8_t *)eth);
+	const nvgw_u32 *key = (const nvgw_u32 *)((uint8_t *)oip + hl + 4);
 	const struct rte_ether_addr *answer;
 
-	if (vs == NULL)
+	/* The slot was the packet's VSID's when a worker queued it; by now that
+	 * VSID may be gone and its slot another's (a grace period passed while
+	 * the packet waited in the ring): answer only for the packet's own. */
+	if (vs == NULL || vs->vsid != nvgw_be32(*key) >> 8)
 		goto ignore;
 	if (reason == NVGW_EXC_ARP_VSID) {
 		struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(ieth + 1);

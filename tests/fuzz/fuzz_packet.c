@@ -105,6 +105,7 @@ policy(struct nvgw_tables *t)
 	CHECK(nvgw_vsid_set(t, 7002, 3, ip4("10.7.0.1"), PMAC, -1, 9) == -EBUSY,
 	      "a slot freed in this batch refused");
 	nvgw_tables_commit(t);
+	/* 7002 and 7003 come and go on slot 9 again in stale_slot_check(). */
 	rc |= nvgw_vsid_set(t, 7002, 3, ip4("10.7.0.1"), PMAC, -1, 9);
 	rc |= nvgw_vsid_del(t, 7002);
 	rc |= nvgw_route_set(t, 1, ip4("10.1.1.0"), 24, NVGW_ROUTE_VSUBNET, 5001, 0, 0);
@@ -164,6 +165,84 @@ ring_port(const char *name, int i)
 	return port;
 }
 
+/* An ARP inside NVGRE for VSID 7002's gateway, as a fabric host sends it. */
+static struct rte_mbuf *
+vsid_arp(void)
+{
+	struct rte_mbuf *m = rte_pktmbuf_alloc(pool);
+	uint8_t *f = (uint8_t *)rte_pktmbuf_append(m, 14 + 20 + 8 + 14 + 28);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(f + 14);
+	uint8_t *in = f + 14 + 20 + 8;
+	uint32_t gre[2] = { rte_cpu_to_be_32(0x20006558), rte_cpu_to_be_32(7002 << 8) };
+	uint32_t sip = ip4("10.7.0.5"), tip = ip4("10.7.0.1");
+
+	memset(f, 0, m->data_len);
+	memcpy(f, PMAC, 6);
+	memcpy(f + 6, mac(0x10), 6);
+	f[12] = 0x08;
+	ip->version_ihl = 0x45;
+	ip->total_length = rte_cpu_to_be_16(20 + 8 + 14 + 28);
+	ip->time_to_live = 64;
+	ip->next_proto_id = IPPROTO_GRE;
+	ip->src_addr = ip4("192.168.1.10");
+	ip->dst_addr = ip4("192.168.1.1");
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	memcpy(ip + 1, gre, 8);
+	memset(in, 0xFF, 6);
+	memcpy(in + 6, mac(0x70), 6);
+	memcpy(in + 12, (uint8_t[]){ 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1 }, 10);
+	memcpy(in + 22, mac(0x70), 6);
+	memcpy(in + 28, &sip, 4);
+	memcpy(in + 38, &tip, 4);
+	m->port = PROV;
+	return m;
+}
+
+/* Run what the exception ring holds; return the frames it injected. */
+static unsigned int
+exceptions(void)
+{
+	unsigned int n = 0;
+	void *obj;
+
+	while (rte_ring_sc_dequeue(ctx->exc, &obj) == 0)
+		nvgw_exc_handle(ctx, obj);
+	while (rte_ring_sc_dequeue(ctx->inject, &obj) == 0) {
+		rte_pktmbuf_free(obj);
+		n++;
+	}
+	return n;
+}
+
+/* A packet queued for the exception thread names its VSID by counter slot.
+ * If it waits there across a grace period in which its VSID is deleted and
+ * the slot given to another VSID, it must not be answered as that one. */
+static void
+stale_slot_check(void)
+{
+	struct nvgw_tables *t = ctx->t;
+	struct rte_mbuf *m;
+
+	CHECK(nvgw_vsid_set(t, 7002, 3, ip4("10.7.0.1"), PMAC, -1, 9) == 0, "VSID 7002 set");
+	nvgw_tables_commit(t);
+	m = vsid_arp();
+	nvgw_nvgre_burst(w, PROV, &m, 1);
+	CHECK(exceptions() == 1 && ctx->c.arp_replies == 1, "the VSID's gateway answers ARP");
+	m = vsid_arp();
+	nvgw_nvgre_burst(w, PROV, &m, 1);
+	CHECK(rte_ring_count(ctx->exc) == 1, "the ARP waits for the exception thread");
+	CHECK(nvgw_vsid_del(t, 7002) == 0, "VSID 7002 deleted");
+	nvgw_tables_commit(t);
+	CHECK(nvgw_vsid_set(t, 7003, 3, ip4("10.7.0.1"), PMAC, -1, 9) == 0,
+	      "VSID 7003 on the freed slot");
+	nvgw_tables_commit(t);
+	CHECK(exceptions() == 0 && ctx->c.arp_replies == 1 && ctx->c.ignored == 1,
+	      "a deleted VSID's ARP is not answered as its slot's new VSID");
+	CHECK(nvgw_vsid_del(t, 7003) == 0, "VSID 7003 deleted");
+	nvgw_tables_commit(t);
+	memset(&ctx->c, 0, sizeof(ctx->c));
+}
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -201,6 +280,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	w->vsid[0] = rte_zmalloc(NULL, NVGW_DIRS * NVGW_MAX_VSIDS * sizeof(struct nvgw_count), 64);
 	for (i = 1; i < NVGW_DIRS; i++)
 		w->vsid[i] = w->vsid[0] + i * NVGW_MAX_VSIDS;
+	stale_slot_check();
 	return 0;
 }
 
