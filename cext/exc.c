@@ -83,7 +83,9 @@ echo_reply(struct rte_ipv4_hdr *ip, uint32_t avail)
 	struct rte_icmp_hdr *icmp = (struct rte_icmp_hdr *)((uint8_t *)ip + hl);
 	uint32_t sum;
 
-	if (hl == 0 || ip->next_proto_id != IPPROTO_ICMP ||
+	/* A fragment is not a whole request: its payload may not even start
+	 * with the ICMP header (RFC 1122 3.3.2 leaves reassembly to hosts). */
+	if (hl == 0 || ip->next_proto_id != IPPROTO_ICMP || nvgw_ipv4_fragment(ip) ||
 	    rte_be_to_cpu_16(ip->total_length) < hl + sizeof(*icmp) ||
 	    icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
 		return -1;
@@ -178,6 +180,18 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 		if (!arp_ok(arp, avail) ||
 		    arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
 			goto ignore;
+		/* Anti-spoofing, as for IPv4 from the fabric: the sender's CA
+		 * lives at the outer source, in this VSID. Else any fabric host
+		 * could learn a tenant's CAs and MACs, or aim our replies at a
+		 * PA it names as its source. */
+		r = nvgw_rtab_lookup(&c->t->records,
+				     nvgw_rec_key(vs->rdid, arp->arp_data.arp_sip));
+		if (r == NULL || nvgw_rec_pa(r) != oip->src_addr ||
+		    nvgw_rec_vsid_idx(r) != vs->idx) {
+			c->c.arp_spoofed++;
+			rte_pktmbuf_free(m);
+			return;
+		}
 		if (arp->arp_data.arp_tip == vs->gw_ip) {
 			answer = &vs->gw_mac;
 		} else if ((r = nvgw_rtab_lookup(&c->t->records,
@@ -207,18 +221,45 @@ ignore:
 	rte_pktmbuf_free(m);
 }
 
-/* ICMP "fragmentation needed" to the sender of the customer frame m. */
+/* May an ICMP error answer this datagram (RFC 1812 4.3.2.7)? Not one
+ * that is itself an ICMP error, nor a fragment after the first, nor one
+ * whose source names no single host or whose destination is not unicast. */
+static int
+icmp_error_allowed(const struct rte_ipv4_hdr *ip, unsigned int hl)
+{
+	uint8_t s = ((const uint8_t *)&ip->src_addr)[0], d = ((const uint8_t *)&ip->dst_addr)[0];
+
+	if (nvgw_frag_offset(ip) || s == 0 || s == 127 || s >= 224 ||
+	    d >= 224)
+		return 0;
+	if (ip->next_proto_id == IPPROTO_ICMP) {
+		uint8_t type = ((const uint8_t *)ip)[hl];
+
+		/* Errors: unreachable, source quench, redirect, time exceeded,
+		 * parameter problem. */
+		return !(type == 3 || type == 4 || type == 5 || type == 11 || type == 12);
+	}
+	return 1;
+}
+
+/* ICMP "fragmentation needed" to the sender of the customer frame m (its
+ * IPv4 header checked by the worker that punted it). */
 static void
 frag_needed(struct nvgw_ctx *c, struct rte_mbuf *m, uint16_t vlan, uint16_t mtu)
 {
 	const struct nvgw_attach *a = c->t->attach[vlan];
 	struct rte_ether_hdr *oeth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *orig = (struct rte_ipv4_hdr *)((uint8_t *)oeth + NVGW_VLAN_ETH_LEN);
-	unsigned int quote = (orig->version_ihl & 0xf) * 4 + 8;
+	unsigned int hl = nvgw_ipv4_ok(orig, m->data_len - NVGW_VLAN_ETH_LEN);
+	unsigned int quote = RTE_MIN(hl + 8u, (unsigned int)rte_be_to_cpu_16(orig->total_length));
 	struct rte_mbuf *r;
 	uint8_t *h;
 
-	if (a == NULL || (r = rte_pktmbuf_alloc(c->pool)) == NULL)
+	if (a == NULL || hl == 0 || quote <= hl || !icmp_error_allowed(orig, hl)) {
+		c->c.ignored++;
+		goto done;
+	}
+	if ((r = rte_pktmbuf_alloc(c->pool)) == NULL)
 		goto done;
 	h = (uint8_t *)rte_pktmbuf_append(r, NVGW_VLAN_ETH_LEN + 20 + 8 + quote);
 	if (h == NULL) {
@@ -256,22 +297,50 @@ done:
 	rte_pktmbuf_free(m);
 }
 
-/* ARP request for an unresolved next hop, at most one a second each. */
+/* Is ip no host of its link: one of our addresses there, or the link's
+ * network or broadcast address (a /31 or /32 has neither)? */
+static int
+not_a_host(const struct nvgw_ctx *c, const struct nvgw_provider *pv,
+	   const struct nvgw_attach *a, uint32_t ip)
+{
+	uint32_t mask = a != NULL ? a->mask : pv->mask;
+
+	if (is_ours(c, pv, a, ip))
+		return 1;
+	if (rte_be_to_cpu_32(mask) >= 0xFFFFFFFEu)
+		return 0;
+	return (ip & ~mask) == 0 || (ip | mask) == 0xFFFFFFFFu;
+}
+
+/* ARP request for an unresolved next hop, at most one a second each. Never
+ * for an address that is no host: an entry made for our own address would
+ * let any host on the link take its traffic by claiming it (learning
+ * updates entries that exist). */
 static void
 resolve(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
 	uint16_t scope, uint32_t ip)
 {
-	struct nvgw_neigh *n = nvgw_neigh_resolve(c->t, scope, ip);
 	const struct nvgw_attach *a = scope ? c->t->attach[scope] : NULL;
 	uint64_t now = rte_rdtsc();
+	struct nvgw_neigh *n;
 	struct rte_ether_hdr *eth;
 	struct rte_arp_hdr *arp;
 	uint16_t hdr = scope ? NVGW_VLAN_ETH_LEN : NVGW_ETH_LEN;
 
+	if (scope && a == NULL) {
+		c->c.ignored++;                 /* the attachment went meanwhile */
+		rte_pktmbuf_free(m);
+		return;
+	}
+	if (not_a_host(c, pv, a, ip)) {
+		c->c.resolve_not_host++;
+		rte_pktmbuf_free(m);
+		return;
+	}
+	n = nvgw_neigh_resolve(c->t, scope, ip);
 	if (n == NULL)
 		c->c.resolve_refused++;
-	if (n == NULL || (scope && a == NULL) ||
-	    (n->last_request && now - n->last_request < rte_get_tsc_hz())) {
+	if (n == NULL || (n->last_request && now - n->last_request < rte_get_tsc_hz())) {
 		rte_pktmbuf_free(m);
 		return;
 	}

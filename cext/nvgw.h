@@ -66,6 +66,8 @@ struct nvgw_exc_counters {
 	uint64_t arp_replies, arp_requests, neigh_learned, arp_no_record;
 	uint64_t echo_replies, frag_needed, ignored, inject_full;
 	uint64_t resolve_refused;   /* no neighbour entry: the learning budget is spent */
+	uint64_t arp_spoofed;       /* ARP inside NVGRE whose sender is not at the outer PA */
+	uint64_t resolve_not_host;  /* a next hop that is ours, or the link's network or broadcast */
 };
 
 struct nvgw_tables;

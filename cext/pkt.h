@@ -64,6 +64,13 @@ nvgw_frag_offset(const struct rte_ipv4_hdr *ip)
 	return ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_OFFSET_MASK);
 }
 
+/* Non-zero for any fragment, the first included (MF set or an offset). */
+static inline uint16_t
+nvgw_ipv4_fragment(const struct rte_ipv4_hdr *ip)
+{
+	return ip->fragment_offset & nvgw_be16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK);
+}
+
 /* TTL - 1 with the checksum updated incrementally: RFC 1624 eqn. 3,
  * HC' = ~(~HC + ~m + m'), where ~m + m' = ~0x0100 for the TTL/protocol word
  * (eqn. 2, HC + 0x0100, gives 0xFFFF where the checksum is 0x0000). On the

@@ -586,7 +586,14 @@ def test_mtu_exceeded_answers_fragmentation_needed(tmp_path):
     big = sized_udp(BLUE.host, VM_CA, 1400, 5001, 6000, id=12)           # no DF: no ICMP
     fits = sized_udp(BLUE.host, VM_CA, 1358, 5002, 6000, flags="DF", id=13)
     one_over = sized_udp(BLUE.host, VM_CA, 1359, 5003, 6000, flags="DF", id=14)
-    gw, out = run_nvgre(tmp_path, pol, tenants=[BLUE.up(p) for p in (big_df, big, fits, one_over)])
+    # Too big with DF too, but never answered with an ICMP error (RFC 1812 4.3.2.7):
+    # an ICMP error itself, and a fragment after the first.
+    icmp_error = IP(src=BLUE.host, dst=VM_CA, flags="DF", id=15) / \
+        ICMP(type=3, code=1) / Raw(bytes(1400))
+    later_fragment = IP(src=BLUE.host, dst=VM_CA, flags="DF", frag=185, proto=17, id=16) / \
+        Raw(bytes(1400))
+    gw, out = run_nvgre(tmp_path, pol, tenants=[BLUE.up(p) for p in (
+        big_df, big, fits, one_over, icmp_error, later_fragment)])
 
     encap = BLUE.encap(fits)
     assert len(encap) == 14 + 1400
@@ -597,8 +604,8 @@ def test_mtu_exceeded_answers_fragmentation_needed(tmp_path):
         assert (icmp.type, icmp.code, icmp.nexthopmtu) == (3, 4, 1358)
         assert bytes(icmp.payload)[:20] == bytes(orig)[:20]      # the header as received
     final = gw.final_counters()
-    assert_drops(final, mtu_exceeded=3)
-    assert exceptions(final) == {"frag_needed": 2}
+    assert_drops(final, mtu_exceeded=5)
+    assert exceptions(final) == {"frag_needed": 2, "ignored": 2}
     assert vsid_counters(final, BLUE.vsid) == traffic(encap=[fits])
 
 
@@ -632,6 +639,15 @@ def test_arp_and_ping_are_answered(tmp_path):
     arp_none = BLUE.down(arp_request(BLUE.vm_mac, VM_CA, "10.1.1.200"), **vs_arp)
     gw_ping_ip = IP(src=VM_CA, dst="10.1.1.1", id=5, ttl=33) / ICMP(id=9, seq=2) / Raw(payload)
     gw_ping = BLUE.down(gw_ping_ip, flow=0x44)
+    # Not answered: ARP whose sender does not live at the outer source (Blue's CA
+    # claimed from Red's PA; a CA with no record), a ping that is a fragment.
+    arp_from_red = nvgre_frame(RED.pa, BLUE.vsid, BLUE.vm_mac,
+                               arp_request(BLUE.vm_mac, VM_CA, "10.1.1.9"),
+                               inner_dst_mac=BROADCAST, outer_src_mac=RED.pa_mac)
+    arp_no_sender = BLUE.down(arp_request(BLUE.vm_mac, "10.1.1.200", "10.1.1.9"), **vs_arp)
+    frag_ping_ip = IP(src=VM_CA, dst="10.1.1.1", id=6, flags="MF") / ICMP(id=9, seq=3) / \
+        Raw(payload)
+    frag_ping = BLUE.down(frag_ping_ip)
     cust_arp = customer_frame(100, ONPREM_MAC, arp_request(ONPREM_MAC, ONPREM_IP, BLUE.attach),
                               dst_mac=BROADCAST)
     red_arp = customer_frame(200, RED_ONPREM_MAC,
@@ -640,7 +656,8 @@ def test_arp_and_ping_are_answered(tmp_path):
     cust_ping = BLUE.up(IP(src=BLUE.host, dst=BLUE.attach, id=8, ttl=20) /
                         ICMP(id=0x77, seq=3) / Raw(payload))
     gw, out = run_nvgre(tmp_path, pol,
-                        fabric=[prov_arp, prov_ping, arp_gw, arp_ca, arp_none, gw_ping],
+                        fabric=[prov_arp, prov_ping, arp_gw, arp_ca, arp_none, gw_ping,
+                                arp_from_red, arp_no_sender, frag_ping],
                         tenants=[cust_arp, red_arp, cust_ping])
 
     assert_packets(out[FABRIC], [
@@ -666,19 +683,24 @@ def test_arp_and_ping_are_answered(tmp_path):
         Raw(payload),
     ])
     final = gw.final_counters()
-    assert exceptions(final) == {"arp_replies": 5, "echo_replies": 3, "arp_no_record": 1}
+    assert exceptions(final) == {"arp_replies": 5, "echo_replies": 3, "arp_no_record": 1,
+                                 "arp_spoofed": 2, "ignored": 1}
     assert_drops(final)
-    assert vsid_counters(final, BLUE.vsid) == traffic(decap=[gw_ping_ip])
+    assert vsid_counters(final, BLUE.vsid) == traffic(decap=[gw_ping_ip, frag_ping_ip])
 
 
 def test_unresolved_next_hop_is_dropped_and_arped_once(tmp_path):
     """Without a static neighbour for Blue's PA, packets to Blue's VM wait for ARP;
-    the same for an on-premises host on VLAN 100 with no neighbour entry."""
+    the same for an on-premises host on VLAN 100 with no neighbour entry. The link's
+    own addresses (ours, its network and broadcast) are never ARPed for: an entry for
+    ours would let any host on the link take its traffic by claiming it."""
     pol = redblue_policy()
     pol["neighbours"] = [n for n in pol["neighbours"] if n["ip"] != BLUE.pa]
     assert len(pol["neighbours"]) == 3
     ups = [udp(BLUE.host, VM_CA, 7000 + i, 80, b"wait", id=i) for i in range(2)]
     downs = [udp(VM_CA, ONPREM_IP, 80, 7000 + i, b"wait", id=i) for i in range(2)]
+    downs += [udp(VM_CA, ip, 80, 7002, b"no host", id=2)
+              for ip in (BLUE.attach, "172.16.1.0", "172.16.1.255")]
     gw, out = run_nvgre(tmp_path, pol, fabric=[BLUE.down(p) for p in downs],
                         tenants=[BLUE.up(p) for p in ups])
 
@@ -689,8 +711,8 @@ def test_unresolved_next_hop_is_dropped_and_arped_once(tmp_path):
         Ether(dst=BROADCAST, src=CUSTOMER_MAC) / Dot1Q(vlan=100) /
         arp_request(CUSTOMER_MAC, BLUE.attach, ONPREM_IP)])
     final = gw.final_counters()
-    assert_drops(final, no_neighbour=4)
-    assert exceptions(final) == {"arp_requests": 2}
+    assert_drops(final, no_neighbour=7)
+    assert exceptions(final) == {"arp_requests": 2, "resolve_not_host": 3}
 
 
 def test_hosts_resolved_for_traffic_take_at_most_a_quarter_of_the_neighbour_table(tmp_path):
