@@ -680,11 +680,14 @@ class Policy:
         self._calls.append(("record_set", vsid, ca, mac_bytes(rec["mac"]), pa, METHODS[method]))
 
     def _rewrite_record(self, old, rec, sub):
-        """A rewritten VM owns its PA alone: no VSID travels to tell two apart."""
+        """A rewritten VM owns its PA alone: no VSID travels to tell two apart.
+        Set again on the same PA (every snapshot does), its mapping is replaced in
+        place by rw_set: deleted first, the VM's packets would find none meanwhile."""
         if old is not None and old["method"] == "rewrite":
             del self.rw_pas[old["pa"]]
-            self._calls.append(("rw_del", V4(old["pa"]).packed, sub["rdid"],
-                                V4(old["ca"]).packed, False))
+            if rec["method"] != "rewrite" or rec["pa"] != old["pa"]:
+                self._calls.append(("rw_del", V4(old["pa"]).packed, sub["rdid"],
+                                    V4(old["ca"]).packed, False))
         if rec["method"] != "rewrite":
             return
         self._claim_rewrite_pa(rec["pa"], ("record", (rec["vsid"], rec["ca"])),
@@ -711,8 +714,10 @@ class Policy:
             raise PolicyError("rewrite mappings need the provider addresses set first")
         old = self.mappings.get((rdid, ca))
         if old is not None and old != pa:
+            # Only the old PA goes: the CA's own entry (the source PA for its
+            # traffic to rewritten VMs) is replaced in place by rw_set, never absent.
             del self.rw_pas[old]
-            self._calls.append(("rw_del", V4(old).packed, rdid, V4(ca).packed, True))
+            self._calls.append(("rw_del", V4(old).packed, rdid, V4(ca).packed, False))
         self._claim_rewrite_pa(pa, ("mapping", (rdid, ca)), f"rewrite mapping {ca}")
         self.mappings[(rdid, ca)] = pa
         self._calls.append(("rw_set", V4(pa).packed, V4(ca).packed, rdid, 0, True))

@@ -1177,6 +1177,37 @@ def test_record_block_checked_whole_with_the_per_record_messages():
     assert len(bulk) == 1 and len(bulk[0][1]) == 20 * 199      # the rewrite one aside
     assert ("rw_set", ipaddress.IPv4Address("192.168.1.77").packed,
             ipaddress.IPv4Address("10.1.1.30").packed, 1, 0, False) in calls
-    # the same block again: nothing for C to do but the rewrite record's own calls
+    # the same block again: nothing for C to do but the rewrite record's own calls,
+    # its mapping replaced in place (a delete first would leave the VM's packets none)
     again = p.check([], block=recblock.encode(recs, extra=()))
     assert not [c for c in again if c[0] == "record_set_bulk"]
+    assert [c[0] for c in again if c[0].startswith("rw_")] == ["rw_set"]
+
+
+def test_rewrite_entries_are_replaced_in_place():
+    """C's rewrite entries are never absent while a batch applies: the same rewrite
+    record or mapping set again (every snapshot does) is one rw_set, which replaces
+    the value in place; a mapping's new PA keeps the CA's entry (its traffic's source
+    PA) and drops only the old PA's."""
+    def mapping(pa):
+        return {"op": "set", "kind": "mapping", "rdid": 1, "ca": "172.16.1.10", "pa": pa}
+
+    def rw_calls(ops):
+        return [c for c in p.check(ops) if c[0].startswith("rw_")]
+
+    vm = rec(ca="10.1.1.30", pa="192.168.1.77", method="rewrite")
+    p = redblue()
+    p.apply([vm, mapping("192.168.1.100")])
+    slot = p.subnets[5001]["slot"]
+    assert rw_calls([vm, mapping("192.168.1.100")]) == [
+        ("rw_set", b("192.168.1.77"), b("10.1.1.30"), 1, slot, False),
+        ("rw_set", b("192.168.1.100"), b("172.16.1.10"), 1, 0, True)]
+    assert rw_calls([mapping("192.168.1.101")]) == [
+        ("rw_del", b("192.168.1.100"), 1, b("172.16.1.10"), False),
+        ("rw_set", b("192.168.1.101"), b("172.16.1.10"), 1, 0, True)]
+    assert rw_calls([rec(ca="10.1.1.30", pa="192.168.1.78", method="rewrite")]) == [
+        ("rw_del", b("192.168.1.77"), 1, b("10.1.1.30"), False),
+        ("rw_set", b("192.168.1.78"), b("10.1.1.30"), 1, slot, False)]
+    assert rw_calls([rec(ca="10.1.1.30", pa="192.168.1.78")]) == [     # back to encap
+        ("rw_del", b("192.168.1.78"), 1, b("10.1.1.30"), False)]
+    assert p.rw_pas == {"192.168.1.101": ("mapping", (1, "172.16.1.10"))}
