@@ -27,7 +27,8 @@ Heartbeats both ways: the agent sends one every heartbeat_ms; when nvgw-mgmt
 has been silent for three, it is considered lost (logged) and the agent
 keeps saying hello until it answers. Meanwhile the workers forward on the last
 policy. A policy changed behind the agent's back (the local control socket)
-is noticed at the next heartbeat and replaced by a snapshot. Time spent
+is noticed at the next heartbeat or batch and replaced by a snapshot; while
+it waits for one, the agent says it has no generation applied. Time spent
 applying a message is not silence of nvgw-mgmt (its heartbeats wait in the
 socket meanwhile): a long apply does not make the agent say hello again and
 so cause a resend.
@@ -68,7 +69,7 @@ class Agent:
         self.sock.connect(self.endpoint)
         self.applied: int | None = None     # management generation applied
         self.store: str | None = None       # the store it came from
-        self.local_gen: int | None = None   # the gateway's generation after our last change
+        self.our_changes: int | None = None     # the policy's change count after our last
         self.awaiting_snapshot = False
         self.connected = False
         self.last_heard = time.monotonic()
@@ -137,17 +138,29 @@ class Agent:
         if now < self.next_beat:
             return
         self.next_beat = now + self.heartbeat
-        if self.local_gen is not None and self.gw.policy.generation != self.local_gen:
-            log.warning("policy_drift", applied=self.applied,
-                        gateway_generation=self.gw.policy.generation)
-            self.applied = self.local_gen = None        # ask for a snapshot
+        if self._drifted():
+            self.applied = None                 # ask for a snapshot
             self.connected = False
         if self.connected and now - max(self.last_heard, self.quiet_until) > self.dead_after:
             self.connected = False
             log.warning("mgmt_lost", endpoint=self.endpoint, applied=self.applied,
                         silent=round(now - self.last_heard, 3))
+        # Waiting for a snapshot, it has no generation to build on: a nvgw-mgmt that
+        # lost it meanwhile (restarted, or took it for gone) must not send batches.
         self._send({"type": "hello" if not self.connected else "heartbeat",
-                    "applied": self.applied, "store": self.store})
+                    "applied": None if self.awaiting_snapshot else self.applied,
+                    "store": self.store})
+
+    def _drifted(self) -> bool:
+        """Has the policy changed behind the agent's back (the local control
+        socket) since its last change? Counted in changes, not generations: a local
+        change takes the next generation number, as the next batch does."""
+        if self.our_changes is None or self.gw.policy.changes == self.our_changes:
+            return False
+        log.warning("policy_drift", applied=self.applied,
+                    gateway_generation=self.gw.policy.generation)
+        self.our_changes = None
+        return True
 
     def close(self) -> None:
         self.sock.close()
@@ -163,7 +176,7 @@ class Agent:
 
     def _done(self, generation: int, store) -> None:
         self.applied, self.store = generation, store
-        self.local_gen = self.gw.policy.generation
+        self.our_changes = self.gw.policy.changes
         self._send({"type": "ack", "generation": generation, "store": store})
 
     def _on_snapshot(self, msg: dict) -> None:
@@ -198,6 +211,10 @@ class Agent:
         if self.applied is not None and msg.get("store") == self.store and gen <= self.applied:
             return                      # already have it (sent again after a resync)
         try:
+            if self._drifted():
+                self.applied = None
+                raise NvgwError(f"batch {gen}: the policy was changed locally; "
+                                "it needs a snapshot")
             if self.applied is None or msg.get("store") != self.store or gen != self.applied + 1:
                 raise NvgwError(f"batch {gen} does not follow generation {self.applied}")
             if "ops" in msg:

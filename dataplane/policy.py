@@ -116,6 +116,7 @@ class Policy:
         self.customer_mac = customer_mac
         self.capacity = capacity or {"records": 1 << 20, "routes": 1 << 17}
         self.generation = 0
+        self.changes = 0        # batches applied, whoever numbered them
         self.provider: dict | None = None
         self.domains: dict[int, dict] = {}        # rdid -> {name}
         self.subnets: dict[int, dict] = {}        # vsid -> subnet
@@ -331,6 +332,7 @@ class Policy:
         if released and self.on_release is not None:
             self.on_release(released)
         self.generation = self.generation + 1 if generation is None else generation
+        self.changes += 1
         return self.generation
 
     def _check_block(self, arr, stage: bool) -> None:

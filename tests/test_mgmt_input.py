@@ -323,6 +323,10 @@ def test_agent_applies_generations_in_order_only(tmp_path):
         back = [{"op": "set", "kind": "record", **redblue_policy()["records"][1]}]
         send({"type": "batch", "generation": 6, "ops": back})       # skips 5: refused
         assert answer() == ("nack", 6) and policy()[0] == 4
+        # Until a snapshot comes it says it has no generation: a nvgw-mgmt that
+        # restarted meanwhile must send a snapshot, not batches the agent would drop.
+        wait_for(lambda: (m := recv_json(router, {"heartbeat", "hello"}, 1.0)) is not None
+                 and m[1]["applied"] is None, 5, what="a heartbeat without a generation")
         send({"type": "batch", "generation": 5, "ops": back})       # waiting for a snapshot
         send({"type": "snapshot", "generation": 2, "document": redblue_policy()})  # older
         send({"v": 2, "type": "snapshot", "generation": 9, "document": redblue_policy()})
@@ -349,6 +353,50 @@ def test_agent_applies_generations_in_order_only(tmp_path):
     refused = [e["error"] for e in events if e["event"] == "mgmt_message_refused"]
     assert "snapshot 2 is older than the applied generation 4" in refused, refused
     assert not [e for e in events if e["event"] == "mgmt_message_failed"]
+
+
+def test_agent_replaces_a_local_change_even_when_a_batch_comes_first(tmp_path):
+    """A change through the gateway's own control socket takes the next generation
+    number, as the next batch from nvgw-mgmt does: the agent must still see it and
+    ask for a snapshot, not build on a policy the store does not know."""
+    keys = Keys.create(tmp_path / "keys", ["gw1"])
+    endpoint = f"ipc://{tmp_path}/fake-mgmt.sock"
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    mkeys.curve_server(router, mkeys.load_pair(str(keys.mgmt_dir / "server.key_secret")),
+                       "gateways")
+    router.bind(endpoint)
+    gw = GatewayProcess(tmp_path / "gw", empty_ports(),
+                        agent_body(SimpleNamespace(gateways=endpoint), keys, "gw1")).start()
+    try:
+        route, _ = recv_json(router, {"hello"}, timeout=5)
+
+        def send(msg):
+            router.send_multipart([route, json.dumps({"v": 1, "store": "S1", **msg}).encode()])
+
+        def answer(timeout=1.0):
+            got = recv_json(router, {"ack", "nack"}, timeout)
+            return got and (got[1]["type"], got[1]["generation"])
+
+        send({"type": "snapshot", "generation": 3, "document": redblue_policy()})
+        assert answer(5) == ("ack", 3)
+        extra = {"op": "set", "kind": "record", "vsid": 5001, "ca": "10.1.1.50",
+                 "mac": "00:15:5d:00:00:50", "pa": "192.168.1.10"}
+        assert gw.request("apply", ops=[extra])["generation"] == 4     # behind its back
+        send({"type": "batch", "generation": 4, "ops": [{**extra, "ca": "10.1.1.51"}]})
+        assert answer() == ("nack", 4)
+        cas = lambda: {r["ca"] for r in gw.request("show", what="policy")["records"]}  # noqa
+        assert "10.1.1.51" not in cas()
+        send({"type": "snapshot", "generation": 4, "document": redblue_policy()})
+        assert answer(5) == ("ack", 4)
+        assert cas() == {"10.1.1.7"}
+    finally:
+        rc = gw.stop()
+        router.close()
+        ctx.destroy(linger=0)
+    assert rc == 0, gw.stderr
+    assert "policy_drift" in gw.stderr
 
 
 # -- 4. a flood from one client -----------------------------------------------------------------
