@@ -80,10 +80,14 @@ dist_burst(struct nvgw_worker *w, uint16_t port, struct rte_mbuf **pkts, uint16_
 	for (i = 0; i < n; i++) {
 		uint32_t owner = ((uint64_t)nvgw_flow_hash(pkts[i]) * w->n_workers) >> 32;
 
-		if (owner == w->id)
+		if (owner == w->id) {
 			mine[k++] = pkts[i];
-		else
+		} else {
+			/* The owner takes the input port from the mbuf, which
+			 * not every PMD sets on receive (net_ring does not). */
+			pkts[i]->port = port;
 			out[owner][n_out[owner]++] = pkts[i];
+		}
 	}
 	for (i = 0; i < w->n_workers; i++) {
 		if (n_out[i] == 0)

@@ -10,7 +10,8 @@ from scapy.layers.inet import GRE, IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from harness import PcapPort, read_pcap, run_pcap
+from harness import GatewayProcess, PcapPort, read_pcap, run_pcap
+from nvgw_helpers import nonzero
 
 PMAC, CMAC = "02:70:63:61:70:00", "02:70:63:61:70:01"
 WORKERS = 4
@@ -114,3 +115,43 @@ def test_rss_queues_keeps_each_queue_on_its_worker(tmp_path):
             routed.append(bytes(ip))
         assert [bytes(o[GRE].payload[IP]) for o in out] == routed
         assert all(o[GRE].key >> 8 == 5001 for o in out)           # VSID; low byte: FlowID
+
+
+
+
+def test_handed_off_packets_keep_their_input_port(tmp_path):
+    """net_ring does not set an mbuf's input port on receive: the worker that hands a
+    packet over must. On-premises traffic to Blue's rewritten VM leaves rewritten on
+    the fabric port, a net_ring whose queue loops TX back to RX (worker 0's; worker
+    1's queue is not read), and comes in again there with new addresses, so a new
+    owner for about half of it: every frame must be dropped as a fabric frame for
+    another host, whichever worker takes it."""
+    body = policy(tmp_path)
+    doc = json.loads((tmp_path / "policy.json").read_text())
+    for v in range(8):      # VMs on PAs of their own: the flow hash (CRC) is linear,
+        # so one address change moves every flow's owner alike; eight move them apart
+        doc["records"].append({"vsid": 5001, "ca": f"10.1.1.{20 + v}",
+                               "mac": f"00:15:5d:b1:00:{20 + v:02x}",
+                               "pa": f"192.168.1.{40 + v}", "method": "rewrite"})
+        doc["neighbours"].append({"ip": f"192.168.1.{40 + v}",
+                                  "mac": f"00:15:5d:00:00:{40 + v:02x}"})
+    (tmp_path / "policy.json").write_text(json.dumps(doc))
+    # The tenants port is the only net_pcap one here: it has the first pcap MAC.
+    ups = [Ether(src="02:00:00:00:01:10", dst=PMAC) / Dot1Q(vlan=100) /
+           IP(src="172.16.1.10", dst=f"10.1.1.{20 + f % 8}") / UDP(sport=10000 + f, dport=80) /
+           Raw(f"{f}".encode()) for f in range(FLOWS)]
+    ring = '[[ports]]\nname = "fabric"\nrole = "provider"\ndevice = "net_ring0"\n'
+    gw = GatewayProcess(tmp_path, [ring, PcapPort("tenants", "customer", ups)],
+                        body, lcores=(1, 2)).start()
+    try:
+        gw.wait_rx("tenants", FLOWS)
+        back = next(p for p in gw.wait_rx("fabric", 1)["ports"] if p["name"] == "fabric")
+    finally:
+        rc = gw.stop()
+    assert rc == 0, gw.stderr
+    c = gw.final_counters()
+    looped = back["rx_pkts"]
+    assert FLOWS // 4 < looped < FLOWS * 3 // 4            # worker 0's share of the flows
+    assert nonzero(c["drops"]) == {"not_for_gateway": looped}, c["drops"]
+    # worker 0 handed over the customer frames it does not own, then looped ones
+    assert c["workers"][0]["handed_off"] > FLOWS - looped + looped // 8, c["workers"]
