@@ -178,7 +178,10 @@ class ControlClient:
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         try:
-            sock.connect(self.endpoint)
+            try:
+                sock.connect(self.endpoint)
+            except zmq.ZMQError as e:   # an endpoint libzmq cannot use ("foo", "tcp://x")
+                raise NvgwError(f"{self.endpoint}: {e}") from None
             sock.send_multipart(frames)
             if not sock.poll(self.timeout_ms):
                 raise NvgwError(f"no answer from {self.endpoint} within "

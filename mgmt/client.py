@@ -79,7 +79,10 @@ class MgmtClient:
                                       zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                                       zmq.EVENT_DISCONNECTED)
         try:
-            sock.connect(self.endpoint)
+            try:
+                sock.connect(self.endpoint)
+            except zmq.ZMQError as e:   # an endpoint libzmq cannot use ("foo", "tcp://x")
+                raise NvgwError(f"{self.endpoint}: {e}") from None
             self.last_sent_at = time.time()
             if frames:
                 sock.send_multipart([payload, *frames], copy=False)

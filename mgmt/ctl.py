@@ -164,10 +164,11 @@ def main(argv=None) -> int:
     ap_ = sub.add_parser("apply", parents=[common], help="apply a JSON document (make the policy equal it) "
                          "or a JSON batch (list of operations)")
     ap_.add_argument("-f", "--file", required=True)
+    kinds = ["domain", "subnet", "attachment", "route", "record", "mapping", "neighbour"]
     for op in ("set", "del"):
         p = sub.add_parser(op, parents=[common], help=f"{op} one policy object: KIND key=value ...")
-        p.add_argument("kind", choices=["provider", "domain", "subnet", "attachment", "route",
-                                        "record", "neighbour"])
+        # The provider addresses are set, never deleted: the gateway needs them.
+        p.add_argument("kind", choices=(["provider"] if op == "set" else []) + kinds)
         p.add_argument("fields", nargs="*", metavar="key=value")
     mg = sub.add_parser("migrate", parents=[common], help="move a CA to a new PA (live migration)")
     mg.add_argument("--vsid", type=int, required=True)
@@ -192,6 +193,7 @@ def main(argv=None) -> int:
     except NvgwError as e:
         print(f"nvgwctl: {e}", file=sys.stderr)
         return 1
+
     print(json.dumps(data, indent=2) if args.json else text)
     return 0
 
@@ -218,7 +220,9 @@ def _run(ap, args):
     if args.cmd == "migrate":
         return migrate(client, args.vsid, args.ca, args.pa)
     if args.cmd == "wait":
-        return wait(client, args.generation, args.wait_timeout or args.timeout, args.gateways)
+        return wait(client, args.generation,
+                    args.timeout if args.wait_timeout is None else args.wait_timeout,
+                    args.gateways)
     if args.cmd == "gateways" or what == "gateways":
         return show_gateways(client)
     if what == "vsid":

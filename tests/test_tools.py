@@ -39,6 +39,13 @@ def test_nvgwctl_without_gateway_fails_clearly(tmp_path):
     p = nvgwctl("--gateway", f"ipc://{tmp_path}/none.sock", "--timeout", "0.3", "show", "ports")
     assert p.returncode == 1
     assert p.stderr.startswith("nvgwctl: no answer from ipc://")
+    p = nvgwctl("--gateway", "gateway-1", "show", "ports")        # not an endpoint
+    assert (p.returncode, p.stderr) == (1, "nvgwctl: gateway-1: Invalid argument "
+                                           "(addr='gateway-1')\n")
+    # the provider addresses are set, never deleted; mappings are a kind like any other
+    p = nvgwctl("del", "provider")
+    assert p.returncode == 2 and "invalid choice: 'provider'" in p.stderr
+    assert "mapping" in nvgwctl("set", "--help").stdout
 
 
 def test_installed_drivers_from_pmd_metadata():
