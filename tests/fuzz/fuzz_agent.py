@@ -82,7 +82,7 @@ def start():
 
 def reset():
     gw.load(copy.deepcopy(mc.REDBLUE), generation=GEN)
-    agent.applied, agent.store, agent.local_gen = GEN, STORE, gw.policy.generation
+    agent.applied, agent.store, agent.our_changes = GEN, STORE, gw.policy.changes
     agent.awaiting_snapshot, agent.connected = False, True
     agent.sock.inbox.clear()
     agent.sock.sent.clear()

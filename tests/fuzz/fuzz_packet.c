@@ -224,6 +224,9 @@ stale_slot_check(void)
 	struct rte_mbuf *m;
 
 	CHECK(nvgw_vsid_set(t, 7002, 3, ip4("10.7.0.1"), PMAC, -1, 9) == 0, "VSID 7002 set");
+	/* the ARP's sender, at the outer source: ARP inside NVGRE is anti-spoofed */
+	CHECK(nvgw_record_set(t, 7002, ip4("10.7.0.5"), mac(0x70), ip4("192.168.1.10"),
+			      NVGW_ENCAP) == 0, "the sender's record set");
 	nvgw_tables_commit(t);
 	m = vsid_arp();
 	nvgw_nvgre_burst(w, PROV, &m, 1);
@@ -231,6 +234,7 @@ stale_slot_check(void)
 	m = vsid_arp();
 	nvgw_nvgre_burst(w, PROV, &m, 1);
 	CHECK(rte_ring_count(ctx->exc) == 1, "the ARP waits for the exception thread");
+	CHECK(nvgw_record_del(t, 7002, ip4("10.7.0.5")) == 0, "the sender's record deleted");
 	CHECK(nvgw_vsid_del(t, 7002) == 0, "VSID 7002 deleted");
 	nvgw_tables_commit(t);
 	CHECK(nvgw_vsid_set(t, 7003, 3, ip4("10.7.0.1"), PMAC, -1, 9) == 0,
