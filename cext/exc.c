@@ -186,8 +186,7 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 		 * PA it names as its source. */
 		r = nvgw_rtab_lookup(&c->t->records,
 				     nvgw_rec_key(vs->rdid, arp->arp_data.arp_sip));
-		if (r == NULL || nvgw_rec_pa(r) != oip->src_addr ||
-		    nvgw_rec_vsid_idx(r) != vs->idx) {
+		if (!nvgw_rec_lives_at(r, oip->src_addr, vs->idx)) {
 			c->c.arp_spoofed++;
 			rte_pktmbuf_free(m);
 			return;

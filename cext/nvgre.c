@@ -637,7 +637,7 @@ source_rec_ok(struct nvgw_worker *w, const struct pkt *p, struct rte_mbuf *m, in
 {
 	struct nvgw_count *vc;
 
-	if (r == NULL || nvgw_rec_pa(r) != p->outer_src || nvgw_rec_vsid_idx(r) != p->src_slot) {
+	if (!nvgw_rec_lives_at(r, p->outer_src, p->src_slot)) {
 		nvgw_drop(w, NVGW_DROP_spoofed_pa, m);
 		return 0;
 	}

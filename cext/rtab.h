@@ -116,6 +116,14 @@ nvgw_rec_pa(const struct nvgw_rec *r)
 	return nvgw_rec_pay(r)->pa;
 }
 
+/* Anti-spoofing: does the CA of record r (NULL: none) live at pa, in the
+ * VSID of counter slot idx? */
+static inline int
+nvgw_rec_lives_at(const struct nvgw_rec *r, uint32_t pa, uint16_t idx)
+{
+	return r != NULL && nvgw_rec_pa(r) == pa && nvgw_rec_vsid_idx(r) == idx;
+}
+
 /* Its MAC, as 6 bytes (8 readable: the next fields, or the line's pad). */
 static inline const uint8_t *
 nvgw_rec_mac(const struct nvgw_rec *r)

@@ -139,8 +139,7 @@ class Agent:
             return
         self.next_beat = now + self.heartbeat
         if self._drifted():
-            self.applied = None                 # ask for a snapshot
-            self.connected = False
+            self.connected = False              # say hello: a snapshot comes
         if self.connected and now - max(self.last_heard, self.quiet_until) > self.dead_after:
             self.connected = False
             log.warning("mgmt_lost", endpoint=self.endpoint, applied=self.applied,
@@ -154,12 +153,13 @@ class Agent:
     def _drifted(self) -> bool:
         """Has the policy changed behind the agent's back (the local control
         socket) since its last change? Counted in changes, not generations: a local
-        change takes the next generation number, as the next batch does."""
+        change takes the next generation number, as the next batch does. If so, the
+        applied generation is forgotten: only a snapshot can follow."""
         if self.our_changes is None or self.gw.policy.changes == self.our_changes:
             return False
         log.warning("policy_drift", applied=self.applied,
                     gateway_generation=self.gw.policy.generation)
-        self.our_changes = None
+        self.our_changes = self.applied = None
         return True
 
     def close(self) -> None:
@@ -212,7 +212,6 @@ class Agent:
             return                      # already have it (sent again after a resync)
         try:
             if self._drifted():
-                self.applied = None
                 raise NvgwError(f"batch {gen}: the policy was changed locally; "
                                 "it needs a snapshot")
             if self.applied is None or msg.get("store") != self.store or gen != self.applied + 1:

@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -283,8 +284,12 @@ def test_mgmt_refuses_replayed_and_forged_gateway_generations(mgmt):
     assert c.generation() == gen
 
 
-def test_agent_applies_generations_in_order_only(tmp_path):
-    """A stand-in nvgw-mgmt (a CurveZMQ ROUTER with the server key) drives a real gateway."""
+@contextlib.contextmanager
+def fake_mgmt(tmp_path):
+    """A stand-in nvgw-mgmt (a CurveZMQ ROUTER with the server key) and a real gateway
+    whose agent connects to it, once it has said hello: `send` a message (a dict, in
+    store S1) or raw bytes to the agent, read its `answer` ((type, generation) of an ack
+    or nack, or None). The gateway's exit status is `rc` after the block."""
     keys = Keys.create(tmp_path / "keys", ["gw1"])
     endpoint = f"ipc://{tmp_path}/fake-mgmt.sock"
     ctx = zmq.Context()
@@ -295,9 +300,9 @@ def test_agent_applies_generations_in_order_only(tmp_path):
     router.bind(endpoint)
     gw = GatewayProcess(tmp_path / "gw", empty_ports(),
                         agent_body(SimpleNamespace(gateways=endpoint), keys, "gw1")).start()
+    m = SimpleNamespace(gw=gw, router=router, rc=None)
     try:
-        route, hello = recv_json(router, {"hello"}, timeout=5)
-        assert hello["applied"] is None
+        route, m.hello = recv_json(router, {"hello"}, timeout=5)
 
         def send(raw):
             router.send_multipart([route, raw if isinstance(raw, bytes) else
@@ -306,6 +311,20 @@ def test_agent_applies_generations_in_order_only(tmp_path):
         def answer(timeout=1.0):
             got = recv_json(router, {"ack", "nack"}, timeout)
             return got and (got[1]["type"], got[1]["generation"])
+
+        m.send, m.answer = send, answer
+        yield m
+    finally:
+        m.rc = gw.stop()
+        router.close()
+        ctx.destroy(linger=0)
+
+
+def test_agent_applies_generations_in_order_only(tmp_path):
+    """A stand-in nvgw-mgmt drives a real gateway."""
+    with fake_mgmt(tmp_path) as m:
+        gw, router, send, answer = m.gw, m.router, m.send, m.answer
+        assert m.hello["applied"] is None
 
         def policy():
             p = gw.request("show", what="policy")
@@ -344,11 +363,7 @@ def test_agent_applies_generations_in_order_only(tmp_path):
         send({"type": "snapshot", "generation": 0, "store": "S2",
               "document": redblue_policy()})                        # another store
         assert answer() == ("ack", 0) and policy() == (0, full)
-    finally:
-        rc = gw.stop()
-        router.close()
-        ctx.destroy(linger=0)
-    assert rc == 0, gw.stderr
+    assert m.rc == 0, gw.stderr
     events = [json.loads(line) for line in gw.stderr.splitlines() if line.startswith("{")]
     refused = [e["error"] for e in events if e["event"] == "mgmt_message_refused"]
     assert "snapshot 2 is older than the applied generation 4" in refused, refused
@@ -359,26 +374,8 @@ def test_agent_replaces_a_local_change_even_when_a_batch_comes_first(tmp_path):
     """A change through the gateway's own control socket takes the next generation
     number, as the next batch from nvgw-mgmt does: the agent must still see it and
     ask for a snapshot, not build on a policy the store does not know."""
-    keys = Keys.create(tmp_path / "keys", ["gw1"])
-    endpoint = f"ipc://{tmp_path}/fake-mgmt.sock"
-    ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.linger = 0
-    mkeys.curve_server(router, mkeys.load_pair(str(keys.mgmt_dir / "server.key_secret")),
-                       "gateways")
-    router.bind(endpoint)
-    gw = GatewayProcess(tmp_path / "gw", empty_ports(),
-                        agent_body(SimpleNamespace(gateways=endpoint), keys, "gw1")).start()
-    try:
-        route, _ = recv_json(router, {"hello"}, timeout=5)
-
-        def send(msg):
-            router.send_multipart([route, json.dumps({"v": 1, "store": "S1", **msg}).encode()])
-
-        def answer(timeout=1.0):
-            got = recv_json(router, {"ack", "nack"}, timeout)
-            return got and (got[1]["type"], got[1]["generation"])
-
+    with fake_mgmt(tmp_path) as m:
+        gw, send, answer = m.gw, m.send, m.answer
         send({"type": "snapshot", "generation": 3, "document": redblue_policy()})
         assert answer(5) == ("ack", 3)
         extra = {"op": "set", "kind": "record", "vsid": 5001, "ca": "10.1.1.50",
@@ -391,11 +388,7 @@ def test_agent_replaces_a_local_change_even_when_a_batch_comes_first(tmp_path):
         send({"type": "snapshot", "generation": 4, "document": redblue_policy()})
         assert answer(5) == ("ack", 4)
         assert cas() == {"10.1.1.7"}
-    finally:
-        rc = gw.stop()
-        router.close()
-        ctx.destroy(linger=0)
-    assert rc == 0, gw.stderr
+    assert m.rc == 0, gw.stderr
     assert "policy_drift" in gw.stderr
 
 
