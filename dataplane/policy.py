@@ -201,7 +201,9 @@ class Policy:
         seen = set()
         for r in records:       # a document states each CA once
             key = (r.get("vsid"), r.get("ca"))
-            if key in seen and isinstance(key[0], int):
+            if not isinstance(key[0], int) or not isinstance(key[1], str):
+                continue            # not a lookup record's key: _set_record says why
+            if key in seen:
                 raise PolicyError(f"records: duplicate CA {key[1]} in VSID {key[0]}")
             seen.add(key)
         ops += [{"op": "set", "kind": "record", **r} for r in records]
@@ -224,7 +226,10 @@ class Policy:
         if arr is not None:
             keep_records.update(recblock.keys(arr).tolist())
         keep_routes = {(d, p, nh) for (d, p), by_nh in new.routes.items() for nh in by_nh}
-        dels = [{"op": "del", "kind": "record", "vsid": k >> 32,
+        # Static neighbours go first: their VLAN may be one the document drops.
+        dels = [{"op": "del", "kind": "neighbour", "vlan": s, "ip": ip}
+                for (s, ip) in self.neighbours if (s, ip) not in new.neighbours]
+        dels += [{"op": "del", "kind": "record", "vsid": k >> 32,
                  "ca": recblock.ip(k & 0xFFFFFFFF)}
                 for k in self.records.d if k not in keep_records]
         dels += [{"op": "del", "kind": "route", "rdid": r, "prefix": p, "next_hop": nh}
@@ -238,8 +243,6 @@ class Policy:
                  for v in self.subnets if v not in new.subnets]
         dels += [{"op": "del", "kind": "domain", "rdid": r}
                  for r in self.domains if r not in new.domains]
-        dels += [{"op": "del", "kind": "neighbour", "vlan": s, "ip": ip}
-                 for (s, ip) in self.neighbours if (s, ip) not in new.neighbours]
         self.last_ops = dels + set_ops
         return self.apply(self.last_ops, generation, arr)
 
@@ -352,6 +355,10 @@ class Policy:
         else:
             ok = np.zeros(n, bool)
         ok &= (arr["method"] <= 1) & (arr["pad"] == 0)
+        if self.provider is not None:       # _peer_pa, on the whole array
+            pa = arr["pa"].astype(np.uint32)
+            top = pa >> 24
+            ok &= (top != 0) & (top != 127) & (top < 224) & ~np.isin(pa, self._our_pas())
         if self.provider is None or not ok.all():
             i = int((~ok).argmax())
             if arr["pad"][i] != 0:
@@ -474,6 +481,13 @@ class Policy:
         clash = sorted(set(self.rw_pas) & self.provider["addresses_ip"])
         if clash:
             raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
+        if old is not None and old["addresses_ip"] != self.provider["addresses_ip"] \
+                and len(self.records):
+            pas = np.frombuffer(self.records.block(), recblock.DTYPE)["pa"].astype(np.uint32)
+            hit = np.isin(pas, self._our_pas())
+            if hit.any():
+                raise PolicyError(f"provider address {recblock.ip(pas[int(hit.argmax())])} "
+                                  "is the PA of a lookup record")
         self._calls.append(("provider_set", [i.ip.packed for i in ifs], ifs[0].netmask.packed,
                             gw.packed, mtu, mac_bytes(self.provider_mac)))
         # Records carry their fabric next hop, which follows our first
@@ -484,6 +498,9 @@ class Policy:
             if len(self.records):
                 self._calls.append(("record_set_bulk", self.records.block()))
 
+    def _our_pas(self):
+        return np.array([int(V4(a)) for a in self.provider["addresses_ip"]], np.uint32)
+
     def _scope(self, op) -> int:
         vlan = op.get("vlan", 0)
         return 0 if vlan == 0 else _int(vlan, "neighbour vlan", 1, 4094)
@@ -491,6 +508,13 @@ class Policy:
     def _set_neighbour(self, op):
         _fields(op, ("ip", "mac"), ("vlan",))
         scope, ip, mac = self._scope(op), _ip(op["ip"], "neighbour"), _mac(op["mac"], "neighbour")
+        if scope:       # a customer host: on an attached VLAN's subnet, or never used
+            att = self.attachments.get(scope)
+            if att is None:
+                raise PolicyError(f"neighbour {ip}: VLAN {scope} is not attached")
+            on = ipaddress.IPv4Interface(att["address"]).network
+            if ip not in on:
+                raise PolicyError(f"neighbour {ip} is not on VLAN {scope} ({on})")
         self.neighbours[(scope, str(ip))] = mac
         self._calls.append(("neigh_set", scope, ip.packed, mac_bytes(mac)))
 
@@ -614,6 +638,7 @@ class Policy:
         if old is not None and old["rdid"] != rdid:
             raise PolicyError(f"VLAN {vlan} is already attached to routing domain {old['rdid']}")
         if old is not None and old["address"] != str(ifc):
+            self._off_link(vlan, ifc.network)
             self._drop_route((rdid, str(ipaddress.IPv4Interface(old["address"]).network),
                               "0.0.0.0"))
         att = {"rdid": rdid, "vlan": vlan, "address": str(ifc),
@@ -626,6 +651,19 @@ class Policy:
         self._add_route({"rdid": rdid, "prefix": str(ifc.network), "next_hop": "0.0.0.0",
                          "metric": 0, "vlan": vlan, "auto": True})
 
+    def _off_link(self, vlan, net):
+        """Refuse a VLAN's move to subnet `net` (None: its deletion) that leaves a
+        static neighbour or a route's next hop off its link."""
+        where = "its new subnet " + str(net) if net else "any subnet once deleted"
+        for (scope, ip) in sorted(self.neighbours):
+            if scope == vlan and (net is None or V4(ip) not in net):
+                raise PolicyError(f"attachment vlan {vlan}: static neighbour {ip} would not "
+                                  f"be on {where}; delete it first")
+        for (_, prefix, nh) in self._routes_via("vlan", vlan) if net else ():
+            if nh != "0.0.0.0" and V4(nh) not in net:
+                raise PolicyError(f"attachment vlan {vlan}: next hop {nh} of route {prefix} "
+                                  f"would not be on {where}; change the route first")
+
     def _del_attachment(self, op):
         _fields(op, ("vlan",))
         vlan = _int(op["vlan"], "vlan", 1, 4094)
@@ -636,6 +674,7 @@ class Policy:
         if users:
             raise PolicyError(f"VLAN {vlan} is the next hop of route {users[0][1]} via "
                               f"{users[0][2]}; delete it first")
+        self._off_link(vlan, None)
         self._drop_route((att["rdid"], str(ipaddress.IPv4Interface(att["address"]).network),
                           "0.0.0.0"))
         del self.attachments[vlan]
@@ -672,9 +711,10 @@ class Policy:
         if not isinstance(mac, str) or not _MAC.match(mac):
             raise PolicyError(f"lookup record {op['ca']}: {mac!r} is not a MAC address")
         pa = _packed(op["pa"], f"lookup record {op['ca']} PA")
-        ca_s = socket.inet_ntop(socket.AF_INET, ca)
+        ca_s, pa_s = socket.inet_ntop(socket.AF_INET, ca), socket.inet_ntop(socket.AF_INET, pa)
+        self._peer_pa(pa[0], pa_s, f"lookup record {ca_s}")
         rec = {"vsid": vsid, "ca": ca_s, "mac": mac.lower().replace("-", ":"),
-               "pa": socket.inet_ntop(socket.AF_INET, pa), "method": method}
+               "pa": pa_s, "method": method}
         old = self.records.get((vsid, ca_s))
         if method == "rewrite" or (old is not None and old["method"] == "rewrite"):
             self._rewrite_record(old, rec, sub)
@@ -697,9 +737,16 @@ class Policy:
         self._calls.append(("rw_set", V4(rec["pa"]).packed, V4(rec["ca"]).packed,
                             sub["rdid"], sub["slot"], False))
 
-    def _claim_rewrite_pa(self, pa, owner, what):
+    def _peer_pa(self, first_octet: int, pa: str, what):
+        """A PA names one host of the fabric, not us: packets sent to 0/8, loopback,
+        multicast, class E or broadcast, or looped back to ourselves, reach no VM."""
+        if first_octet in (0, 127) or first_octet >= 224:
+            raise PolicyError(f"{what}: PA {pa} is not a unicast host address")
         if pa in self.provider["addresses_ip"]:
             raise PolicyError(f"{what}: PA {pa} is one of the gateway's NVGRE addresses")
+
+    def _claim_rewrite_pa(self, pa, owner, what):
+        self._peer_pa(int(pa.split(".", 1)[0]), pa, what)
         other = self.rw_pas.get(pa)
         if other is not None and other != owner:
             raise PolicyError(f"{what}: PA {pa} is already the rewrite PA of "
@@ -767,11 +814,18 @@ class Policy:
             if att is None or att["rdid"] != rdid:
                 raise PolicyError(f"route {net}: VLAN {vlan} is not attached to routing "
                                   f"domain {rdid}")
+            on = ipaddress.IPv4Interface(att["address"]).network
+            if nh != ZERO and nh not in on:
+                raise PolicyError(f"route {net}: next hop {nh} is not on VLAN {vlan} ({on})")
             route["vlan"] = vlan
         elif "vsid" in op:
             vsid = _vsid(op["vsid"])
             if vsid not in self.subnets or self.subnets[vsid]["rdid"] != rdid:
                 raise PolicyError(f"route {net}: VSID {vsid} is not in routing domain {rdid}")
+            on = ipaddress.IPv4Network(self.subnets[vsid]["prefix"])
+            if nh != ZERO and nh not in on:
+                raise PolicyError(f"route {net}: next hop {nh} is not in virtual subnet "
+                                  f"{vsid} ({on})")
             route["vsid"] = vsid
         elif nh == ZERO:
             raise PolicyError(f"route {net}: an on-link route needs 'vlan' or 'vsid'")

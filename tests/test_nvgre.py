@@ -734,8 +734,8 @@ def test_hosts_resolved_for_traffic_take_at_most_a_quarter_of_the_neighbour_tabl
         tables = gw.request("show", what="tables")
         assert tables["neighbours_learned"] == 64, tables
         room = 256 - tables["neighbours"]            # policy's own entries stay free
-        static = [{"op": "set", "kind": "neighbour", "vlan": 100,
-                   "ip": f"172.16.{3 + i // 250}.{1 + i % 250}", "mac": "02:00:00:00:02:%02x" % i}
+        static = [{"op": "set", "kind": "neighbour", "vlan": 0,
+                   "ip": f"192.168.{3 + i // 250}.{1 + i % 250}", "mac": "02:00:00:00:02:%02x" % i}
                   for i in range(room + 1)]
         before = gw.request("show", what="policy")
         with pytest.raises(NvgwError, match="257 neighbour entries .* and 0 kept for "

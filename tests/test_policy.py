@@ -82,6 +82,10 @@ def domain(rdid, name="", op="set"):
             else {"op": "del", "kind": "domain", "rdid": rdid})
 
 
+# redblue's static neighbour on VLAN 100, deleted (before its subnet moves or goes)
+NEIGH_100_DEL = {"op": "del", "kind": "neighbour", "vlan": 100, "ip": "172.16.1.10"}
+
+
 def state(p: Policy):
     """Everything a batch may touch, deep-copied."""
     return copy.deepcopy((p.document(), p.generation, p.installed, p.lengths, p.free_slots,
@@ -265,6 +269,39 @@ REFERENCES = [
     ("on-link-without-where", [route("10.9.0.0/16", "0.0.0.0")],
      "route 10.9.0.0/16: an on-link route needs 'vlan' or 'vsid'"),
     ("record-before-provider", None, "lookup records need the provider addresses set first"),
+    # a PA names one host of the fabric other than us
+    ("record-pa-ours", [rec(pa="192.168.1.1")],
+     "lookup record 10.1.1.20: PA 192.168.1.1 is one of the gateway's NVGRE addresses"),
+    *[(f"record-pa-{pa}", [rec(pa=pa)],
+       f"lookup record 10.1.1.20: PA {pa} is not a unicast host address")
+      for pa in ("0.0.0.0", "127.0.0.1", "224.0.0.5", "240.0.0.1", "255.255.255.255")],
+    ("mapping-pa-multicast", [{"op": "set", "kind": "mapping", "rdid": 1, "ca": "172.16.1.10",
+                               "pa": "239.1.1.1"}],
+     "rewrite mapping 172.16.1.10: PA 239.1.1.1 is not a unicast host address"),
+    ("provider-takes-record-pa", [{"op": "set", "kind": "provider",
+                                   "addresses": ["192.168.1.1/24", "192.168.1.10/24"]}],
+     "provider address 192.168.1.10 is the PA of a lookup record"),
+    # a next hop, static neighbour or route, is on the link it names
+    ("route-vlan-off-link", [route("10.9.0.0/16", "172.16.9.20", vlan=100)],
+     "route 10.9.0.0/16: next hop 172.16.9.20 is not on VLAN 100 (172.16.1.0/24)"),
+    ("route-vsid-outside", [route("10.9.0.0/16", "10.1.2.50", vsid=5001)],
+     "route 10.9.0.0/16: next hop 10.1.2.50 is not in virtual subnet 5001 (10.1.1.0/24)"),
+    ("neighbour-unattached-vlan", [{"op": "set", "kind": "neighbour", "vlan": 101,
+                                    "ip": "172.16.1.20", "mac": "02:00:00:00:00:01"}],
+     "neighbour 172.16.1.20: VLAN 101 is not attached"),
+    ("neighbour-off-link", [{"op": "set", "kind": "neighbour", "vlan": 100,
+                             "ip": "172.16.2.20", "mac": "02:00:00:00:00:01"}],
+     "neighbour 172.16.2.20 is not on VLAN 100 (172.16.1.0/24)"),
+    ("attachment-moves-from-neighbour", [attachment(100, "172.16.9.1/24")],
+     "attachment vlan 100: static neighbour 172.16.1.10 would not be on its new subnet "
+     "172.16.9.0/24; delete it first"),
+    ("attachment-moves-from-next-hop",
+     [route("10.9.0.0/16", "172.16.1.20"), NEIGH_100_DEL, attachment(100, "172.16.9.1/24")],
+     "attachment vlan 100: next hop 172.16.1.20 of route 10.9.0.0/16 would not be on its "
+     "new subnet 172.16.9.0/24; change the route first"),
+    ("attachment-deleted-under-neighbour", [attachment(100, op="del")],
+     "attachment vlan 100: static neighbour 172.16.1.10 would not be on any subnet once "
+     "deleted; delete it first"),
 ]
 
 
@@ -370,9 +407,12 @@ def test_delete_domain_with_subnets_or_attachments_refused():
     p.apply([rec(ca="10.1.1.7", op="del"), subnet(5001, None, op="del")])
     assert_refused(p, [domain(1, op="del")],
                    "routing domain 1 still has attachment vlan 100; delete it first")
-    calls = p.check([attachment(100, op="del"), domain(1, op="del")])
-    assert calls == [("rd_link_set", 1, 0), ("attach_del", 100),
-                     ("route_del", 1, b("172.16.1.0"), 24, True)]
+    assert_refused(p, [attachment(100, op="del")],
+                   "attachment vlan 100: static neighbour 172.16.1.10 would not be on any "
+                   "subnet once deleted; delete it first")
+    calls = p.check([NEIGH_100_DEL, attachment(100, op="del"), domain(1, op="del")])
+    assert calls == [("rd_link_set", 1, 0), ("neigh_clear", 100, b("172.16.1.10")),
+                     ("attach_del", 100), ("route_del", 1, b("172.16.1.0"), 24, True)]
     assert 1 not in p.domains
 
 
@@ -423,6 +463,7 @@ def test_batch_with_invalid_last_op_changes_nothing():
         {"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24"], "mtu": 1400},
         rec(ca="10.1.1.7", op="del"),
         rec(vsid=6001, ca="10.1.1.7", mac="00:15:5d:7e:00:77", pa="192.168.1.12"),
+        NEIGH_100_DEL,
         attachment(100, "172.16.9.1/24"),           # readdressed
     ]
     bad = route("10.31.0.0/16", "192.0.2.1", rdid=3)
@@ -608,15 +649,18 @@ def test_a_domain_names_the_link_its_fabric_packets_reach_without_routes():
     assert len(links(calls)) == 2 and p.links == {1: blue, 2: red}
     # the link's subnet moves, and the route that was inside the new one goes in the
     # same batch: cleared before the attachment changes, named again after the route
+    # (with the next hop and the static neighbour that the old subnet held)
     p.apply([route("172.16.9.0/25", "172.16.1.254")])
     calls = p.check([route("172.16.9.0/25", "172.16.1.254", op="del"),
+                     route("10.9.0.0/16", "172.16.1.20", op="del"), NEIGH_100_DEL,
                      attachment(100, "172.16.9.1/24")])
     assert (calls[0], calls[-1]) == (("rd_link_set", 1, 0), ("rd_link_set", 1, 100))
-    assert calls[1][0] == "attach_set" and p.links[1] == (100, "172.16.9.0/24")
+    assert calls[1][0] == "neigh_clear" and calls[2][0] == "attach_set"
+    assert p.links[1] == (100, "172.16.9.0/24")
     # ... only its MAC: nothing to do
     assert links(p.check([attachment(100, "172.16.9.1/24", mac="02:00:00:00:09:01")])) == []
     # the link's attachment deleted: cleared before it goes, the next one named after
-    calls = p.check([route("10.9.0.0/16", "172.16.1.20", op="del"), attachment(100, op="del")])
+    calls = p.check([attachment(100, op="del")])
     assert calls[0] == ("rd_link_set", 1, 0) and calls[-1] == ("rd_link_set", 1, 102)
     # a refused batch leaves the links as they were
     before = state(p)
@@ -643,7 +687,8 @@ def test_last_of_len_is_per_domain():
         ("route_set", 1, b("10.5.0.0"), 16, CUSTOMER, 0, 100, b("172.16.1.20")),
         ("route_del", 1, b("10.8.0.0"), 16, False)]
     # the /24s of domain 2 (subnet and attachment): deleting the attachment is not the last
-    p.apply([route("10.9.0.0/16", "172.16.2.20", rdid=2, op="del")])
+    p.apply([route("10.9.0.0/16", "172.16.2.20", rdid=2, op="del"),
+             {"op": "del", "kind": "neighbour", "vlan": 200, "ip": "172.16.2.10"}])
     assert p.check([attachment(200, op="del")]) == [
         ("rd_link_set", 2, 0), ("attach_del", 200), ("route_del", 2, b("172.16.2.0"), 24, False)]
 
@@ -890,6 +935,13 @@ def test_document_with_non_object_entry_refused():
     doc = redblue_doc()
     doc["records"].append(1)
     assert_refused(redblue(), doc, "records", apply=False)
+    # keys that are no CA or VSID get the record's own message, not a TypeError
+    for key, message in (("ca", "lookup record CA: ['10.1.1.9'] is not an IPv4 address"),
+                         ("vsid", "VSID [5001] is outside")):
+        doc = redblue_doc()
+        doc["records"][0][key] = [doc["records"][0][key]]
+        doc["records"][0]["ca"] = ["10.1.1.9"] if key == "ca" else "10.1.1.9"
+        assert_refused(redblue(), doc, message, apply=False)
 
 
 def test_attachment_overlapping_subnet_refused():
@@ -1155,7 +1207,12 @@ def test_record_block_checked_whole_with_the_per_record_messages():
             (9, {"ca": "10.1.1.20"}, "records: duplicate CA 10.1.1.20 in VSID 5001"),
             # a rewrite record may not take an NVGRE PA of the gateway
             (5, {"method": "rewrite", "pa": "192.168.1.1"},
-             "lookup record 10.1.1.25 (rewrite): PA 192.168.1.1 is one of the gateway's")]:
+             "lookup record 10.1.1.25: PA 192.168.1.1 is one of the gateway's"),
+            # nor any record one of ours, or a PA that is no host
+            (40, {"pa": "192.168.1.1"},
+             "lookup record 10.1.1.60: PA 192.168.1.1 is one of the gateway's"),
+            (41, {"pa": "224.0.0.1"},
+             "lookup record 10.1.1.61: PA 224.0.0.1 is not a unicast host address")]:
         bad = [dict(r) for r in recs]
         bad[i].update(change)
         before = state(p)
