@@ -838,7 +838,8 @@ nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int 
 
 	if (rdid >= NVGW_MAX_RD)
 		return -ENOENT;
-	rc = ht_del(t, &t->rw_pa, pa, OWN_NONE);
+	/* pa 0 (never a PA): the CA's entry alone, as an undone batch may need */
+	rc = pa == 0 ? 0 : ht_del(t, &t->rw_pa, pa, OWN_NONE);
 	if (rc == 0 && gateway)
 		rc = ht_del(t, &t->rw_gw, nvgw_rw_key(rdid, ca), OWN_NONE);
 	return rc;

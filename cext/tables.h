@@ -328,7 +328,13 @@ int nvgw_attach_del(struct nvgw_tables *t, uint16_t vlan);
  * for a customer-side CA of a routing domain (gateway = 1). */
 int nvgw_rw_set(struct nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid,
 		uint16_t slot, int gateway);
+/* Deletes pa's entry and, with gateway, the CA's (pa 0: the CA's alone). */
 int nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int gateway);
+/* What the workers can see of each table, as a number (digest.c): records,
+ * routes, rewrite entries, VSIDs, attachments, domain words and length
+ * filters, provider. For tests and diagnostics. */
+#define NVGW_DIGEST_N 7
+void nvgw_tables_digest(const struct nvgw_tables *t, uint64_t d[NVGW_DIGEST_N]);
 /* Hosts the exception thread resolves for traffic (a tenant picks them) may take
  * at most this share of the neighbour table; the rest stays for policy. */
 #define NVGW_NEIGH_LEARN_MAX(max) ((max) / 4)

@@ -568,6 +568,16 @@ cdef class Nvgre:
                 "neighbours": self.ctx.t.neigh.n,
                 "neighbours_learned": self.ctx.t.n_learned}
 
+    def digest(self):
+        """What the workers can see of each table, as numbers (cext/digest.c):
+        two states of the tables are alike when their digests are."""
+        cdef uint64_t d[tb.NVGW_DIGEST_N]
+        if self.ctx == NULL:
+            raise DataplaneError("tables", 19, "the pipeline is stopped")
+        tb.nvgw_tables_digest(self.ctx.t, d)
+        return dict(zip(("records", "routes", "rewrites", "vsids", "attachments", "domains",
+                         "provider"), [d[i] for i in range(tb.NVGW_DIGEST_N)]))
+
     def route_set(self, uint32_t rdid, bytes prefix, uint8_t length, uint8_t kind,
                   uint32_t vsid, uint16_t vlan, bytes nh):
         self._ok(tb.nvgw_route_set(self.ctx.t, rdid, _be32(prefix), length, kind, vsid, vlan,

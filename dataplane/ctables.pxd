@@ -56,6 +56,8 @@ cdef extern from "tables.h" nogil:
     nvgw_neigh *nvgw_neigh_set(nvgw_tables *t, uint16_t scope, uint32_t ip,
                                const uint8_t *mac, int only_existing)
     int nvgw_htab_next(const nvgw_htab *h, uint32_t *pos, uint64_t *key, uint64_t *val)
+    enum: NVGW_DIGEST_N
+    void nvgw_tables_digest(const nvgw_tables *t, uint64_t *d)
 
 cdef extern from "tables.h" nogil:
     struct nvgw_rec_wire:

@@ -3,14 +3,16 @@
 A batch is a list of operations ({"op": "set"|"del", "kind": ..., fields}).
 It is checked whole against the current policy, with every problem
 reported as one PolicyError sentence; only then are its changes written to
-the C tables, and one RCU commit follows. So a batch applies whole or not
-at all. A policy document (JSON, see README) is the batch that sets all of
+the C tables, and one RCU commit follows. A C call that fails all the same (no
+memory) has the batch undone in C too (dataplane/undo.py). So a batch applies
+whole or not at all. A policy document (JSON, see README) is the batch that sets all of
 its objects. This module needs no EAL: `Policy(None)` validates only.
 """
 from __future__ import annotations
 
 import bisect
 import copy
+import errno
 import ipaddress
 import json
 import re
@@ -18,8 +20,8 @@ import socket
 
 import numpy as np
 
-from dataplane import recblock
-from dataplane.errors import ConfigError
+from dataplane import recblock, undo
+from dataplane.errors import ConfigError, DataplaneError
 
 VSID_MIN, VSID_MAX = 4096, 16777214
 METHODS = {"encap": 0, "rewrite": 1}
@@ -313,18 +315,17 @@ class Policy:
                 for i, (fn, *args) in enumerate(calls):
                     try:
                         getattr(self.nv, fn)(*args)
-                    except Exception:
-                        # The first C call failed and changed nothing (a record
-                        # block rolls itself back): so does the batch. Flags
-                        # set ahead of it (_shadows_changed, _links_changed)
-                        # are put back.
-                        if all(c[0] in ("rd_shadow_set", "rd_link_set") for c in calls[:i]):
-                            for fn, rdid, _ in calls[:i]:
-                                if fn == "rd_shadow_set":
-                                    self.nv.rd_shadow_set(rdid, False)
-                                else:
-                                    self.nv.rd_link_set(rdid, saved["links"].get(rdid, (0,))[0])
-                            self._restore(saved)
+                    except Exception as e:
+                        # The batch goes whole: the model back to its snapshot,
+                        # and C to the model (dataplane/undo.py).
+                        self._restore(saved)
+                        left = undo.undo(self, calls[:i + 1])
+                        if left:
+                            raise DataplaneError(
+                                "policy batch", errno.EIO,
+                                f"{e}; undoing the batch failed too ({len(left)} of its "
+                                f"entries, first {left[0]}): the tables differ from the "
+                                "policy, restart the gateway") from e
                         raise
                 self.nv.commit()
         finally:
@@ -488,8 +489,7 @@ class Policy:
             if hit.any():
                 raise PolicyError(f"provider address {recblock.ip(pas[int(hit.argmax())])} "
                                   "is the PA of a lookup record")
-        self._calls.append(("provider_set", [i.ip.packed for i in ifs], ifs[0].netmask.packed,
-                            gw.packed, mtu, mac_bytes(self.provider_mac)))
+        self._calls.append(self._provider_call())
         # Records carry their fabric next hop, which follows our first
         # address's subnet and the gateway: rebuild them all, unless neither
         # changed (a document reload).
@@ -497,6 +497,12 @@ class Policy:
                 (self.provider["addresses"][0], self.provider["gateway"]):
             if len(self.records):
                 self._calls.append(("record_set_bulk", self.records.block()))
+
+    def _provider_call(self) -> tuple:
+        ifs = [ipaddress.IPv4Interface(a) for a in self.provider["addresses"]]
+        return ("provider_set", [i.ip.packed for i in ifs], ifs[0].netmask.packed,
+                V4(self.provider["gateway"]).packed, self.provider["mtu"],
+                mac_bytes(self.provider_mac))
 
     def _our_pas(self):
         return np.array([int(V4(a)) for a in self.provider["addresses_ip"]], np.uint32)
@@ -593,10 +599,15 @@ class Policy:
         self.subnets[vsid] = sub
         d = self.domains[rdid]
         self.domains[rdid] = {**d, "vsids": d["vsids"] | {vsid}}
-        self._calls.append(("vsid_set", vsid, rdid, gw.packed, mac_bytes(sub["gateway_mac"]),
-                            -1 if flowid is None else flowid, slot))
+        self._calls.append(self._vsid_call(sub))
         self._add_route({"rdid": rdid, "prefix": str(net), "next_hop": "0.0.0.0",
                          "metric": 0, "vsid": vsid, "auto": True})
+
+    @staticmethod
+    def _vsid_call(sub) -> tuple:
+        return ("vsid_set", sub["vsid"], sub["rdid"], V4(sub["gateway"]).packed,
+                mac_bytes(sub["gateway_mac"]), -1 if sub["flowid"] is None else sub["flowid"],
+                sub["slot"])
 
     def _del_subnet(self, op):
         _fields(op, ("vsid",))
@@ -646,10 +657,15 @@ class Policy:
         self.attachments[vlan] = att
         d = self.domains[rdid]
         self.domains[rdid] = {**d, "vlans": d["vlans"] | {vlan}}
-        self._calls.append(("attach_set", vlan, rdid, ifc.ip.packed, ifc.netmask.packed,
-                            mac_bytes(att["mac"])))
+        self._calls.append(self._attach_call(att))
         self._add_route({"rdid": rdid, "prefix": str(ifc.network), "next_hop": "0.0.0.0",
                          "metric": 0, "vlan": vlan, "auto": True})
+
+    @staticmethod
+    def _attach_call(att) -> tuple:
+        ifc = ipaddress.IPv4Interface(att["address"])
+        return ("attach_set", att["vlan"], att["rdid"], ifc.ip.packed, ifc.netmask.packed,
+                mac_bytes(att["mac"]))
 
     def _off_link(self, vlan, net):
         """Refuse a VLAN's move to subnet `net` (None: its deletion) that leaves a
@@ -734,8 +750,7 @@ class Policy:
             return
         self._claim_rewrite_pa(rec["pa"], ("record", (rec["vsid"], rec["ca"])),
                                f"lookup record {rec['ca']} (rewrite)")
-        self._calls.append(("rw_set", V4(rec["pa"]).packed, V4(rec["ca"]).packed,
-                            sub["rdid"], sub["slot"], False))
+        self._calls.append(self._rw_call(rec["pa"]))
 
     def _peer_pa(self, first_octet: int, pa: str, what):
         """A PA names one host of the fabric, not us: packets sent to 0/8, loopback,
@@ -769,7 +784,7 @@ class Policy:
             self._calls.append(("rw_del", V4(old).packed, rdid, V4(ca).packed, False))
         self._claim_rewrite_pa(pa, ("mapping", (rdid, ca)), f"rewrite mapping {ca}")
         self.mappings[(rdid, ca)] = pa
-        self._calls.append(("rw_set", V4(pa).packed, V4(ca).packed, rdid, 0, True))
+        self._calls.append(self._rw_call(pa))
 
     def _del_mapping(self, op):
         _fields(op, ("rdid", "ca"))
@@ -780,10 +795,18 @@ class Policy:
         del self.rw_pas[pa]
         self._calls.append(("rw_del", V4(pa).packed, rdid, V4(ca).packed, True))
 
-    def _push_record(self, rec):
-        self._calls.append(("record_set", rec["vsid"], V4(rec["ca"]).packed,
-                            mac_bytes(rec["mac"]), V4(rec["pa"]).packed,
-                            METHODS[rec["method"]]))
+    @staticmethod
+    def _record_call(rec) -> tuple:
+        return ("record_set", rec["vsid"], V4(rec["ca"]).packed, mac_bytes(rec["mac"]),
+                V4(rec["pa"]).packed, METHODS[rec["method"]])
+
+    def _rw_call(self, pa: str) -> tuple:
+        """The C rewrite entry of one of the policy's rewrite PAs, from its owner."""
+        kind, key = self.rw_pas[pa]
+        if kind == "mapping":
+            return ("rw_set", V4(pa).packed, V4(key[1]).packed, key[0], 0, True)
+        sub = self.subnets[key[0]]
+        return ("rw_set", V4(pa).packed, V4(key[1]).packed, sub["rdid"], sub["slot"], False)
 
     def _del_record(self, op):
         _fields(op, ("vsid", "ca"))

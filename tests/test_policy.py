@@ -811,8 +811,9 @@ class FailingAt(Recorder):
 
 
 def test_a_failed_first_call_puts_the_flags_set_ahead_of_it_back():
-    """The batch's first real C call fails (and changes nothing): the link cleared
-    and the domain flagged ahead of it are put back, and the policy is as before."""
+    """The batch's first real C call fails: the link cleared and the domain flagged
+    ahead of it are put back, last first, after the failed call's own entry (which
+    a call that failed half-way may have written), and the policy is as before."""
     nv = FailingAt(None)
     p = Policy(nv, PROVIDER_MAC, CUSTOMER_MAC)
     p.load_document(redblue_doc())
@@ -824,9 +825,25 @@ def test_a_failed_first_call_puts_the_flags_set_ahead_of_it_back():
     assert nv.calls == [("rd_link_set", 1, 0), ("rd_shadow_set", 1, True),
                         ("route_set", 1, b("10.1.1.64"), 26, CUSTOMER, 0, 100,
                          b("172.16.1.254")),
-                        ("rd_link_set", 1, 100), ("rd_shadow_set", 1, False)]
+                        ("route_del", 1, b("10.1.1.64"), 26, True),
+                        ("rd_shadow_set", 1, False), ("rd_link_set", 1, 100)]
     assert state(p) == before and p.shadowed == set()
     assert p.links == {1: (100, "172.16.1.0/24"), 2: (200, "172.16.2.0/24")}
+
+
+def test_a_batch_failing_at_any_c_call_leaves_the_real_tables_as_they_were():
+    """The real C tables (tests/undo_batch.py, EAL in a process of its own): one batch
+    touching every kind of table entry fails at each of its C calls in turn, before
+    the call or after it (half-way); each time the tables' digest and the policy are
+    what they were. Applied whole, the batch changes every table the digest covers."""
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("undo_batch.py"))],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.splitlines()[-1])
+    assert res["calls"] >= 30 and res["differ"] == []
+    assert res["failed_ok"] == 2 * res["calls"]
+    assert res["applied_changes"] == ["attachments", "domains", "provider", "records",
+                                      "rewrites", "routes", "vsids"]
 
 
 def test_load_document_deletes_what_it_lacks():
