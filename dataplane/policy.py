@@ -182,7 +182,7 @@ class Policy:
                 raise PolicyError(f"{where}: must be a list of JSON objects")
             return v
 
-        if not isinstance(doc.get("provider") or {}, dict):
+        if not isinstance(doc.get("provider"), (dict, type(None))):
             raise PolicyError("policy: 'provider' must be a JSON object")
         ops = []
         if doc.get("provider") is not None:

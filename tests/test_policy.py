@@ -919,6 +919,9 @@ def test_load_invalid_document_changes_nothing():
     del bad["routing_domains"][1]["rdid"]
     assert_refused(p, bad, "routing_domains: each needs an 'rdid'", apply=False)
     assert_refused(p, [], "a policy document is a JSON object", apply=False)
+    for provider in ([], 0, "x"):       # [] was a TypeError (fuzzer, session 27)
+        assert_refused(p, {"provider": provider}, "policy: 'provider' must be a JSON object",
+                       apply=False)
     # valid on its own, but it would move VSID 5001 to routing domain 2
     moved = redblue_doc()
     moved["routing_domains"][0]["subnets"] = []
