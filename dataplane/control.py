@@ -95,7 +95,8 @@ class ControlServer:
             return {"v": SCHEMA_VERSION, "ok": False,
                     "error": f"schema version {req.get('v')!r} not supported "
                              f"(this gateway speaks {SCHEMA_VERSION})"}
-        verb = self.verbs.get(req.get("type"))
+        kind = req.get("type")
+        verb = self.verbs.get(kind) if isinstance(kind, str) else None
         if verb is None:
             return {"v": SCHEMA_VERSION, "ok": False,
                     "error": f"unknown request type {req.get('type')!r}"}

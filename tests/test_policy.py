@@ -1116,12 +1116,14 @@ def raw_request(endpoint: str, payload: bytes) -> dict:
     (json.dumps({"v": "1", "type": "show"}).encode(), "schema version '1' not supported"),
     (json.dumps({"v": 1, "type": "reboot"}).encode(), "unknown request type 'reboot'"),
     (json.dumps({"v": 1}).encode(), "unknown request type None"),
+    (json.dumps({"v": 1, "type": []}).encode(), "unknown request type []"),
+    (json.dumps({"v": 1, "type": {"show": 1}}).encode(), "unknown request type {'show': 1}"),
     (json.dumps({"v": 1, "type": "show", "what": "secrets"}).encode(),
      "show: unknown view 'secrets'"),
     (json.dumps({"v": 1, "type": "load", "document": None}).encode(),
      "a policy document is a JSON object"),
 ], ids=["not-json", "not-utf8", "not-object", "v2", "no-v", "v-str", "unknown-type", "no-type",
-        "unknown-view", "load-null"])
+        "type-list", "type-object", "unknown-view", "load-null"])
 def test_live_malformed_requests_get_error_replies(gw, payload, error):
     before = show_policy(gw)
     reply = raw_request(gw.endpoint, payload)
