@@ -15,6 +15,7 @@ is due, a third frame or JSON nested too deeply gets an error reply, and any
 failure of a verb is one."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 
@@ -37,9 +38,15 @@ class ControlServer:
         self.sock = self.ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
+        self.lock = None
         if endpoint.startswith("ipc://"):
             os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
-        self.sock.bind(endpoint)
+            self.lock = _claim(endpoint[6:])
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError:
+            self.close(unlink=False)
+            raise
         self.endpoint = endpoint
         # Each verb: the request and its second frame (only an apply's record block).
         self.verbs = {
@@ -132,13 +139,29 @@ class ControlServer:
             except zmq.ZMQError as e:   # the requester is gone; REP is ready again
                 log.warning("reply_failed", error=str(e))
 
-    def close(self) -> None:
+    def close(self, unlink: bool = True) -> None:
         self.sock.close()
-        if self.endpoint.startswith("ipc://"):
-            try:
-                os.unlink(self.endpoint[6:])
-            except OSError:
-                pass
+        if self.lock is not None:
+            if unlink:
+                try:
+                    os.unlink(self.lock.name.removesuffix(".lock"))
+                except OSError:
+                    pass
+            self.lock.close()       # the lock goes with it; its file stays (no race)
+            self.lock = None
+
+
+def _claim(path: str):
+    """Hold PATH.lock for as long as this gateway serves PATH: libzmq's bind
+    replaces an ipc socket file that is there, so a second gateway on the same
+    path would take the first one's requests, and delete its socket at exit."""
+    f = open(path + ".lock", "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise NvgwError("in use by another gateway") from None
+    return f
 
 
 def request_frames(type_: str, **fields) -> list[bytes]:

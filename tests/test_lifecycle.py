@@ -26,6 +26,27 @@ def test_signal_stops_cleanly_and_prints_summary(tmp_path, sig):
     assert len(gw.sent("b")) == 50                   # TX flushed before close
 
 
+def test_second_gateway_on_the_same_control_socket_is_refused(tmp_path):
+    """libzmq's bind replaces an ipc socket file that is there: a second gateway
+    would take the first one's requests and delete its socket at exit."""
+    first = GatewayProcess(tmp_path / "one", [PcapPort("a", "customer"),
+                                              PcapPort("b", "provider")]).start()
+    try:
+        (tmp_path / "two.toml").write_text(
+            f'[eal]\nmemory = "no-huge"\nmemory_mb = 128\n[workers]\nlcores = [1]\n'
+            f'[control]\nsocket = "{first.endpoint}"\n'
+            '[[ports]]\nname = "a"\nrole = "customer"\ndevice = "net_null0"\n'
+            '[[ports]]\nname = "b"\nrole = "provider"\ndevice = "net_null1"\n')
+        p = subprocess.run(GatewayProcess.command("--config", str(tmp_path / "two.toml")),
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.strip().endswith(
+            f"nvgw-dataplane: control socket {first.endpoint}: in use by another gateway")
+        assert first.request("show", what="ports")     # the first one still answers
+    finally:
+        assert first.stop() == 0, first.stderr
+
+
 def run_config(tmp_path, text):
     path = tmp_path / "bad.toml"
     path.write_text(text)
