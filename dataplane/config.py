@@ -14,6 +14,7 @@ from dataplane import drivers
 from dataplane.errors import ConfigError
 
 MAX_LCORE = 128          # RTE_MAX_LCORE in Debian's DPDK build
+MAX_RXQ = 32             # (port, queue) pairs one worker polls: NVGW_MAX_RXQ, cext/nvgw.h
 ROLES = ("provider", "customer")
 MEMORY_MODES = ("auto", "hugepages", "no-huge")
 PIPELINES = ("forward", "nvgre")
@@ -134,6 +135,8 @@ def load(path: str) -> Config:
             text = f.read().decode()
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start})") from None
     return parse(text, path)
 
 
@@ -171,8 +174,11 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"lcore {lc} needs cpu {cpu}, which does not exist or is not "
                               f"usable here (usable cpus: {_ranges(usable)})")
 
-    if cfg.mempool["mbufs"] < 1024:
-        raise ConfigError("'mempool.mbufs' must be at least 1024")
+    if not 1024 <= cfg.mempool["mbufs"] <= 1 << 26:
+        raise ConfigError("'mempool.mbufs' must be 1024..67108864")
+    if not 0 <= cfg.mempool["cache"] <= min(512, cfg.mempool["mbufs"] * 2 // 3):
+        raise ConfigError("'mempool.cache' must be 0..512 and at most two thirds of "
+                          "'mempool.mbufs' (DPDK's limits for a per-lcore cache)")
     if not cfg.ports:
         raise ConfigError("no ports: add at least one [[ports]] table")
     names = [p.name for p in cfg.ports]
@@ -205,6 +211,19 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"'workers.rss' = queues: each worker processes only its own RX "
                               f"queues, so {n} workers need ports with {n} queues (or a "
                               "multiple)")
+    # RX queue q of every port goes to worker q mod n (Gateway._start_workers)
+    n = len(lcores)
+    most = max(sum(len(range(i, p.queues, n)) for p in cfg.ports) for i in range(n))
+    if most > MAX_RXQ:
+        raise ConfigError(f"a worker would poll {most} RX queues (queue q of every port goes "
+                          f"to worker q mod {n}); {MAX_RXQ} at most: add workers or use "
+                          "fewer queues")
+    if cfg.pipeline["mode"] != "nvgre" and cfg.pipeline["policy"]:
+        raise ConfigError("'pipeline.policy' needs pipeline.mode = nvgre (the forward "
+                          "pipeline has no policy)")
+    if cfg.pipeline["mode"] == "nvgre" and any(p.peer for p in cfg.ports):
+        raise ConfigError("'peer' is for pipeline.mode = forward (the NVGRE pipeline "
+                          "picks each packet's port by policy)")
     if cfg.pipeline["mode"] == "nvgre":
         roles = [p.role for p in cfg.ports]
         if roles.count("provider") != 1 or roles.count("customer") != 1:

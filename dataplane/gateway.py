@@ -148,10 +148,15 @@ class Gateway:
         fwd = cfg.forward_map()
         self.rss = self._rss_mode() if len(lcores) > 1 else "single worker"
         # With hardware RSS, or by queue, each worker processes what its queues receive.
-        self.workers = dp.Workers(len(lcores), self.rss not in ("hardware", "queues"))
-        for i, lc in enumerate(lcores):
-            self.workers.configure(i, lc, cfg.pipeline["mode"], rxqs[i], i, len(ids), fwd,
-                                   self.nv)
+        workers = dp.Workers(len(lcores), self.rss not in ("hardware", "queues"))
+        try:
+            for i, lc in enumerate(lcores):
+                workers.configure(i, lc, cfg.pipeline["mode"], rxqs[i], i, len(ids), fwd,
+                                  self.nv)
+        except BaseException:
+            workers.free()      # stop() reads only workers that were all configured
+            raise
+        self.workers = workers
         self.workers.launch()
         log.info("workers_up", lcores=lcores, pipeline=cfg.pipeline["mode"])
 

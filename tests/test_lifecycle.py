@@ -113,6 +113,13 @@ def test_rss_queues_turns_on_the_nics_rss(tmp_path):
     ("[mempool]", "[tables]\nneighbours = 65537\n[mempool]",
      "'tables.neighbours' must be 256..65536 (a lookup record names its next hop by a "
      "16-bit index)"),
+    # values DPDK would refuse (or Cython overflow on) after EAL is up
+    ("[mempool]", "[mempool]\ncache = -1", "'mempool.cache' must be 0..512"),
+    ("[mempool]", "[mempool]\ncache = 600", "'mempool.cache' must be 0..512"),
+    ("[mempool]", "[mempool]\nmbufs = 9999999999", "'mempool.mbufs' must be 1024..67108864"),
+    # keys the chosen pipeline would ignore
+    ("[mempool]", '[pipeline]\npolicy = "p.json"\n[mempool]',
+     "'pipeline.policy' needs pipeline.mode = nvgre"),
 ])
 def test_bad_keys_and_values(tmp_path, old, new, message):
     text = good(tmp_path)
@@ -126,6 +133,25 @@ def test_rss_queues_needs_an_even_split(tmp_path):
     assert run_config(tmp_path, text) == (
         "port 'a': 'workers.rss' = queues gives RX queue q to worker q mod 2, so its "
         "queues (3) must be 1 or a multiple of 2")
+
+
+def test_more_rx_queues_than_a_worker_polls(tmp_path):
+    """RX queue q of every port goes to worker q mod n; a worker polls 32 at most
+    (it used to fail after EAL, stopping half-configured workers: a segfault)."""
+    text = good(tmp_path, port="queues = 16")
+    for name in ("b", "c"):
+        text += (f'[[ports]]\nname = "{name}"\nrole = "provider"\nqueues = 16\n'
+                 f'device = "net_null{name}"\n')
+    assert run_config(tmp_path, text) == (
+        "a worker would poll 48 RX queues (queue q of every port goes to worker q mod 1); "
+        "32 at most: add workers or use fewer queues")
+
+
+def test_peer_only_in_the_forward_pipeline(tmp_path):
+    text = good(tmp_path, port='peer = "a"').replace("[mempool]",
+                                                     '[pipeline]\nmode = "nvgre"\n[mempool]')
+    text += '[[ports]]\nname = "b"\nrole = "provider"\ndevice = "net_null0"\n'
+    assert run_config(tmp_path, text).startswith("'peer' is for pipeline.mode = forward")
 
 
 def test_lcore_that_does_not_exist(tmp_path):
@@ -157,6 +183,11 @@ def test_too_little_memory(tmp_path):
 
 def test_missing_and_malformed_files(tmp_path):
     assert run_config(tmp_path, "[eal\n").startswith(f"{tmp_path}/bad.toml is not valid TOML")
+    (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\n[eal]\n")
+    p = subprocess.run(GatewayProcess.command("--config", str(tmp_path / "latin1.toml")),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == f"nvgw-dataplane: {tmp_path}/latin1.toml is not UTF-8 text (byte 5)"
     p = subprocess.run(GatewayProcess.command("--config", "/nonexistent.toml"),
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
