@@ -3,8 +3,9 @@
  * a batch that failed half-way and was undone must leave the same numbers
  * as before it. Sums of a mixed (key, value), so the order of slots and the
  * dead ones do not count; values that are pointers count by what they point
- * to. The neighbour table is left out: it never frees an entry. Control
- * side, a full walk: for tests and diagnostics, never the data path. */
+ * to. Of the neighbour table (it never frees an entry) only the entries
+ * with a MAC count: an unresolved one acts as none. Control side, a full
+ * walk: for tests and diagnostics, never the data path. */
 #include <string.h>
 
 #include "tables.h"
@@ -82,6 +83,17 @@ nvgw_tables_digest(const struct nvgw_tables *t, uint64_t d[NVGW_DIGEST_N])
 			d[5] += mix(mix(t->blk16_n[i], t->blk24_n[i]), (uint64_t)i << 32 | 1);
 	for (i = 0; i < NVGW_BLK_BITS / 64; i++)
 		d[5] += mix(mix(t->blk16[i], t->blk24[i]), (uint64_t)i << 32 | 2);
+	{
+		uint64_t key, val;
+		uint32_t pos = 0;
+
+		while (nvgw_htab_next(&t->neigh, &pos, &key, &val)) {
+			const struct nvgw_neigh *n = (const void *)(uintptr_t)val;
+
+			if (n->mac & NVGW_NEIGH_VALID)
+				d[7] += mix(key, n->mac);
+		}
+	}
 	if (p != NULL) {
 		d[6] = mix(mix(p->mask, p->gw_ip), mix(p->mtu, p->mac_w));
 		for (j = 0; j < p->n_pa; j++)

@@ -378,6 +378,11 @@ nvgw_exc_handle(struct nvgw_ctx *c, struct rte_mbuf *m)
 	int reason = m->hash.fdir.lo >> 24;
 	uint32_t ctx = m->hash.fdir.lo & 0xFFFFFF;
 
+	if (pv == NULL) {       /* cleared since a worker queued m (an undone first batch) */
+		c->c.ignored++;
+		rte_pktmbuf_free(m);
+		return;
+	}
 	switch (reason) {
 	case NVGW_EXC_ARP_PROVIDER:
 	case NVGW_EXC_LOCAL_PROVIDER:

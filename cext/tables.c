@@ -410,6 +410,13 @@ nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint
 	return 0;
 }
 
+int
+nvgw_provider_clear(struct nvgw_tables *t)
+{
+	defer_free(t, __atomic_exchange_n(&t->prov, NULL, __ATOMIC_RELEASE));
+	return 0;
+}
+
 /* Unlink and retire the directory page of vsid once no VSID uses it. */
 static void
 dir_page_release(struct nvgw_tables *t, uint32_t vsid)

@@ -306,6 +306,8 @@ void nvgw_tables_commit(struct nvgw_tables *t);
 int nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa,
 		      uint32_t mask, uint32_t gw_ip, uint16_t mtu,
 		      const uint8_t mac[6]);
+/* No provider (a failed first batch undone): workers drop all as no_policy. */
+int nvgw_provider_clear(struct nvgw_tables *t);
 /* A new VSID's counter slot must be free: -EINVAL while another VSID holds
  * it, -EBUSY until a grace period after its last VSID's delete. */
 int nvgw_vsid_set(struct nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_ip,
@@ -332,8 +334,8 @@ int nvgw_rw_set(struct nvgw_tables *t, uint32_t pa, uint32_t ca, uint32_t rdid,
 int nvgw_rw_del(struct nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int gateway);
 /* What the workers can see of each table, as a number (digest.c): records,
  * routes, rewrite entries, VSIDs, attachments, domain words and length
- * filters, provider. For tests and diagnostics. */
-#define NVGW_DIGEST_N 7
+ * filters, provider, resolved neighbours. For tests and diagnostics. */
+#define NVGW_DIGEST_N 8
 void nvgw_tables_digest(const struct nvgw_tables *t, uint64_t d[NVGW_DIGEST_N]);
 /* Hosts the exception thread resolves for traffic (a tenant picks them) may take
  * at most this share of the neighbour table; the rest stays for policy. */

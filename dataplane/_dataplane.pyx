@@ -524,6 +524,9 @@ cdef class Nvgre:
         self._ok(tb.nvgw_provider_set(self.ctx.t, arr, len(pas), _be32(mask), _be32(gw), mtu,
                                       <const uint8_t *><char *>m), "provider")
 
+    def provider_clear(self):
+        self._ok(tb.nvgw_provider_clear(self.ctx.t), "clear provider")
+
     def vsid_set(self, uint32_t vsid, uint32_t rdid, bytes gw_ip, bytes gw_mac, int flowid,
                  uint16_t idx):
         cdef bytes m = _mac6(gw_mac)
@@ -576,7 +579,7 @@ cdef class Nvgre:
             raise DataplaneError("tables", 19, "the pipeline is stopped")
         tb.nvgw_tables_digest(self.ctx.t, d)
         return dict(zip(("records", "routes", "rewrites", "vsids", "attachments", "domains",
-                         "provider"), [d[i] for i in range(tb.NVGW_DIGEST_N)]))
+                         "provider", "neighbours"), [d[i] for i in range(tb.NVGW_DIGEST_N)]))
 
     def route_set(self, uint32_t rdid, bytes prefix, uint8_t length, uint8_t kind,
                   uint32_t vsid, uint16_t vlan, bytes nh):

@@ -34,6 +34,7 @@ cdef extern from "tables.h" nogil:
     void nvgw_tables_commit(nvgw_tables *t)
     int nvgw_provider_set(nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint32_t mask,
                           uint32_t gw_ip, uint16_t mtu, const uint8_t *mac)
+    int nvgw_provider_clear(nvgw_tables *t)
     int nvgw_vsid_set(nvgw_tables *t, uint32_t vsid, uint32_t rdid, uint32_t gw_ip,
                       const uint8_t *gw_mac, int flowid, uint16_t idx)
     int nvgw_vsid_del(nvgw_tables *t, uint32_t vsid)

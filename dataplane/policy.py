@@ -262,6 +262,7 @@ class Policy:
         self._calls: list[tuple] = []
         self._touched: set[tuple] = set()
         self._unstaged = 0
+        self._provider_moved = False
         i = len(ops)
         try:
             for i, op in enumerate(ops):
@@ -274,6 +275,8 @@ class Policy:
             if block is not None:
                 i = "in the record block"
                 self._check_block(_block_array(block), stage)
+            if self._provider_moved:
+                self._provider_clash()
             self._routes_changed()
             n_rec = len(self.records) + self._unstaged
             if n_rec > self.capacity["records"]:
@@ -320,6 +323,12 @@ class Policy:
                         # and C to the model (dataplane/undo.py).
                         self._restore(saved)
                         left = undo.undo(self, calls[:i + 1])
+                        # Slots the batch gave new VSIDs are free again, their
+                        # counters maybe counted meanwhile: as after a delete.
+                        taken = {c[6] for c in calls[:i + 1] if c[0] == "vsid_set"}
+                        taken &= set(self.free_slots)
+                        if taken and self.on_release is not None:
+                            self.on_release(sorted(taken))
                         if left:
                             raise DataplaneError(
                                 "policy batch", errno.EIO,
@@ -479,16 +488,10 @@ class Policy:
         old = self.provider
         self.provider = {"addresses": [str(i) for i in ifs], "gateway": str(gw), "mtu": mtu,
                          "addresses_ip": frozenset(str(i.ip) for i in ifs)}
-        clash = sorted(set(self.rw_pas) & self.provider["addresses_ip"])
-        if clash:
-            raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
-        if old is not None and old["addresses_ip"] != self.provider["addresses_ip"] \
-                and len(self.records):
-            pas = np.frombuffer(self.records.block(), recblock.DTYPE)["pa"].astype(np.uint32)
-            hit = np.isin(pas, self._our_pas())
-            if hit.any():
-                raise PolicyError(f"provider address {recblock.ip(pas[int(hit.argmax())])} "
-                                  "is the PA of a lookup record")
+        # Checked against the PAs the batch leaves (a first provider has no records
+        # before it; those after it are checked one by one).
+        if old is not None and old["addresses_ip"] != self.provider["addresses_ip"]:
+            self._provider_moved = True
         self._calls.append(self._provider_call())
         # Records carry their fabric next hop, which follows our first
         # address's subnet and the gateway: rebuild them all, unless neither
@@ -503,6 +506,19 @@ class Policy:
         return ("provider_set", [i.ip.packed for i in ifs], ifs[0].netmask.packed,
                 V4(self.provider["gateway"]).packed, self.provider["mtu"],
                 mac_bytes(self.provider_mac))
+
+    def _provider_clash(self) -> None:
+        """Our new addresses are no other host's PA, as the batch leaves them (a
+        load sets the provider before the records it moves off them)."""
+        clash = sorted(set(self.rw_pas) & self.provider["addresses_ip"])
+        if clash:
+            raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
+        if len(self.records):
+            pas = np.frombuffer(self.records.block(), recblock.DTYPE)["pa"].astype(np.uint32)
+            hit = np.isin(pas, self._our_pas())
+            if hit.any():
+                raise PolicyError(f"provider address {recblock.ip(pas[int(hit.argmax())])} "
+                                  "is the PA of a lookup record")
 
     def _our_pas(self):
         return np.array([int(V4(a)) for a in self.provider["addresses_ip"]], np.uint32)

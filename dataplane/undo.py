@@ -11,7 +11,9 @@ Each entry is restored once, in the reverse order of the batch's first touch
 of it, so that an entry is put back before the entries it rests on change
 under it (a record before its VSID is deleted again, a VSID before the
 records that were deleted ahead of it come back); restoring is idempotent,
-whatever part of the batch C had applied.
+whatever part of the batch C had applied. The provider is the exception:
+records take their fabric next hop from it, so it goes back first, and all
+records are set again last (undo()).
 """
 from __future__ import annotations
 
@@ -57,12 +59,6 @@ def restoring(p, key: tuple, calls: list[tuple]) -> list[tuple]:
     """The C calls that make entry `key` what policy `p` (its model restored) says.
     `calls`: the batch's, for what they may have done beyond the entry itself."""
     kind = key[0]
-    if kind == "provider":
-        if p.provider is None:      # C has no "no provider": it stays, unused
-            return []
-        # records carry their fabric next hop, from the provider they met
-        return [p._provider_call()] + \
-            ([("record_set_bulk", p.records.block())] if len(p.records) else [])
     if kind == "vsid":
         sub = p.subnets.get(key[1])
         if sub is None:
@@ -113,25 +109,34 @@ def undo(p, calls: list[tuple]) -> list[str]:
     """Restore every entry `calls` touched (the applied ones and the failed one)
     from policy `p`, whose model is back at its snapshot; one grace period
     first, so that a VSID deleted in the batch may take its slot again.
+    The provider, when the batch set it, goes back first (records restored
+    after it take their next hops from it) and every record is set again
+    last, once every VSID is back (a record block needs all of its VSIDs):
+    records the batch did not touch carry next hops from the provider it set.
     Returns what could not be restored (nothing, normally)."""
     first: dict[tuple, int] = {}
     for i, call in enumerate(calls):
         for k in keys_of(call):
             first.setdefault(k[:2] if k[0] == "block" else k, (i, k))
-    p.nv.commit()
+    provider = first.pop(("provider",), None) is not None
+    todo = []
+    if provider:
+        todo.append(p._provider_call() if p.provider else ("provider_clear",))
     failed = []
     for _, key in sorted(first.values(), key=lambda v: v[0], reverse=True):
         try:
-            todo = restoring(p, key, calls)
+            todo += restoring(p, key, calls)
         except Exception as e:                  # noqa: BLE001 -- a bug, reported whole
             failed.append(f"{key[0]}: {type(e).__name__}: {e}")
-            continue
-        for fn, *args in todo:
-            try:
-                getattr(p.nv, fn)(*args)
-            except Exception as e:              # noqa: BLE001 -- reported whole
-                gone = fn.endswith(("_del", "_clear")) and getattr(e, "errno", 0) == errno.ENOENT
-                if not gone:                    # deleting what is not there is done
-                    failed.append(f"{fn}: {e}")
+    if provider and len(p.records):
+        todo.append(("record_set_bulk", p.records.block()))
+    p.nv.commit()
+    for fn, *args in todo:
+        try:
+            getattr(p.nv, fn)(*args)
+        except Exception as e:                  # noqa: BLE001 -- reported whole
+            gone = fn.endswith(("_del", "_clear")) and getattr(e, "errno", 0) == errno.ENOENT
+            if not gone:                        # deleting what is not there is done
+                failed.append(f"{fn}: {e}")
     p.nv.commit()
     return failed

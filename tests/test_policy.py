@@ -281,6 +281,10 @@ REFERENCES = [
     ("provider-takes-record-pa", [{"op": "set", "kind": "provider",
                                    "addresses": ["192.168.1.1/24", "192.168.1.10/24"]}],
      "provider address 192.168.1.10 is the PA of a lookup record"),
+    ("provider-takes-record-pa-set-later",
+     [{"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24", "192.168.1.10/24"]},
+      rec(ca="10.1.1.8", pa="192.168.1.10")],
+     "lookup record 10.1.1.8: PA 192.168.1.10 is one of the gateway's NVGRE addresses"),
     # a next hop, static neighbour or route, is on the link it names
     ("route-vlan-off-link", [route("10.9.0.0/16", "172.16.9.20", vlan=100)],
      "route 10.9.0.0/16: next hop 172.16.9.20 is not on VLAN 100 (172.16.1.0/24)"),
@@ -832,18 +836,21 @@ def test_a_failed_first_call_puts_the_flags_set_ahead_of_it_back():
 
 
 def test_a_batch_failing_at_any_c_call_leaves_the_real_tables_as_they_were():
-    """The real C tables (tests/undo_batch.py, EAL in a process of its own): one batch
-    touching every kind of table entry fails at each of its C calls in turn, before
-    the call or after it (half-way); each time the tables' digest and the policy are
-    what they were. Applied whole, the batch changes every table the digest covers."""
+    """The real C tables (tests/undo_batch.py, EAL in a process of its own): the first
+    document on empty tables, a batch touching every kind of table entry, and a load
+    that deletes before it changes the provider each fail at each of their C calls in
+    turn, before the call or after it (half-way); each time the tables' digest and the
+    policy are what they were. Each, once through, changes every table of the digest."""
     out = subprocess.run([sys.executable, str(Path(__file__).with_name("undo_batch.py"))],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.splitlines()[-1])
-    assert res["calls"] >= 30 and res["differ"] == []
-    assert res["failed_ok"] == 2 * res["calls"]
-    assert res["applied_changes"] == ["attachments", "domains", "provider", "records",
-                                      "rewrites", "routes", "vsids"]
+    assert res["differ"] == []
+    tables = ["attachments", "domains", "neighbours", "provider", "records", "rewrites",
+              "routes", "vsids"]
+    for run in ("first", "batch", "load"):
+        assert res[run]["calls"] >= 30 and res[run]["changes"] == tables, res
+    assert res["failed_ok"] == 2 * sum(res[run]["calls"] for run in ("first", "batch", "load"))
 
 
 def test_load_document_deletes_what_it_lacks():
@@ -901,6 +908,20 @@ def test_load_document_deletes_what_it_lacks():
     # the records are deleted before their subnets
     names = [c[0] for c in nv.calls]
     assert names.index("vsid_del") > max(i for i, n in enumerate(names) if n == "record_del")
+
+
+def test_load_may_take_a_pa_for_the_provider_that_it_moves_a_record_off():
+    """A load sets the provider before the records: a new provider address that a
+    record of the old policy has as its PA is fine when the document moves it."""
+    doc = redblue_doc()
+    doc["provider"]["addresses"].append("192.168.1.11/24")
+    doc["records"][1]["pa"] = "192.168.1.200"
+    p = redblue()
+    assert p.load_document(copy.deepcopy(doc)) == 2
+    assert p.records[(6001, "10.1.1.7")]["pa"] == "192.168.1.200"
+    doc["records"][1]["pa"] = "192.168.1.11"          # not when it stays there
+    assert_refused(redblue(), doc, "lookup record 10.1.1.7: PA 192.168.1.11 is one of the "
+                                   "gateway's NVGRE addresses", apply=False)
 
 
 def test_load_invalid_document_changes_nothing():

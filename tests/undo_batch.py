@@ -3,11 +3,13 @@ test_policy.py in a process of its own: EAL starts once per process).
 
 EAL (--no-huge, no PCI), a mempool and the NVGRE tables as the gateway makes them,
 without ports or workers; a Policy drives them through a stand-in that passes every
-call to the real tables and makes call k fail, for every k of one batch that
-touches every kind of table entry: before the real call ("before": it changed
-nothing) or after it ("after": it changed all it does, as a call that failed
-half-way may have). After each failure the tables' digest (cext/digest.c) and the
-policy are what they were. Prints one JSON line: what was run, what differed.
+call to the real tables and makes call k fail, for every k: before the real call
+("before": it changed nothing) or after it ("after": it changed all it does, as a
+call that failed half-way may have). Three runs: the first document on empty
+tables, one batch that touches every kind of table entry, and a load that deletes
+before it changes the provider. After each failure the tables' digest
+(cext/digest.c) and the policy are what they were. Prints one JSON line: the calls
+of each run, the tables each changed when it got through, what differed.
 """
 import copy
 import json
@@ -123,11 +125,58 @@ def batch() -> tuple[list, bytes]:
         {"op": "set", "kind": "neighbour", "vlan": 300, "ip": "172.16.3.20",
          "mac": "02:00:00:00:03:20"},
         {"op": "set", "kind": "neighbour", "ip": "192.168.1.10", "mac": "00:15:5d:00:00:11"},
+        {"op": "del", "kind": "attachment", "vlan": 200},
     ]
     block = recblock.encode([{"vsid": 6001, "ca": f"10.1.1.{i}", "pa": f"192.168.1.{i + 1}",
                               "mac": "00:15:5d:00:01:00", "method": "encap"}
                              for i in range(120, 160)], extra=())
     return ops, block
+
+
+def reload_document() -> dict:
+    """What a load makes of the base: deletes first (a subnet with its record, an
+    attachment, a route, a mapping, a neighbour), then the provider, whose gateway
+    and addresses change (every record's next hop), then the rest."""
+    doc = base_document()
+    blue, red = doc["routing_domains"]
+    red["subnets"] = red["subnets"][:1]
+    red["attachments"] = []
+    blue["routes"] = blue["routes"][1:]
+    blue["mappings"] = blue["mappings"][:1]
+    doc["records"] = [r for r in doc["records"] if r["vsid"] != 6002]
+    doc["records"][0]["pa"] = "192.168.1.16"
+    doc["neighbours"] = doc["neighbours"][:1]
+    doc["provider"] = {"addresses": ["192.168.1.1/24", "192.168.7.1/24"],
+                       "gateway": "192.168.1.252", "mtu": 1500}
+    return doc
+
+
+def sweep(name, stand_in, nv, policy, run, out):
+    """Fail call k of run() for k = 0, 1, ... before and after the real call until
+    run() gets through; each failure must leave the digest and policy as before."""
+    base, doc, gen = nv.digest(), policy.document(), policy.generation
+    k = 0
+    while True:
+        for mode in ("before", "after"):
+            stand_in.at, stand_in.mode, stand_in.n = k, mode, 0
+            try:
+                run()
+            except DataplaneError as e:
+                if "injected" not in str(e) or "undoing" in str(e):
+                    out["differ"].append([name, k, mode, "error", str(e)])
+            else:           # k is past the last call: the whole run applied
+                stand_in.at = None
+                after = nv.digest()
+                out[name] = {"calls": k, "changes": sorted(t for t in base
+                                                          if after[t] != base[t])}
+                return
+            now = nv.digest()
+            changed = sorted(t for t in base if now[t] != base[t])
+            if changed or policy.document() != doc or policy.generation != gen:
+                out["differ"].append([name, k, mode, changed])
+            else:
+                out["failed_ok"] += 1
+        k += 1
 
 
 def main():
@@ -138,38 +187,16 @@ def main():
     nv = dp.Nvgre(pool, 0, 1, SIZES["records"], SIZES["routes"], SIZES["neighbours"],
                   SIZES["rewrites"], 1)
     stand_in = Failing(nv)
+    out = {"failed_ok": 0, "differ": []}
+    # 1. The first document on empty tables: undone, there is no provider again.
     p = Policy(stand_in, PMAC, CMAC, dict(SIZES))
-    p.load_document(base_document())
+    sweep("first", stand_in, nv, p, lambda: p.load_document(base_document()), out)
+    # 2. A batch of every kind of call; 3. a load that deletes before it sets.
     ops, block = batch()
-    plan = Policy(None, PMAC, CMAC, dict(SIZES))     # the same policy, validating only
-    plan.load_document(base_document())
-    n_calls = len(plan.check(copy.deepcopy(ops), block))
-    base, doc, gen = nv.digest(), p.document(), p.generation
-    out = {"calls": n_calls, "failed_ok": 0, "differ": []}
-    for k in range(n_calls):
-        for mode in ("before", "after"):
-            stand_in.at, stand_in.mode, stand_in.n = k, mode, 0
-            try:
-                p.apply(copy.deepcopy(ops), block=block)
-            except DataplaneError as e:
-                if "injected" not in str(e) or "undoing" in str(e):
-                    out["differ"].append([k, mode, "error", str(e)])
-            else:
-                out["differ"].append([k, mode, "applied"])
-                break
-            now = nv.digest()
-            changed = sorted(t for t in base if now[t] != base[t])
-            if changed or p.document() != doc or p.generation != gen:
-                out["differ"].append([k, mode, changed, p.document() != doc])
-            else:
-                out["failed_ok"] += 1
-    stand_in.at = None
-    try:
-        p.apply(copy.deepcopy(ops), block=block)
-    except DataplaneError as e:             # the tables were left wrong
-        out["differ"].append(["after all", str(e)])
-    after = nv.digest()
-    out["applied_changes"] = sorted(t for t in base if after[t] != base[t])
+    sweep("batch", stand_in, nv, p,
+          lambda: p.apply(copy.deepcopy(ops), block=block), out)
+    p.load_document(base_document())        # back to the base, from the batch's state
+    sweep("load", stand_in, nv, p, lambda: p.load_document(reload_document()), out)
     print(json.dumps(out))
     nv.free()
 
