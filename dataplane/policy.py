@@ -169,6 +169,14 @@ class Policy:
 
     # -- batches ----------------------------------------------------------------
 
+    def load_records(self, arr) -> None:
+        """Lookup records already checked (a store's own rows, a record block array)
+        into a policy that has none: the map, and the PAs its rewrite records own."""
+        self.records.load_rows(recblock.keys(arr).tolist(), arr.view("V20").tolist())
+        for k in self.records.rewrite:
+            rec = recblock.row_dict(self.records.d[k])
+            self.rw_pas[rec["pa"]] = ("record", (rec["vsid"], rec["ca"]))
+
     @staticmethod
     def ops_of(doc: dict) -> list[dict]:
         """The batch that sets every object of a policy document."""

@@ -243,8 +243,7 @@ class Store:
         model.load_document(doc)
         block = b"".join(r for (r,) in self.db.execute("SELECT rows FROM record_buckets"))
         if block:
-            arr = np.frombuffer(block, recblock.DTYPE)
-            model.records.load_rows(recblock.keys(arr).tolist(), arr.view("V20").tolist())
+            model.load_records(np.frombuffer(block, recblock.DTYPE))
         return model
 
     def _write_buckets(self, changes, records=None) -> None:

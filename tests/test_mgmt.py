@@ -124,6 +124,27 @@ def test_store_generations_changelog_and_persistence(tmp_path):
     assert rows == [(1, "load"), (2, "migrate")]
 
 
+def test_store_reopened_knows_the_pas_its_rewrite_records_own(tmp_path):
+    """The records come back from the store's rows, not one by one: the PA a rewrite
+    record owns must come back too (it was lost: the record could not be deleted or
+    set again, and another record could take its PA, which every gateway refuses)."""
+    db = tmp_path / "mgmt.db"
+    doc = redblue_policy()
+    vm = {"vsid": 5001, "ca": "10.1.1.9", "mac": "00:15:5d:00:00:09", "pa": "192.168.1.50",
+          "method": "rewrite"}
+    doc["records"].append(vm)
+    store = Store(str(db))
+    assert store.load(doc) == (1, True)
+    store.close()
+    store = Store(str(db))
+    assert store.model.rw_pas == {"192.168.1.50": ("record", (5001, "10.1.1.9"))}
+    assert store.load(doc) == (1, False)                # the same document again
+    with pytest.raises(PolicyError, match="PA 192.168.1.50 is already the rewrite PA of "
+                                          "record 10.1.1.9"):
+        store.apply([{"op": "set", "kind": "record", **vm, "vsid": 6001}])
+    assert store.apply([{"op": "del", "kind": "record", "vsid": 5001, "ca": "10.1.1.9"}]) == 2
+
+
 # -- 2. Red/Blue through nvgw-mgmt, exact bytes ----------------------------------------
 
 
