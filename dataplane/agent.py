@@ -182,8 +182,11 @@ class Agent:
     def _on_snapshot(self, msg: dict) -> None:
         gen = msg.get("generation")
         if (type(gen) is int and self.applied is not None and gen < self.applied
-                and msg.get("store") == self.store and not msg.get("force")):
-            # Replayed or out of order: never go back to an older generation.
+                and msg.get("store") == self.store and not msg.get("force")
+                and not self.awaiting_snapshot):
+            # Replayed or out of order: never go back to an older generation. (Waiting
+            # for a snapshot, the agent claims none: what comes is the store's word,
+            # older too if the store was restored meanwhile.)
             log.warning("mgmt_message_refused", error=f"snapshot {gen} is older than "
                         f"the applied generation {self.applied}")
             return
