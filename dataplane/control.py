@@ -15,14 +15,13 @@ is due, a third frame or JSON nested too deeply gets an error reply, and any
 failure of a verb is one."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 
 import structlog
 import zmq
 
-from dataplane import recblock
+from dataplane import ipclock, recblock
 from dataplane.errors import NvgwError
 
 log = structlog.get_logger("nvgw.control")
@@ -41,7 +40,7 @@ class ControlServer:
         self.lock = None
         if endpoint.startswith("ipc://"):
             os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
-            self.lock = _claim(endpoint[6:])
+            self.lock = ipclock.claim(endpoint[6:], "in use by another gateway")
         try:
             self.sock.bind(endpoint)
         except zmq.ZMQError:
@@ -150,18 +149,6 @@ class ControlServer:
             self.lock.close()       # the lock goes with it; its file stays (no race)
             self.lock = None
 
-
-def _claim(path: str):
-    """Hold PATH.lock for as long as this gateway serves PATH: libzmq's bind
-    replaces an ipc socket file that is there, so a second gateway on the same
-    path would take the first one's requests, and delete its socket at exit."""
-    f = open(path + ".lock", "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise NvgwError("in use by another gateway") from None
-    return f
 
 
 def request_frames(type_: str, **fields) -> list[bytes]:

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import structlog
 import zmq
 
+from dataplane import ipclock, recblock
 from dataplane import log as logsetup
-from dataplane import recblock
 from dataplane.errors import NvgwError
 from dataplane.policy import PolicyError
 from mgmt import keys
@@ -170,12 +170,30 @@ class MgmtServer:
         self.sessions: dict[str, Session] = {}
         self.waits: list[Wait] = []
         self.endpoints = {"clients": clients, "gateways": gateways}
+        # Before any bind: a bind would take over another nvgw-mgmt's ipc path.
+        self.locks = []
+        try:
+            for ep in (clients, gateways):
+                if ep.startswith("ipc://"):
+                    os.makedirs(os.path.dirname(ep[6:]) or ".", exist_ok=True)
+                    self.locks.append(ipclock.claim(ep[6:], f"{ep}: in use by another "
+                                                    "nvgw-mgmt"))
+        except BaseException:
+            for f in self.locks:
+                f.close()
+            raise
+        self.clients = self.gateways = None
         # The ZAP handler first: a CURVE socket without one accepts anyone.
         self.zap = self.ctx.socket(zmq.REP)
         self.zap.linger = 0
-        self.zap.bind(ZAP_ENDPOINT)
-        self.clients = self._router(clients, pair, keys.CLIENTS, max_message, CLIENT_RCVHWM)
-        self.gateways = self._router(gateways, pair, keys.GATEWAYS, MAX_GATEWAY_MESSAGE)
+        try:
+            self.zap.bind(ZAP_ENDPOINT)
+            self.clients = self._router(clients, pair, keys.CLIENTS, max_message,
+                                        CLIENT_RCVHWM)
+            self.gateways = self._router(gateways, pair, keys.GATEWAYS, MAX_GATEWAY_MESSAGE)
+        except BaseException:
+            self.close()        # what was bound, and the locks
+            raise
         self.gateways.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.poller = zmq.Poller()
         for s in (self.zap, self.clients, self.gateways):
@@ -219,14 +237,19 @@ class MgmtServer:
             self._next_tick = time.monotonic() + min(0.2, self.heartbeat / 2)
 
     def close(self) -> None:
-        for s in (self.clients, self.gateways, self.zap):
+        bound = [s for s in (self.clients, self.gateways) if s is not None]
+        paths = [s.last_endpoint.decode()[6:] for s in bound
+                 if s.last_endpoint.startswith(b"ipc://")]
+        for s in bound + [self.zap]:
             s.close()
-        for ep in self.endpoints.values():
-            if ep.startswith("ipc://"):
-                try:
-                    os.unlink(ep[6:])
-                except OSError:
-                    pass
+        for path in paths:      # ours: the locks are held until here
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        for f in self.locks:
+            f.close()
+        self.locks = []
 
     # -- authentication -------------------------------------------------------------
 
@@ -620,7 +643,8 @@ def main(argv=None) -> int:
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
-    try:
+    try:                            # one nvgw-mgmt per store
+        held = ipclock.claim(args.db, "in use by another nvgw-mgmt")
         store = Store(args.db)
     except Exception as e:          # sqlite3.Error, OSError, a corrupt document
         print(f"nvgw-mgmt: cannot open {args.db}: {e}", file=sys.stderr)
@@ -631,6 +655,7 @@ def main(argv=None) -> int:
     except (NvgwError, zmq.ZMQError) as e:
         print(f"nvgw-mgmt: {e}", file=sys.stderr)
         store.close()
+        held.close()
         return 2
     log.info("ready", clients=server.endpoints["clients"],
              gateways=server.endpoints["gateways"], db=args.db,
@@ -641,6 +666,7 @@ def main(argv=None) -> int:
     finally:
         server.close()
         store.close()
+        held.close()
     log.info("stopped", signal=stopping[0] if stopping else None)
     return 0
 

@@ -124,6 +124,29 @@ def test_store_generations_changelog_and_persistence(tmp_path):
     assert rows == [(1, "load"), (2, "migrate")]
 
 
+def test_a_second_nvgw_mgmt_on_the_same_socket_or_store_is_refused(tmp_path):
+    """libzmq's bind replaces an ipc socket file that is there: a second nvgw-mgmt on
+    the same path took the first one's clients, and its failed start left the path
+    dead. Refused before it binds; the first one keeps answering."""
+    keys = Keys.create(tmp_path / "keys", [])
+    m = MgmtProcess(tmp_path / "one", keys).start()
+    try:
+        base = [sys.executable, "-m", "mgmt.server", "--keys", str(keys.mgmt_dir)]
+        for db, clients, gws, message in (
+                (tmp_path / "other.db", m.clients, f"ipc://{tmp_path}/g2.sock",
+                 f"nvgw-mgmt: {m.clients}: in use by another nvgw-mgmt"),
+                (m.db, f"ipc://{tmp_path}/c3.sock", f"ipc://{tmp_path}/g3.sock",
+                 f"nvgw-mgmt: cannot open {m.db}: in use by another nvgw-mgmt")):
+            p = subprocess.run(base + ["--db", str(db), "--clients", clients,
+                                       "--gateways", gws], capture_output=True, text=True,
+                               timeout=60)
+            assert p.returncode == 2 and p.stderr.strip().endswith(message), p.stderr
+            assert "Traceback" not in p.stderr
+        assert m.client().generation() == 0
+    finally:
+        assert m.stop() == 0
+
+
 def test_store_reopened_knows_the_pas_its_rewrite_records_own(tmp_path):
     """The records come back from the store's rows, not one by one: the PA a rewrite
     record owns must come back too (it was lost: the record could not be deleted or
