@@ -147,6 +147,29 @@ def test_a_second_nvgw_mgmt_on_the_same_socket_or_store_is_refused(tmp_path):
         assert m.stop() == 0
 
 
+def test_a_document_of_more_than_a_mib_with_a_record_block_loads(tmp_path):
+    """The message before a record block was taken for a block only up to 1 MiB: a
+    policy of 19,000 routes with 1,200 records came back as 'request refused'."""
+    keys = Keys.create(tmp_path / "keys", [])
+    m = MgmtProcess(tmp_path / "mgmt", keys).start()
+    try:
+        doc = redblue_policy()
+        doc["routing_domains"][0]["routes"] = [
+            {"prefix": f"10.{100 + i // 256}.{i % 256}.0/24", "next_hop": "172.16.1.20"}
+            for i in range(19000)]
+        doc["routing_domains"][0]["subnets"].append({"vsid": 5002, "prefix": "10.64.0.0/16"})
+        doc["records"] += [{"vsid": 5002, "ca": f"10.64.{i // 250}.{1 + i % 250}",
+                            "pa": "192.168.1.12", "mac": "00:15:5d:00:00:02",
+                            "method": "encap"} for i in range(1200)]
+        assert len(json.dumps({**doc, "records": []})) > 1 << 20
+        assert m.client(timeout=30).load(doc)["generation"] == 1
+        policy = m.client(timeout=30).policy()
+        assert len(policy["records"]) == 1202
+        assert len(policy["routing_domains"][0]["routes"]) == 19000
+    finally:
+        assert m.stop() == 0
+
+
 def test_store_reopened_knows_the_pas_its_rewrite_records_own(tmp_path):
     """The records come back from the store's rows, not one by one: the PA a rewrite
     record owns must come back too (it was lost: the record could not be deleted or
