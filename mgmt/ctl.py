@@ -121,8 +121,12 @@ def show_gateways(client) -> tuple[object, str]:
 def wait(client, generation, timeout: float, min_gateways: int) -> tuple[object, str]:
     res = client.wait(generation, timeout, min_gateways)
     n = sum(1 for g in res["gateways"] if g["state"] == "up")
-    return res, (f"generation {res['generation']} applied by {n} gateways "
-                 f"(waited {res['waited']:.3f} s)\n" + gateways_table(res["gateways"]))
+    down = [f"{g['id']} (applied {g['applied']})" for g in res["gateways"]
+            if g["state"] != "up"]
+    return res, (f"generation {res['generation']} applied by {n} connected gateways "
+                 f"(waited {res['waited']:.3f} s)"
+                 + (f"; not connected, so not waited for: {', '.join(down)}" if down else "")
+                 + "\n" + gateways_table(res["gateways"]))
 
 
 def keygen(directory: str, name: str) -> tuple[object, str]:
@@ -174,7 +178,8 @@ def main(argv=None) -> int:
     mg.add_argument("--vsid", type=int, required=True)
     mg.add_argument("--ca", required=True)
     mg.add_argument("--pa", required=True)
-    wt = sub.add_parser("wait", parents=[common], help="wait until every gateway has applied a generation")
+    wt = sub.add_parser("wait", parents=[common], help="wait until every connected gateway has applied a generation "
+                        "(gateways not connected are named, not waited for)")
     wt.add_argument("--generation", type=int, help="default: the latest")
     wt.add_argument("--gateways", type=int, default=0, metavar="N",
                     help="and at least N gateways are connected")

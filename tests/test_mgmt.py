@@ -222,7 +222,7 @@ def test_redblue_applied_with_nvgwctl_via_mgmt_passes_the_traffic_test(tmp_path)
                 assert r.stdout.strip() == f"applied {policy}: generation 1"
                 r = ctl(mgmt, "--timeout", WAIT, "wait", "--gateways", 1)
                 assert r.returncode == 0, r.stderr
-                assert r.stdout.startswith("generation 1 applied by 1 gateways")
+                assert r.stdout.startswith("generation 1 applied by 1 connected gateways")
                 assert gw_policy(gw)["generation"] == 1
                 cus, fab = Injector(gw, TENANTS, cus_test), Injector(gw, FABRIC, fab_test)
                 try:
@@ -326,6 +326,14 @@ def test_two_gateways_converge_refusals_and_restarts(tmp_path):
         r = ctl(mgmt, "set", "record", "vsid=6001", "ca=10.1.1.8", "mac=00:15:5d:7e:00:08",
                 "pa=192.168.1.11")
         assert r.returncode == 0 and r.stdout.strip() == "set record: generation 3", r.stderr
+        # wait counts the connected gateways only, and names the others
+        wait_for(lambda: {x["id"]: x["state"] for x in c.gateways()}["gw1"] == "down", WAIT,
+                 what="gw1 seen down")
+        r = ctl(mgmt, "--timeout", WAIT, "wait")
+        assert r.returncode == 0, r.stderr
+        first = r.stdout.splitlines()[0]
+        assert first.startswith("generation 3 applied by 1 connected gateways"), r.stdout
+        assert first.endswith("; not connected, so not waited for: gw1 (applied 2)"), r.stdout
         gws["gw1"] = GatewayProcess(tmp_path / "gw1b", empty_ports(),
                                     agent_body(mgmt, keys, "gw1")).start()
         c.wait(3, timeout=WAIT, min_gateways=2)
