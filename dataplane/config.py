@@ -326,7 +326,11 @@ def eal_args(cfg: Config, hugepages: bool, prog: str = "nvgw-dataplane") -> list
     """The EAL argv: lcores pinned as configured, ports probed later by rte_dev_probe."""
     eal, wk = cfg.eal, cfg.workers
     main = eal["main_lcore"]
-    main_cpu = main if main in os.sched_getaffinity(0) else min(os.sched_getaffinity(0))
+    usable = os.sched_getaffinity(0)
+    # The main lcore (control thread) on its own CPU when it is usable here, else on
+    # the lowest usable one no worker polls: a worker's CPU only when none is left.
+    free = sorted(usable - set(wk["cpus"]))
+    main_cpu = main if main in usable else (free[0] if free else min(usable))
     lcores = [f"{main}@{main_cpu}"] + [f"{lc}@{cpu}" for lc, cpu in zip(wk["lcores"], wk["cpus"])]
     args = [prog, "--lcores", ",".join(lcores), "--main-lcore", str(main),
             "-m", str(eal["memory_mb"]), f"--log-level={eal['log_level']}",

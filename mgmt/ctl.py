@@ -66,6 +66,8 @@ def read_json(path: str):
             return json.load(f)
     except (OSError, ValueError) as e:
         raise NvgwError(f"cannot read {path}: {e}") from None
+    except RecursionError:
+        raise NvgwError(f"cannot read {path}: JSON nested too deeply") from None
 
 
 def apply_file(client, path: str) -> tuple[object, str]:

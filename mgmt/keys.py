@@ -24,13 +24,19 @@ def keygen(directory: str, name: str) -> tuple[str, str]:
     """Write NAME.key and NAME.key_secret (mode 0600) in directory; return their paths."""
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"key name {name!r} must be a plain file name")
-    os.makedirs(directory, exist_ok=True)
     for suffix in (".key", ".key_secret"):
         if os.path.exists(os.path.join(directory, name + suffix)):
             raise ConfigError(f"{os.path.join(directory, name + suffix)} exists; "
                               "not overwriting a key")
-    public, secret = zmq.auth.create_certificates(directory, name)
-    os.chmod(secret, 0o600)
+    old = os.umask(0o077)       # the secret is never readable by others, not even briefly
+    try:
+        os.makedirs(directory, exist_ok=True)
+        public, secret = zmq.auth.create_certificates(directory, name)
+    except OSError as e:
+        raise ConfigError(f"cannot write a key pair in {directory}: {e.strerror}") from None
+    finally:
+        os.umask(old)
+    os.chmod(public, 0o644)     # the public key is for others to read
     return public, secret
 
 

@@ -633,12 +633,17 @@ def main(argv=None) -> int:
                     help="server.key_secret, clients/*.key and gateways/*.key "
                          f"(default {DEFAULT_KEYS})")
     ap.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
-                    help="a gateway silent for 3 heartbeats is down (default 1)")
+                    help="a gateway silent for 3 heartbeats is down (default 1; keep it "
+                         "at the gateways' agent.heartbeat_ms or more)")
     ap.add_argument("--max-message", type=int, default=MAX_MESSAGE, metavar="BYTES",
                     help="largest client request; a bigger one closes that client's "
                          f"connection (default {MAX_MESSAGE >> 20} MiB)")
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
+    if not 0.05 <= args.heartbeat <= 60:
+        ap.error("--heartbeat must be 0.05..60 seconds (as the agents' heartbeat_ms)")
+    if args.max_message < 1 << 16:
+        ap.error("--max-message must be at least 65536 bytes")
     logsetup.setup(args.log_level)
 
     stopping = []

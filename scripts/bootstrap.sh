@@ -53,7 +53,8 @@ if [[ ! -f $stamp || setup.py -nt $stamp || pyproject.toml -nt $stamp ]]; then
     touch "$stamp"
 fi
 # Incremental: rebuilds only what changed in dataplane/ and cext/.
-.venv/bin/python setup.py -q build_ext --inplace 2>&1 | grep -v "^Compiling\|^\[" || true
+# (grep's own status is dropped, the build's is not: pipefail stops the script)
+.venv/bin/python setup.py -q build_ext --inplace 2>&1 | { grep -v "^Compiling\|^\[" || true; }
 
 # Hugepages only when asked (NVGW_HUGEPAGES=count of 2 MB pages): without
 # them the gateway runs with --no-huge, which the tests use.

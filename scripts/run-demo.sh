@@ -35,6 +35,6 @@ cp config/redblue-policy.json "$work/"
 duration=${DURATION:-5}
 cp config/demo.toml "$work/"
 args=(--config "$work/demo.toml")
-(( duration > 0 )) && args+=(--duration "$duration")
+[[ $duration != 0 ]] && args+=(--duration "$duration")    # seconds, 2.5 too
 cd "$work"
 exec "$OLDPWD/.venv/bin/nvgw-dataplane" "${args[@]}"

@@ -154,6 +154,19 @@ def test_peer_only_in_the_forward_pipeline(tmp_path):
     assert run_config(tmp_path, text).startswith("'peer' is for pipeline.mode = forward")
 
 
+def test_main_lcore_keeps_off_worker_cpus_when_its_own_is_not_usable(tmp_path, monkeypatch):
+    """Run under taskset -c 1-3, main lcore 0's CPU is not usable: the control thread
+    went to the lowest usable CPU, the busy-polling worker's; now the lowest free one."""
+    from dataplane import config
+    cfg = config.parse(good(tmp_path), str(tmp_path / "x.toml"))
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {1, 2, 3})
+    args = config.eal_args(cfg, hugepages=False)
+    assert args[args.index("--lcores") + 1] == "0@2,1@1"
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {1})
+    args = config.eal_args(cfg, hugepages=False)
+    assert args[args.index("--lcores") + 1] == "0@1,1@1"      # no other: shared
+
+
 def test_lcore_that_does_not_exist(tmp_path):
     text = good(tmp_path).replace("lcores = [1]", "lcores = [300]")
     assert "lcore 300 does not exist" in run_config(tmp_path, text)

@@ -170,6 +170,34 @@ def test_a_document_of_more_than_a_mib_with_a_record_block_loads(tmp_path):
         assert m.stop() == 0
 
 
+def test_operator_mistakes_with_keys_files_and_options_are_one_line(tmp_path):
+    """keygen where it cannot write, a JSON file nested too deeply, nonsense server
+    options: one clear line and a non-zero exit, never a traceback; a new secret key
+    is never readable by others."""
+    def run(*argv):
+        p = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
+                           timeout=60, cwd=tmp_path)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+        return p.stderr.strip().splitlines()[-1]
+
+    (tmp_path / "file").write_text("")
+    assert run("mgmt.ctl", "keygen", "file", "k") == \
+        "nvgwctl: cannot write a key pair in file: File exists"
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    assert run("mgmt.ctl", "--gateway", f"ipc://{tmp_path}/none", "apply", "-f",
+               "deep.json") == "nvgwctl: cannot read deep.json: JSON nested too deeply"
+    for opt, message in (("--heartbeat", "--heartbeat must be 0.05..60 seconds"),
+                         ("--max-message", "--max-message must be at least 65536 bytes")):
+        assert message in run("mgmt.server", opt, "0", "--db", "x.db", "--clients",
+                              f"ipc://{tmp_path}/c", "--gateways", f"ipc://{tmp_path}/g",
+                              "--keys", str(tmp_path))
+    keys = subprocess.run([sys.executable, "-m", "mgmt.ctl", "keygen", "k", "ops"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert keys.returncode == 0, keys.stderr
+    assert (tmp_path / "k" / "ops.key_secret").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "k" / "ops.key").stat().st_mode & 0o777 == 0o644
+
+
 def test_store_reopened_knows_the_pas_its_rewrite_records_own(tmp_path):
     """The records come back from the store's rows, not one by one: the PA a rewrite
     record owns must come back too (it was lost: the record could not be deleted or
