@@ -242,6 +242,7 @@ def _validate(cfg: Config) -> None:
         _validate_agent(cfg)
     if len(cfg.ports) > 8:
         raise ConfigError("at most 8 ports")
+    _pci_order(cfg)
     if any(p.device.split(",")[0] == q.device.split(",")[0]
            for i, p in enumerate(cfg.ports) for q in cfg.ports[i + 1:]):
         raise ConfigError("two ports name the same device")
@@ -249,6 +250,25 @@ def _validate(cfg: Config) -> None:
         drivers.check_devices([p.device for p in cfg.ports])
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _pci_order(cfg: Config) -> None:
+    """Workers and counters take ports by id in config order, and EAL numbers the
+    PCI ports first, in bus order (vdevs come after, as they are probed): so must
+    the config. Each PCI device string is written as ethdev names its port."""
+    pci = []
+    for i, p in enumerate(cfg.ports):
+        addr = drivers.pci_address(p.device)
+        if addr is not None:
+            p.device = addr + p.device[len(p.device.split(",", 1)[0]):]
+            pci.append((i, addr, p.name))
+    if [i for i, _, _ in pci] != list(range(len(pci))):
+        raise ConfigError(f"port '{pci[-1][2]}': PCI ports come first in [[ports]] (EAL "
+                          "numbers them before the virtual ones)")
+    for (_, a, name), (_, b, _) in zip(pci, pci[1:]):
+        if a > b:          # the same twice: "two ports name the same device", below
+            raise ConfigError(f"port '{name}' ({a}): PCI ports are listed in bus order, "
+                              f"as EAL numbers them ({b} comes first)")
 
 
 def _validate_agent(cfg: Config) -> None:

@@ -99,6 +99,16 @@ def installed_drivers(dirs=None) -> dict[str, Driver]:
     return dict(_scan(tuple(driver_dirs() if dirs is None else dirs)))
 
 
+def pci_address(devargs: str) -> str | None:
+    """The PCI address a device string names, as ethdev names the port
+    (DDDD:BB:DD.F, lower case: "pci:03:00.1" -> "0000:03:00.1"), or None."""
+    name = devargs.split(",", 1)[0].strip()
+    if not _PCI_RE.match(name):
+        return None
+    name = name.removeprefix("pci:").lower()
+    return name if name.count(":") == 2 else "0000:" + name
+
+
 def driver_of(devargs: str, drivers: dict[str, Driver] | None = None) -> str | None:
     """Name of the installed virtual driver a vdev device string selects, or None.
 

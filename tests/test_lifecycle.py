@@ -167,6 +167,31 @@ def test_main_lcore_keeps_off_worker_cpus_when_its_own_is_not_usable(tmp_path, m
     assert args[args.index("--lcores") + 1] == "0@1,1@1"      # no other: shared
 
 
+def test_pci_ports_in_the_order_eal_numbers_them(tmp_path):
+    """EAL numbers PCI ports first, in bus order, and the gateway takes port ids in
+    config order: another order failed after EAL with 'port ids [1, 0] are not 0..1'.
+    Short and pci: forms are written as ethdev names the port (they failed to probe)."""
+    from dataplane import config
+
+    def ports(*devices):
+        return "".join(f'[[ports]]\nname = "p{i}"\nrole = "customer"\ndevice = "{d}"\n'
+                       for i, d in enumerate(devices))
+    head = good(tmp_path)[:good(tmp_path).index("[[ports]]")]
+    assert run_config(tmp_path, head + ports("0000:05:00.0", "0000:03:00.0")) == (
+        "port 'p0' (0000:05:00.0): PCI ports are listed in bus order, as EAL numbers them "
+        "(0000:03:00.0 comes first)")
+    assert run_config(tmp_path, head + ports("net_null0", "0000:03:00.0")) == (
+        "port 'p1': PCI ports come first in [[ports]] (EAL numbers them before the "
+        "virtual ones)")
+    assert run_config(tmp_path, head + ports("pci:03:00.0", "0000:03:00.0")) == (
+        "two ports name the same device")
+    (tmp_path / "ok.toml").write_text(head + ports("pci:03:00.0,rxq_pkt_fill=8", "03:00.1",
+                                                   "net_null0"))
+    cfg = config.load(str(tmp_path / "ok.toml"))
+    assert [p.device for p in cfg.ports] == ["0000:03:00.0,rxq_pkt_fill=8", "0000:03:00.1",
+                                             "net_null0"]
+
+
 def test_lcore_that_does_not_exist(tmp_path):
     text = good(tmp_path).replace("lcores = [1]", "lcores = [300]")
     assert "lcore 300 does not exist" in run_config(tmp_path, text)
