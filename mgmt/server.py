@@ -51,6 +51,9 @@ MAX_GATEWAY_MESSAGE = 1 << 20  # gateways send hello/heartbeat/ack/nack only
 CLIENT_RCVHWM = 100
 MAX_WAITS = 1024               # pending `wait` requests, all clients together
 MAX_WAITS_PER_CONNECTION = 16
+# nvgwctl opens a connection per request: per client key too, so that one client
+# cannot hold all MAX_WAITS (every other client's wait refused for up to an hour).
+MAX_WAITS_PER_CLIENT = 256
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 MAX_INCREMENTAL = 64           # more batches behind than this: send a snapshot
 DEFAULT_CLIENTS = "ipc:///run/nvgw/mgmt.sock"
@@ -84,6 +87,7 @@ class Wait:
     generation: int
     deadline: float
     min_gateways: int = 0
+    user: str | None = None         # the client's key name (ZAP User-Id)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -376,12 +380,15 @@ class MgmtServer:
         # Each pending wait is held until it is answered: bound them, so a client
         # flooding `wait` gets a refusal instead of growing this process.
         mine = sum(1 for w in self.waits if w.envelope[:1] == envelope[:1])
-        if mine >= MAX_WAITS_PER_CONNECTION or len(self.waits) >= MAX_WAITS:
+        theirs = sum(1 for w in self.waits if w.user == user)
+        if mine >= MAX_WAITS_PER_CONNECTION or theirs >= MAX_WAITS_PER_CLIENT or \
+                len(self.waits) >= MAX_WAITS:
             raise RequestError(f"wait: too many pending waits ({mine} on this connection, "
-                               f"{len(self.waits)} in all; the limits are "
-                               f"{MAX_WAITS_PER_CONNECTION} and {MAX_WAITS})")
+                               f"{theirs} of this client key, {len(self.waits)} in all; the "
+                               f"limits are {MAX_WAITS_PER_CONNECTION}, "
+                               f"{MAX_WAITS_PER_CLIENT} and {MAX_WAITS})")
         log.info("wait", client=user, generation=gen, timeout=timeout)
-        self.waits.append(Wait(envelope, gen, time.monotonic() + timeout, min_gw))
+        self.waits.append(Wait(envelope, gen, time.monotonic() + timeout, min_gw, user))
         self._check_waits()
         return None
 

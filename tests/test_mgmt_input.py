@@ -477,6 +477,29 @@ def test_flood_from_one_client_is_bounded_and_others_are_served(mgmt):
 # -- 6. record blocks that do not match their message ------------------------------------------
 
 
+def test_pending_waits_are_bounded_per_client_key(mgmt):
+    """nvgwctl connects once per request, so the per-connection bound never held a
+    client: 1024 waits from one key refused every other client's wait for up to an
+    hour. At most 256 per client key: 16 connections of 16 waits are held, and the
+    next wait of that key, on a connection of its own, is refused."""
+    msg = b'{"v": 1, "type": "wait", "timeout": 30, "min_gateways": 1}'
+    ctx = zmq.Context()
+    try:
+        held = [dealer(ctx, mgmt) for _ in range(16)]
+        for d in held:
+            for _ in range(16):
+                d.send(msg)
+        wait_for(lambda: sum('"event": "wait"' in line for line in mgmt.log_lines()) == 256,
+                 10, what="256 waits pending")
+        one_more = dealer(ctx, mgmt)
+        one_more.send(msg)
+        r = json.loads(reply_of(one_more)[-1])
+        assert r["ok"] is False and "256 of this client key" in r["error"], r
+        assert not any(d.poll(0) for d in held)         # the 256 are still pending
+    finally:
+        ctx.destroy(linger=0)
+
+
 def test_malformed_record_blocks_are_refused_and_change_nothing(mgmt):
     c = mgmt.client()
     c.load(redblue_policy())
