@@ -130,7 +130,7 @@ class Agent:
         if document is None:
             self.gw.apply(ops, generation=gen, block=block)
         else:
-            self.gw.load(document, generation=gen, block=block)
+            self.gw.load(document, generation=gen, block=block, trusted=True)
 
     def tick(self) -> None:
         """Heartbeats, and noticing a lost nvgw-mgmt or a policy changed locally."""

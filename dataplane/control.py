@@ -37,7 +37,7 @@ class ControlServer:
         self.sock = self.ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
-        self.lock = None
+        self.lock = None        # the lock's fd while we serve an ipc path
         if endpoint.startswith("ipc://"):
             os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
             self.lock = ipclock.claim(endpoint[6:], "in use by another gateway")
@@ -143,10 +143,10 @@ class ControlServer:
         if self.lock is not None:
             if unlink:
                 try:
-                    os.unlink(self.lock.name.removesuffix(".lock"))
+                    os.unlink(self.endpoint[6:])
                 except OSError:
                     pass
-            self.lock.close()       # the lock goes with it; its file stays (no race)
+            os.close(self.lock)     # the lock goes with it; its file stays (no race)
             self.lock = None
 
 

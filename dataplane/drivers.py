@@ -106,7 +106,8 @@ def pci_address(devargs: str) -> str | None:
     if not _PCI_RE.match(name):
         return None
     name = name.removeprefix("pci:").lower()
-    return name if name.count(":") == 2 else "0000:" + name
+    domain, bdf = name.split(":", 1) if name.count(":") == 2 else ("0", name)
+    return f"{int(domain, 16):04x}:{bdf}"
 
 
 def driver_of(devargs: str, drivers: dict[str, Driver] | None = None) -> str | None:

@@ -242,10 +242,12 @@ class Gateway:
                  generation=gen)
         return gen
 
-    def load(self, document: dict, generation: int | None = None, block=None) -> int:
+    def load(self, document: dict, generation: int | None = None, block=None,
+             trusted: bool = False) -> int:
         """Make the policy equal a whole document (diff, then one batch); `block`: its
-        records as a record block, as nvgw-mgmt's snapshots carry them."""
-        gen = self._need_policy().load_document(document, generation, block)
+        records as a record block, as nvgw-mgmt's snapshots carry them. `trusted`:
+        from nvgw-mgmt's store, held only to the rules of its time (Policy.lenient)."""
+        gen = self._need_policy().load_document(document, generation, block, lenient=trusted)
         log.info("policy_loaded", records=len(self.policy.records), generation=gen)
         return gen
 

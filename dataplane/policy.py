@@ -117,6 +117,10 @@ class Policy:
         self.provider_mac = provider_mac
         self.customer_mac = customer_mac
         self.capacity = capacity or {"records": 1 << 20, "routes": 1 << 17}
+        # Skip the rules that came after a policy may have been stored (session 27:
+        # PAs that name a fabric host, next hops and neighbours on their link): for
+        # documents from a trusted store, which an older nvgw-mgmt may have accepted.
+        self.lenient = False
         self.generation = 0
         self.changes = 0        # batches applied, whoever numbered them
         self.provider: dict | None = None
@@ -221,11 +225,21 @@ class Policy:
                 for n in objects(doc.get("neighbours", []), "neighbours")]
         return ops
 
-    def load_document(self, doc: dict, generation: int | None = None, block=None) -> int:
+    def load_document(self, doc: dict, generation: int | None = None, block=None,
+                      lenient: bool = False) -> int:
         """Make the policy equal `doc`: delete what it lacks, set the rest, one batch.
         Its lookup records are in doc["records"] or, many of them, in `block` (a
-        record block, see dataplane/recblock.py), not both."""
+        record block, see dataplane/recblock.py), not both. `lenient`: a document
+        from a store, held only to the rules of its time (self.lenient)."""
+        was, self.lenient = self.lenient, lenient
+        try:
+            return self._load_document(doc, generation, block)
+        finally:
+            self.lenient = was
+
+    def _load_document(self, doc: dict, generation: int | None, block) -> int:
         new = Policy(None, self.provider_mac, self.customer_mac, self.capacity)
+        new.lenient = self.lenient
         set_ops = self.ops_of(doc)
         arr = _block_array(block)
         if arr is not None and doc.get("records"):
@@ -373,7 +387,7 @@ class Policy:
         else:
             ok = np.zeros(n, bool)
         ok &= (arr["method"] <= 1) & (arr["pad"] == 0)
-        if self.provider is not None:       # _peer_pa, on the whole array
+        if self.provider is not None and not self.lenient:  # _peer_pa, on the whole array
             pa = arr["pa"].astype(np.uint32)
             top = pa >> 24
             ok &= (top != 0) & (top != 127) & (top < 224) & ~np.isin(pa, self._our_pas())
@@ -521,7 +535,7 @@ class Policy:
         clash = sorted(set(self.rw_pas) & self.provider["addresses_ip"])
         if clash:
             raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
-        if len(self.records):
+        if len(self.records) and not self.lenient:
             pas = np.frombuffer(self.records.block(), recblock.DTYPE)["pa"].astype(np.uint32)
             hit = np.isin(pas, self._our_pas())
             if hit.any():
@@ -538,7 +552,7 @@ class Policy:
     def _set_neighbour(self, op):
         _fields(op, ("ip", "mac"), ("vlan",))
         scope, ip, mac = self._scope(op), _ip(op["ip"], "neighbour"), _mac(op["mac"], "neighbour")
-        if scope:       # a customer host: on an attached VLAN's subnet, or never used
+        if scope and not self.lenient:  # a customer host: on an attached VLAN's subnet
             att = self.attachments.get(scope)
             if att is None:
                 raise PolicyError(f"neighbour {ip}: VLAN {scope} is not attached")
@@ -694,6 +708,8 @@ class Policy:
     def _off_link(self, vlan, net):
         """Refuse a VLAN's move to subnet `net` (None: its deletion) that leaves a
         static neighbour or a route's next hop off its link."""
+        if self.lenient:
+            return
         where = "its new subnet " + str(net) if net else "any subnet once deleted"
         for (scope, ip) in sorted(self.neighbours):
             if scope == vlan and (net is None or V4(ip) not in net):
@@ -779,6 +795,8 @@ class Policy:
     def _peer_pa(self, first_octet: int, pa: str, what):
         """A PA names one host of the fabric, not us: packets sent to 0/8, loopback,
         multicast, class E or broadcast, or looped back to ourselves, reach no VM."""
+        if self.lenient:
+            return
         if first_octet in (0, 127) or first_octet >= 224:
             raise PolicyError(f"{what}: PA {pa} is not a unicast host address")
         if pa in self.provider["addresses_ip"]:
@@ -786,6 +804,8 @@ class Policy:
 
     def _claim_rewrite_pa(self, pa, owner, what):
         self._peer_pa(int(pa.split(".", 1)[0]), pa, what)
+        if pa in self.provider["addresses_ip"]:     # a rule of every time, lenient too
+            raise PolicyError(f"{what}: PA {pa} is one of the gateway's NVGRE addresses")
         other = self.rw_pas.get(pa)
         if other is not None and other != owner:
             raise PolicyError(f"{what}: PA {pa} is already the rewrite PA of "
@@ -862,7 +882,7 @@ class Policy:
                 raise PolicyError(f"route {net}: VLAN {vlan} is not attached to routing "
                                   f"domain {rdid}")
             on = ipaddress.IPv4Interface(att["address"]).network
-            if nh != ZERO and nh not in on:
+            if nh != ZERO and nh not in on and not self.lenient:
                 raise PolicyError(f"route {net}: next hop {nh} is not on VLAN {vlan} ({on})")
             route["vlan"] = vlan
         elif "vsid" in op:
@@ -870,7 +890,7 @@ class Policy:
             if vsid not in self.subnets or self.subnets[vsid]["rdid"] != rdid:
                 raise PolicyError(f"route {net}: VSID {vsid} is not in routing domain {rdid}")
             on = ipaddress.IPv4Network(self.subnets[vsid]["prefix"])
-            if nh != ZERO and nh not in on:
+            if nh != ZERO and nh not in on and not self.lenient:
                 raise PolicyError(f"route {net}: next hop {nh} is not in virtual subnet "
                                   f"{vsid} ({on})")
             route["vsid"] = vsid

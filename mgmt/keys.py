@@ -28,14 +28,15 @@ def keygen(directory: str, name: str) -> tuple[str, str]:
         if os.path.exists(os.path.join(directory, name + suffix)):
             raise ConfigError(f"{os.path.join(directory, name + suffix)} exists; "
                               "not overwriting a key")
-    old = os.umask(0o077)       # the secret is never readable by others, not even briefly
     try:
         os.makedirs(directory, exist_ok=True)
-        public, secret = zmq.auth.create_certificates(directory, name)
+        old = os.umask(0o077)   # the secret is never readable by others, not even briefly
+        try:
+            public, secret = zmq.auth.create_certificates(directory, name)
+        finally:
+            os.umask(old)
     except OSError as e:
         raise ConfigError(f"cannot write a key pair in {directory}: {e.strerror}") from None
-    finally:
-        os.umask(old)
     os.chmod(public, 0o644)     # the public key is for others to read
     return public, secret
 

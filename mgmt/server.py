@@ -184,8 +184,8 @@ class MgmtServer:
                     self.locks.append(ipclock.claim(ep[6:], f"{ep}: in use by another "
                                                     "nvgw-mgmt"))
         except BaseException:
-            for f in self.locks:
-                f.close()
+            for fd in self.locks:
+                os.close(fd)
             raise
         self.clients = self.gateways = None
         # The ZAP handler first: a CURVE socket without one accepts anyone.
@@ -252,8 +252,8 @@ class MgmtServer:
                 os.unlink(path)
             except OSError:
                 pass
-        for f in self.locks:
-            f.close()
+        for fd in self.locks:
+            os.close(fd)
         self.locks = []
 
     # -- authentication -------------------------------------------------------------
@@ -656,8 +656,10 @@ def main(argv=None) -> int:
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
-    try:                            # one nvgw-mgmt per store
-        held = ipclock.claim(args.db, "in use by another nvgw-mgmt")
+    try:                            # one nvgw-mgmt per store: held until exit
+        if args.db != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
+            ipclock.claim(args.db, "in use by another nvgw-mgmt")
         store = Store(args.db)
     except Exception as e:          # sqlite3.Error, OSError, a corrupt document
         print(f"nvgw-mgmt: cannot open {args.db}: {e}", file=sys.stderr)
@@ -665,10 +667,9 @@ def main(argv=None) -> int:
     try:
         server = MgmtServer(store, args.clients, args.gateways, args.keys, args.heartbeat,
                             max_message=args.max_message)
-    except (NvgwError, zmq.ZMQError) as e:
+    except (NvgwError, zmq.ZMQError, OSError) as e:
         print(f"nvgw-mgmt: {e}", file=sys.stderr)
         store.close()
-        held.close()
         return 2
     log.info("ready", clients=server.endpoints["clients"],
              gateways=server.endpoints["gateways"], db=args.db,
@@ -679,7 +680,6 @@ def main(argv=None) -> int:
     finally:
         server.close()
         store.close()
-        held.close()
     log.info("stopped", signal=stopping[0] if stopping else None)
     return 0
 

@@ -27,9 +27,12 @@ import time
 import uuid
 
 import numpy as np
+import structlog
 
 from dataplane import recblock
 from dataplane.policy import Policy, PolicyError
+
+log = structlog.get_logger("nvgw.store")
 
 # The store validates without knowing the gateways' port MACs. Defaults that
 # depend on them (a subnet's gateway_mac, an attachment's mac) are filled in by
@@ -240,7 +243,13 @@ class Store:
         """The policy engine holding the stored policy: the document, then the rows
         of the records table (checked when they were committed)."""
         model = Policy(None, _PROVIDER_MAC, _CUSTOMER_MAC)
-        model.load_document(doc)
+        # Stored under the rules of its time: what a later version refuses stays
+        # (a warning names it) until a change replaces it, which is checked in full.
+        model.load_document(doc, lenient=True)
+        try:
+            Policy(None, _PROVIDER_MAC, _CUSTOMER_MAC).load_document(doc)
+        except PolicyError as e:
+            log.warning("stored_policy_breaks_a_rule", db=self.path, error=str(e))
         block = b"".join(r for (r,) in self.db.execute("SELECT rows FROM record_buckets"))
         if block:
             model.load_records(np.frombuffer(block, recblock.DTYPE))

@@ -186,10 +186,10 @@ def test_pci_ports_in_the_order_eal_numbers_them(tmp_path):
     assert run_config(tmp_path, head + ports("pci:03:00.0", "0000:03:00.0")) == (
         "two ports name the same device")
     (tmp_path / "ok.toml").write_text(head + ports("pci:03:00.0,rxq_pkt_fill=8", "03:00.1",
-                                                   "net_null0"))
+                                                   "1:02:00.0", "net_null0"))
     cfg = config.load(str(tmp_path / "ok.toml"))
     assert [p.device for p in cfg.ports] == ["0000:03:00.0,rxq_pkt_fill=8", "0000:03:00.1",
-                                             "net_null0"]
+                                             "0001:02:00.0", "net_null0"]
 
 
 def test_lcore_that_does_not_exist(tmp_path):

@@ -13,7 +13,9 @@ CurveZMQ on both of its sockets), the agent in nvgw-dataplane, nvgwctl --mgmt.
 """
 from __future__ import annotations
 
+import copy
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -27,7 +29,7 @@ from scapy.layers.inet import IP, TCP
 from dataplane import recblock
 
 from dataplane.errors import NvgwError
-from dataplane.policy import PolicyError
+from dataplane.policy import Policy, PolicyError
 from harness import GatewayProcess, PcapPort
 from mgmt.store import Store
 from mgmt_harness import Keys, MgmtProcess, agent_body, ctl, wait_for
@@ -127,9 +129,10 @@ def test_store_generations_changelog_and_persistence(tmp_path):
 def test_a_second_nvgw_mgmt_on_the_same_socket_or_store_is_refused(tmp_path):
     """libzmq's bind replaces an ipc socket file that is there: a second nvgw-mgmt on
     the same path took the first one's clients, and its failed start left the path
-    dead. Refused before it binds; the first one keeps answering."""
+    dead. Refused before it binds; the first one keeps answering. (The first's store
+    is in a directory that does not exist yet: a fresh install.)"""
     keys = Keys.create(tmp_path / "keys", [])
-    m = MgmtProcess(tmp_path / "one", keys).start()
+    m = MgmtProcess(tmp_path / "one", keys, db=tmp_path / "var" / "lib" / "mgmt.db").start()
     try:
         base = [sys.executable, "-m", "mgmt.server", "--keys", str(keys.mgmt_dir)]
         for db, clients, gws, message in (
@@ -196,6 +199,40 @@ def test_operator_mistakes_with_keys_files_and_options_are_one_line(tmp_path):
     assert keys.returncode == 0, keys.stderr
     assert (tmp_path / "k" / "ops.key_secret").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "k" / "ops.key").stat().st_mode & 0o777 == 0o644
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o777 & ~mask     # as mkdir makes it
+
+
+def test_a_store_an_older_version_accepted_still_opens(tmp_path):
+    """Rules came after policies were stored (session 27: neighbours on an attached
+    VLAN and its subnet, ...): a stored policy that breaks one still opens (nvgw-mgmt
+    down would leave no way to fix it) with a warning, and gateways take it from
+    the store (Gateway.load trusted). A change is checked in full: reloading the
+    document as it is names the problem; a change elsewhere goes through."""
+    db = tmp_path / "mgmt.db"
+    store = Store(str(db))
+    assert store.load(redblue_policy()) == (1, True)
+    store.close()
+    stored = json.loads(sqlite3.connect(str(db)).execute(
+        "SELECT value FROM meta WHERE key = 'document'").fetchone()[0])
+    stored["neighbours"].append({"vlan": 300, "ip": "172.16.9.9", "mac": "02:00:00:00:09:09"})
+    con = sqlite3.connect(str(db))
+    con.execute("UPDATE meta SET value = ? WHERE key = 'document'", (json.dumps(stored),))
+    con.commit()
+    con.close()
+    store = Store(str(db))                      # opens, with the old neighbour
+    assert {"vlan": 300, "ip": "172.16.9.9", "mac": "02:00:00:00:09:09"} in \
+        store.document["neighbours"]
+    snapshot = store.document
+    gateway = Policy(None)
+    gateway.load_document(copy.deepcopy(snapshot), lenient=True)     # as the agent does
+    with pytest.raises(PolicyError, match="neighbour 172.16.9.9: VLAN 300 is not attached"):
+        Policy(None).load_document(copy.deepcopy(snapshot))
+    with pytest.raises(PolicyError, match="neighbour 172.16.9.9: VLAN 300 is not attached"):
+        store.load(copy.deepcopy(snapshot))
+    assert store.migrate(5001, VM_CA, "192.168.1.12") == 2
+    store.close()
 
 
 def test_store_reopened_knows_the_pas_its_rewrite_records_own(tmp_path):
