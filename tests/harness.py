@@ -141,7 +141,10 @@ class GatewayProcess:
             c = self.counters()
             rx = next(p["rx_pkts"] for p in c["ports"] if p["name"] == port)
             tx = sum(p["tx_pkts"] for p in c["ports"])
-            if rx >= count and last == (rx, tx):
+            # idle: two samples alike, and nothing left in a hand-over ring (every
+            # packet received was processed by its owner, or dropped handing it over)
+            done = sum(w["processed"] for w in c["workers"]) + c["drops"].get("dist_full", 0)
+            if rx >= count and last == (rx, tx) and done == sum(p["rx_pkts"] for p in c["ports"]):
                 return c
             last = (rx, tx) if rx >= count else None
             time.sleep(0.05)
@@ -169,13 +172,15 @@ class GatewayProcess:
         return json.loads(self.stats_path.read_text())
 
     def sent_queue(self, port: str, queue: int) -> list[bytes]:
-        """What one worker (its tx queue) transmitted on `port` (after stop)."""
-        return read_pcap(self.workdir / f"{port}.tx{queue}.pcap")
+        """What one worker (its tx queue) transmitted on `port` (after stop). net_pcap
+        makes its capture when the port starts: none is a wrong port, not 'nothing'."""
+        path = self.workdir / f"{port}.tx{queue}.pcap"
+        assert path.exists(), f"no capture {path}: port {port!r} has no tx queue {queue}"
+        return read_pcap(path)
 
     def sent(self, port: str) -> list[bytes]:
         """What the gateway transmitted on `port` (after stop), queue by queue."""
-        return [pkt for q in range(self.n_tx)
-                for pkt in read_pcap(self.workdir / f"{port}.tx{q}.pcap")]
+        return [pkt for q in range(self.n_tx) for pkt in self.sent_queue(port, q)]
 
     def __enter__(self):
         return self.start()

@@ -48,6 +48,7 @@ from scapy.packet import Raw
 
 from dataplane._dataplane import DROP_REASONS
 from harness import GatewayProcess, PcapPort
+from nvgw_helpers import assert_packets, expected_customer, expected_encap
 
 PMAC = "02:70:63:61:70:00"          # provider (fabric) port, index 0
 CMAC = "02:70:63:61:70:01"          # customer (tenants) port, index 1
@@ -428,8 +429,15 @@ def test_base_packets_are_forwarded(tmp_path, idle_in_use):
     final, live, sent = run(tmp_path, fabric, tenants)
     assert nonzero(final["drops"]) == {}
     assert nonzero(final["exceptions"]) == {}
-    assert len(sent["tenants"]) == 1          # fabric -> VLAN 100
-    assert len(sent["fabric"]) == 4           # 2 hairpins + 2 encapsulations
+    # fabric -> VLAN 100; 2 hairpins to 10.1.2.5 (VSID 5002) + 2 encapsulations to Blue
+    assert_packets(sent["tenants"], [expected_customer(fabric[0][GRE].payload[IP], vlan=100,
+                                                       dst_mac=HOST_MAC)])
+    hairpin = dict(vsid=5002, pa=HOST_PA, ca_mac="00:15:5d:b2:00:05", fabric_mac=FABRIC_PEER,
+                   src_pa=PA)
+    encap = dict(vsid=5001, pa=HOST_PA, ca_mac=BLUE_CA_MAC, fabric_mac=FABRIC_PEER, src_pa=PA)
+    assert_packets(sent["fabric"], [expected_encap(f[GRE].payload[IP], **hairpin)
+                                    for f in fabric[1:]] +
+                   [expected_encap(t[IP], **encap) for t in tenants])
     check_accounting(final, live, idle_in_use, sent)
 
 

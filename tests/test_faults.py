@@ -172,7 +172,7 @@ def _try(fn, *args):
 
 
 def test_gateway_killed_under_traffic_resyncs(tmp_path):
-    tm = pytest.importorskip("test_migration")
+    import test_migration as tm
     from netns import Netns, NetnsGateway, Traffic, unavailable
     if unavailable():
         pytest.skip(unavailable())
@@ -227,6 +227,7 @@ def test_gateway_killed_under_traffic_resyncs(tmp_path):
         rx = sum(p["rx_pkts"] for p in ports.values())
         tx = sum(p["tx_pkts"] for p in ports.values())
         assert rx == tx + sum(drops.values()), (ports, drops, final.get("exceptions"))
+        assert set(drops) <= {"no_policy"}, drops     # only before its policy came
         assert final["generation"] == gen and live["generation"] == gen
         events = [json.loads(line)["event"] for line in gw2.stderr.splitlines()
                   if line.startswith("{")]

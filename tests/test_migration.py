@@ -22,6 +22,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from netns import Netns, NetnsGateway, Traffic, unavailable
+from nvgw_helpers import expected_encap
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 
@@ -103,6 +104,12 @@ def decode(ns: Netns, raw: bytes):
     vlan, src, _mac, vsid, rmac = TENANTS[tenant]
     assert key >> 8 == vsid, f"{tenant} packet with GRE key {key:#x}"
     assert inner[0:6] == mac_bytes(rmac) and ip[12:16] == ipaddress.IPv4Address(src).packed
+    # and every byte (checksums, FlowID, lengths): the frame sent, encapsulated toward pa
+    sent = (IP(src=src, dst=CA, ttl=64) / UDP(sport=40000 + tid, dport=7000, chksum=0) /
+            Raw(PAYLOAD.pack(MAGIC, tid, seq)))
+    assert raw == expected_encap(sent, vsid=vsid, pa=pa, ca_mac=rmac, fabric_mac=PA_MACS[pa],
+                                 gw_mac=ns.mac("fab0"), src_pa=PROVIDER_PA,
+                                 provider_mac=ns.mac("fab0")), raw.hex()
     return tenant, seq, pa
 
 

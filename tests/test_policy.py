@@ -975,7 +975,7 @@ def test_malformed_record_refused_whole(op, message):
 def test_document_with_non_object_entry_refused():
     doc = redblue_doc()
     doc["records"].append(1)
-    assert_refused(redblue(), doc, "records", apply=False)
+    assert_refused(redblue(), doc, "records: must be a list of JSON objects", apply=False)
     # keys that are no CA or VSID get the record's own message, not a TypeError
     for key, message in (("ca", "lookup record CA: ['10.1.1.9'] is not an IPv4 address"),
                          ("vsid", "VSID [5001] is outside")):
@@ -986,19 +986,18 @@ def test_document_with_non_object_entry_refused():
 
 
 def test_attachment_overlapping_subnet_refused():
-    assert_refused(redblue(), [attachment(101, "10.1.1.1/24")], "overlaps")
+    assert_refused(redblue(), [attachment(101, "10.1.1.1/24")],
+                   "attachment vlan 101 (10.1.1.0/24) overlaps virtual subnet 5001 "
+                   "(10.1.1.0/24) in routing domain 1")
 
 
 def test_customer_route_cannot_replace_connected_route():
     p = redblue()
-    try:
-        p.apply([route("10.1.1.0/24", "0.0.0.0", vsid=5001, metric=5)])
-    except PolicyError:
-        pass
-    try:
-        p.apply([route("10.1.1.0/24", "0.0.0.0", op="del")])
-    except PolicyError:
-        pass
+    assert_refused(p, [route("10.1.1.0/24", "0.0.0.0", vsid=5001, metric=5)],
+                   "route 10.1.1.0/24 via 0.0.0.0 is the connected route of a virtual subnet "
+                   "or attachment of routing domain 1")
+    assert_refused(p, [route("10.1.1.0/24", "0.0.0.0", op="del")],
+                   "no customer route 10.1.1.0/24 via 0.0.0.0 in routing domain 1")
     assert p.installed.get((1, "10.1.1.0/24")) == (VSUBNET, 5001, 0, ZERO_B)
     assert p.routes[(1, "10.1.1.0/24")]["0.0.0.0"].get("auto")
 

@@ -11,7 +11,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from harness import GatewayProcess, PcapPort, read_pcap, run_pcap
-from nvgw_helpers import nonzero
+from nvgw_helpers import assert_packets, expected_customer, expected_encap, nonzero
 
 PMAC, CMAC = "02:70:63:61:70:00", "02:70:63:61:70:01"
 WORKERS = 4
@@ -57,6 +57,24 @@ def customer(f, payload):    # one on-premises host -> one VM
             IP(src="172.16.1.10", dst="10.1.1.7") / UDP(sport=10000 + f, dport=80) / payload)
 
 
+HOST_MAC = "02:00:00:00:01:10"         # 172.16.1.10 on VLAN 100 (redblue's neighbour)
+TO_BLUE = dict(vsid=5001, pa="192.168.1.10", ca_mac="00:15:5d:b1:00:07",
+               fabric_mac="00:15:5d:00:00:10", src_pa="192.168.1.1")
+
+
+def expected(make, p) -> bytes:
+    """What the gateway sends for input frame p of flows(make)."""
+    if make is nvgre:            # decapsulated, routed to the host on VLAN 100
+        return expected_customer(p[GRE].payload[IP], vlan=100, dst_mac=HOST_MAC)
+    if make is customer:         # encapsulated toward Blue's VM
+        return expected_encap(p[IP], **TO_BLUE)
+    # rewrite: the VM's PA back to its CA, our mapped PA to the host's; one hop routed
+    ip = p[IP].copy()
+    ip.src, ip.dst, ip.ttl, ip.chksum, ip[UDP].chksum = \
+        "10.1.1.9", "172.16.1.10", ip.ttl - 1, None, None
+    return bytes(Ether(dst=HOST_MAC, src=CMAC) / Dot1Q(vlan=100) / ip)
+
+
 def check_spread_and_order(gw, sent, n_pkts):
     c = gw.final_counters()
     assert all(v == 0 for v in c["drops"].values()), c["drops"]
@@ -90,6 +108,7 @@ def test_one_host_pair_spreads_by_inner_flow(tmp_path, make, port, out):
                      lcores=tuple(range(1, WORKERS + 1)))
     sent = [read_pcap(tmp_path / f"{out}.tx{q}.pcap") for q in range(WORKERS)]
     shares = check_spread_and_order(gw, sent, len(pkts))
+    assert_packets([f for q in sent for f in q], [expected(make, p) for p in pkts])
     print(f"{make.__name__}: packets per worker {shares}")
 
 
@@ -106,15 +125,9 @@ def test_rss_queues_keeps_each_queue_on_its_worker(tmp_path):
     assert all(v == 0 for v in c["drops"].values()), c["drops"]
     assert [w["processed"] for w in c["workers"]] == [300, 300]
     assert [w["handed_off"] for w in c["workers"]] == [0, 0]
-    for q in range(2):
-        out = [Ether(f) for f in read_pcap(tmp_path / f"fabric.tx{q}.pcap")]
-        routed = []
-        for p in per_queue[q]:
-            ip = p[IP].copy()
-            ip.ttl, ip.chksum = ip.ttl - 1, None      # one routed hop in the tenant's domain
-            routed.append(bytes(ip))
-        assert [bytes(o[GRE].payload[IP]) for o in out] == routed
-        assert all(o[GRE].key >> 8 == 5001 for o in out)           # VSID; low byte: FlowID
+    for q in range(2):          # byte for byte, in order
+        assert read_pcap(tmp_path / f"fabric.tx{q}.pcap") == \
+            [expected_encap(p[IP], **TO_BLUE) for p in per_queue[q]]
 
 
 
