@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -244,12 +245,14 @@ def run_testpmd(work: Path, pcap: Path, window: float, tag: str, cores: int = 1)
                 end = (time.monotonic(), worker_run_ns(proc.pid))
                 break
             time.sleep(0.05)
+        else:
+            end = None
         stop_process(proc, signal.SIGINT, 30)
     text = logf.read_text(errors="replace")
     rates = [int(x) for x in TP_PPS.findall(text) if int(x)]
     sel = rates[warm:warm + int(window)]
-    if not sel:
-        raise RuntimeError(f"testpmd gave no rate; see {logf}")
+    if not sel or mark is None or end is None:
+        raise RuntimeError(f"testpmd gave no rate for {warm + window} s; see {logf}")
     m = TP_CYC.search(text)
     pps = statistics.fmean(sel)
     share = (end[1] - mark[1]) / 1e9 / (end[0] - mark[0]) / cores
@@ -362,7 +365,10 @@ def delta(a: dict, b: dict, tsc_hz: float) -> dict:
             if v - wa["drops"][k]:
                 drops[k] = drops.get(k, 0) + v - wa["drops"][k]
     run_s = (b["run_ns"] - a["run_ns"]) / 1e9 / len(b["workers"])
-    share = run_s / dt if run_s > 0 else 1.0
+    if run_s <= 0:          # no worker thread found: a rate per CPU second would be made up
+        raise RuntimeError("no CPU time of the gateway's worker threads (rte-worker/"
+                           "lcore-worker in /proc/PID/task): cannot measure")
+    share = run_s / dt
     res = {"mpps": tx / dt / share / 1e6, "wall_mpps": tx / dt / 1e6, "cpu_share": share,
            "rx_mpps": rx / dt / 1e6, "gbps": txb * 8 / dt / share / 1e9,
            "busy_cycles_per_pkt": busy / proc if proc else None,
@@ -430,7 +436,8 @@ def perf_profile(work: Path, tag: str, src_role: str, pcap: Path, policy: Path,
         time.sleep(1.0)
         task = Path(f"/proc/{gw.proc.pid}/task")
         tid = next(t.name for t in task.iterdir()
-                   if (t / "comm").read_text().strip().startswith("rte-worker"))
+                   if (t / "comm").read_text().strip().startswith(("rte-worker",
+                                                                   "lcore-worker")))
         data = run / "perf.data"
         subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-t", tid, "-o", str(data),
                         "--", "sleep", str(seconds)], capture_output=True)
@@ -806,6 +813,12 @@ def _log_times(path: Path, event: str, generation: int | None = None) -> list[fl
     return out
 
 
+def nearest_rank(ordered: list, p: float):
+    """The p-th percentile of sorted samples by nearest rank: of 100, p99 is the 99th
+    (not the largest); of fewer than 100, it is the largest."""
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+
+
 def control_plane(work: Path, n_records: int, migrates: int) -> dict:
     """nvgw-mgmt (CurveZMQ, SQLite) with one gateway (net_null ports, an [agent]):
     the time to apply n_records lookup records from the first byte the client sends
@@ -896,8 +909,8 @@ def control_plane(work: Path, n_records: int, migrates: int) -> dict:
             client.wait(g, timeout=120, min_gateways=1)
             lat.append(time.time() - s)
         lat.sort()
-        res["migrate"] = {"count": len(lat), "p50_ms": 1000 * lat[len(lat) // 2],
-                          "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        res["migrate"] = {"count": len(lat), "p50_ms": 1000 * nearest_rank(lat, 0.50),
+                          "p99_ms": 1000 * nearest_rank(lat, 0.99),
                           "max_ms": 1000 * lat[-1]}
         # A restarted gateway gets everything back: a snapshot (the document and one
         # record block), from nvgw-mgmt sending it to the gateway's ack.
@@ -1158,11 +1171,16 @@ def main(argv=None) -> int:
         sys.exit("bench: dpdk-testpmd is missing (Debian package dpdk-dev; "
                  "scripts/bootstrap.sh installs it)")
     counts = [int(x) for x in args.records.split(",")]
+    for n in counts:        # records come in whole domains (bench_workloads.domains)
+        if n < 1 or n != wl.domains(n) * wl.per_domain(n):
+            sys.exit(f"bench: --records {n}: not {wl.domains(n)} domains of equal size; "
+                     f"take {wl.domains(n) * wl.per_domain(n)} or "
+                     f"{wl.domains(n) * (wl.per_domain(n) + 1)}")
     kinds = args.kinds.split(",")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.control_only:
-        res = control_plane(work, args.control_records, max(10, args.migrates // 10))
+        res = control_plane(work, args.control_records, args.migrates)
         (work / "control.json").write_text(json.dumps(res, indent=1))
         print(json.dumps(res, indent=1))
         return 0
@@ -1255,7 +1273,9 @@ def main(argv=None) -> int:
                                                         args.update_batch))
             add(f"encap {n:,} + updates", res, base64)
     profile = None
-    if args.profile and shutil.which("perf"):
+    if args.profile and not shutil.which("perf"):
+        sys.exit("bench: --profile needs perf (Debian package linux-perf)")
+    if args.profile:
         profile = {}
         for n in counts:
             for kind in kinds:
@@ -1271,8 +1291,7 @@ def main(argv=None) -> int:
     control = None
     if not args.no_control:
         control = {"runs": []}
-        for n, m in ((args.control_records, max(10, args.migrates // 10)),
-                     (1000, args.migrates)):
+        for n, m in ((args.control_records, args.migrates), (1000, args.migrates)):
             log(f"control plane: {n:,} records, {m} migrates")
             try:
                 control["runs"].append(control_plane(work, n, m))

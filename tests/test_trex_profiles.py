@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "scripts" / "trex"))
 
-pytest.importorskip("trex_stl_lib.api")          # the test extras install it
+import trex_stl_lib.api  # noqa: E402,F401 -- the test extras install it: missing is a failure
 
 import bench_workloads as wl                      # noqa: E402
 
@@ -57,7 +57,11 @@ def test_field_engine_varies_inner_addresses_and_vsids(kind):
     assert "sport" in names
     for w in writes:
         assert 0 <= w["pkt_offset"] < len(base)
-    assert any(i["type"] == "fix_checksum_hw" for i in vm)
+    # the inner IPv4 header's checksum and UDP's: at the inner header, 20 bytes long
+    # (trex-stl-lib leaves l2_len 0 for a numeric offset: the fix was at byte 0)
+    ip = 18 if kind in ("encap", "rewrite") else 14 + 20 + 8 + 14
+    [fix] = [i for i in vm if i["type"] == "fix_checksum_hw"]
+    assert (fix["l2_len"], fix["l3_len"]) == (ip, 20), fix
     if kind in ("encap", "rewrite"):
         # VLAN (routing domain) and the destination's subnet (its VSID) and host bytes
         assert {"vlan", "sub", "hi", "lo"} <= names
@@ -69,3 +73,18 @@ def test_field_engine_varies_inner_addresses_and_vsids(kind):
         assert len(keys) > 1
     if kind == "hairpin":
         assert "lo" in names
+    if kind == "rewrite":
+        # the mapped host 172.<16 + rd // 256>.<rd % 256>.10 follows the VLAN (domain),
+        # every domain's: octets 2 and 3 of the source in one write
+        [src] = [w for w in writes if w["pkt_offset"] == ip + 13]
+        assert (src["name"], src["pkt_cast_size"], src["mask"], src["add_value"]) == \
+            ("vlan", 2, 0xFFFF, 16 << 8), src
+        [vlan] = [i for i in vm if i.get("name") == "vlan" and i["type"] == "flow_var"]
+        assert vlan["max_value"] == wl.domains(1_000_000)
+
+
+def test_size_tunable_as_trex_passes_it():
+    """TRex turns -t size=64 into the number 64: still the 64-byte workload."""
+    as_text = [base_and_vm(s)[0] for s in streams("encap", size="64")]
+    assert [base_and_vm(s)[0] for s in streams("encap", size=64)] == as_text
+    assert {len(b) for b in as_text} == {64}         # 46-byte IPv4 in a tagged frame

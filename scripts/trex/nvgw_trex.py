@@ -13,7 +13,9 @@ then varies, per packet, what the gateway's policy still accepts:
   decap            the UDP source port.
   (decap/hairpin: anti-spoofing binds the VSID and inner source CA to the outer source PA,
   which no field-engine arithmetic reproduces, so those vary across streams: `streams`
-  base packets, each a different record, VSID and PA.)
+  base packets, each a different record, VSID and PA. With the default 4 streams decap
+  touches 4 records: for the million-record workload give thousands (-t streams=4096),
+  or replay the benchmark's own decap pcap with STLProfile.load_pcap.)
 
 Load the policy the benchmark generates (`scripts/bench.py` writes policy-*.json to its
 work directory) into the gateway; point the generator at its customer port (encap,
@@ -123,9 +125,9 @@ def field_engine(api, n, kind, pkt):
     if kind in ("encap", "rewrite"):
         # VLAN = routing domain; destination 10.<sub>.<hi>.<lo>: every (sub, hi, lo) is a
         # record of every domain. Rewrite also needs the domain's mapped on-premises host
-        # 172.16.<rd>.10 as the source: domains 1..255 there.
-        top = domains(n) if kind == "encap" else min(domains(n), 255)
-        vars_ += [api.STLVmFlowVar(name="vlan", min_value=1, max_value=top, size=2, op="random"),
+        # 172.<16 + rd // 256>.<rd % 256>.10 as the source.
+        vars_ += [api.STLVmFlowVar(name="vlan", min_value=1, max_value=domains(n), size=2,
+                                   op="random"),
                   api.STLVmFlowVar(name="sub", min_value=0, max_value=1, size=1, op="random"),
                   api.STLVmFlowVar(name="hi", min_value=0, max_value=max(0, per // 500 - 1),
                                    size=1, op="random"), lo]
@@ -134,14 +136,17 @@ def field_engine(api, n, kind, pkt):
                    api.STLVmWrFlowVar(fv_name="sub", pkt_offset=ip + 17),
                    api.STLVmWrFlowVar(fv_name="hi", pkt_offset=ip + 18),
                    api.STLVmWrFlowVar(fv_name="lo", pkt_offset=ip + 19)]
-        if kind == "rewrite":
-            writes.append(api.STLVmWrMaskFlowVar(fv_name="vlan", pkt_offset=ip + 14,
-                                                 pkt_cast_size=1, mask=0xFF))
+        if kind == "rewrite":   # source octets 2 and 3: 16 + rd // 256, rd % 256
+            writes.append(api.STLVmWrMaskFlowVar(fv_name="vlan", pkt_offset=ip + 13,
+                                                 pkt_cast_size=2, mask=0xFFFF,
+                                                 add_value=16 << 8))
     elif kind == "hairpin":
         vars_.append(lo)
         writes.append(api.STLVmWrFlowVar(fv_name="lo", pkt_offset=ip + 19))
-    writes.append(api.STLVmFixChecksumHw(l3_offset=ip, l4_offset=ip + 20,
-                                         l4_type=api.CTRexVmInsFixHwCs.L4_TYPE_UDP))
+    fix = api.STLVmFixChecksumHw(l3_offset=ip, l4_offset=ip + 20,
+                                 l4_type=api.CTRexVmInsFixHwCs.L4_TYPE_UDP)
+    fix.l2_len = ip     # trex-stl-lib derives it from a layer name only, else leaves 0
+    writes.append(fix)
     return api.STLScVmRaw(vars_ + writes)
 
 
@@ -166,6 +171,7 @@ class NvgwProfile:
         return out
 
     def get_streams(self, direction=0, records=1000, streams=4, size="64", **kwargs):
-        """TRex calls this (tunables: -t records=1000000,streams=16,size=imix)."""
+        """TRex calls this (tunables: -t records=1000000,streams=16,size=imix; TRex
+        passes size=64 as a number)."""
         from trex_stl_lib import api
-        return self.streams(api, records, streams, size)
+        return self.streams(api, int(records), int(streams), str(size))
