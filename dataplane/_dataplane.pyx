@@ -496,10 +496,17 @@ cdef class Nvgre:
             self.thread_running = False
 
     def free(self):
-        """Release tables and rings; before EAL cleanup, after workers stopped."""
+        """Release tables and rings; before EAL cleanup, after workers stopped.
+        Packets still in the exception and inject rings go back to their pool."""
+        cdef void *m
+        cdef rte_ring *rings[2]
         self.stop_exceptions()
         if self.ctx != NULL:
             tb.nvgw_tables_free(self.ctx.t)
+            rings[0], rings[1] = self.ctx.exc, self.ctx.inject
+            for i in range(2):
+                while rings[i] != NULL and rte_ring_dequeue(rings[i], &m) == 0:
+                    rte_pktmbuf_free(<rte_mbuf *>m)
             rte_ring_free(self.ctx.exc)
             rte_ring_free(self.ctx.inject)
             rte_free(self.ctx)

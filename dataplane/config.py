@@ -14,6 +14,8 @@ from dataplane import drivers
 from dataplane.errors import ConfigError
 
 MAX_LCORE = 128          # RTE_MAX_LCORE in Debian's DPDK build
+# EAL's log level names (rte_log.h), lowest priority last; a prefix will do
+LOG_LEVELS = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
 MAX_RXQ = 32             # (port, queue) pairs one worker polls: NVGW_MAX_RXQ, cext/nvgw.h
 ROLES = ("provider", "customer")
 MEMORY_MODES = ("auto", "hugepages", "no-huge")
@@ -148,6 +150,11 @@ def _validate(cfg: Config) -> None:
     if eal["memory_mb"] < 64:
         raise ConfigError(f"'eal.memory_mb' = {eal['memory_mb']} is too little: "
                           "EAL needs at least 64 MB")
+    level = eal["log_level"].rpartition(":")[2]       # [type:]level, as EAL takes it
+    if not (level.isdigit() and 1 <= int(level) <= 8) and not any(
+            name.startswith(level) for name in LOG_LEVELS if level):
+        raise ConfigError(f"'eal.log_level' {eal['log_level']!r}: a level is 1..8 or one of "
+                          f"{', '.join(LOG_LEVELS)}, optionally after 'type:'")
     if not all(isinstance(a, str) for a in eal["args"]):
         raise ConfigError("'eal.args' must be a list of strings")
     if cfg.pipeline["mode"] not in PIPELINES:

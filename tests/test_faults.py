@@ -126,6 +126,8 @@ def test_mgmt_killed_mid_batch_keeps_whole_generations(tmp_path):
                 deadline = time.monotonic() + 60
                 while wal.stat().st_mtime_ns == before and time.monotonic() < deadline:
                     time.sleep(0.0002)
+                assert wal.stat().st_mtime_ns != before, \
+                    "nvgw-mgmt did not begin its commit within 60 s: nothing to kill it in"
             mgmt.stop(signal.SIGKILL)
             kills.append(f"{phase} ({time.monotonic() - t:.2f} s after the request)")
             sender.join(70)

@@ -117,6 +117,8 @@ def test_rss_queues_turns_on_the_nics_rss(tmp_path):
     ("[mempool]", "[mempool]\ncache = -1", "'mempool.cache' must be 0..512"),
     ("[mempool]", "[mempool]\ncache = 600", "'mempool.cache' must be 0..512"),
     ("[mempool]", "[mempool]\nmbufs = 9999999999", "'mempool.mbufs' must be 1024..67108864"),
+    ("memory_mb = 128", 'memory_mb = 128\nlog_level = "verbose"',
+     "'eal.log_level' 'verbose': a level is 1..8 or one of emergency"),
     # keys the chosen pipeline would ignore
     ("[mempool]", '[pipeline]\npolicy = "p.json"\n[mempool]',
      "'pipeline.policy' needs pipeline.mode = nvgre"),
