@@ -69,6 +69,7 @@ class Agent:
         self.sock.connect(self.endpoint)
         self.applied: int | None = None     # management generation applied
         self.store: str | None = None       # the store it came from
+        self.digest: str | None = None      # its history there (nvgw-mgmt's store._chain)
         self.our_changes: int | None = None     # the policy's change count after our last
         self.awaiting_snapshot = False
         self.connected = False
@@ -148,7 +149,8 @@ class Agent:
         # lost it meanwhile (restarted, or took it for gone) must not send batches.
         self._send({"type": "hello" if not self.connected else "heartbeat",
                     "applied": None if self.awaiting_snapshot else self.applied,
-                    "store": self.store})
+                    "store": self.store,
+                    "digest": None if self.awaiting_snapshot else self.digest})
 
     def _drifted(self) -> bool:
         """Has the policy changed behind the agent's back (the local control
@@ -159,7 +161,7 @@ class Agent:
             return False
         log.warning("policy_drift", applied=self.applied,
                     gateway_generation=self.gw.policy.generation)
-        self.our_changes = self.applied = None
+        self.our_changes = self.applied = self.digest = None
         return True
 
     def close(self) -> None:
@@ -174,10 +176,12 @@ class Agent:
         except zmq.Again:
             pass            # no connection now; the next heartbeat says hello again
 
-    def _done(self, generation: int, store) -> None:
+    def _done(self, generation: int, store, digest) -> None:
         self.applied, self.store = generation, store
+        self.digest = digest if isinstance(digest, str) else None
         self.our_changes = self.gw.policy.changes
-        self._send({"type": "ack", "generation": generation, "store": store})
+        self._send({"type": "ack", "generation": generation, "store": store,
+                    "digest": self.digest})
 
     def _on_snapshot(self, msg: dict) -> None:
         gen = msg.get("generation")
@@ -202,7 +206,7 @@ class Agent:
         log.info("snapshot_applied", generation=gen,
                  seconds=round(time.monotonic() - t0, 3))
         self.awaiting_snapshot = False
-        self._done(gen, msg.get("store"))
+        self._done(gen, msg.get("store"), msg.get("digest"))
 
     def _on_batch(self, msg: dict) -> None:
         gen = msg.get("generation")
@@ -230,7 +234,7 @@ class Agent:
             self.awaiting_snapshot = True
             self._send({"type": "nack", "generation": gen, "error": str(e)})
             return
-        self._done(gen, self.store)
+        self._done(gen, self.store, msg.get("digest"))
 
     def _on_heartbeat(self, msg: dict) -> None:
         busy = msg.get("busy")

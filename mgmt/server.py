@@ -494,6 +494,13 @@ class MgmtServer:
             log.warning("gateway_ahead", gateway=s.id, applied=applied,
                         generation=self.store.generation)
             s.applied, s.force = None, True
+        elif s.applied is not None and isinstance(msg.get("digest"), str) and \
+                self.store.digest_of(s.applied) not in (None, msg["digest"]):
+            # The same generation number from another history: the store was restored
+            # from an older copy and went on differently meanwhile. Whole, again.
+            log.warning("gateway_diverged", gateway=s.id, applied=applied,
+                        generation=self.store.generation)
+            s.applied, s.force = None, True
         s.sent = s.applied
         s.snapshot_failed = False
         log.info(why, gateway=s.id, applied=applied, same_store=same_store,
@@ -520,7 +527,8 @@ class MgmtServer:
         s, new = self._session(msg, route)
         if new:
             return self._gw_hello({**msg, "applied": msg["generation"],
-                                   "store": msg.get("store")}, route, why="gateway_resync")
+                                   "store": msg.get("store"), "digest": msg.get("digest")},
+                                  route, why="gateway_resync")
         gen = msg["generation"]
         if gen < 0 or gen > self.store.generation or s.sent is None or gen > s.sent:
             # Never sent to it: a replayed or forged ack must not make `wait` succeed.
@@ -564,7 +572,8 @@ class MgmtServer:
         if changes is None:
             doc, block = self.store.snapshot()
             snap = {"type": "snapshot", "store": self.store.store_id, "generation": gen,
-                    "document": doc, "records": recblock.header(len(block) // recblock.SIZE)}
+                    "digest": self.store.digest, "document": doc,
+                    "records": recblock.header(len(block) // recblock.SIZE)}
             if s.force:
                 snap["force"] = True
             ok = self._send(s.route, snap, s, block)
@@ -575,7 +584,7 @@ class MgmtServer:
             for g, kind, body, block in changes:
                 key = "ops" if kind == "ops" else "document"
                 msg = {"type": "batch", "store": self.store.store_id, "generation": g,
-                       key: body}
+                       "digest": self.store.digest_of(g), key: body}
                 if block is not None:
                     msg["records"] = recblock.header(len(block) // recblock.SIZE)
                 ok = self._send(s.route, msg, s, block)

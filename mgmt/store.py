@@ -20,6 +20,7 @@ A change that passes is committed in one SQLite transaction.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -54,7 +55,8 @@ CREATE TABLE IF NOT EXISTS changelog (
     body TEXT NOT NULL,              -- JSON
     command TEXT NOT NULL,           -- what made it: apply, load, migrate
     at REAL NOT NULL,
-    block BLOB);                     -- its record block (dataplane/recblock.py), if any
+    block BLOB,                      -- its record block (dataplane/recblock.py), if any
+    digest TEXT);                    -- the history up to it (_chain)
 CREATE TABLE IF NOT EXISTS record_buckets (
     bucket INTEGER PRIMARY KEY,      -- VSID << 24 | CA >> 8
     rows BLOB NOT NULL);             -- its records, 20 bytes each, in CA order
@@ -64,6 +66,16 @@ CREATE TABLE IF NOT EXISTS gateways (
     last_seen REAL,
     error TEXT);
 """
+
+
+def _chain(prev: str | None, gen: int, kind: str, body_json: str, block) -> str:
+    """The history's digest after one more change: of the one before and the change.
+    (A history from a file without digests starts afresh.)"""
+    h = hashlib.sha256(f"{prev or ''}|{gen}|{kind}|".encode())
+    h.update(body_json.encode())
+    if block is not None:
+        h.update(block)
+    return h.hexdigest()[:32]
 
 
 class StoreError(Exception):
@@ -82,8 +94,10 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
-        if "block" not in [r[1] for r in self.db.execute("PRAGMA table_info(changelog)")]:
-            self.db.execute("ALTER TABLE changelog ADD COLUMN block BLOB")   # older file
+        columns = [r[1] for r in self.db.execute("PRAGMA table_info(changelog)")]
+        for name, typ in (("block", "BLOB"), ("digest", "TEXT")):       # an older file
+            if name not in columns:
+                self.db.execute(f"ALTER TABLE changelog ADD COLUMN {name} {typ}")
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
         if "store_id" not in meta:
             with self._tx():
@@ -92,6 +106,9 @@ class Store:
                 self.db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         self.store_id: str = meta["store_id"]
         self.generation: int = int(meta["generation"])
+        # The history up to this generation (_chain): a copy restored from a backup
+        # keeps the store id, but where it goes on from there has other digests.
+        self.digest: str | None = meta.get("digest", "" if self.generation == 0 else None)
         doc = json.loads(meta["document"])
         if doc.get("records"):
             doc = self._move_records(doc)   # a file from before the records table
@@ -132,6 +149,17 @@ class Store:
         if len(rows) != self.generation - generation or any(r[1] == "snapshot" for r in rows):
             return None
         return [(g, k, json.loads(b), blk) for g, k, b, blk in rows]
+
+    def digest_of(self, generation: int) -> str | None:
+        """The history's digest at `generation`, None when no longer known (or from
+        a file written before digests)."""
+        if generation == self.generation:
+            return self.digest
+        if generation == 0:
+            return ""
+        row = self.db.execute("SELECT digest FROM changelog WHERE generation = ?",
+                              (generation,)).fetchone()
+        return row[0] if row else None
 
     def record(self, vsid, ca) -> dict | None:
         return self.model.records.get((vsid, ca))
@@ -175,8 +203,11 @@ class Store:
                 isinstance(op, dict) and op.get("kind") == "record" for op in body)
             # Lookup records are not in the document: a batch of them alone leaves it.
             doc = self._doc if records_only else _strip(self.model.document(records=False))
+        body_json = json.dumps(body)
+        digest = _chain(self.digest, gen, kind, body_json, block)
         try:
-            self._write(gen, doc, kind, body, command, block, self.model.records.changes())
+            self._write(gen, doc, kind, body_json, command, block,
+                        self.model.records.changes(), digest)
         except BaseException as e:
             self.model = self._model(self._doc)     # back to what is stored
             if isinstance(e, sqlite3.Error):
@@ -184,11 +215,11 @@ class Store:
                                  f"({e}); nothing was changed, the generation stays "
                                  f"{self.generation}") from None
             raise
-        self.generation, self._doc = gen, doc
+        self.generation, self._doc, self.digest = gen, doc, digest
         self._last = (gen, kind, body, block)
         return gen
 
-    def _write(self, gen, doc, kind, body, command, block, changes) -> None:
+    def _write(self, gen, doc, kind, body_json, command, block, changes, digest) -> None:
         if block is not None and len(block) > BLOCK_LOG_MAX * recblock.SIZE:
             kind, block = "snapshot", None
         with self._tx():
@@ -197,8 +228,9 @@ class Store:
                 self.db.execute("UPDATE meta SET value = ? WHERE key = 'document'",
                                 (json.dumps(doc),))
             self._write_buckets(changes)
-            self.db.execute("INSERT INTO changelog VALUES (?, ?, ?, ?, ?, ?)",
-                            (gen, kind, json.dumps(body), command, time.time(), block))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('digest', ?)", (digest,))
+            self.db.execute("INSERT INTO changelog VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (gen, kind, body_json, command, time.time(), block, digest))
             self.db.execute("DELETE FROM changelog WHERE generation <= ?",
                             (gen - CHANGELOG_KEEP,))
             if block is not None:

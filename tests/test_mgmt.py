@@ -21,6 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,6 +234,45 @@ def test_a_store_an_older_version_accepted_still_opens(tmp_path):
         store.load(copy.deepcopy(snapshot))
     assert store.migrate(5001, VM_CA, "192.168.1.12") == 2
     store.close()
+
+
+def test_a_restored_store_that_went_on_differently_resyncs_its_gateways(tmp_path):
+    """A gateway applied generation 2 of one history; the store is then restored from a
+    backup at generation 1, and another change makes generation 2 there. Same store
+    id, same number: only the history's digest, which the gateway says back, tells
+    them apart (before, the gateway kept the other generation 2 for good)."""
+    keys = Keys.create(tmp_path / "keys", ["gw1"])
+    mgmt = MgmtProcess(tmp_path / "mgmt", keys).start()
+    gw = None
+    try:
+        gw = GatewayProcess(tmp_path / "gw1", empty_ports(),
+                            agent_body(mgmt, keys, "gw1")).start()
+        c = mgmt.client()
+        assert c.load(redblue_policy())["generation"] == 1
+        c.wait(1, timeout=WAIT, min_gateways=1)
+        backup = sqlite3.connect(str(tmp_path / "backup.db"))
+        live = sqlite3.connect(str(mgmt.db))
+        live.backup(backup)
+        live.close()
+        backup.close()
+        assert c.migrate(5001, VM_CA, "192.168.1.12")["generation"] == 2
+        c.wait(2, timeout=WAIT, min_gateways=1)
+        assert mgmt.stop() == 0
+        for f in (mgmt.db, Path(f"{mgmt.db}-wal"), Path(f"{mgmt.db}-shm")):
+            f.unlink(missing_ok=True)
+        (tmp_path / "backup.db").rename(mgmt.db)        # restored: generation 1
+        store = Store(str(mgmt.db))
+        assert store.migrate(5001, VM_CA, "192.168.1.13") == 2     # another generation 2
+        store.close()
+        mgmt.start()
+        wait_for(lambda: records(gw_policy(gw))[(5001, VM_CA)] == "192.168.1.13", WAIT,
+                 what="the gateway to take the restored store's generation 2")
+        assert gw_policy(gw)["generation"] == 2
+        assert any('"gateway_diverged"' in line for line in mgmt.log_lines())
+    finally:
+        if gw is not None:
+            gw.stop()
+        mgmt.stop()
 
 
 def test_store_reopened_knows_the_pas_its_rewrite_records_own(tmp_path):
