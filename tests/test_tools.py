@@ -32,7 +32,11 @@ def test_nvgwctl_reads_live_counters(tmp_path):
                                   "TX_PKTS", "DROP_PKTS", "BUSY"]
         assert row.split()[:7] == ["0", "1", "100", "100", "0", "100", "0"]
         p = nvgwctl("--gateway", gw.endpoint, "show", "drops")
-        assert "tx_full" in p.stdout
+        assert p.returncode == 0, p.stderr
+        lines = p.stdout.splitlines()
+        assert lines[0].split() == ["REASON", "PACKETS"]
+        from dataplane._dataplane import DROP_REASONS
+        assert [line.split() for line in lines[1:]] == [[n, "0"] for n, _ in DROP_REASONS]
 
 
 def test_nvgwctl_without_gateway_fails_clearly(tmp_path):
