@@ -47,6 +47,17 @@ def summary(counters: dict) -> str:
     return "\n".join(lines)
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return v
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="nvgw-dataplane",
@@ -54,13 +65,18 @@ def main(argv=None) -> int:
     ap.add_argument("--config", required=True, metavar="FILE", help="TOML configuration")
     ap.add_argument("--control", metavar="ENDPOINT",
                     help="ZeroMQ endpoint of the control socket (overrides control.socket)")
-    ap.add_argument("--duration", type=float, metavar="SECONDS",
-                    help="stop by itself after this many seconds")
+    ap.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                    help="stop by itself after this many seconds (default: at a signal)")
     ap.add_argument("--stats-json", metavar="FILE",
                     help="write the final counters as JSON to FILE at exit")
-    ap.add_argument("--log-level", default="info")
+    ap.add_argument("--log-level", default="info", choices=logsetup.LEVELS)
     args = ap.parse_args(argv)
     logsetup.setup(args.log_level)
+    if args.stats_json:             # a path it cannot write fails now, not after the run
+        try:
+            open(args.stats_json, "a").close()
+        except OSError as e:
+            ap.error(f"--stats-json {args.stats_json}: {e.strerror}")
 
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):

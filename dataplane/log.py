@@ -5,6 +5,8 @@ import sys
 
 import structlog
 
+LEVELS = ("debug", "info", "warning", "error", "critical")     # --log-level choices
+
 
 def setup(level: str = "info", json: bool | None = None) -> None:
     if json is None:

@@ -29,7 +29,13 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 def show(client: ControlClient, what: str) -> tuple[object, str]:
     """(data, text) for `nvgwctl show WHAT`; one function for the CLI and the API."""
+    if what == "gateways":
+        return show_gateways(client)
     data = client.request("show", what=what)
+    return data, _text(what, data)
+
+
+def _text(what: str, data) -> str:
     if what == "ports":
         text = _table(data, ["name", "role", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes"])
     elif what == "workers":
@@ -49,9 +55,9 @@ def show(client: ControlClient, what: str) -> tuple[object, str]:
         text = _table([{"table": k, "entries": v} for k, v in data.items()], ["table", "entries"])
     elif what == "policy":
         text = json.dumps(data, indent=2)
-    else:
-        text = "\n\n".join(show(client, w)[1] for w in ("ports", "workers", "drops"))
-    return data, text
+    else:                       # counters: the views of the one reply --json prints
+        text = "\n\n".join(_text(w, data[w]) for w in ("ports", "workers", "drops"))
+    return text
 
 
 def show_vsid(client: ControlClient, vsid: int) -> tuple[object, str]:
@@ -87,17 +93,25 @@ def apply_file(client, path: str) -> tuple[object, str]:
 
 
 def set_del(client, op: str, kind: str, fields: list[str]) -> tuple[object, str]:
-    """`nvgwctl set|del KIND key=value...`: a one-operation batch. Values are JSON
-    when they parse as JSON (numbers, lists), strings otherwise."""
+    """`nvgwctl set|del KIND key=value...`: a one-operation batch. A value is JSON when
+    it is a number, a list or an object (vsid=5001, addresses='["192.168.1.1/24"]'),
+    a string otherwise (true, null and NaN included: no field takes them)."""
     obj = {"op": op, "kind": kind}
     for f in fields:
         k, sep, v = f.partition("=")
         if not sep or not k:
             raise NvgwError(f"{op} {kind}: {f!r} is not key=value")
+        if k in obj:
+            raise NvgwError(f"{op} {kind}: {k!r} given twice" if k not in ("op", "kind") else
+                            f"{op} {kind}: {k!r} is the command's, not a field")
         try:
-            obj[k] = json.loads(v)
+            val = json.loads(v)
         except ValueError:
-            obj[k] = v
+            val = v
+        typed = isinstance(val, (list, dict)) or (isinstance(val, (int, float)) and
+                                                  not isinstance(val, bool) and
+                                                  val == val and abs(val) != float("inf"))
+        obj[k] = val if typed else v
     res = client.request("apply", ops=[obj])
     return res, f"{op} {kind}: generation {res['generation']}"
 
@@ -141,14 +155,26 @@ def keygen(directory: str, name: str) -> tuple[object, str]:
 MGMT_ONLY = ("gateways", "wait")
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0..86400)")
+    return v
+
+
 def main(argv=None) -> int:
     env = os.environ.get
     ap = argparse.ArgumentParser(
         prog="nvgwctl", description="Operate nvgw gateways: one gateway's control socket "
         "(--gateway), or the policy of all of them through nvgw-mgmt (--mgmt).")
-    ap.add_argument("--gateway", default=DEFAULT_GATEWAY, metavar="ENDPOINT",
-                    help=f"a gateway's control socket (default {DEFAULT_GATEWAY})")
-    ap.add_argument("--mgmt", default=env("NVGW_MGMT"), metavar="ENDPOINT",
+    ap.add_argument("--gateway", metavar="ENDPOINT",
+                    help=f"a gateway's control socket (default {DEFAULT_GATEWAY}); given, "
+                         "every command goes there, NVGW_MGMT or not")
+    ap.add_argument("--mgmt", metavar="ENDPOINT",
                     help="nvgw-mgmt's client endpoint (env NVGW_MGMT): policy commands "
                          "(apply, set, del, migrate, show policy|gateways, wait) go there")
     ap.add_argument("--key", default=env("NVGW_KEY"), metavar="FILE",
@@ -156,7 +182,8 @@ def main(argv=None) -> int:
     ap.add_argument("--server-key", default=env("NVGW_SERVER_KEY"), metavar="FILE",
                     help="nvgw-mgmt's public key (server.key, env NVGW_SERVER_KEY)")
     ap.add_argument("--json", action="store_true", help="JSON output for automation")
-    ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    ap.add_argument("--timeout", type=_seconds, default=5.0,
+                    help="seconds to wait for an answer (default 5)")
     # --json also after the command (nvgwctl show policy --json).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -185,7 +212,7 @@ def main(argv=None) -> int:
     wt.add_argument("--generation", type=int, help="default: the latest")
     wt.add_argument("--gateways", type=int, default=0, metavar="N",
                     help="and at least N gateways are connected")
-    wt.add_argument("--timeout", dest="wait_timeout", type=float, metavar="SECONDS",
+    wt.add_argument("--timeout", dest="wait_timeout", type=_seconds, metavar="SECONDS",
                     help="give up after this long (default: the global --timeout)")
     kg = sub.add_parser("keygen", parents=[common], help="write a CurveZMQ key pair DIR/NAME.key(_secret)")
     kg.add_argument("dir")
@@ -207,19 +234,23 @@ def main(argv=None) -> int:
 
 def _run(ap, args):
     what = getattr(args, "what", None)
-    to_mgmt = args.mgmt and (args.cmd in ("apply", "set", "del", "migrate", "wait", "gateways")
-                             or what in ("policy", "gateways"))
+    if args.mgmt and args.gateway:
+        ap.error("give --gateway (one gateway) or --mgmt (nvgw-mgmt), not both")
+    # An explicit --gateway wins over NVGW_MGMT: the operator named the gateway.
+    mgmt = args.mgmt or (None if args.gateway else os.environ.get("NVGW_MGMT"))
+    to_mgmt = mgmt and (args.cmd in ("apply", "set", "del", "migrate", "wait", "gateways")
+                        or what in ("policy", "gateways"))
     if to_mgmt:
         if not args.key or not args.server_key:
-            raise NvgwError("--mgmt needs --key (this client's .key_secret) and --server-key "
-                            "(nvgw-mgmt's public key)")
+            ap.error("--mgmt needs --key (this client's .key_secret) and --server-key "
+                     "(nvgw-mgmt's public key)")
         from mgmt.client import MgmtClient
-        client = MgmtClient(args.mgmt, args.key, args.server_key, args.timeout)
+        client = MgmtClient(mgmt, args.key, args.server_key, args.timeout)
     elif args.cmd in MGMT_ONLY or what == "gateways":
-        raise NvgwError(f"{args.cmd if args.cmd != 'show' else 'show gateways'} needs --mgmt "
-                        "(nvgw-mgmt's endpoint)")
+        ap.error(f"{args.cmd if args.cmd != 'show' else 'show gateways'} needs --mgmt "
+                 "(nvgw-mgmt's endpoint)")
     else:
-        client = ControlClient(args.gateway, int(args.timeout * 1000))
+        client = ControlClient(args.gateway or DEFAULT_GATEWAY, int(args.timeout * 1000))
     if args.cmd == "apply":
         return apply_file(client, args.file)
     if args.cmd in ("set", "del"):

@@ -221,6 +221,22 @@ def test_too_little_memory(tmp_path):
     assert err.startswith("too little memory: a mempool of 200000 mbufs"), err
 
 
+def test_command_line_mistakes_fail_before_anything_runs(tmp_path):
+    """A duration that is no time, an unknown log level, a stats file that cannot be
+    written (it failed after the whole run, in a traceback): usage errors, exit 2."""
+    (tmp_path / "good.toml").write_text(good(tmp_path))
+    for args, message in ((("--duration", "0"), "is not a number of seconds above 0"),
+                          (("--duration", "nan"), "is not a number of seconds above 0"),
+                          (("--log-level", "bogus"), "invalid choice: 'bogus'"),
+                          (("--stats-json", "/nonexistent/dir/x.json"),
+                           "--stats-json /nonexistent/dir/x.json: No such file or directory")):
+        p = subprocess.run(GatewayProcess.command("--config", str(tmp_path / "good.toml"),
+                                                  *args), capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, (args, p.stderr)
+        assert message in p.stderr, (args, p.stderr)
+
+
 def test_missing_and_malformed_files(tmp_path):
     assert run_config(tmp_path, "[eal\n").startswith(f"{tmp_path}/bad.toml is not valid TOML")
     (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\n[eal]\n")

@@ -1181,6 +1181,15 @@ def test_nvgwctl_policy_commands(gw, tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == f"10.1.1.50 in VSID 6001 now at 192.168.1.12: generation {gen + 2}"
 
+    # values: numbers and lists as JSON, the rest (true, null) as the text given
+    p = nvgwctl(gw, "set", "domain", "rdid=7", "name=true")
+    assert p.returncode == 0, p.stderr
+    assert {"rdid": 7, "name": "true"}.items() <= next(
+        d for d in json.loads(nvgwctl(gw, "--json", "show", "policy").stdout)
+        ["routing_domains"] if d["rdid"] == 7).items()
+    assert nvgwctl(gw, "del", "domain", "rdid=7").returncode == 0
+    gen += 2
+
     p = nvgwctl(gw, "show", "vsid", "6001")
     assert p.returncode == 0, p.stderr
     header, row = p.stdout.splitlines()

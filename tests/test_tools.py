@@ -1,6 +1,7 @@
 """nvgwctl against a live gateway, and the installed-driver listing."""
 import json
 import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,10 @@ from test_forward import mixed_packets
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def nvgwctl(*args):
+def nvgwctl(*args, env=None):
     return subprocess.run([sys.executable, "-m", "mgmt.ctl", *args],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_nvgwctl_reads_live_counters(tmp_path):
@@ -50,6 +52,23 @@ def test_nvgwctl_without_gateway_fails_clearly(tmp_path):
     p = nvgwctl("del", "provider")
     assert p.returncode == 2 and "invalid choice: 'provider'" in p.stderr
     assert "mapping" in nvgwctl("set", "--help").stdout
+    # usage mistakes exit 2 with argparse's line; refusals exit 1
+    for args, message in ((("--timeout", "nan", "show", "ports"), "is not a number of seconds"),
+                          (("--timeout", "-1", "show", "ports"), "is not a number of seconds"),
+                          (("--gateway", "ipc:///x", "--mgmt", "ipc:///y", "show", "policy"),
+                           "give --gateway (one gateway) or --mgmt (nvgw-mgmt), not both"),
+                          (("wait",), "wait needs --mgmt"),
+                          (("--mgmt", "ipc:///y", "apply", "-f", "x.json"), "--mgmt needs --key")):
+        p = nvgwctl(*args)
+        assert p.returncode == 2 and message in p.stderr, (args, p.stderr)
+    for fields, message in ((["op=del", "vsid=5001"], "'op' is the command's, not a field"),
+                            (["vsid=5001", "vsid=5002"], "'vsid' given twice")):
+        p = nvgwctl("--gateway", f"ipc://{tmp_path}/none.sock", "set", "record", *fields)
+        assert (p.returncode, p.stderr.strip()) == (1, f"nvgwctl: set record: {message}")
+    # an explicit --gateway wins over NVGW_MGMT (it went to nvgw-mgmt, asking for keys)
+    p = nvgwctl("--gateway", f"ipc://{tmp_path}/none.sock", "--timeout", "0.3", "show",
+                "policy", env={"NVGW_MGMT": f"ipc://{tmp_path}/mgmt.sock"})
+    assert p.returncode == 1 and p.stderr.startswith("nvgwctl: no answer from ipc://"), p.stderr
 
 
 def test_installed_drivers_from_pmd_metadata():
