@@ -52,7 +52,8 @@ class ControlServer:
             "show": lambda req, _: self._show(req),
             "apply": lambda req, extra: {"generation": self.gw.apply(
                 req.get("ops"), block=self._block(req, extra))},
-            "load": lambda req, _: {"generation": self.gw.load(req.get("document"))},
+            "load": lambda req, extra: {"generation": self.gw.load(
+                req.get("document"), block=self._block(req, extra))},
             "migrate": lambda req, _: {"generation": self.gw.migrate(
                 req.get("vsid"), req.get("ca"), req.get("pa"))},
         }
@@ -80,7 +81,7 @@ class ControlServer:
         if "records" not in req:
             return None
         if extra is None:
-            raise NvgwError("apply: 'records' without a record block frame")
+            raise NvgwError(f"{req.get('type')}: 'records' without a record block frame")
         try:
             return recblock.decode(extra, req["records"])
         except recblock.BlockError as e:
@@ -106,9 +107,9 @@ class ControlServer:
         if verb is None:
             return {"v": SCHEMA_VERSION, "ok": False,
                     "error": f"unknown request type {req.get('type')!r}"}
-        if extra is not None and (req.get("type") != "apply" or "records" not in req):
+        if extra is not None and (kind not in ("apply", "load") or "records" not in req):
             return {"v": SCHEMA_VERSION, "ok": False, "error": "malformed request: 2 frames "
-                    "(only an apply with 'records' has a second: its record block)"}
+                    "(only an apply or load with 'records' has a second: its record block)"}
         try:
             return {"v": SCHEMA_VERSION, "ok": True, "result": verb(req, extra)}
         except NvgwError as e:
@@ -153,18 +154,25 @@ class ControlServer:
 
 def request_frames(type_: str, **fields) -> list[bytes]:
     """A request's frames: its JSON and, for an apply of BLOCK_MIN or more record
-    sets, their record block (as nvgw-mgmt's client sends them). NvgwError names a
-    record that cannot be packed, as the gateway would."""
+    sets or a load of a document with as many records, their record block (as
+    nvgw-mgmt's client sends them). NvgwError names a record that cannot be
+    packed, as the gateway would."""
     frames = []
-    if type_ == "apply":
-        try:
+    doc = fields.get("document")
+    try:
+        if type_ == "apply":
             split = recblock.split_records(fields.get("ops"))
-        except recblock.BlockError as e:
-            raise NvgwError(str(e)) from None
-        if split is not None:
-            fields["ops"], block = split
-            fields["records"] = recblock.header(recblock.count(block))
-            frames.append(block)
+            if split is not None:
+                fields["ops"], block = split
+                frames.append(block)
+        elif type_ == "load" and isinstance(doc, dict) and isinstance(doc.get("records"), list) \
+                and len(doc["records"]) >= recblock.BLOCK_MIN:
+            frames.append(recblock.encode(doc["records"], extra=()))
+            fields["document"] = {**doc, "records": []}
+    except recblock.BlockError as e:
+        raise NvgwError(str(e)) from None
+    if frames:
+        fields["records"] = recblock.header(recblock.count(frames[0]))
     return [json.dumps({"v": SCHEMA_VERSION, "type": type_, **fields}).encode(), *frames]
 
 

@@ -1113,6 +1113,30 @@ def test_live_big_record_batch_goes_as_a_block_with_the_same_checks(gw):
     assert gw.request("show", what="tables") == tables
 
 
+def test_nvgwctl_loads_a_document_of_more_than_a_mib_as_a_record_block(tmp_path):
+    """apply -f of a document went to the gateway as one JSON frame: 12,000 records
+    (1.1 MB) were refused for the control socket's 1 MiB limit, while the same records
+    as a batch went as a record block. A load now carries its records as a block too."""
+    body = BODY.format(policy=REDBLUE).replace("records = 4096", "records = 16384")
+    g = GatewayProcess(tmp_path / "gw", [PcapPort("fabric", "provider"),
+                                         PcapPort("tenants", "customer")], body).start()
+    try:
+        doc = redblue_doc()
+        doc["routing_domains"][0]["subnets"].append({"vsid": 5003, "prefix": "10.3.0.0/16"})
+        doc["records"] += [{"vsid": 5003, "ca": f"10.3.{i >> 8}.{i & 255}", "pa": "192.168.1.10",
+                            "mac": "00:15:5d:03:%02x:%02x" % (i >> 8, i & 255),
+                            "method": "encap"} for i in range(1, 12001)]
+        path = tmp_path / "big.json"
+        path.write_text(json.dumps(doc))
+        assert path.stat().st_size > 1 << 20
+        p = nvgwctl(g, "apply", "-f", str(path))
+        assert p.returncode == 0, p.stderr
+        assert g.request("show", what="tables")["records"] == 12002
+        assert len(show_policy(g)["records"]) == 12002
+    finally:
+        assert g.stop() == 0, g.stderr
+
+
 def raw_request(endpoint: str, payload: bytes) -> dict:
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
