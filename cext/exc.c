@@ -164,7 +164,11 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 	struct rte_ipv4_hdr *oip = (struct rte_ipv4_hdr *)(eth + 1);
 	unsigned int hl = (oip->version_ihl & 0xf) * 4;
 	struct rte_ether_hdr *ieth = (struct rte_ether_hdr *)((uint8_t *)oip + hl + NVGW_GRE_LEN);
-	uint32_t avail = m->data_len - ((uint8_t *)(ieth + 1) - (uint8_t *)eth);
+	/* What the outer packet carries (not bytes past its total length: padding) */
+	uint32_t end = RTE_MIN((uint32_t)m->data_len,
+			       NVGW_ETH_LEN + (uint32_t)rte_be_to_cpu_16(oip->total_length));
+	uint32_t start = (uint8_t *)(ieth + 1) - (uint8_t *)eth;
+	uint32_t avail = end > start ? end - start : 0;
 	const nvgw_u32 *key = (const nvgw_u32 *)((uint8_t *)oip + hl + 4);
 	const struct rte_ether_addr *answer;
 
@@ -212,6 +216,10 @@ from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m
 	}
 	swap_eth(ieth, answer);
 	swap_eth(eth, &pv->mac);
+	/* our outer header as any we send (RFC 7637: DF), not the sender's flags */
+	oip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+	oip->packet_id = 0;
+	oip->type_of_service = 0;
 	ip_turn_around(oip);
 	inject(c, m, c->provider_port);
 	return;

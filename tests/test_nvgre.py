@@ -619,13 +619,20 @@ ONPREM_MAC, ONPREM_IP = "02:00:00:00:01:20", "172.16.1.20"    # on-prem hosts, n
 RED_ONPREM_MAC, RED_ONPREM_IP = "02:00:00:00:02:20", "172.16.2.20"
 
 
+def ipv4_checksum(header: bytes) -> int:
+    s = sum(int.from_bytes(header[i:i + 2], "big") for i in range(0, len(header), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
 def nvgre_reply(request_frame, inner) -> bytes:
     """The gateway's answer inside the tunnel a request came in: outer MACs and IPs
-    swapped, TTL 64, the rest of the outer IP header and the GRE key as received."""
+    swapped, an outer header of ours (DF, TTL 64, ID 0, TOS 0), the GRE key as
+    received."""
     req = Ether(bytes(request_frame))
     return bytes(Ether(dst=req.src, src=PROVIDER_MAC) /
-                 IP(src=req[IP].dst, dst=req[IP].src, ttl=64, id=req[IP].id,
-                    flags=req[IP].flags, tos=req[IP].tos) /
+                 IP(src=req[IP].dst, dst=req[IP].src, ttl=64, id=0, flags="DF", tos=0) /
                  GRE(key_present=1, proto=0x6558, key=req[GRE].key) / inner)
 
 
@@ -651,6 +658,18 @@ def test_arp_and_ping_are_answered(tmp_path):
     frag_ping_ip = IP(src=VM_CA, dst="10.1.1.1", id=6, flags="MF") / ICMP(id=9, seq=3) / \
         Raw(payload)
     frag_ping = BLUE.down(frag_ping_ip)
+    # The sender's outer flags are not ours to keep: DF clear, a TOS, answered with DF
+    nodf_ping_ip = IP(src=VM_CA, dst="10.1.1.1", id=7, ttl=33) / ICMP(id=9, seq=4) / \
+        Raw(payload)
+    nodf_ping = Ether(bytes(BLUE.down(nodf_ping_ip, flow=0x45)))
+    nodf_ping[IP].flags, nodf_ping[IP].tos, nodf_ping[IP].chksum = 0, 0x10, None
+    # An ARP past the outer packet's end (its total length stops at the inner
+    # Ethernet header; the ARP is trailing bytes): not a request, ignored
+    cut = bytearray(bytes(BLUE.down(arp_request(BLUE.vm_mac, VM_CA, "10.1.1.1"), **vs_arp)))
+    cut[16:18] = (20 + 8 + 14).to_bytes(2, "big")          # the outer total length
+    cut[24:26] = bytes(2)
+    cut[24:26] = ipv4_checksum(bytes(cut[14:34])).to_bytes(2, "big")
+    arp_cut = bytes(cut)
     cust_arp = customer_frame(100, ONPREM_MAC, arp_request(ONPREM_MAC, ONPREM_IP, BLUE.attach),
                               dst_mac=BROADCAST)
     red_arp = customer_frame(200, RED_ONPREM_MAC,
@@ -660,7 +679,7 @@ def test_arp_and_ping_are_answered(tmp_path):
                         ICMP(id=0x77, seq=3) / Raw(payload))
     gw, out = run_nvgre(tmp_path, pol,
                         fabric=[prov_arp, prov_ping, arp_gw, arp_ca, arp_none, gw_ping,
-                                arp_from_red, arp_no_sender, frag_ping],
+                                arp_from_red, arp_no_sender, frag_ping, nodf_ping, arp_cut],
                         tenants=[cust_arp, red_arp, cust_ping])
 
     assert_packets(out[FABRIC], [
@@ -675,6 +694,9 @@ def test_arp_and_ping_are_answered(tmp_path):
         nvgre_reply(gw_ping, Ether(dst=BLUE.vm_mac, src=PROVIDER_MAC) /
                     IP(src="10.1.1.1", dst=VM_CA, id=5, ttl=64) / ICMP(type=0, id=9, seq=2) /
                     Raw(payload)),
+        nvgre_reply(nodf_ping, Ether(dst=BLUE.vm_mac, src=PROVIDER_MAC) /
+                    IP(src="10.1.1.1", dst=VM_CA, id=7, ttl=64) / ICMP(type=0, id=9, seq=4) /
+                    Raw(payload)),
     ])
     assert_packets(out[TENANTS], [
         Ether(dst=ONPREM_MAC, src=CUSTOMER_MAC) / Dot1Q(vlan=100) /
@@ -686,10 +708,11 @@ def test_arp_and_ping_are_answered(tmp_path):
         Raw(payload),
     ])
     final = gw.final_counters()
-    assert exceptions(final) == {"arp_replies": 5, "echo_replies": 3, "arp_no_record": 1,
-                                 "arp_spoofed": 2, "ignored": 1}
+    assert exceptions(final) == {"arp_replies": 5, "echo_replies": 4, "arp_no_record": 1,
+                                 "arp_spoofed": 2, "ignored": 2}
     assert_drops(final)
-    assert vsid_counters(final, BLUE.vsid) == traffic(decap=[gw_ping_ip, frag_ping_ip])
+    assert vsid_counters(final, BLUE.vsid) == traffic(decap=[gw_ping_ip, frag_ping_ip,
+                                                             nodf_ping_ip])
 
 
 def test_unresolved_next_hop_is_dropped_and_arped_once(tmp_path):
