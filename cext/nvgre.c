@@ -595,6 +595,9 @@ emit_link(struct nvgw_worker *w, struct rte_mbuf *m, struct pkt *p, struct out *
 		punt(w, m, EXC(NVGW_EXC_RESOLVE, a->vlan), nh_ip ? nh_ip : ip->dst_addr);
 		return;
 	}
+	/* a NIC drops a frame past its MTU unseen: count it here */
+	if (unlikely(ip_len > w->ctx->customer_mtu))
+		return nvgw_drop(w, NVGW_DROP_mtu_exceeded, m);
 	h = frame_at(m, ip, NVGW_VLAN_ETH_LEN, ip_len);
 	if (unlikely(h == NULL))
 		return nvgw_drop(w, NVGW_DROP_no_headroom, m);

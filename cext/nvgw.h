@@ -79,6 +79,7 @@ struct nvgw_ctx {
 	struct rte_ring *inject;        /* exception thread -> worker 0 */
 	struct rte_mempool *pool;
 	uint16_t provider_port, customer_port;
+	uint16_t customer_mtu;          /* IPv4 packets onto a VLAN: at most this */
 	unsigned int exc_qsbr_id;
 	volatile int quit;
 	struct nvgw_exc_counters c;

@@ -199,11 +199,14 @@ def port_setup(uint16_t port, uint16_t n_rxq, uint16_t n_txq, Mempool pool,
 def port_info(uint16_t port):
     cdef eth.rte_eth_dev_info info
     cdef eth.rte_ether_addr mac
+    cdef uint16_t mtu = 0
     check(eth.rte_eth_dev_info_get(port, &info), f"port {port} info")
     check(eth.rte_eth_macaddr_get(port, &mac), f"port {port} mac")
+    check(eth.rte_eth_dev_get_mtu(port, &mtu), f"port {port} mtu")
     return {
         "driver": info.driver_name.decode(),
         "mac": ":".join(f"{b:02x}" for b in mac.addr_bytes[:6]),
+        "mtu": mtu,
         "max_rx_queues": info.max_rx_queues,
         "max_tx_queues": info.max_tx_queues,
     }
@@ -481,7 +484,18 @@ cdef class Nvgre:
         self.ctx.pool = pool.mp
         self.ctx.provider_port = provider_port
         self.ctx.customer_port = customer_port
+        self.ctx.customer_mtu = 1500       # the gateway sets the port's own (customer_mtu)
         self.ctx.exc_qsbr_id = workers
+
+    @property
+    def customer_mtu(self):
+        """The largest IPv4 packet the customer port sends (its MTU): a bigger one
+        is dropped as mtu_exceeded, not handed to a NIC that drops it unseen."""
+        return self.ctx.customer_mtu
+
+    @customer_mtu.setter
+    def customer_mtu(self, uint16_t mtu):
+        self.ctx.customer_mtu = mtu
 
     def start_exceptions(self):
         check(rte_ctrl_thread_create(&self.thread, b"nvgw-exc", NULL, c.nvgw_exc_main,

@@ -33,6 +33,7 @@ cdef extern from "nvgw.h" nogil:
         rte_ring *inject
         rte_mempool *pool
         uint16_t provider_port, customer_port
+        uint16_t customer_mtu
         unsigned int exc_qsbr_id
         int quit
         nvgw_exc_counters c

@@ -102,6 +102,7 @@ class Gateway:
                                len(cfg.worker_lcores))
         except DataplaneError as e:
             raise ConfigError(f"too little memory: {e.text}") from None
+        self.nv.customer_mtu = cust["mtu"]
         self.policy = polmod.Policy(self.nv, prov["mac"], cust["mac"],
                                     {k: tables[k] for k in ("records", "routes", "rewrites",
                                                              "neighbours")},

@@ -17,7 +17,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from dataplane.errors import NvgwError
-from harness import GatewayProcess, PcapPort
+from harness import GatewayProcess, PcapPort, run_pcap
 from nvgw_helpers import (BLUE, BROADCAST, CUSTOMER_MAC, FABRIC, GW_PA, PROVIDER_MAC, RED,
                           TENANTS, VM_CA, Injector, arp_reply, arp_request, assert_drops,
                           assert_packets, customer_frame, expected_customer, expected_encap,
@@ -610,6 +610,21 @@ def test_mtu_exceeded_answers_fragmentation_needed(tmp_path):
     assert_drops(final, mtu_exceeded=5)
     assert exceptions(final) == {"frag_needed": 2, "ignored": 2}
     assert vsid_counters(final, BLUE.vsid) == traffic(encap=[fits])
+
+
+def test_packets_past_the_customer_ports_mtu_are_counted_not_sent(tmp_path):
+    """The customer port's MTU bounds what goes onto a VLAN (decapsulated here): a
+    bigger packet was handed to the NIC, counted as sent, and dropped by it unseen."""
+    fits = sized_udp(VM_CA, BLUE.host, 1400, 80, 5000, id=21)
+    over = sized_udp(VM_CA, BLUE.host, 1401, 80, 5001, id=22)
+    path = write_policy(tmp_path, redblue_policy())
+    ports = nvgre_ports(fabric=[BLUE.down(fits), BLUE.down(over)])
+    ports[1].extra = "mtu = 1400"
+    gw, out = run_pcap(tmp_path, ports, nvgre_body(path))
+    assert_packets(out[TENANTS], [BLUE.decap(fits)])
+    final = gw.final_counters()
+    assert_drops(final, mtu_exceeded=1)
+    assert final["ports"][1]["tx_pkts"] == 1
 
 
 # -- 6. ARP, ping, unresolved next hops -----------------------------------------------

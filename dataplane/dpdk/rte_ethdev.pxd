@@ -57,6 +57,7 @@ cdef extern from "rte_ethdev.h" nogil:
 
     int rte_eth_dev_get_port_by_name(const char *name, uint16_t *port_id)
     int rte_eth_dev_info_get(uint16_t port_id, rte_eth_dev_info *dev_info)
+    int rte_eth_dev_get_mtu(uint16_t port_id, uint16_t *mtu)
     int rte_eth_dev_configure(uint16_t port_id, uint16_t nb_rx_queue,
                               uint16_t nb_tx_queue, const rte_eth_conf *eth_conf)
     int rte_eth_dev_adjust_nb_rx_tx_desc(uint16_t port_id, uint16_t *nb_rx_desc,

@@ -275,6 +275,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	ctx->pool = pool;
 	ctx->provider_port = PROV;
 	ctx->customer_port = CUST;
+	ctx->customer_mtu = 1500;
 	policy(ctx->t);
 	w->ctx = ctx;
 	w->quit = &quit;
