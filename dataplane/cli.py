@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                     help="stop by itself after this many seconds (default: at a signal)")
     ap.add_argument("--stats-json", metavar="FILE",
                     help="write the final counters as JSON to FILE at exit")
-    ap.add_argument("--log-level", default="info", choices=logsetup.LEVELS)
+    ap.add_argument("--log-level", default="info", type=str.lower, choices=logsetup.LEVELS)
     args = ap.parse_args(argv)
     logsetup.setup(args.log_level)
     if args.stats_json:             # a path it cannot write fails now, not after the run

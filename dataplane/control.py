@@ -154,7 +154,7 @@ class ControlServer:
 
 def request_frames(type_: str, **fields) -> list[bytes]:
     """A request's frames: its JSON and, for an apply of BLOCK_MIN or more record
-    sets or a load of a document with as many records, their record block (as
+    sets or a load of a document too big for one frame, their record block (as
     nvgw-mgmt's client sends them). NvgwError names a record that cannot be
     packed, as the gateway would."""
     frames = []
@@ -166,7 +166,10 @@ def request_frames(type_: str, **fields) -> list[bytes]:
                 fields["ops"], block = split
                 frames.append(block)
         elif type_ == "load" and isinstance(doc, dict) and isinstance(doc.get("records"), list) \
-                and len(doc["records"]) >= recblock.BLOCK_MIN:
+                and len(doc["records"]) >= recblock.BLOCK_MIN and \
+                len(json.dumps(doc)) > MAX_REQUEST:
+            # Only past one frame's limit: a gateway before session 27 takes a load
+            # in one frame only.
             frames.append(recblock.encode(doc["records"], extra=()))
             fields["document"] = {**doc, "records": []}
     except recblock.BlockError as e:

@@ -102,7 +102,11 @@ class Gateway:
                                len(cfg.worker_lcores))
         except DataplaneError as e:
             raise ConfigError(f"too little memory: {e.text}") from None
-        self.nv.customer_mtu = cust["mtu"]
+        # The customer port's MTU bounds what goes onto a VLAN when the config sets
+        # it: DPDK puts every port at 1500 otherwise, whatever the link carries
+        # (af_packet cannot even be set higher), and jumbo tenants would go dark.
+        mtu = next(p.mtu for p in cfg.ports if p.role == "customer")
+        self.nv.customer_mtu = cust["mtu"] if mtu else 0xFFFF
         self.policy = polmod.Policy(self.nv, prov["mac"], cust["mac"],
                                     {k: tables[k] for k in ("records", "routes", "rewrites",
                                                              "neighbours")},

@@ -5,7 +5,7 @@ import sys
 
 import structlog
 
-LEVELS = ("debug", "info", "warning", "error", "critical")     # --log-level choices
+LEVELS = ("debug", "info", "warning", "warn", "error", "critical")  # --log-level, any case
 
 
 def setup(level: str = "info", json: bool | None = None) -> None:

@@ -94,8 +94,9 @@ def apply_file(client, path: str) -> tuple[object, str]:
 
 def set_del(client, op: str, kind: str, fields: list[str]) -> tuple[object, str]:
     """`nvgwctl set|del KIND key=value...`: a one-operation batch. A value is JSON when
-    it is a number, a list or an object (vsid=5001, addresses='["192.168.1.1/24"]'),
-    a string otherwise (true, null and NaN included: no field takes them)."""
+    it parses as JSON (vsid=5001, addresses='["192.168.1.1/24"]', name='"5001"',
+    flowid=null), except true/false, NaN and Infinity, which no field takes: those,
+    and what does not parse, are the text given."""
     obj = {"op": op, "kind": kind}
     for f in fields:
         k, sep, v = f.partition("=")
@@ -108,10 +109,9 @@ def set_del(client, op: str, kind: str, fields: list[str]) -> tuple[object, str]
             val = json.loads(v)
         except ValueError:
             val = v
-        typed = isinstance(val, (list, dict)) or (isinstance(val, (int, float)) and
-                                                  not isinstance(val, bool) and
-                                                  val == val and abs(val) != float("inf"))
-        obj[k] = val if typed else v
+        text = isinstance(val, bool) or (isinstance(val, float) and
+                                         (val != val or abs(val) == float("inf")))
+        obj[k] = v if text else val
     res = client.request("apply", ops=[obj])
     return res, f"{op} {kind}: generation {res['generation']}"
 
@@ -155,15 +155,20 @@ def keygen(directory: str, name: str) -> tuple[object, str]:
 MGMT_ONLY = ("gateways", "wait")
 
 
-def _seconds(text: str) -> float:
-    """argparse type: a finite number of seconds above 0."""
+def _seconds(text: str, low: float = 0, high: float = 86400, zero: bool = False) -> float:
+    """argparse type: a finite number of seconds above 0 (0 too with `zero`)."""
     try:
         v = float(text)
     except ValueError:
         v = float("nan")
-    if not 0 < v < 86400:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0..86400)")
+    if not (low < v <= high or (zero and v == 0)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds "
+                                         f"({'0' if zero else 'above 0'}..{high:g})")
     return v
+
+
+def _wait_seconds(text: str) -> float:
+    return _seconds(text, high=3600, zero=True)     # 0: has it been applied already?
 
 
 def main(argv=None) -> int:
@@ -212,7 +217,7 @@ def main(argv=None) -> int:
     wt.add_argument("--generation", type=int, help="default: the latest")
     wt.add_argument("--gateways", type=int, default=0, metavar="N",
                     help="and at least N gateways are connected")
-    wt.add_argument("--timeout", dest="wait_timeout", type=_seconds, metavar="SECONDS",
+    wt.add_argument("--timeout", dest="wait_timeout", type=_wait_seconds, metavar="SECONDS",
                     help="give up after this long (default: the global --timeout)")
     kg = sub.add_parser("keygen", parents=[common], help="write a CurveZMQ key pair DIR/NAME.key(_secret)")
     kg.add_argument("dir")

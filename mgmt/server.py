@@ -654,7 +654,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-message", type=int, default=MAX_MESSAGE, metavar="BYTES",
                     help="largest client request; a bigger one closes that client's "
                          f"connection (default {MAX_MESSAGE >> 20} MiB)")
-    ap.add_argument("--log-level", default="info", choices=logsetup.LEVELS)
+    ap.add_argument("--log-level", default="info", type=str.lower, choices=logsetup.LEVELS)
     args = ap.parse_args(argv)
     if not 0.05 <= args.heartbeat <= 60:
         ap.error("--heartbeat must be 0.05..60 seconds (as the agents' heartbeat_ms)")

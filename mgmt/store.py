@@ -55,8 +55,10 @@ CREATE TABLE IF NOT EXISTS changelog (
     body TEXT NOT NULL,              -- JSON
     command TEXT NOT NULL,           -- what made it: apply, load, migrate
     at REAL NOT NULL,
-    block BLOB,                      -- its record block (dataplane/recblock.py), if any
-    digest TEXT);                    -- the history up to it (_chain)
+    block BLOB);                     -- its record block (dataplane/recblock.py), if any
+CREATE TABLE IF NOT EXISTS digests (  -- the history up to each generation (_chain); its own
+    generation INTEGER PRIMARY KEY,   -- table, so that an older nvgw-mgmt can still write
+    digest TEXT NOT NULL);            -- the changelog after a rollback
 CREATE TABLE IF NOT EXISTS record_buckets (
     bucket INTEGER PRIMARY KEY,      -- VSID << 24 | CA >> 8
     rows BLOB NOT NULL);             -- its records, 20 bytes each, in CA order
@@ -68,13 +70,16 @@ CREATE TABLE IF NOT EXISTS gateways (
 """
 
 
-def _chain(prev: str | None, gen: int, kind: str, body_json: str, block) -> str:
-    """The history's digest after one more change: of the one before and the change.
-    (A history from a file without digests starts afresh.)"""
+def _chain(prev: str | None, gen: int, kind: str, body, block) -> str:
+    """The history's digest after one more change: of the one before and the change,
+    in a canonical form (keys sorted, a record block's rows in key order: the same
+    change gives the same digest however the model held it). A history from a file
+    without digests starts afresh."""
     h = hashlib.sha256(f"{prev or ''}|{gen}|{kind}|".encode())
-    h.update(body_json.encode())
-    if block is not None:
-        h.update(block)
+    h.update(json.dumps(body, sort_keys=True).encode())
+    if block is not None and len(block):
+        arr = np.frombuffer(block, recblock.DTYPE)
+        h.update(arr[np.argsort(recblock.keys(arr), kind="stable")].tobytes())
     return h.hexdigest()[:32]
 
 
@@ -94,10 +99,8 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
-        columns = [r[1] for r in self.db.execute("PRAGMA table_info(changelog)")]
-        for name, typ in (("block", "BLOB"), ("digest", "TEXT")):       # an older file
-            if name not in columns:
-                self.db.execute(f"ALTER TABLE changelog ADD COLUMN {name} {typ}")
+        if "block" not in [r[1] for r in self.db.execute("PRAGMA table_info(changelog)")]:
+            self.db.execute("ALTER TABLE changelog ADD COLUMN block BLOB")   # older file
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
         if "store_id" not in meta:
             with self._tx():
@@ -108,7 +111,7 @@ class Store:
         self.generation: int = int(meta["generation"])
         # The history up to this generation (_chain): a copy restored from a backup
         # keeps the store id, but where it goes on from there has other digests.
-        self.digest: str | None = meta.get("digest", "" if self.generation == 0 else None)
+        self.digest: str | None = "" if self.generation == 0 else self.digest_of(self.generation)
         doc = json.loads(meta["document"])
         if doc.get("records"):
             doc = self._move_records(doc)   # a file from before the records table
@@ -152,12 +155,12 @@ class Store:
 
     def digest_of(self, generation: int) -> str | None:
         """The history's digest at `generation`, None when no longer known (or from
-        a file written before digests)."""
-        if generation == self.generation:
-            return self.digest
+        a file written before digests, or by an older nvgw-mgmt since)."""
         if generation == 0:
             return ""
-        row = self.db.execute("SELECT digest FROM changelog WHERE generation = ?",
+        if generation == self.generation and getattr(self, "digest", None) is not None:
+            return self.digest
+        row = self.db.execute("SELECT digest FROM digests WHERE generation = ?",
                               (generation,)).fetchone()
         return row[0] if row else None
 
@@ -204,7 +207,7 @@ class Store:
             # Lookup records are not in the document: a batch of them alone leaves it.
             doc = self._doc if records_only else _strip(self.model.document(records=False))
         body_json = json.dumps(body)
-        digest = _chain(self.digest, gen, kind, body_json, block)
+        digest = _chain(self.digest, gen, kind, body, block)
         try:
             self._write(gen, doc, kind, body_json, command, block,
                         self.model.records.changes(), digest)
@@ -228,9 +231,10 @@ class Store:
                 self.db.execute("UPDATE meta SET value = ? WHERE key = 'document'",
                                 (json.dumps(doc),))
             self._write_buckets(changes)
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('digest', ?)", (digest,))
-            self.db.execute("INSERT INTO changelog VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (gen, kind, body_json, command, time.time(), block, digest))
+            self.db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?)", (gen, digest))
+            self.db.execute("DELETE FROM digests WHERE generation <= ?", (gen - CHANGELOG_KEEP,))
+            self.db.execute("INSERT INTO changelog VALUES (?, ?, ?, ?, ?, ?)",
+                            (gen, kind, body_json, command, time.time(), block))
             self.db.execute("DELETE FROM changelog WHERE generation <= ?",
                             (gen - CHANGELOG_KEEP,))
             if block is not None:

@@ -235,6 +235,11 @@ def test_command_line_mistakes_fail_before_anything_runs(tmp_path):
                            timeout=60)
         assert p.returncode == 2 and "Traceback" not in p.stderr, (args, p.stderr)
         assert message in p.stderr, (args, p.stderr)
+    # levels in any case, as before (a unit file may say WARNING)
+    p = subprocess.run(GatewayProcess.command("--config", str(tmp_path / "none.toml"),
+                                              "--log-level", "WARNING"),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "cannot read config" in p.stderr, p.stderr
 
 
 def test_missing_and_malformed_files(tmp_path):

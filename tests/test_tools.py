@@ -61,6 +61,10 @@ def test_nvgwctl_without_gateway_fails_clearly(tmp_path):
                           (("--mgmt", "ipc:///y", "apply", "-f", "x.json"), "--mgmt needs --key")):
         p = nvgwctl(*args)
         assert p.returncode == 2 and message in p.stderr, (args, p.stderr)
+    # wait --timeout 0 asks whether it is applied already: not a usage error
+    p = nvgwctl("--mgmt", "ipc:///y", "--key", "/nonexistent", "--server-key", "/nonexistent",
+                "wait", "--timeout", "0")
+    assert p.returncode == 1 and "cannot read" in p.stderr, p.stderr
     for fields, message in ((["op=del", "vsid=5001"], "'op' is the command's, not a field"),
                             (["vsid=5001", "vsid=5002"], "'vsid' given twice")):
         p = nvgwctl("--gateway", f"ipc://{tmp_path}/none.sock", "set", "record", *fields)
