@@ -113,7 +113,13 @@ class Gateway:
                                     on_release=self._slots_released)
         if cfg.pipeline["policy"]:
             doc = polmod.load_file(cfg.pipeline["policy"])
-            self.policy.load_document(doc)
+            try:
+                self.policy.load_document(doc)  # refused whole: nothing applied
+            except polmod.PolicyError as e:
+                # A file an earlier version took may break a rule added since (session
+                # 27): the gateway starts with it, and says so; any other fault stops it.
+                self.policy.load_document(doc, lenient=True)
+                log.warning("policy_breaks_a_rule", file=cfg.pipeline["policy"], error=str(e))
             log.info("policy_loaded", file=cfg.pipeline["policy"],
                      records=len(self.policy.records), generation=self.policy.generation)
         self.nv.start_exceptions()

@@ -9,6 +9,7 @@ the live tests feed a veth pair so that packets can follow an `apply`.
 """
 import os
 import struct
+import subprocess
 import time
 
 import pytest
@@ -610,6 +611,30 @@ def test_mtu_exceeded_answers_fragmentation_needed(tmp_path):
     assert_drops(final, mtu_exceeded=5)
     assert exceptions(final) == {"frag_needed": 2, "ignored": 2}
     assert vsid_counters(final, BLUE.vsid) == traffic(encap=[fits])
+
+
+def test_a_policy_file_an_earlier_version_took_still_starts_the_gateway(tmp_path):
+    """A rule added in session 27 (a neighbour needs its VLAN attached) must not keep a
+    gateway with an older policy file from starting: it starts, with a warning; a fault
+    of every time (a CA outside its subnet) still stops it, with one line."""
+    pol = redblue_policy()
+    pol["neighbours"].append({"vlan": 300, "ip": "172.16.9.9", "mac": "02:00:00:00:09:09"})
+    gw = GatewayProcess(tmp_path / "old", nvgre_ports(),
+                        nvgre_body(write_policy(tmp_path, pol, "old.json"))).start()
+    try:
+        assert gw.request("show", what="policy")["generation"] == 1
+    finally:
+        assert gw.stop() == 0, gw.stderr
+    assert '"policy_breaks_a_rule"' in gw.stderr
+    assert "neighbour 172.16.9.9: VLAN 300 is not attached" in gw.stderr
+    pol["records"].append(record(5001, "10.9.9.9", "00:15:5d:b1:09:09", "192.168.1.10"))
+    bad = GatewayProcess(tmp_path / "bad", nvgre_ports(),
+                         nvgre_body(write_policy(tmp_path, pol, "bad.json")))
+    p = subprocess.run(bad.command("--config", str(bad.config)), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().endswith("lookup record 10.9.9.9 is outside virtual subnet 5001 "
+                                     "(10.1.1.0/24)"), p.stderr
 
 
 def test_packets_past_the_customer_ports_mtu_are_counted_not_sent(tmp_path):
