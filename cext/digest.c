@@ -21,17 +21,23 @@ mix(uint64_t a, uint64_t b)
 	return x;
 }
 
+enum { WORDS, ROUTES, NEIGHBOURS };     /* what a table's values are */
+
 static uint64_t
-htab_sum(const struct nvgw_htab *h, int routes)
+htab_sum(const struct nvgw_htab *h, int values)
 {
 	uint64_t key, val, sum = 0;
 	uint32_t pos = 0;
 
 	while (nvgw_htab_next(h, &pos, &key, &val)) {
-		if (routes && !(val & NVGW_ROUTE_PACKED)) {
+		if (values == ROUTES && !(val & NVGW_ROUTE_PACKED)) {
 			const struct nvgw_route *r = (const void *)(uintptr_t)val;
 
 			val = mix(mix(r->kind, r->vlan), mix(r->nh_ip, r->nh != NULL));
+		} else if (values == NEIGHBOURS) {
+			val = ((const struct nvgw_neigh *)(uintptr_t)val)->mac;
+			if (!(val & NVGW_NEIGH_VALID))
+				continue;
 		}
 		sum += mix(key, val);
 	}
@@ -56,8 +62,8 @@ nvgw_tables_digest(const struct nvgw_tables *t, uint64_t d[NVGW_DIGEST_N])
 		memcpy(&mac, y->mac, 6);
 		d[0] += mix(mix(r->kw, y->pa), mix(mac, y->nh));
 	}
-	d[1] = htab_sum(&t->routes, 1);
-	d[2] = htab_sum(&t->rw_pa, 0) + mix(htab_sum(&t->rw_gw, 0), 1);
+	d[1] = htab_sum(&t->routes, ROUTES);
+	d[2] = htab_sum(&t->rw_pa, WORDS) + mix(htab_sum(&t->rw_gw, WORDS), 1);
 	for (i = 0; i < NVGW_MAX_VSIDS; i++) {
 		const struct nvgw_vsid *v = t->vsid_by_idx[i];
 
@@ -83,17 +89,7 @@ nvgw_tables_digest(const struct nvgw_tables *t, uint64_t d[NVGW_DIGEST_N])
 			d[5] += mix(mix(t->blk16_n[i], t->blk24_n[i]), (uint64_t)i << 32 | 1);
 	for (i = 0; i < NVGW_BLK_BITS / 64; i++)
 		d[5] += mix(mix(t->blk16[i], t->blk24[i]), (uint64_t)i << 32 | 2);
-	{
-		uint64_t key, val;
-		uint32_t pos = 0;
-
-		while (nvgw_htab_next(&t->neigh, &pos, &key, &val)) {
-			const struct nvgw_neigh *n = (const void *)(uintptr_t)val;
-
-			if (n->mac & NVGW_NEIGH_VALID)
-				d[7] += mix(key, n->mac);
-		}
-	}
+	d[7] = htab_sum(&t->neigh, NEIGHBOURS);
 	if (p != NULL) {
 		d[6] = mix(mix(p->mask, p->gw_ip), mix(p->mtu, p->mac_w));
 		for (j = 0; j < p->n_pa; j++)

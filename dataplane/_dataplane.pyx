@@ -484,7 +484,7 @@ cdef class Nvgre:
         self.ctx.pool = pool.mp
         self.ctx.provider_port = provider_port
         self.ctx.customer_port = customer_port
-        self.ctx.customer_mtu = 1500       # the gateway sets the port's own (customer_mtu)
+        self.ctx.customer_mtu = 0xFFFF     # unbounded; the gateway sets a configured MTU
         self.ctx.exc_qsbr_id = workers
 
     @property

@@ -11,6 +11,7 @@ import structlog
 import zmq
 
 from dataplane import config, log as logsetup
+from dataplane.cliargs import seconds
 from dataplane.errors import NvgwError
 
 log = structlog.get_logger("nvgw.dataplane")
@@ -47,17 +48,6 @@ def summary(counters: dict) -> str:
     return "\n".join(lines)
 
 
-def _seconds(text: str) -> float:
-    """argparse type: a finite number of seconds above 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return v
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="nvgw-dataplane",
@@ -65,7 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", required=True, metavar="FILE", help="TOML configuration")
     ap.add_argument("--control", metavar="ENDPOINT",
                     help="ZeroMQ endpoint of the control socket (overrides control.socket)")
-    ap.add_argument("--duration", type=_seconds, metavar="SECONDS",
+    ap.add_argument("--duration", type=seconds(), metavar="SECONDS",
                     help="stop by itself after this many seconds (default: at a signal)")
     ap.add_argument("--stats-json", metavar="FILE",
                     help="write the final counters as JSON to FILE at exit")

@@ -39,7 +39,6 @@ class ControlServer:
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
         self.lock = None        # the lock's fd while we serve an ipc path
         if endpoint.startswith("ipc://"):
-            os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
             self.lock = ipclock.claim(endpoint[6:], "in use by another gateway")
         try:
             self.sock.bind(endpoint)
@@ -149,7 +148,6 @@ class ControlServer:
                     pass
             os.close(self.lock)     # the lock goes with it; its file stays (no race)
             self.lock = None
-
 
 
 def request_frames(type_: str, **fields) -> list[bytes]:

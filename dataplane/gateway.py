@@ -105,8 +105,8 @@ class Gateway:
         # The customer port's MTU bounds what goes onto a VLAN when the config sets
         # it: DPDK puts every port at 1500 otherwise, whatever the link carries
         # (af_packet cannot even be set higher), and jumbo tenants would go dark.
-        mtu = next(p.mtu for p in cfg.ports if p.role == "customer")
-        self.nv.customer_mtu = cust["mtu"] if mtu else 0xFFFF
+        if next(p.mtu for p in cfg.ports if p.role == "customer"):
+            self.nv.customer_mtu = cust["mtu"]
         self.policy = polmod.Policy(self.nv, prov["mac"], cust["mac"],
                                     {k: tables[k] for k in ("records", "routes", "rewrites",
                                                              "neighbours")},

@@ -15,10 +15,12 @@ from dataplane.errors import NvgwError
 
 
 def claim(path: str, what: str = "in use by another process") -> int:
-    """Hold PATH.lock, or raise NvgwError (`what` when another process holds it).
-    Returns the lock's file descriptor: os.close() it to let go."""
+    """Hold PATH.lock (its directory made if need be), or raise NvgwError (`what`
+    when another process holds it). Returns the lock's file descriptor: os.close()
+    it to let go."""
     lock = path + ".lock"
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         try:
             fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)
         except PermissionError:         # another user's file, in a sticky directory

@@ -560,7 +560,11 @@ class Policy:
             if ip not in on:
                 raise PolicyError(f"neighbour {ip} is not on VLAN {scope} ({on})")
         self.neighbours[(scope, str(ip))] = mac
-        self._calls.append(("neigh_set", scope, ip.packed, mac_bytes(mac)))
+        self._calls.append(self._neigh_call(scope, ip.packed, mac))
+
+    @staticmethod
+    def _neigh_call(scope: int, ip: bytes, mac: str) -> tuple:
+        return ("neigh_set", scope, ip, mac_bytes(mac))
 
     def _del_neighbour(self, op):
         _fields(op, ("ip",), ("vlan",))

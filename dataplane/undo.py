@@ -100,8 +100,7 @@ def restoring(p, key: tuple, calls: list[tuple]) -> list[tuple]:
         return [p._rw_call(pa) if pa else ("rw_del", ZERO4, key[1], key[2], True)]
     if kind == "neigh":
         mac = p.neighbours.get((key[1], socket.inet_ntoa(key[2])))
-        return [("neigh_set", key[1], key[2], bytes.fromhex(mac.replace(":", "")))
-                if mac else ("neigh_clear", key[1], key[2])]
+        return [p._neigh_call(key[1], key[2], mac) if mac else ("neigh_clear", key[1], key[2])]
     raise ValueError(f"no undo for table entry {kind}")
 
 
@@ -114,7 +113,7 @@ def undo(p, calls: list[tuple]) -> list[str]:
     last, once every VSID is back (a record block needs all of its VSIDs):
     records the batch did not touch carry next hops from the provider it set.
     Returns what could not be restored (nothing, normally)."""
-    first: dict[tuple, int] = {}
+    first: dict[tuple, tuple] = {}          # entry -> (index of its first call, its key)
     for i, call in enumerate(calls):
         for k in keys_of(call):
             first.setdefault(k[:2] if k[0] == "block" else k, (i, k))

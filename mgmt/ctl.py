@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from dataplane.cliargs import seconds
 from dataplane.control import ControlClient
 from dataplane.errors import NvgwError
 
@@ -155,22 +156,6 @@ def keygen(directory: str, name: str) -> tuple[object, str]:
 MGMT_ONLY = ("gateways", "wait")
 
 
-def _seconds(text: str, low: float = 0, high: float = 86400, zero: bool = False) -> float:
-    """argparse type: a finite number of seconds above 0 (0 too with `zero`)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not (low < v <= high or (zero and v == 0)):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds "
-                                         f"({'0' if zero else 'above 0'}..{high:g})")
-    return v
-
-
-def _wait_seconds(text: str) -> float:
-    return _seconds(text, high=3600, zero=True)     # 0: has it been applied already?
-
-
 def main(argv=None) -> int:
     env = os.environ.get
     ap = argparse.ArgumentParser(
@@ -187,7 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--server-key", default=env("NVGW_SERVER_KEY"), metavar="FILE",
                     help="nvgw-mgmt's public key (server.key, env NVGW_SERVER_KEY)")
     ap.add_argument("--json", action="store_true", help="JSON output for automation")
-    ap.add_argument("--timeout", type=_seconds, default=5.0,
+    ap.add_argument("--timeout", type=seconds(high=86400), default=5.0,
                     help="seconds to wait for an answer (default 5)")
     # --json also after the command (nvgwctl show policy --json).
     common = argparse.ArgumentParser(add_help=False)
@@ -217,7 +202,9 @@ def main(argv=None) -> int:
     wt.add_argument("--generation", type=int, help="default: the latest")
     wt.add_argument("--gateways", type=int, default=0, metavar="N",
                     help="and at least N gateways are connected")
-    wt.add_argument("--timeout", dest="wait_timeout", type=_wait_seconds, metavar="SECONDS",
+    # 0: has it been applied already?
+    wt.add_argument("--timeout", dest="wait_timeout", type=seconds(high=3600, zero=True),
+                    metavar="SECONDS",
                     help="give up after this long (default: the global --timeout)")
     kg = sub.add_parser("keygen", parents=[common], help="write a CurveZMQ key pair DIR/NAME.key(_secret)")
     kg.add_argument("dir")

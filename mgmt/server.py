@@ -180,7 +180,6 @@ class MgmtServer:
         try:
             for ep in (clients, gateways):
                 if ep.startswith("ipc://"):
-                    os.makedirs(os.path.dirname(ep[6:]) or ".", exist_ok=True)
                     self.locks.append(ipclock.claim(ep[6:], f"{ep}: in use by another "
                                                     "nvgw-mgmt"))
         except BaseException:
@@ -218,9 +217,7 @@ class MgmtServer:
         if rcvhwm is not None:
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
         keys.curve_server(sock, pair, domain)
-        if endpoint.startswith("ipc://"):
-            os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
-        sock.bind(endpoint)
+        sock.bind(endpoint)             # an ipc path's directory: made by its claim
         if endpoint.endswith(":0") or endpoint.endswith(":*"):
             self.endpoints[domain] = sock.last_endpoint.decode()
         return sock
@@ -667,7 +664,6 @@ def main(argv=None) -> int:
         signal.signal(sig, lambda signum, frame: stopping.append(signum))
     try:                            # one nvgw-mgmt per store: held until exit
         if args.db != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
             ipclock.claim(args.db, "in use by another nvgw-mgmt")
         store = Store(args.db)
     except Exception as e:          # sqlite3.Error, OSError, a corrupt document

@@ -111,7 +111,8 @@ class Store:
         self.generation: int = int(meta["generation"])
         # The history up to this generation (_chain): a copy restored from a backup
         # keeps the store id, but where it goes on from there has other digests.
-        self.digest: str | None = "" if self.generation == 0 else self.digest_of(self.generation)
+        self.digest: str | None = None
+        self.digest = self.digest_of(self.generation)
         doc = json.loads(meta["document"])
         if doc.get("records"):
             doc = self._move_records(doc)   # a file from before the records table
@@ -158,7 +159,7 @@ class Store:
         a file written before digests, or by an older nvgw-mgmt since)."""
         if generation == 0:
             return ""
-        if generation == self.generation and getattr(self, "digest", None) is not None:
+        if generation == self.generation and self.digest is not None:
             return self.digest
         row = self.db.execute("SELECT digest FROM digests WHERE generation = ?",
                               (generation,)).fetchone()
