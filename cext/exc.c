@@ -3,6 +3,8 @@
  * lookup records), learns neighbours, sends ARP requests for unresolved
  * next hops and ICMP "fragmentation needed". Replies go back through the
  * inject ring, which worker 0 transmits: workers keep their TX queues. */
+#include <errno.h>
+
 #include <rte_arp.h>
 #include <rte_cycles.h>
 #include <rte_icmp.h>
@@ -408,6 +410,22 @@ nvgw_exc_handle(struct nvgw_ctx *c, struct rte_mbuf *m)
 	}
 	c->c.ignored++;
 	rte_pktmbuf_free(m);
+}
+
+int
+nvgw_exc_resolve_ahead(struct nvgw_ctx *c, uint16_t scope, uint32_t ip)
+{
+	struct rte_mbuf *m = rte_pktmbuf_alloc(c->pool);
+
+	if (m == NULL)
+		return -ENOBUFS;
+	m->hash.fdir.lo = (uint32_t)NVGW_EXC_RESOLVE << 24 | scope;
+	m->hash.fdir.hi = ip;
+	if (rte_ring_mp_enqueue(c->exc, m) != 0) {
+		rte_pktmbuf_free(m);
+		return -ENOBUFS;
+	}
+	return 0;
 }
 
 void *

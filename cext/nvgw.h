@@ -211,6 +211,10 @@ void nvgw_nvgre_burst(struct nvgw_worker *w, uint16_t in_port,
 void *nvgw_exc_main(void *ctx);
 /* One exception packet: answered through ctx->inject, or freed. */
 void nvgw_exc_handle(struct nvgw_ctx *c, struct rte_mbuf *m);
+/* Ask the exception thread to ARP for (scope, ip) now, before a batch points
+ * records at it: an empty mbuf on its ring, as a worker punts a packet for an
+ * unresolved next hop (and as rate-limited). 0, or -ENOBUFS. */
+int nvgw_exc_resolve_ahead(struct nvgw_ctx *c, uint16_t scope, uint32_t ip);
 
 /* rte_errno is a per-lcore macro; Cython reads it through this. */
 int nvgw_errno(void);

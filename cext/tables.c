@@ -805,6 +805,20 @@ nvgw_neigh_resolve(struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 }
 
 int
+nvgw_neigh_prepare(struct nvgw_tables *t, uint16_t scope, uint32_t ip)
+{
+	struct nvgw_neigh *n;
+	int rc;
+
+	pthread_mutex_lock(&t->neigh_lock);
+	n = neigh_get_locked(t, scope, ip, 1);
+	rc = n == NULL ? -ENOSPC :
+	     !!(__atomic_load_n(&n->mac, __ATOMIC_ACQUIRE) & NVGW_NEIGH_VALID);
+	pthread_mutex_unlock(&t->neigh_lock);
+	return rc;
+}
+
+int
 nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip)
 {
 	struct nvgw_neigh *n;

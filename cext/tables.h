@@ -347,6 +347,10 @@ struct nvgw_neigh *nvgw_neigh_resolve(struct nvgw_tables *t, uint16_t scope, uin
  * from any thread. */
 struct nvgw_neigh *nvgw_neigh_set(struct nvgw_tables *t, uint16_t scope, uint32_t ip,
 				  const uint8_t *mac, int only_existing);
+/* The entry of a next hop a batch is about to point records at, made when
+ * absent as the batch's own calls would make it: 1 resolved, 0 not yet,
+ * -ENOSPC no room. */
+int nvgw_neigh_prepare(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
 /* A static neighbour deleted: unresolved again (the next packet ARPs). */
 int nvgw_neigh_clear(struct nvgw_tables *t, uint16_t scope, uint32_t ip);
 

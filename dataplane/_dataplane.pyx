@@ -29,6 +29,8 @@ from dataplane.dpdk.rte_ring cimport (rte_ring, rte_ring_create, rte_ring_free, 
                                       rte_ring_dequeue, RING_F_SP_ENQ, RING_F_SC_DEQ)
 from dataplane.dpdk.rte_lcore cimport pthread_t, pthread_join, rte_ctrl_thread_create
 
+import time
+
 from dataplane.errors import DataplaneError
 
 BURST = c.NVGW_BURST
@@ -643,6 +645,30 @@ cdef class Nvgre:
     def neigh_clear(self, uint16_t scope, bytes ip):
         """A static neighbour deleted: unresolved again, the next packet ARPs."""
         tb.nvgw_neigh_clear(self.ctx.t, scope, _be32(ip))
+
+    def resolve_ahead(self, list hops, double wait_s):
+        """Before a batch moves records to next hops [(scope, ip bytes)]: make the
+        entries not there yet, have the exception thread ARP for those unresolved,
+        and wait up to wait_s for the answers, so that a migrated VM's packets are
+        not dropped while its new host is resolved. Returns those still unresolved
+        (their packets ask again, as for any), or None when the exception thread
+        is not running (a policy file loaded before traffic)."""
+        cdef uint16_t scope
+        cdef uint32_t ip
+        if self.ctx == NULL or not self.thread_running:
+            return None
+        pending = []
+        for scope_, packed in hops:
+            scope, ip = scope_, _be32(packed)
+            if tb.nvgw_neigh_prepare(self.ctx.t, scope, ip) == 0:
+                c.nvgw_exc_resolve_ahead(self.ctx, scope, ip)
+                pending.append((scope_, packed))
+        deadline = time.monotonic() + wait_s
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.0002)
+            pending = [(s, p) for s, p in pending
+                       if tb.nvgw_neigh_prepare(self.ctx.t, s, _be32(p)) != 1]
+        return pending
 
     def neighbours(self):
         """[(scope, ip bytes, mac bytes or None)] of every neighbour entry."""

@@ -1,5 +1,5 @@
 # cext/nvgw.h: the C data plane's structures and entry points.
-from libc.stdint cimport uint16_t, uint64_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from dataplane.ctables cimport nvgw_tables, rte_rcu_qsbr
 from dataplane.dpdk.rte_ring cimport rte_ring
 from dataplane.dpdk.rte_mempool cimport rte_mempool
@@ -74,4 +74,5 @@ cdef extern from "nvgw.h" nogil:
 
     int nvgw_worker_main(void *arg)
     void *nvgw_exc_main(void *arg)
+    int nvgw_exc_resolve_ahead(nvgw_ctx *c, uint16_t scope, uint32_t ip)
     int nvgw_errno()

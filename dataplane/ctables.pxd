@@ -54,6 +54,7 @@ cdef extern from "tables.h" nogil:
                     int gateway)
     int nvgw_rw_del(nvgw_tables *t, uint32_t pa, uint32_t rdid, uint32_t ca, int gateway)
     int nvgw_neigh_clear(nvgw_tables *t, uint16_t scope, uint32_t ip)
+    int nvgw_neigh_prepare(nvgw_tables *t, uint16_t scope, uint32_t ip)
     nvgw_neigh *nvgw_neigh_set(nvgw_tables *t, uint16_t scope, uint32_t ip,
                                const uint8_t *mac, int only_existing)
     int nvgw_htab_next(const nvgw_htab *h, uint32_t *pos, uint64_t *key, uint64_t *val)

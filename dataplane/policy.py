@@ -19,6 +19,7 @@ import re
 import socket
 
 import numpy as np
+import structlog
 
 from dataplane import recblock, undo
 from dataplane.errors import ConfigError, DataplaneError
@@ -30,6 +31,24 @@ V4 = ipaddress.IPv4Address
 ZERO = V4("0.0.0.0")
 # route kinds, as cext/tables.h numbers them
 VSUBNET, APPLIANCE, CUSTOMER = 0, 1, 2
+# How long a batch that moves lookup records to a fabric next hop not yet resolved
+# waits for its ARP answer before it applies all the same (Policy._resolve_moved).
+RESOLVE_WAIT_S = 0.25
+
+log = structlog.get_logger("nvgw.policy")
+
+
+def _fabric_of(pa0: bytes, mask: bytes, gw: bytes) -> tuple:
+    """The provider's first address, mask and gateway as ints: what
+    nvgw_provider_nexthop reads."""
+    return tuple(int.from_bytes(b, "big") for b in (pa0, mask, gw))
+
+
+def _nexthops(fabric: tuple, pas):
+    """The fabric next hops of an array of PAs, as nvgw_provider_nexthop picks
+    them: the PA itself on our subnet (or with no gateway), else the gateway."""
+    pa0, m, g = fabric
+    return pas if g == 0 else np.where((pas ^ pa0) & m == 0, pas, g)
 
 
 class PolicyError(ConfigError):
@@ -285,6 +304,7 @@ class Policy:
         self._touched: set[tuple] = set()
         self._unstaged = 0
         self._provider_moved = False
+        self._moved: list = []      # PAs that existing records move to (arrays)
         i = len(ops)
         try:
             for i, op in enumerate(ops):
@@ -337,6 +357,11 @@ class Policy:
         saved, self._saved = self._saved, None
         try:
             if self.nv is not None:
+                try:
+                    self._resolve_moved(saved["provider"])
+                except BaseException:
+                    self._restore(saved)
+                    raise
                 for i, (fn, *args) in enumerate(calls):
                     try:
                         getattr(self.nv, fn)(*args)
@@ -369,6 +394,27 @@ class Policy:
         self.generation = self.generation + 1 if generation is None else generation
         self.changes += 1
         return self.generation
+
+    def _resolve_moved(self, was) -> None:
+        """Make before break: records the batch moves (a migrated VM) go to a fabric
+        next hop resolved first, where its host answers within RESOLVE_WAIT_S; else
+        their first packets would be dropped as no_neighbour while it is asked.
+        Not when the batch changes our subnet or gateway (the next hops follow),
+        nor for static neighbours (as the batch leaves them)."""
+        if not self._moved or was is None or self.provider is None or \
+                (was["addresses"][0], was["gateway"]) != \
+                (self.provider["addresses"][0], self.provider["gateway"]):
+            return
+        ifc = ipaddress.IPv4Interface(self.provider["addresses"][0])
+        fabric = _fabric_of(ifc.ip.packed, ifc.netmask.packed,
+                            V4(self.provider["gateway"]).packed)
+        hops = np.unique(_nexthops(fabric, np.concatenate(self._moved).astype(np.uint32)))
+        static = self.neighbours       # as the batch leaves them: resolved by its calls
+        hops = [(0, V4(h).packed) for h in hops.tolist() if (0, str(V4(h))) not in static]
+        left = self.nv.resolve_ahead(hops, RESOLVE_WAIT_S) if hops else None
+        if left:
+            log.warning("next_hop_unresolved", wait_s=RESOLVE_WAIT_S,
+                        hops=[str(V4(ip)) for _, ip in left[:8]], count=len(left))
 
     def _check_block(self, arr, stage: bool) -> None:
         """The lookup records of a record block: the checks of _set_record, done on
@@ -418,7 +464,10 @@ class Policy:
             self._unstaged += len(arr)
             return
         rows = arr.view("V20").tolist()
-        changed = self.records.put_rows(k.tolist(), rows, k, arr)
+        changed, new = self.records.put_rows(k.tolist(), rows, k, arr)
+        moved = changed & ~new
+        if moved.any():
+            self._moved.append(arr["pa"][moved])
         if not changed.all():           # the same record again: nothing to do in C
             arr = arr[changed]
         if len(arr):
@@ -429,29 +478,22 @@ class Policy:
         than it holds fails half-way through a batch: count the entries the staged
         calls create (static neighbours, next hops of customer routes and of records,
         as nvgw_provider_nexthop picks them) and refuse the batch before any call."""
-        def fabric_of(pa0, mask, gw):   # what nvgw_provider_nexthop reads, as ints
-            return tuple(int.from_bytes(b, "big") for b in (pa0, mask, gw))
-
-        def nexthops(fabric, pas):      # of an array of PAs, as nvgw_provider_nexthop
-            pa0, m, g = fabric
-            return pas if g == 0 else np.where((pas ^ pa0) & m == 0, pas, g)
-
         fabric = None
         if provider is not None:
             ifc = ipaddress.IPv4Interface(provider["addresses"][0])
-            fabric = fabric_of(ifc.ip.packed, ifc.netmask.packed,
+            fabric = _fabric_of(ifc.ip.packed, ifc.netmask.packed,
                                V4(provider["gateway"]).packed)
         need, bulk, single = set(), [], []     # single: PAs of record_set calls
 
         def flush():                # single's next hops, by the provider they met
             if single:
-                bulk.append(nexthops(fabric, np.array(single, np.uint32)))
+                bulk.append(_nexthops(fabric, np.array(single, np.uint32)))
                 single.clear()
 
         for fn, *a in self._calls:
             if fn == "provider_set":
                 flush()
-                fabric = fabric_of(a[0][0], a[1], a[2])
+                fabric = _fabric_of(a[0][0], a[1], a[2])
             elif fn == "neigh_set":
                 need.add((a[0], a[1]))
             elif fn == "route_set" and a[3] == CUSTOMER and a[6] != ZERO.packed:
@@ -459,7 +501,7 @@ class Policy:
             elif fn == "record_set" and fabric is not None:
                 single.append(int.from_bytes(a[3], "big"))
             elif fn == "record_set_bulk" and fabric is not None:
-                bulk.append(nexthops(fabric, np.frombuffer(a[0], recblock.DTYPE)["pa"]
+                bulk.append(_nexthops(fabric, np.frombuffer(a[0], recblock.DTYPE)["pa"]
                                      .astype(np.uint32)))
         flush()
         # the distinct next hops of the records (a million records, few hosts)
@@ -776,6 +818,8 @@ class Policy:
         rec = {"vsid": vsid, "ca": ca_s, "mac": mac.lower().replace("-", ":"),
                "pa": pa_s, "method": method}
         old = self.records.get((vsid, ca_s))
+        if old is not None and old["pa"] != pa_s:
+            self._moved.append(np.array([int.from_bytes(pa, "big")], np.uint32))
         if method == "rewrite" or (old is not None and old["method"] == "rewrite"):
             self._rewrite_record(old, rec, sub)
         self.records[(vsid, ca_s)] = rec

@@ -348,10 +348,10 @@ class RecordMap:
         return np.frombuffer(self.block(), DTYPE)
 
     def put_rows(self, keys_: list, rows: list, karr: np.ndarray | None = None,
-                 arr: np.ndarray | None = None) -> np.ndarray:
+                 arr: np.ndarray | None = None) -> tuple:
         """Set many records (keys and 20-byte rows as lists, each key once; karr
         and arr: the keys and the records as arrays, if at hand); return which of
-        them changed (bools)."""
+        them changed and which are new (two arrays of bools)."""
         d = self.d
         n = len(rows)
         if not d:                       # a first load, a snapshot to a new gateway
@@ -371,7 +371,7 @@ class RecordMap:
             pv = self.per_vsid
             for v, n in zip(u.tolist(), c.tolist()):
                 pv[v] = pv.get(v, 0) + n
-        return changed
+        return changed, new
 
     def load_rows(self, keys_: list, rows: list) -> None:
         """Records already checked (the store's own rows), into an empty map."""

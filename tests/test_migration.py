@@ -12,16 +12,18 @@ from __future__ import annotations
 import ipaddress
 import json
 import struct
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, UDP
-from scapy.layers.l2 import Dot1Q, Ether
+from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
-from netns import Netns, NetnsGateway, Traffic, unavailable
+from netns import MACS, Netns, NetnsGateway, Traffic, unavailable
 from nvgw_helpers import expected_encap
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
@@ -45,11 +47,12 @@ TENANT_ID = {"blue": 1, "red": 2}
 CA = "10.1.1.7"
 
 
-def policy_file(tmp_path: Path) -> Path:
+def policy_file(tmp_path: Path, unknown: tuple = ()) -> Path:
+    """The Red/Blue policy with static neighbours for PA_MACS but those in `unknown`."""
     doc = json.loads((ROOT / "config" / "redblue-policy.json").read_text())
     have = {(n.get("vlan", 0), n["ip"]) for n in doc["neighbours"]}
     for pa, mac in PA_MACS.items():
-        if (0, pa) not in have:
+        if (0, pa) not in have and pa not in unknown:
             doc["neighbours"].append({"ip": pa, "mac": mac})
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(doc))
@@ -113,13 +116,19 @@ def decode(ns: Netns, raw: bytes):
     return tenant, seq, pa
 
 
-def run_migration(tmp_path: Path, tenants: list[str]):
+def run_migration(tmp_path: Path, tenants: list[str], arp_new_pa: bool = False):
     """Send N frames cycling through `tenants` (seq numbers per tenant), migrate Blue's CA
     MIGRATE_AT s in. Returns (per-tenant {seq: send time}, ack time, decoded captures,
-    final counters, other frames captured on fab1)."""
+    final counters, other frames captured on fab1). arp_new_pa: the new PA is no static
+    neighbour; a host on fab1 answers ARP for it (tests/arp_responder.py)."""
     with Netns() as ns:
         order = [(tenants[i % len(tenants)], i // len(tenants)) for i in range(N)]
-        gw = NetnsGateway(ns, tmp_path / "gw", body(policy_file(tmp_path))).start()
+        unknown = (NEW_PA,) if arp_new_pa else ()
+        if arp_new_pa:
+            host = ns.popen([sys.executable, str(ROOT / "tests" / "arp_responder.py"), "fab1",
+                             f"{NEW_PA}={PA_MACS[NEW_PA]}"], stdout=subprocess.PIPE, text=True)
+            assert host.stdout.readline().strip() == "ready"
+        gw = NetnsGateway(ns, tmp_path / "gw", body(policy_file(tmp_path, unknown))).start()
         try:
             tr = Traffic(ns, tmp_path / "traffic", "cus1", frames(ns, order), RATE,
                          capture=["fab1"], quiet=0.5, limit=15.0)
@@ -166,15 +175,17 @@ def check_blue(sent: dict, ack: float, got: list, n: int) -> None:
                       f"PA (seq {late[:10]}, sent up to {times[late[-1]] - ack:.6f} s after)")
 
 
-def check_counters(c: dict, per_tenant: int, tenants: list[str]) -> None:
+def check_counters(c: dict, per_tenant: int, tenants: list[str], arp: int = 0) -> None:
+    """No drops, every packet encapsulated; arp: ARP requests sent on the fabric (and
+    replies taken in) beside them."""
     drops = {k: v for k, v in c["drops"].items() if v}
     assert not drops, f"drops: {drops}"
     for t in tenants:
         vsid = TENANTS[t][3]
         assert c["vsids"][str(vsid)]["encap_pkts"] == per_tenant, (t, c["vsids"][str(vsid)])
     ports = {p["name"]: p for p in c["ports"]}
-    assert ports["tenants"]["rx_pkts"] == N and ports["fabric"]["tx_pkts"] == N, ports
-    assert ports["fabric"]["rx_pkts"] == 0 and ports["tenants"]["tx_pkts"] == 0, ports
+    assert ports["tenants"]["rx_pkts"] == N and ports["fabric"]["tx_pkts"] == N + arp, ports
+    assert ports["fabric"]["rx_pkts"] == arp and ports["tenants"]["tx_pkts"] == 0, ports
 
 
 def test_migrate_under_traffic(tmp_path):
@@ -195,3 +206,18 @@ def test_migrate_blue_leaves_red(tmp_path):
     assert sorted(seq for seq, _ in red) == list(range(half)), "red: lost or duplicated"
     assert {pa for _, pa in red} == {RED_PA}, Counter(pa for _, pa in red)
     check_counters(counters, half, ["blue", "red"])
+
+
+def test_migrate_to_a_host_not_yet_resolved(tmp_path):
+    """Make before break: the new PA has no static neighbour. The migrate resolves it
+    (one ARP request, answered by the host) before the record moves, so no packet is
+    dropped as no_neighbour while it is asked; the old PA carries them meanwhile."""
+    sent, ack, got, counters, other = run_migration(tmp_path, ["blue"], arp_new_pa=True)
+    request = bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=MACS["fab0"]) /
+                    ARP(op=1, hwsrc=MACS["fab0"], psrc=PROVIDER_PA, hwdst="00:00:00:00:00:00",
+                        pdst=NEW_PA))
+    assert other == [request], [o.hex() for o in other]
+    assert len(got) == N
+    check_blue(sent, ack, got, N)
+    check_counters(counters, N, ["blue"], arp=1)
+    assert counters["exceptions"]["arp_requests"] == 1, counters["exceptions"]
