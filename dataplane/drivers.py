@@ -86,12 +86,26 @@ def _scan(dirs: tuple[str, ...]) -> dict[str, Driver]:
             continue
         try:
             for info in _pmd_infos(path):
-                found.setdefault(info["name"], Driver(
-                    info["name"], path, info.get("kmod"),
-                    len(info.get("pci_ids") or ()), info.get("params", "")))
+                drv = _driver(info, path)
+                if drv is None:     # JSON, but not a driver's: skip it, not the file
+                    log.debug("%s: PMD_INFO_STRING is no driver: %.80r", path, info)
+                    continue
+                found.setdefault(drv.name, drv)
         except (OSError, ELFError) as e:
             log.debug("%s: skipped: %s", path, e)
     return dict(sorted(found.items()))
+
+
+def _driver(info, path: str) -> Driver | None:
+    """The Driver a PMD_INFO_STRING's JSON describes, or None when it is not an
+    object with a name and fields of the types DPDK writes."""
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str) or not info["name"]:
+        return None
+    kmod, pci_ids, params = info.get("kmod"), info.get("pci_ids") or [], info.get("params", "")
+    if not isinstance(kmod, (str, type(None))) or not isinstance(pci_ids, list) or \
+            not isinstance(params, str):
+        return None
+    return Driver(info["name"], path, kmod, len(pci_ids), params)
 
 
 def installed_drivers(dirs=None) -> dict[str, Driver]:

@@ -85,6 +85,24 @@ def test_installed_drivers_from_pmd_metadata():
     assert drivers.driver_of("net_nothing0") is None
 
 
+def test_odd_pmd_info_strings_are_skipped(tmp_path):
+    """A driver file whose PMD_INFO_STRING is JSON but no driver's (not an object, no
+    name, pci_ids not a list) is skipped string by string, not a traceback at every
+    config load; the good string beside them is read."""
+    strings = ['{}', '[1, 2]', '"net_x"', '{"name": 7}', '{"name": "net_bad", "pci_ids": 3}',
+               '{"name": "net_bad2", "kmod": ["x"]}', '{"name": "net_bad3", "params": 1}',
+               '{"name": "net_good", "params": "k=<int>", "pci_ids": []}', 'not json']
+    src = tmp_path / "pmd.c"
+    src.write_text("".join(
+        f'__attribute__((used)) const char s{i}[] = "PMD_INFO_STRING= '
+        + j.replace('"', '\\"') + '";\n' for i, j in enumerate(strings)))
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "librte_net_odd.so"),
+                    str(src)], check=True)
+    found = drivers.installed_drivers([str(tmp_path)])
+    assert list(found) == ["net_good"], found
+    assert found["net_good"].virtual and found["net_good"].params == "k=<int>"
+
+
 # The benchmark's callgrind reading: self costs per shared object, with callgrind's
 # name compression (a name given once, first perhaps as a callee's) and call costs
 # (the line after calls=) left to the callee.
