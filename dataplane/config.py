@@ -17,6 +17,7 @@ MAX_LCORE = 128          # RTE_MAX_LCORE in Debian's DPDK build
 # EAL's log level names (rte_log.h), lowest priority last; a prefix will do
 LOG_LEVELS = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
 MAX_RXQ = 32             # (port, queue) pairs one worker polls: NVGW_MAX_RXQ, cext/nvgw.h
+MAX_WORKERS = 16         # NVGW_MAX_WORKERS, cext/nvgw.h
 ROLES = ("provider", "customer")
 MEMORY_MODES = ("auto", "hugepages", "no-huge")
 PIPELINES = ("forward", "nvgre")
@@ -165,6 +166,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("'workers.lcores' must be a non-empty list of lcore ids")
     if len(set(lcores)) != len(lcores):
         raise ConfigError("'workers.lcores' lists an lcore twice")
+    if len(lcores) > MAX_WORKERS:
+        raise ConfigError(f"'workers.lcores' lists {len(lcores)} workers; {MAX_WORKERS} at most")
     for lc in lcores + [eal["main_lcore"]]:
         if not 0 <= lc < MAX_LCORE:
             raise ConfigError(f"lcore {lc} does not exist: lcore ids are 0..{MAX_LCORE - 1}")
@@ -354,10 +357,14 @@ def eal_args(cfg: Config, hugepages: bool, prog: str = "nvgw-dataplane") -> list
     eal, wk = cfg.eal, cfg.workers
     main = eal["main_lcore"]
     usable = os.sched_getaffinity(0)
-    # The main lcore (control thread) on its own CPU when it is usable here, else on
-    # the lowest usable one no worker polls: a worker's CPU only when none is left.
+    # The main lcore (control thread) on its own CPU when it is usable here and no
+    # worker polls it, else on the lowest usable one no worker polls: a worker's
+    # CPU only when none is left.
     free = sorted(usable - set(wk["cpus"]))
-    main_cpu = main if main in usable else (free[0] if free else min(usable))
+    if main in free or not free:
+        main_cpu = main if main in usable else min(usable)
+    else:
+        main_cpu = free[0]
     lcores = [f"{main}@{main_cpu}"] + [f"{lc}@{cpu}" for lc, cpu in zip(wk["lcores"], wk["cpus"])]
     args = [prog, "--lcores", ",".join(lcores), "--main-lcore", str(main),
             "-m", str(eal["memory_mb"]), f"--log-level={eal['log_level']}",

@@ -167,6 +167,18 @@ def test_main_lcore_keeps_off_worker_cpus_when_its_own_is_not_usable(tmp_path, m
     monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {1})
     args = config.eal_args(cfg, hugepages=False)
     assert args[args.index("--lcores") + 1] == "0@1,1@1"      # no other: shared
+    # its own CPU usable but a worker's: the free one, not the worker's
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1})
+    cfg = config.parse(good(tmp_path).replace("lcores = [1]", "lcores = [1]\ncpus = [0]"),
+                       str(tmp_path / "x.toml"))
+    args = config.eal_args(cfg, hugepages=False)
+    assert args[args.index("--lcores") + 1] == "0@1,1@0"
+
+
+def test_more_workers_than_the_data_plane_takes(tmp_path):
+    """17 workers failed only after EAL and the ports had started; now before anything."""
+    text = good(tmp_path).replace("lcores = [1]", f"lcores = {list(range(1, 18))}")
+    assert run_config(tmp_path, text) == "'workers.lcores' lists 17 workers; 16 at most"
 
 
 def test_pci_ports_in_the_order_eal_numbers_them(tmp_path):
