@@ -114,6 +114,13 @@ worker_loop(struct nvgw_worker *w, burst_fn fn)
 			w->idle_cycles += now - start;
 		}
 	}
+	/* The exception thread stops first (Gateway.stop): what it left for us
+	 * goes out with the rest. */
+	if (w->inject != NULL)
+		while ((n = rte_ring_sc_dequeue_burst(w->inject, (void **)pkts,
+						      NVGW_BURST, NULL)) > 0)
+			for (i = 0; i < n; i++)
+				nvgw_tx(w, pkts[i]->port, pkts[i]);
 	flush_all(w);
 	if (w->qsbr != NULL) {
 		rte_rcu_qsbr_thread_offline(w->qsbr, w->qsbr_id);

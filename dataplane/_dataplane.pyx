@@ -52,6 +52,7 @@ EXC_COUNTERS = ("arp_replies", "arp_requests", "neigh_learned", "arp_no_record",
 DROP_REASONS = tuple(
     (c.nvgw_drop_names[i].decode(), c.nvgw_drop_texts[i].decode())
     for i in range(c.NVGW_DROP_MAX))
+cdef int _DROP_STOPPED = [name for name, _ in DROP_REASONS].index("stopped")
 
 cdef bint _eal_up = False
 
@@ -280,7 +281,6 @@ cdef class Workers:
     cdef rte_ring *rings[16][16]      # [from][to]: software RSS hand-over
     cdef readonly int count
     cdef readonly bint running
-    cdef readonly uint64_t discarded   # handed over but not processed at stop
 
     cdef bint distribute
 
@@ -355,7 +355,9 @@ cdef class Workers:
         self.running = True
 
     def stop(self):
-        """Raise the quit flag and wait: each worker flushes its TX first."""
+        """Raise the quit flag and wait: each worker flushes its TX first. What one
+        handed to another that had stopped first is freed and counted, as the
+        receiver's `stopped` drops."""
         cdef unsigned int lcore
         self.quit[0] = 1
         if self.running:
@@ -369,7 +371,7 @@ cdef class Workers:
             for d in range(self.count):
                 while self.rings[s][d] != NULL and rte_ring_dequeue(self.rings[s][d], &m) == 0:
                     rte_pktmbuf_free(<rte_mbuf *>m)
-                    self.discarded += 1
+                    self.w[d].drops[_DROP_STOPPED] += 1
 
     def counters(self, int i, uint16_t n_ports):
         """A snapshot of one worker's counters (plain reads of 64-bit words)."""

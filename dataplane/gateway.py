@@ -172,11 +172,12 @@ class Gateway:
         log.info("workers_up", lcores=lcores, pipeline=cfg.pipeline["mode"])
 
     def stop(self) -> None:
-        """Stop workers (they flush TX), close ports, free memory, clean up EAL."""
-        if self.workers is not None:
-            self.workers.stop()
+        """Stop workers (they flush TX), close ports, free memory, clean up EAL.
+        The exception thread first: worker 0 then sends what it left to send."""
         if self.nv is not None:
             self.nv.stop_exceptions()
+        if self.workers is not None:
+            self.workers.stop()
         self.final = self.counters()
         for port in self.ports:
             if port["started"]:

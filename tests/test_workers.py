@@ -3,6 +3,7 @@ outer host pair spreads over all workers by inner flow, and every flow
 keeps its order (it is processed by one worker and leaves on its queue).
 With workers.rss = queues, no hand-off: each worker keeps its own queues'."""
 import json
+import time
 from collections import defaultdict
 
 import pytest
@@ -168,3 +169,23 @@ def test_handed_off_packets_keep_their_input_port(tmp_path):
     assert nonzero(c["drops"]) == {"not_for_gateway": looped}, c["drops"]
     # worker 0 handed over the customer frames it does not own, then looped ones
     assert c["workers"][0]["handed_off"] > FLOWS - looped + looped // 8, c["workers"]
+
+
+def test_packets_in_flight_between_workers_at_stop_are_counted(tmp_path):
+    """Software RSS on two workers sharing a CPU, ports that bring in packets without end
+    (net_null): at the stop, what one worker had handed to the other, stopped first, was
+    freed uncounted. Now every packet taken in is sent or dropped by name (`stopped`)."""
+    ports = [f'[[ports]]\nname = "{n}"\nrole = "{r}"\ndevice = "net_null{i}"\nqueues = 2\n'
+             for i, (n, r) in enumerate((("a", "customer"), ("b", "provider")))]
+    gw = GatewayProcess(tmp_path, ports, "", lcores=(1, 2)).start()
+    try:
+        time.sleep(0.5)
+    finally:
+        rc = gw.stop()
+    assert rc == 0, gw.stderr
+    c = gw.final_counters()
+    assert c["workers"][1]["handed_off"] > 0, c["workers"]
+    rx = sum(p["rx_pkts"] for p in c["ports"])
+    tx = sum(p["tx_pkts"] for p in c["ports"])
+    assert set(nonzero(c["drops"])) <= {"dist_full", "stopped"}, c["drops"]
+    assert rx == tx + sum(c["drops"].values()), (rx, tx, nonzero(c["drops"]))
