@@ -76,9 +76,20 @@ def main(argv=None) -> int:
         cfg = config.load(args.config)
         if args.control:
             cfg.control["socket"] = args.control
+    except NvgwError as e:
+        print(f"nvgw-dataplane: {e}", file=sys.stderr)
+        return 2
+    # The control socket's path first: a second gateway on it must not start its
+    # ports (net_pcap would truncate the first one's capture files) to be refused.
+    from dataplane.control import ControlServer, claim_endpoint
+    try:
+        lock = claim_endpoint(cfg.control["socket"])
+    except NvgwError as e:
+        print(f"nvgw-dataplane: control socket {cfg.control['socket']}: {e}", file=sys.stderr)
+        return 2
+    try:
         # Imported late: loading the extension pulls in DPDK, which a bad
         # config should not need.
-        from dataplane.control import ControlServer
         from dataplane.gateway import Gateway
         gw = Gateway(cfg)
         gw.start()
@@ -87,7 +98,7 @@ def main(argv=None) -> int:
         return 2
 
     try:
-        server = ControlServer(cfg.control["socket"], gw)
+        server = ControlServer(cfg.control["socket"], gw, lock=lock)
     except Exception as e:      # zmq bind errors are user errors (path, permissions)
         gw.stop()
         print(f"nvgw-dataplane: control socket {cfg.control['socket']}: {e}", file=sys.stderr)

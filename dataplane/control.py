@@ -30,16 +30,26 @@ SCHEMA_VERSION = 1
 MAX_REQUEST = 1 << 20
 
 
+def claim_endpoint(endpoint: str) -> int | None:
+    """The lock of an ipc endpoint (ipclock), or None for another transport; raises
+    NvgwError when another gateway holds it."""
+    if endpoint.startswith("ipc://"):
+        return ipclock.claim(endpoint[6:], "in use by another gateway")
+    return None
+
+
 class ControlServer:
-    def __init__(self, endpoint: str, gateway, ctx: zmq.Context | None = None):
+    def __init__(self, endpoint: str, gateway, ctx: zmq.Context | None = None,
+                 lock: int | None = None):
+        """lock: claim_endpoint()'s, where the caller took it before starting."""
         self.gw = gateway
         self.ctx = ctx or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
-        self.lock = None        # the lock's fd while we serve an ipc path
-        if endpoint.startswith("ipc://"):
-            self.lock = ipclock.claim(endpoint[6:], "in use by another gateway")
+        self.lock = lock        # the lock's fd while we serve an ipc path
+        if self.lock is None:
+            self.lock = claim_endpoint(endpoint)
         try:
             self.sock.bind(endpoint)
         except zmq.ZMQError:

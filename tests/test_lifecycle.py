@@ -42,6 +42,8 @@ def test_second_gateway_on_the_same_control_socket_is_refused(tmp_path):
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert p.stderr.strip().endswith(
             f"nvgw-dataplane: control socket {first.endpoint}: in use by another gateway")
+        # refused before EAL and its ports (net_pcap would truncate the first's files)
+        assert '"event": "memory"' not in p.stderr and "port_up" not in p.stderr, p.stderr
         assert first.request("show", what="ports")     # the first one still answers
     finally:
         assert first.stop() == 0, first.stderr
