@@ -158,6 +158,10 @@ def _validate(cfg: Config) -> None:
                           f"{', '.join(LOG_LEVELS)}, optionally after 'type:'")
     if not all(isinstance(a, str) for a in eal["args"]):
         raise ConfigError("'eal.args' must be a list of strings")
+    for arg in eal["args"]:
+        own = _eal_own(arg)
+        if own:
+            raise ConfigError(f"'eal.args' {arg!r}: the gateway sets that from {own}")
     if cfg.pipeline["mode"] not in PIPELINES:
         raise ConfigError(f"'pipeline.mode' must be one of {', '.join(PIPELINES)}")
 
@@ -342,14 +346,37 @@ def memory_mode(cfg: Config) -> tuple[bool, str]:
     return False, f"auto: {free} MB of hugepages free, {need} MB needed"
 
 
+# EAL options the gateway sets itself (eal_args), and from what: given again in
+# eal.args they would fight it (a --proc-type=secondary one waits in EAL for ever).
+EAL_OWN = {
+    ("--lcores", "-l", "-c", "--main-lcore"): "workers.lcores, workers.cpus and eal.main_lcore",
+    ("-m", "--socket-mem", "--no-huge", "--in-memory", "--no-shconf", "--legacy-mem"):
+        "eal.memory and eal.memory_mb",
+    ("--vdev", "-a", "--allow", "-b", "--block", "--no-pci"): "[[ports]]",
+    ("--log-level",): "eal.log_level",
+    ("--proc-type", "--file-prefix"): "its own runtime: one primary process per gateway",
+}
+
+
+def _eal_own(arg: str) -> str | None:
+    """What sets the EAL option `arg` names, when the gateway sets it itself."""
+    for opts, src in EAL_OWN.items():
+        for opt in opts:
+            if arg == opt or arg.startswith(opt + "=") or \
+                    (len(opt) == 2 and arg.startswith(opt) and not arg.startswith("--")):
+                return src
+    return None
+
+
 def runtime_prefix() -> str:
     return f"nvgw{os.getpid()}"
 
 
-def runtime_dir() -> str:
-    """Where EAL puts this process's runtime files (its rule for root and others)."""
+def runtime_dir(prefix: str | None = None) -> str:
+    """Where EAL puts the runtime files of --file-prefix `prefix` (this gateway's by
+    default), by its rule for root and others. EAL leaves it at exit."""
     base = "/var/run" if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR", "/tmp")
-    return os.path.join(base, "dpdk", runtime_prefix())
+    return os.path.join(base, "dpdk", prefix or runtime_prefix())
 
 
 def eal_args(cfg: Config, hugepages: bool, prog: str = "nvgw-dataplane") -> list[str]:
