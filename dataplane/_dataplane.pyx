@@ -81,8 +81,8 @@ def eal_init(list args):
     try:
         with nogil:
             rc = rte_eal_init(argc, argv)
-        if rc < 0:
-            check(-c.nvgw_errno(), "EAL init")
+        if rc < 0:          # rte_errno says why; 0 would read as success
+            check(-(c.nvgw_errno() or 22), "EAL init")
     finally:
         free(argv)
     _eal_up = True

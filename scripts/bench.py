@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_workloads as wl                          # noqa: E402
+from dataplane.config import runtime_dir              # noqa: E402
 
 PY = sys.executable
 PCAP_PACKETS = 65536         # distinct packets per pcap, all preloaded by infinite_rx
@@ -208,6 +209,9 @@ NVGRE_KIND = "decap"
 NVGRE_ROW = "testpmd io NVGRE 102B"
 
 
+TESTPMD_PREFIX = f"nvgwbench{os.getpid()}"   # EAL's runtime directory: removed at exit
+
+
 def testpmd_argv(pcap: Path, cores: int = 1) -> list[str]:
     """io-forward from the pcap (infinite_rx) to net_null, started at once (-a); with
     `cores` forwarding cores, each on its own queue of the pcap port (a copy each)."""
@@ -216,7 +220,7 @@ def testpmd_argv(pcap: Path, cores: int = 1) -> list[str]:
     rx = ",".join([f"rx_pcap={pcap}"] * cores)
     multi = [f"--nb-cores={cores}", f"--rxq={cores}", f"--txq={cores}"] if cores > 1 else []
     return ["dpdk-testpmd", *mem, "-m", str(memory_mb(cores)), "--no-pci", "--file-prefix",
-            f"nvgwbench{os.getpid()}", "--vdev", f"net_pcap0,{rx},infinite_rx=1",
+            TESTPMD_PREFIX, "--vdev", f"net_pcap0,{rx},infinite_rx=1",
             "--vdev", "net_null0,no-rx=1", "--lcores", lcores_arg(cores + 1),
             "--log-level", "warning", "--",
             "--forward-mode=io", f"--burst={BURST}",
@@ -1315,4 +1319,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:        # testpmd's (EAL leaves one per prefix); the gateways remove theirs
+        shutil.rmtree(runtime_dir(TESTPMD_PREFIX), ignore_errors=True)

@@ -14,12 +14,14 @@ of each run, the tables each changed when it got through, what differed.
 import copy
 import json
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dataplane import _dataplane as dp  # noqa: E402
 from dataplane import recblock  # noqa: E402
+from dataplane.config import runtime_dir  # noqa: E402
 from dataplane.errors import DataplaneError  # noqa: E402
 from dataplane.policy import Policy  # noqa: E402
 
@@ -183,6 +185,9 @@ def main():
     dp.eal_init(["undo-batch", "--no-huge", "-m", "256", "--no-pci", "--no-shconf",
                  "--log-level=error", "-l", "0", "--no-telemetry",
                  f"--file-prefix=nvgwundo{os.getpid()}"])
+    # EAL would leave its runtime directory behind; without telemetry or shared
+    # config it needs nothing in it after init
+    shutil.rmtree(runtime_dir(f"nvgwundo{os.getpid()}"), ignore_errors=True)
     pool = dp.Mempool("undo_batch", 1024, 0)
     nv = dp.Nvgre(pool, 0, 1, SIZES["records"], SIZES["routes"], SIZES["neighbours"],
                   SIZES["rewrites"], 1)

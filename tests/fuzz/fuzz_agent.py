@@ -33,6 +33,7 @@ import copy
 import ipaddress
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -45,6 +46,7 @@ with atheris.instrument_imports(include=["dataplane"]):
     import dataplane.gateway
     import dataplane.policy
 from dataplane import _dataplane as dp  # noqa: E402
+from dataplane.config import runtime_dir  # noqa: E402
 
 GEN, STORE = 1 + len(mc.template_ops()), "fuzzstore"
 PMAC, CMAC = "02:00:00:00:00:aa", "02:00:00:00:00:bb"
@@ -62,6 +64,9 @@ def start():
     dp.eal_init(["fuzz-agent", "--no-huge", "-m", "256", "--no-pci", "--no-shconf",
                  "--log-level=error", "-l", "0", "--no-telemetry",
                  f"--file-prefix=nvgwfuzz{os.getpid()}"])
+    # EAL would leave its runtime directory behind; without telemetry or shared
+    # config it needs nothing in it after init
+    shutil.rmtree(runtime_dir(f"nvgwfuzz{os.getpid()}"), ignore_errors=True)
     pool = dp.Mempool("fuzz_agent", 1024, 0)
     gw = dataplane.gateway.Gateway(None)
     gw.pool = pool
