@@ -123,7 +123,7 @@ static void
 answer_local(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
 	     int reason, uint16_t vlan)
 {
-	const struct nvgw_attach *a = vlan ? c->t->attach[vlan] : NULL;
+	const struct nvgw_attach *a = vlan ? nvgw_attach_get(c->t, vlan) : NULL;
 	const struct rte_ether_addr *mac = vlan ? (a ? &a->mac : NULL) : &pv->mac;
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	uint32_t hdr = vlan ? NVGW_VLAN_ETH_LEN : NVGW_ETH_LEN;
@@ -161,7 +161,7 @@ static void
 from_vsid(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
 	  int reason, uint16_t idx)
 {
-	const struct nvgw_vsid *vs = c->t->vsid_by_idx[idx];
+	const struct nvgw_vsid *vs = __atomic_load_n(c->t->vsid_by_idx + idx, __ATOMIC_ACQUIRE);
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *oip = (struct rte_ipv4_hdr *)(eth + 1);
 	unsigned int hl = (oip->version_ihl & 0xf) * 4;
@@ -256,7 +256,7 @@ icmp_error_allowed(const struct rte_ipv4_hdr *ip, unsigned int hl)
 static void
 frag_needed(struct nvgw_ctx *c, struct rte_mbuf *m, uint16_t vlan, uint16_t mtu)
 {
-	const struct nvgw_attach *a = c->t->attach[vlan];
+	const struct nvgw_attach *a = nvgw_attach_get(c->t, vlan);
 	struct rte_ether_hdr *oeth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *orig = (struct rte_ipv4_hdr *)((uint8_t *)oeth + NVGW_VLAN_ETH_LEN);
 	unsigned int hl = nvgw_ipv4_ok(orig, m->data_len - NVGW_VLAN_ETH_LEN);
@@ -329,7 +329,7 @@ static void
 resolve(struct nvgw_ctx *c, const struct nvgw_provider *pv, struct rte_mbuf *m,
 	uint16_t scope, uint32_t ip)
 {
-	const struct nvgw_attach *a = scope ? c->t->attach[scope] : NULL;
+	const struct nvgw_attach *a = scope ? nvgw_attach_get(c->t, scope) : NULL;
 	uint64_t now = rte_rdtsc();
 	struct nvgw_neigh *n;
 	struct rte_ether_hdr *eth;
