@@ -268,13 +268,12 @@ frag_needed(struct nvgw_ctx *c, struct rte_mbuf *m, uint16_t vlan, uint16_t mtu)
 		c->c.ignored++;
 		goto done;
 	}
-	if ((r = rte_pktmbuf_alloc(c->pool)) == NULL)
-		goto done;
-	h = (uint8_t *)rte_pktmbuf_append(r, NVGW_VLAN_ETH_LEN + 20 + 8 + quote);
-	if (h == NULL) {
-		rte_pktmbuf_free(r);
+	if ((r = rte_pktmbuf_alloc(c->pool)) == NULL) {
+		c->c.no_mbuf++;
 		goto done;
 	}
+	/* at most 46 + 68 bytes: always room */
+	h = (uint8_t *)rte_pktmbuf_append(r, NVGW_VLAN_ETH_LEN + 20 + 8 + quote);
 	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)h;
 	struct rte_vlan_hdr *vh = (struct rte_vlan_hdr *)(eth + 1);
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(vh + 1);

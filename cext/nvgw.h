@@ -68,6 +68,7 @@ struct nvgw_exc_counters {
 	uint64_t resolve_refused;   /* no neighbour entry: the learning budget is spent */
 	uint64_t arp_spoofed;       /* ARP inside NVGRE whose sender is not at the outer PA */
 	uint64_t resolve_not_host;  /* a next hop that is ours, or the link's network or broadcast */
+	uint64_t no_mbuf;           /* a reply not sent: no mbuf free in the pool to build it in */
 };
 
 struct nvgw_tables;

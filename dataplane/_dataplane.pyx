@@ -47,7 +47,7 @@ VSID_COUNTERS = ("encap_pkts", "encap_bytes", "decap_pkts", "decap_bytes",
                  "rewrite_out_pkts", "rewrite_out_bytes", "rewrite_in_pkts", "rewrite_in_bytes")
 EXC_COUNTERS = ("arp_replies", "arp_requests", "neigh_learned", "arp_no_record",
                 "echo_replies", "frag_needed", "ignored", "inject_full", "resolve_refused",
-                "arp_spoofed", "resolve_not_host")
+                "arp_spoofed", "resolve_not_host", "no_mbuf")
 
 DROP_REASONS = tuple(
     (c.nvgw_drop_names[i].decode(), c.nvgw_drop_texts[i].decode())
