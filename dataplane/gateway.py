@@ -144,8 +144,11 @@ class Gateway:
             log.info("rss", port=p.name, mode="hardware" if ok else "software", reason=why)
             hardware = hardware and ok
         if hardware:
-            for port in self.ports:
-                dp.inner_rss(port["id"], n, True)
+            for p, port in zip(self.cfg.ports, self.ports):
+                ok, why = dp.inner_rss(port["id"], n, True)
+                if not ok:          # validated, yet not created: hand off in software
+                    log.warning("rss", port=p.name, mode="software", reason=why)
+                    return "software"
         return "hardware" if hardware else "software"
 
     def _start_workers(self) -> None:
