@@ -662,8 +662,8 @@ cdef class Nvgre:
         pending = []
         for scope_, packed in hops:
             scope, ip = scope_, _be32(packed)
-            if tb.nvgw_neigh_prepare(self.ctx.t, scope, ip) == 0:
-                c.nvgw_exc_resolve_ahead(self.ctx, scope, ip)
+            if tb.nvgw_neigh_prepare(self.ctx.t, scope, ip) == 0 and \
+                    c.nvgw_exc_resolve_ahead(self.ctx, scope, ip) == 0:
                 pending.append((scope_, packed))
         deadline = time.monotonic() + wait_s
         while pending and time.monotonic() < deadline:

@@ -57,6 +57,10 @@ class Agent:
         self.endpoint = cfg["endpoint"]
         self.heartbeat = cfg["heartbeat_ms"] / 1000.0
         self.dead_after = 3 * self.heartbeat
+        # A batch that waits for a moved record's next hop sends no heartbeat
+        # meanwhile: at most one interval, so nvgw-mgmt does not call us lost.
+        if gateway.policy is not None:
+            gateway.policy.resolve_wait = min(gateway.policy.resolve_wait, self.heartbeat)
         self.ctx = ctx or zmq.Context.instance()
         public, secret = zmq.auth.load_certificate(cfg["key"])
         server, _ = zmq.auth.load_certificate(cfg["server_key"])

@@ -32,8 +32,10 @@ ZERO = V4("0.0.0.0")
 # route kinds, as cext/tables.h numbers them
 VSUBNET, APPLIANCE, CUSTOMER = 0, 1, 2
 # How long a batch that moves lookup records to a fabric next hop not yet resolved
-# waits for its ARP answer before it applies all the same (Policy._resolve_moved).
+# waits for its ARP answer before it applies all the same (Policy._resolve_moved; an
+# agent's heartbeat interval is the limit where shorter), and for how many at most.
 RESOLVE_WAIT_S = 0.25
+RESOLVE_MAX = 256
 
 log = structlog.get_logger("nvgw.policy")
 
@@ -140,6 +142,7 @@ class Policy:
         # PAs that name a fabric host, next hops and neighbours on their link): for
         # documents from a trusted store, which an older nvgw-mgmt may have accepted.
         self.lenient = False
+        self.resolve_wait = RESOLVE_WAIT_S
         self.generation = 0
         self.changes = 0        # batches applied, whoever numbered them
         self.provider: dict | None = None
@@ -396,11 +399,12 @@ class Policy:
         return self.generation
 
     def _resolve_moved(self, was) -> None:
-        """Make before break: records the batch moves (a migrated VM) go to a fabric
-        next hop resolved first, where its host answers within RESOLVE_WAIT_S; else
-        their first packets would be dropped as no_neighbour while it is asked.
-        Not when the batch changes our subnet or gateway (the next hops follow),
-        nor for static neighbours (as the batch leaves them)."""
+        """Make before break: records the batch moves to another PA (a migrated VM)
+        go to a fabric next hop resolved first, where its host answers within
+        resolve_wait; else their first packets would be dropped as no_neighbour
+        while it is asked. Not when the batch changes our subnet or gateway (the
+        next hops follow); RESOLVE_MAX next hops at most (more: as before, each
+        resolved by its first packet)."""
         if not self._moved or was is None or self.provider is None or \
                 (was["addresses"][0], was["gateway"]) != \
                 (self.provider["addresses"][0], self.provider["gateway"]):
@@ -409,11 +413,16 @@ class Policy:
         fabric = _fabric_of(ifc.ip.packed, ifc.netmask.packed,
                             V4(self.provider["gateway"]).packed)
         hops = np.unique(_nexthops(fabric, np.concatenate(self._moved).astype(np.uint32)))
-        static = self.neighbours       # as the batch leaves them: resolved by its calls
-        hops = [(0, V4(h).packed) for h in hops.tolist() if (0, str(V4(h))) not in static]
-        left = self.nv.resolve_ahead(hops, RESOLVE_WAIT_S) if hops else None
+        # Not static neighbours (as the batch leaves them: its calls resolve them),
+        # nor what is no host to ARP for (the exception thread would not ask).
+        net = ifc.network
+        nohost = {net.network_address, net.broadcast_address} if net.prefixlen < 31 else set()
+        nohost |= {V4(a) for a in self.provider["addresses_ip"]}
+        hops = [(0, V4(h).packed) for h in hops.tolist()
+                if (0, str(V4(h))) not in self.neighbours and V4(h) not in nohost]
+        left = self.nv.resolve_ahead(hops[:RESOLVE_MAX], self.resolve_wait) if hops else None
         if left:
-            log.warning("next_hop_unresolved", wait_s=RESOLVE_WAIT_S,
+            log.warning("next_hop_unresolved", wait_s=self.resolve_wait,
                         hops=[str(V4(ip)) for _, ip in left[:8]], count=len(left))
 
     def _check_block(self, arr, stage: bool) -> None:
@@ -464,10 +473,9 @@ class Policy:
             self._unstaged += len(arr)
             return
         rows = arr.view("V20").tolist()
-        changed, new = self.records.put_rows(k.tolist(), rows, k, arr)
-        moved = changed & ~new
-        if moved.any():
-            self._moved.append(arr["pa"][moved])
+        changed, moved = self.records.put_rows(k.tolist(), rows, k, arr)
+        if len(moved):
+            self._moved.append(moved)
         if not changed.all():           # the same record again: nothing to do in C
             arr = arr[changed]
         if len(arr):

@@ -351,7 +351,7 @@ class RecordMap:
                  arr: np.ndarray | None = None) -> tuple:
         """Set many records (keys and 20-byte rows as lists, each key once; karr
         and arr: the keys and the records as arrays, if at hand); return which of
-        them changed and which are new (two arrays of bools)."""
+        them changed, and the PAs that records there before move to (an array)."""
         d = self.d
         n = len(rows)
         if not d:                       # a first load, a snapshot to a new gateway
@@ -371,7 +371,12 @@ class RecordMap:
             pv = self.per_vsid
             for v, n in zip(u.tolist(), c.tolist()):
                 pv[v] = pv.get(v, 0) + n
-        return changed, new
+        idx = np.flatnonzero(changed & ~new).tolist()
+        if not idx:
+            return changed, np.zeros(0, ">u4")
+        was = np.frombuffer(b"".join([old[i] for i in idx]), DTYPE)["pa"]
+        now = np.frombuffer(b"".join([rows[i] for i in idx]), DTYPE)["pa"]
+        return changed, now[was != now]
 
     def load_rows(self, keys_: list, rows: list) -> None:
         """Records already checked (the store's own rows), into an empty map."""

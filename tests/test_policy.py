@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 
@@ -1343,3 +1344,26 @@ def test_rewrite_entries_are_replaced_in_place():
     assert rw_calls([rec(ca="10.1.1.30", pa="192.168.1.78")]) == [     # back to encap
         ("rw_del", b("192.168.1.78"), 1, b("10.1.1.30"), False)]
     assert p.rw_pas == {"192.168.1.101": ("mapping", (1, "172.16.1.10"))}
+
+
+def test_records_moved_are_told_by_their_pa():
+    """Make before break resolves the next hops of records that move to another PA
+    (Policy._resolve_moved): a record block tells which by PA, as single records do;
+    a new MAC, the same record again or a new record is no move."""
+    from dataplane import recblock
+    p = redblue()
+    base = [{"vsid": 5001, "ca": f"10.1.1.{i}", "mac": f"00:15:5d:00:01:{i:02x}",
+             "pa": "192.168.1.10"} for i in range(20, 30)]
+    p.apply([], block=recblock.encode(base, extra=()))
+    changed = [dict(r) for r in base]
+    changed[0]["mac"] = "00:15:5d:00:02:00"
+    changed[1]["pa"] = "192.168.1.12"
+    changed.append({"vsid": 5001, "ca": "10.1.1.40", "mac": "00:15:5d:00:01:40",
+                    "pa": "192.168.1.13"})
+    p.check([], block=recblock.encode(changed, extra=()))
+    assert [str(ipaddress.IPv4Address(int(x))) for x in np.concatenate(p._moved)] == \
+        ["192.168.1.12"]
+    p.check([rec(ca="10.1.1.21", pa="192.168.1.14"),
+             rec(ca="10.1.1.22", mac="00:15:5d:00:03:00", pa="192.168.1.10")])
+    assert [str(ipaddress.IPv4Address(int(x))) for x in np.concatenate(p._moved)] == \
+        ["192.168.1.14"]
