@@ -158,8 +158,8 @@ def _validate(cfg: Config) -> None:
                           f"{', '.join(LOG_LEVELS)}, optionally after 'type:'")
     if not all(isinstance(a, str) for a in eal["args"]):
         raise ConfigError("'eal.args' must be a list of strings")
-    for arg in eal["args"]:
-        own = _eal_own(arg)
+    for i, arg in enumerate(eal["args"]):
+        own = _eal_own(arg, eal["args"][i + 1] if i + 1 < len(eal["args"]) else "")
         if own:
             raise ConfigError(f"'eal.args' {arg!r}: the gateway sets that from {own}")
     if cfg.pipeline["mode"] not in PIPELINES:
@@ -350,7 +350,7 @@ def memory_mode(cfg: Config) -> tuple[bool, str]:
 # eal.args they would fight it (a --proc-type=secondary one waits in EAL for ever).
 EAL_OWN = {
     ("--lcores", "-l", "-c", "--main-lcore"): "workers.lcores, workers.cpus and eal.main_lcore",
-    ("-m", "--socket-mem", "--no-huge", "--in-memory", "--no-shconf", "--legacy-mem"):
+    ("-m", "--socket-mem", "--no-huge", "--in-memory", "--no-shconf"):
         "eal.memory and eal.memory_mb",
     ("--vdev", "-a", "--allow", "-b", "--block", "--no-pci"): "[[ports]]",
     ("--log-level",): "eal.log_level",
@@ -358,14 +358,21 @@ EAL_OWN = {
 }
 
 
-def _eal_own(arg: str) -> str | None:
-    """What sets the EAL option `arg` names, when the gateway sets it itself."""
-    for opts, src in EAL_OWN.items():
-        for opt in opts:
-            if arg == opt or arg.startswith(opt + "=") or \
-                    (len(opt) == 2 and arg.startswith(opt) and not arg.startswith("--")):
-                return src
-    return None
+def _eal_own(arg: str, after: str) -> str | None:
+    """What sets the EAL option `arg` names (`after`: the next argument, its value
+    perhaps), when the gateway sets it itself. EAL's getopt_long takes a long
+    option's unambiguous prefix too (--proc=secondary). A log level for some log
+    types only (TYPE:LEVEL) adds to eal.log_level and may be given."""
+    if arg.startswith("--"):
+        name, eq, value = arg.partition("=")
+        if len(name) < 3:
+            return None
+        if name == "--log-level"[:len(name)] and ":" in (value if eq else after):
+            return None
+        return next((src for opts, src in EAL_OWN.items() for o in opts
+                     if o.startswith("--") and o.startswith(name)), None)
+    return next((src for opts, src in EAL_OWN.items() for o in opts
+                 if len(o) == 2 and arg.startswith(o)), None)
 
 
 def runtime_prefix() -> str:

@@ -40,11 +40,7 @@ class Gateway:
         cfg = self.cfg
         self.hugepages, why = cfgmod.memory_mode(cfg)
         log.info("memory", hugepages=self.hugepages, reason=why)
-        try:
-            dp.eal_init(cfgmod.eal_args(cfg, self.hugepages))
-        except BaseException:
-            shutil.rmtree(cfgmod.runtime_dir(), ignore_errors=True)    # made before it failed
-            raise
+        dp.eal_init(cfgmod.eal_args(cfg, self.hugepages))
         try:
             self._start_ports()
             if cfg.pipeline["mode"] == "nvgre":
