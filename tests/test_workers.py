@@ -172,9 +172,10 @@ def test_handed_off_packets_keep_their_input_port(tmp_path):
 
 
 def test_packets_in_flight_between_workers_at_stop_are_counted(tmp_path):
-    """Software RSS on two workers sharing a CPU, ports that bring in packets without end
-    (net_null): at the stop, what one worker had handed to the other, stopped first, was
-    freed uncounted. Now every packet taken in is sent or dropped by name (`stopped`)."""
+    """Software RSS on two workers (sharing a CPU on a machine of two: harness.pin), ports
+    that bring in packets without end (net_null): at the stop, what one worker had handed
+    to the other, stopped first, was freed uncounted. Now every packet taken in is sent
+    or dropped by name (`stopped`, whose count is the race's)."""
     ports = [f'[[ports]]\nname = "{n}"\nrole = "{r}"\ndevice = "net_null{i}"\nqueues = 2\n'
              for i, (n, r) in enumerate((("a", "customer"), ("b", "provider")))]
     gw = GatewayProcess(tmp_path, ports, "", lcores=(1, 2)).start()
