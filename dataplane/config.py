@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tomllib
 from dataclasses import dataclass, field
 
@@ -384,6 +385,32 @@ def runtime_dir(prefix: str | None = None) -> str:
     default), by its rule for root and others. EAL leaves it at exit."""
     base = "/var/run" if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR", "/tmp")
     return os.path.join(base, "dpdk", prefix or runtime_prefix())
+
+
+def remove_stale_runtime_dirs() -> list[str]:
+    """Remove the runtime directories of gateways no longer running (EAL leaves its
+    own at any exit; Gateway.stop removes ours, a crash cannot): nvgw<pid> where no
+    process has that pid. Returns the names removed."""
+    base = os.path.dirname(runtime_dir())
+    gone = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return gone
+    for name in names:
+        m = re.fullmatch(r"nvgw(\d+)", name)
+        if m is None or int(m[1]) == os.getpid():
+            continue
+        try:
+            os.kill(int(m[1]), 0)
+            continue                # a process has that pid: maybe a gateway
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        gone.append(name)
+    return gone
 
 
 def eal_args(cfg: Config, hugepages: bool, prog: str = "nvgw-dataplane") -> list[str]:

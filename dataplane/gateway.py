@@ -40,6 +40,9 @@ class Gateway:
         cfg = self.cfg
         self.hugepages, why = cfgmod.memory_mode(cfg)
         log.info("memory", hugepages=self.hugepages, reason=why)
+        stale = cfgmod.remove_stale_runtime_dirs()
+        if stale:
+            log.info("stale_runtime_removed", dirs=stale)
         dp.eal_init(cfgmod.eal_args(cfg, self.hugepages))
         try:
             self._start_ports()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from dataplane import config
 from dataplane.control import ControlClient
 from dataplane.errors import NvgwError
 from harness import GatewayProcess, PcapPort
@@ -206,6 +207,9 @@ def test_gateway_killed_under_traffic_resyncs(tmp_path):
             gw1.stop()
         assert rc == 0, gw2.stderr
         assert gw1.returncode == -signal.SIGKILL
+        # the killed one's EAL runtime directory: removed by the next gateway's start
+        assert "stale_runtime_removed" in gw2.stderr and not os.path.exists(
+            os.path.join(os.path.dirname(config.runtime_dir()), f"nvgw{gw1.proc.pid}"))
         assert not res.truncated and len(res.sent_times) == n, res.output
         times = res.sent_times
         assert times[0] < killed < ready < times[-1] - 0.5, "restart outside the traffic"
