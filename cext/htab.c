@@ -106,13 +106,34 @@ nvgw_htab_del(struct nvgw_htab *h, uint64_t key, uint64_t *old)
 	return 0;
 }
 
+static inline uint64_t *
+key_at(const struct nvgw_htab *h, uint32_t slot)
+{
+	return &h->b[slot / NVGW_HT_SLOTS].key[slot % NVGW_HT_SLOTS];
+}
+
+/* Dead slots become free; a free slot just before an empty one (in probe
+ * order: a bucket's slots, then the next bucket's) becomes empty again, and
+ * so on backwards, as the record table does (rtab.c): no key sits past an
+ * empty slot on its path, so none can be past these. Without it, churn
+ * turned every empty slot free for good and each miss probed max_probe + 1
+ * buckets. */
 void
 nvgw_htab_reclaim(struct nvgw_htab *h)
 {
-	uint32_t i;
+	uint32_t i, j, last = (h->mask + 1) * NVGW_HT_SLOTS - 1;
 
 	for (i = 0; i < h->n_dead; i++)
-		h->b[h->dead[i] / NVGW_HT_SLOTS].key[h->dead[i] % NVGW_HT_SLOTS] = NVGW_HT_FREE;
+		__atomic_store_n(key_at(h, h->dead[i]), NVGW_HT_FREE, __ATOMIC_RELEASE);
+	for (i = 0; i < h->n_dead; i++) {
+		j = h->dead[i];
+		if (*key_at(h, j == last ? 0 : j + 1) != NVGW_HT_EMPTY)
+			continue;
+		while (*key_at(h, j) == NVGW_HT_FREE) {
+			__atomic_store_n(key_at(h, j), NVGW_HT_EMPTY, __ATOMIC_RELEASE);
+			j = j == 0 ? last : j - 1;
+		}
+	}
 	h->n_dead = 0;
 }
 

@@ -12,9 +12,10 @@
  * empty (never used: a lookup stops there), dead (deleted, but a reader may
  * still be reading its value: not reused before a grace period) or free
  * (reusable; a lookup probes past it), so lookups never ask for those
- * values. Slots never become empty again, so an empty slot proves the key
- * is not further along. A value changes with one atomic store; a new key is
- * published after its value.
+ * values. No key sits past an empty slot on its path (a free slot becomes
+ * empty again only where that holds: nvgw_htab_reclaim), so an empty slot
+ * proves the key is not further along. A value changes with one atomic
+ * store; a new key is published after its value.
  *
  * No EAL and no allocation here: the caller provides the buckets, so the
  * fuzzers run it on plain memory. */

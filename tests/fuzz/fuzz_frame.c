@@ -1049,6 +1049,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		CHECK(seen == n, "the walk sees every live key");
 	}
+	/* Every key deleted and reclaimed: the table is all empty again, so a
+	 * miss stops at its home bucket (free slots, probed past, used to stay
+	 * for good). */
+	for (i = 0; i < NVGW_HT_BULK; i++) {
+		if (nvgw_htab_del(&h, keys[i], &old) == -EBUSY) {
+			nvgw_htab_reclaim(&h);
+			CHECK(nvgw_htab_del(&h, keys[i], &old) == 0, "delete after a reclaim");
+		}
+	}
+	nvgw_htab_reclaim(&h);
+	CHECK(h.n == 0, "every key deleted");
+	for (i = 0; i < (int)(h.mask + 1) * NVGW_HT_SLOTS; i++)
+		CHECK(h.b[i / NVGW_HT_SLOTS].key[i % NVGW_HT_SLOTS] == NVGW_HT_EMPTY,
+		      "a table emptied and reclaimed is all empty slots");
 	free(b);
 	return 0;
 }
