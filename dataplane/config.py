@@ -33,7 +33,7 @@ SCHEMA = {
             "log_level": (str, "warning"), "args": (list, [])},
     "workers": {"lcores": (list, [1]), "cpus": (list, None), "rss": (str, "auto")},
     "mempool": {"mbufs": (int, 8191), "cache": (int, 256)},
-    "pipeline": {"mode": (str, "forward"), "policy": (str, "")},
+    "pipeline": {"mode": (str, "forward"), "policy": (str, ""), "resolve_wait_ms": (int, 250)},
     "tables": {"records": (int, 1 << 20), "routes": (int, 1 << 17), "neighbours": (int, 1 << 16),
                "rewrites": (int, 1 << 16)},
     "control": {"socket": (str, "ipc:///run/nvgw/dataplane.sock")},
@@ -233,6 +233,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"a worker would poll {most} RX queues (queue q of every port goes "
                           f"to worker q mod {n}); {MAX_RXQ} at most: add workers or use "
                           "fewer queues")
+    if not 0 <= cfg.pipeline["resolve_wait_ms"] <= 10000:
+        raise ConfigError("'pipeline.resolve_wait_ms' must be 0..10000")
     if cfg.pipeline["mode"] != "nvgre" and cfg.pipeline["policy"]:
         raise ConfigError("'pipeline.policy' needs pipeline.mode = nvgre (the forward "
                           "pipeline has no policy)")

@@ -114,6 +114,7 @@ class Gateway:
                                     {k: tables[k] for k in ("records", "routes", "rewrites",
                                                              "neighbours")},
                                     on_release=self._slots_released)
+        self.policy.resolve_wait = cfg.pipeline["resolve_wait_ms"] / 1000
         if cfg.pipeline["policy"]:
             doc = polmod.load_file(cfg.pipeline["policy"])
             try:

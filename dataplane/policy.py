@@ -32,8 +32,9 @@ ZERO = V4("0.0.0.0")
 # route kinds, as cext/tables.h numbers them
 VSUBNET, APPLIANCE, CUSTOMER = 0, 1, 2
 # How long a batch that moves lookup records to a fabric next hop not yet resolved
-# waits for its ARP answer before it applies all the same (Policy._resolve_moved; an
-# agent's heartbeat interval is the limit where shorter), and for how many at most.
+# waits for its ARP answer before it applies all the same (Policy._resolve_moved; the
+# gateway's pipeline.resolve_wait_ms, an agent's heartbeat interval where shorter),
+# and for how many at most.
 RESOLVE_WAIT_S = 0.25
 RESOLVE_MAX = 256
 

@@ -122,6 +122,8 @@ def test_rss_queues_turns_on_the_nics_rss(tmp_path):
     ("memory_mb = 128", "memory_mb = 128\ncolour = 'blue'", "unknown key 'eal.colour'"),
     ('role = "customer"', 'role = "customer"\nspeed = 10', "unknown key 'ports[0].speed'"),
     ("memory_mb = 128", "memory_mb = 'lots'", "'eal.memory_mb' must be int, not str"),
+    ("[mempool]", "[pipeline]\nresolve_wait_ms = 20000\n[mempool]",
+     "'pipeline.resolve_wait_ms' must be 0..10000"),
     ('role = "customer"', 'role = "tenant"', "role must be 'provider' or 'customer'"),
     ("[mempool]", "[bogus]\n[mempool]", "unknown section or key 'bogus'"),
     ('memory = "no-huge"', 'memory = "lots"', "'eal.memory' must be one of auto, hugepages"),

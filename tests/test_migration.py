@@ -59,8 +59,9 @@ def policy_file(tmp_path: Path, unknown: tuple = ()) -> Path:
     return path
 
 
-def body(policy: Path) -> str:
+def body(policy: Path, resolve_wait_ms: int = 250) -> str:
     return (f'[pipeline]\nmode = "nvgre"\npolicy = "{policy}"\n'
+            f"resolve_wait_ms = {resolve_wait_ms}\n"
             "[tables]\nrecords = 4096\nroutes = 4096\nneighbours = 1024\n")
 
 
@@ -128,7 +129,9 @@ def run_migration(tmp_path: Path, tenants: list[str], arp_new_pa: bool = False):
             host = ns.popen([sys.executable, str(ROOT / "tests" / "arp_responder.py"), "fab1",
                              f"{NEW_PA}={PA_MACS[NEW_PA]}"], stdout=subprocess.PIPE, text=True)
             assert host.stdout.readline().strip() == "ready"
-        gw = NetnsGateway(ns, tmp_path / "gw", body(policy_file(tmp_path, unknown))).start()
+        # a generous wait: the answer comes from a Python process on a busy machine
+        gw = NetnsGateway(ns, tmp_path / "gw", body(policy_file(tmp_path, unknown),
+                                                     2000 if arp_new_pa else 250)).start()
         try:
             tr = Traffic(ns, tmp_path / "traffic", "cus1", frames(ns, order), RATE,
                          capture=["fab1"], quiet=0.5, limit=15.0)
