@@ -10,6 +10,9 @@ exec 9>>/tmp/nvgw-bootstrap.lock
 flock 9
 
 APT_PACKAGES=(dpdk dpdk-dev libdpdk-dev pkg-config gcc python3-venv python3-dev iproute2 clang libclang-rt-14-dev)
+# A machine just booted may be running its daily apt jobs: wait for the dpkg lock
+# instead of failing at once, and retry a download that fails.
+APT_OPTS=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=5)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -18,13 +21,13 @@ done
 if ((${#missing[@]})); then
     echo "bootstrap: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get "${APT_OPTS[@]}" update -qq
+    apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # The lab (scripts/lab.sh, the demo's first choice) also needs these; without them the
 # demo says so and runs on virtual ports, so a failure here is a warning.
-LAB_PACKAGES=(user-mode-linux iputils-ping ethtool)
+LAB_PACKAGES=(user-mode-linux iputils-ping ethtool procps)
 missing=()
 for p in "${LAB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -32,8 +35,12 @@ done
 if ((${#missing[@]})); then
     echo "bootstrap: installing ${missing[*]} (for the lab)"
     export DEBIAN_FRONTEND=noninteractive
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 ||
-        echo "bootstrap: warning: could not install ${missing[*]}; the lab will not run" >&2
+    log=$(mktemp)
+    { apt-get "${APT_OPTS[@]}" update -qq &&
+      apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1 ||
+        { cat "$log" >&2
+          echo "bootstrap: warning: could not install ${missing[*]}; the lab will not run" >&2; }
+    rm -f "$log"
 fi
 
 PY=${PYTHON:-python3}
@@ -45,7 +52,9 @@ fi
 if [[ ! -f $stamp || setup.py -nt $stamp || pyproject.toml -nt $stamp ]]; then
     echo "bootstrap: installing nvgw and its test extras into .venv"
     log=$(mktemp)
-    if ! { .venv/bin/python -m pip install -q --disable-pip-version-check -U pip setuptools wheel Cython &&
+    # The build tools' majors this was tested with (a new major may change the build)
+    if ! { .venv/bin/python -m pip install -q --disable-pip-version-check -U pip \
+               "setuptools<85" wheel "Cython>=3,<4" &&
            .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test]'; } >"$log" 2>&1; then
         cat "$log" >&2; rm -f "$log"; exit 1
     fi
