@@ -692,4 +692,5 @@ cdef class Nvgre:
         cdef uint64_t *v = <uint64_t *>&self.ctx.c
         counters = {name: v[i] for i, name in enumerate(EXC_COUNTERS)}
         counters["queued"] = rte_ring_count(self.ctx.exc)
+        counters["inject_queued"] = rte_ring_count(self.ctx.inject)   # replies not yet sent
         return counters

@@ -143,8 +143,12 @@ class GatewayProcess:
             tx = sum(p["tx_pkts"] for p in c["ports"])
             # idle: two samples alike, and nothing left in a hand-over ring (every
             # packet received was processed by its owner, or dropped handing it over)
+            # nor on the exception thread's rings (punted, or its replies not yet sent)
             done = sum(w["processed"] for w in c["workers"]) + c["drops"].get("dist_full", 0)
-            if rx >= count and last == (rx, tx) and done == sum(p["rx_pkts"] for p in c["ports"]):
+            exc = c.get("exceptions") or {}
+            rings = exc.get("queued", 0) + exc.get("inject_queued", 0)
+            if rx >= count and last == (rx, tx) and rings == 0 and \
+                    done == sum(p["rx_pkts"] for p in c["ports"]):
                 return c
             last = (rx, tx) if rx >= count else None
             time.sleep(0.05)
