@@ -179,7 +179,7 @@ def test_gateway_killed_under_traffic_resyncs(tmp_path):
     from netns import Netns, NetnsGateway, Traffic, unavailable
     if unavailable():
         pytest.skip(unavailable())
-    n = 7000                                    # 3.5 s at 2000/s
+    n = 10000                                   # 5 s at 2000/s: room for a restart
     keys = Keys.create(tmp_path / "keys", ["gw1"])
     order = [(("blue", "red")[i % 2], i // 2) for i in range(n)]
     with Netns() as ns, MgmtProcess(tmp_path / "mgmt", keys) as mgmt:

@@ -28,6 +28,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 
 from dataplane import recblock
+from dataplane.control import ControlClient
 
 from dataplane.errors import NvgwError
 from dataplane.policy import Policy, PolicyError
@@ -507,7 +508,7 @@ def test_mgmt_down_refusals_and_migrate_under_live_traffic(tmp_path):
     from netns import Netns, NetnsGateway, Traffic, unavailable
     if unavailable():
         pytest.skip(unavailable())
-    n = 5000                                    # 2.5 s at 2000/s: room for a restart
+    n = 8000                                    # 4 s at 2000/s: room for a restart
     keys = Keys.create(tmp_path / "keys", ["gw1"])
     order = [(("blue", "red")[i % 2], i // 2) for i in range(n)]
     events = {}
@@ -523,7 +524,8 @@ def test_mgmt_down_refusals_and_migrate_under_live_traffic(tmp_path):
             time.sleep(max(0.0, t0 + 0.2 - time.monotonic()))
             mgmt.stop(signal.SIGKILL)
             events["killed"] = time.monotonic()
-            time.sleep(0.8)                      # the agent notices (3 heartbeats)
+            wait_for(lambda: '"mgmt_lost"' in gw.err_path.read_text(errors="replace"),
+                     WAIT, what="the agent noticing nvgw-mgmt gone (3 heartbeats)")
             mgmt.start()
             events["restarted"] = time.monotonic()
             c = mgmt.client()
@@ -704,8 +706,12 @@ def test_bulk_records_through_mgmt(tmp_path):
         gw = GatewayProcess(tmp_path / "gw1b", empty_ports(), body).start()
         # Not c.wait(): until its heartbeats go missing nvgw-mgmt still counts the stopped
         # gateway (same key) as in sync, so wait() may return before the new one says hello.
+        # (its control socket answers once the 100k-record snapshot is applied: a
+        # client that waits longer than the harness's 2 s for a busy machine)
+        slow = ControlClient(gw.endpoint, timeout_ms=30000)
         deadline = time.monotonic() + WAIT
-        while gw_policy(gw).get("generation") != 4 and time.monotonic() < deadline:
+        while slow.request("show", what="counters").get("generation") != 4 and \
+                time.monotonic() < deadline:
             time.sleep(0.05)
         assert gw.request("show", what="tables")["records"] == n + 2
         assert records(gw_policy(gw)) == stored
