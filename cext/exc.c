@@ -418,7 +418,7 @@ nvgw_exc_resolve_ahead(struct nvgw_ctx *c, uint16_t scope, uint32_t ip)
 
 	if (m == NULL)
 		return -ENOBUFS;
-	m->hash.fdir.lo = (uint32_t)NVGW_EXC_RESOLVE << 24 | scope;
+	m->hash.fdir.lo = NVGW_EXC_WORD(NVGW_EXC_RESOLVE, scope);
 	m->hash.fdir.hi = ip;
 	if (rte_ring_mp_enqueue(c->exc, m) != 0) {
 		rte_pktmbuf_free(m);

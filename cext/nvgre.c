@@ -17,7 +17,7 @@
 #include "nvgw.h"
 #include "frame.h"
 
-#define EXC(reason, ctx) (((uint32_t)(reason) << 24) | ((ctx) & 0xFFFFFF))
+#define EXC NVGW_EXC_WORD
 
 struct pkt {
 	struct rte_mbuf *m;             /* NULL once dropped after classify (a hole) */

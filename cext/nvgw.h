@@ -44,6 +44,7 @@ enum nvgw_exc {
 	NVGW_EXC_FRAG_NEEDED,       /* ctx: VLAN */
 	NVGW_EXC_RESOLVE,           /* ctx: scope; hi: address to resolve */
 };
+#define NVGW_EXC_WORD(reason, ctx) (((uint32_t)(reason) << 24) | ((ctx) & 0xFFFFFF))
 
 /* A worker's VSID counters: packets and bytes per direction and counter
  * slot, one array per direction, so a packet's counters share their line

@@ -47,6 +47,12 @@ def _fabric_of(pa0: bytes, mask: bytes, gw: bytes) -> tuple:
     return tuple(int.from_bytes(b, "big") for b in (pa0, mask, gw))
 
 
+def _fabric(provider: dict) -> tuple:
+    """_fabric_of a policy's provider (its first address's subnet and gateway)."""
+    ifc = ipaddress.IPv4Interface(provider["addresses"][0])
+    return _fabric_of(ifc.ip.packed, ifc.netmask.packed, V4(provider["gateway"]).packed)
+
+
 def _nexthops(fabric: tuple, pas):
     """The fabric next hops of an array of PAs, as nvgw_provider_nexthop picks
     them: the PA itself on our subnet (or with no gateway), else the gateway."""
@@ -410,13 +416,11 @@ class Policy:
                 (was["addresses"][0], was["gateway"]) != \
                 (self.provider["addresses"][0], self.provider["gateway"]):
             return
-        ifc = ipaddress.IPv4Interface(self.provider["addresses"][0])
-        fabric = _fabric_of(ifc.ip.packed, ifc.netmask.packed,
-                            V4(self.provider["gateway"]).packed)
-        hops = np.unique(_nexthops(fabric, np.concatenate(self._moved).astype(np.uint32)))
+        hops = np.unique(_nexthops(_fabric(self.provider),
+                                   np.concatenate(self._moved).astype(np.uint32)))
         # Not static neighbours (as the batch leaves them: its calls resolve them),
         # nor what is no host to ARP for (the exception thread would not ask).
-        net = ifc.network
+        net = ipaddress.IPv4Interface(self.provider["addresses"][0]).network
         nohost = {net.network_address, net.broadcast_address} if net.prefixlen < 31 else set()
         nohost |= {V4(a) for a in self.provider["addresses_ip"]}
         hops = [(0, V4(h).packed) for h in hops.tolist()
@@ -487,11 +491,7 @@ class Policy:
         than it holds fails half-way through a batch: count the entries the staged
         calls create (static neighbours, next hops of customer routes and of records,
         as nvgw_provider_nexthop picks them) and refuse the batch before any call."""
-        fabric = None
-        if provider is not None:
-            ifc = ipaddress.IPv4Interface(provider["addresses"][0])
-            fabric = _fabric_of(ifc.ip.packed, ifc.netmask.packed,
-                               V4(provider["gateway"]).packed)
+        fabric = _fabric(provider) if provider is not None else None
         need, bulk, single = set(), [], []     # single: PAs of record_set calls
 
         def flush():                # single's next hops, by the provider they met
