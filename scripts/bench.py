@@ -42,6 +42,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -417,7 +418,7 @@ def run_gateway(work: Path, tag: str, src_role: str, pcap: Path, policy: Path, w
         b = gw.sample()
         if ctx is not None:
             ctx.__exit__(None, None, None)
-            extra = ctx.result()
+            extra = ctx.result(a["t"], b["t"])
     finally:
         final = gw.stop()
     res = delta(a, b, tsc_hz)
@@ -663,7 +664,7 @@ def payload(k):
                for j in range(batch)]
         payloads[key] = request_frames("apply", ops=ops)    # as ControlClient sends it
     return payloads[key]
-applied, requests, k, lat = 0, 0, 0, []
+applied, requests, k, lat, acks = 0, 0, 0, [], []
 t0 = time.monotonic(); nxt = t0
 while True:
     if select.select([sys.stdin], [], [], 0)[0]:
@@ -675,7 +676,9 @@ while True:
     reply = json.loads(sock.recv())
     if not reply.get("ok"):
         sys.exit(f"apply refused: {reply}")
-    lat.append(time.monotonic() - s)
+    a = time.monotonic()
+    lat.append(a - s)
+    acks.append(a)
     applied += batch; requests += 1
     nxt += period
     d = nxt - time.monotonic()
@@ -686,13 +689,21 @@ lat.sort()
 json.dump({"updates": applied, "requests": requests, "seconds": t1 - t0,
            "rate": applied / (t1 - t0), "apply_p50_ms": 1000 * lat[len(lat) // 2],
            "apply_p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-           "last_alt": (k // len(keys)) & 1, "k": k}, open(out, "w"))
+           "last_alt": (k // len(keys)) & 1, "k": k, "batch": batch, "acks": acks},
+          open(out, "w"))
 """
 
 
+# The updater paces its requests this much faster than the rate asked for: a window of
+# 3 s holds 300 requests of 1,000 at 100,000 a second, give or take one at its edges (a
+# third of a percent), and the rate is counted in the window, which must hold the rate
+# asked for (more updates a second is the harder test, never the easier).
+PACE = 1.02
+
+
 class Updates:
-    """A separate process applying `rate` record updates a second through the control
-    socket, `batch` per request; pinned to the CPU the workers do not use."""
+    """A separate process applying at least `rate` record updates a second through the
+    control socket, `batch` per request; pinned to the CPU the workers do not use."""
 
     def __init__(self, gw: Gateway, n: int, rate: int, batch: int):
         self.gw, self.n, self.rate, self.batch = gw, n, rate, batch
@@ -700,8 +711,8 @@ class Updates:
         self.t = None
 
     def __enter__(self):
-        argv = [PY, "-c", UPDATER, str(ROOT), self.gw.ctl.endpoint, str(self.n), str(self.rate),
-                str(self.batch), str(self.out)]
+        argv = [PY, "-c", UPDATER, str(ROOT), self.gw.ctl.endpoint, str(self.n),
+                str(round(self.rate * PACE)), str(self.batch), str(self.out)]
         if shutil.which("taskset"):
             argv = ["taskset", "-c", "0"] + argv
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, cwd=ROOT,
@@ -716,22 +727,37 @@ class Updates:
         self.proc.stdin.close()
         self.proc.wait(60)
 
-    def result(self) -> dict:
+    def result(self, a: float | None = None, b: float | None = None) -> dict:
+        """The updates acked (applied by the gateway) a second between monotonic times a
+        and b (the measuring window); without them, from the first ack to the last."""
         try:
             r = json.loads(self.out.read_text())
         except (OSError, ValueError):
-            return {"updates": None, "updater_log": (self.gw.run / "updater.log").read_text()}
-        return {"updates_per_s": r["rate"], "update_requests": r["requests"],
-                "updates": r["updates"], "apply_p50_ms": r["apply_p50_ms"],
-                "apply_p99_ms": r["apply_p99_ms"]}
+            return {"updates": None, "updates_per_s": None,
+                    "updater_log": (self.gw.run / "updater.log").read_text()}
+        acks = r["acks"]
+        if a is not None and b is not None:
+            rate = r["batch"] * sum(1 for t in acks if a <= t <= b) / (b - a)
+        elif len(acks) > 1:
+            rate = r["batch"] * (len(acks) - 1) / (acks[-1] - acks[0])
+        else:
+            rate = None
+        return {"updates_per_s": rate, "update_requests": r["requests"],
+                "updates": r["updates"], "updater_rate_overall": r["rate"],
+                "apply_p50_ms": r["apply_p50_ms"], "apply_p99_ms": r["apply_p99_ms"]}
 
 
 def verify_updates(work: Path, counts: list, rate: int, batch: int, seconds: float) -> dict:
     """Zero lost or misdelivered packets while records move: a shorter run whose
     provider port writes every frame to a pcap. The source replays the encap pcap in
     order and one worker keeps that order, so output frame j is input frame j mod P
-    (no frame lost, none added); each must be NVGRE to the record's VSID, inner MAC and
-    one of its two PAs (old or new), carrying the input's inner packet with TTL - 1."""
+    (no frame lost, none added). Each must be the input's inner packet (TTL - 1) in
+    whole NVGRE: outer IPv4 from our PA to one of the record's two PAs (old or new),
+    to the MAC of that PA's neighbour (a record moved with a stale next hop would go to
+    the other host), GRE 0x2000/0x6558 with the record's VSID and a FlowID that stays
+    the same for the same packet, the subnet gateway's MAC to the record's inner MAC;
+    both IPv4 checksums right. The moves must show: the same input packet seen leaving
+    to the other PA (`pa_changes`), and the updates applied at the rate asked for."""
     n = counts[0]
     tag = "verify-updates"
     run = work / "runs" / tag
@@ -758,27 +784,42 @@ def verify_updates(work: Path, counts: list, rate: int, batch: int, seconds: flo
     upd = up.result()
     inputs = list(wl.read_pcap(pcap))
     picks = wl.picks(n, "encap", PKTS, "64")
+    pa_mac = {socket.inet_aton(x["ip"]): bytes.fromhex(x["mac"].replace(":", ""))
+              for x in wl.policy(n)["neighbours"] if "vlan" not in x}
     allowed = []
     for p in picks:
         r0, r1 = wl.record(n, p.rd, p.dst, "encap", 0), wl.record(n, p.rd, p.dst, "encap", 1)
-        allowed.append((r0["vsid"], r0["mac"], {r0["pa"], r1["pa"]}))
-    import ipaddress
-    bad, total = [], 0
+        allowed.append((r0["vsid"], bytes.fromhex(r0["mac"].replace(":", "")),
+                        {socket.inet_aton(r0["pa"]), socket.inet_aton(r1["pa"])}))
+    our_pa = socket.inet_aton(wl.PROVIDER_PA)
+    gw_mac = bytes.fromhex(wl.SUBNET_GW_MAC.replace(":", ""))
+    last_pa, flowid = [None] * len(inputs), [None] * len(inputs)
+    src_macs = set()
+    bad, total, changes = [], 0, 0
     for j, f in enumerate(wl.read_pcap(out)):
         total += 1
-        src = inputs[j % len(inputs)]
-        vs, mac, pas = allowed[j % len(inputs)]
-        ok = len(f) >= 14 + 20 + 8 + 14 + 20 and f[12:14] == b"\x08\x00" and f[23] == 47
+        i = j % len(inputs)
+        src = inputs[i]
+        vs, mac, pas = allowed[i]
+        ok = (len(f) >= 14 + 20 + 8 + 14 + 20 and f[12:14] == b"\x08\x00" and
+              f[14] == 0x45 and f[23] == 47 and f[34:38] == b"\x20\x00\x65\x58")
         if ok:
-            dst = str(ipaddress.IPv4Address(f[30:34]))
+            dst = f[30:34]
             key = int.from_bytes(f[38:42], "big")
-            imac = ":".join(f"{b:02x}" for b in f[42:48])
             inner = bytearray(src[18:])
             inner[8] -= 1                                  # TTL - 1
             got = bytearray(f[56:])
             got[10:12] = inner[10:12]                      # header checksum (checked below)
-            ok = (dst in pas and key >> 8 == vs and imac == mac and got == inner and
-                  _csum_ok(f[56:76]) and _csum_ok(f[14:34]))
+            if flowid[i] is None:
+                flowid[i] = key & 0xFF
+            ok = (dst in pas and f[0:6] == pa_mac.get(dst) and f[26:30] == our_pa and
+                  key >> 8 == vs and key & 0xFF == flowid[i] and
+                  f[42:48] == mac and f[48:54] == gw_mac and f[54:56] == b"\x08\x00" and
+                  got == inner and _csum_ok(f[56:76]) and _csum_ok(f[14:34]))
+            if ok:
+                src_macs.add(f[6:12])
+                changes += last_pa[i] is not None and last_pa[i] != dst
+                last_pa[i] = dst
         if not ok and len(bad) < 5:
             bad.append({"frame": j, "hex": f[:80].hex()})
         if not ok:
@@ -789,6 +830,7 @@ def verify_updates(work: Path, counts: list, rate: int, batch: int, seconds: flo
     drops = {k: v for k, v in c.get("drops", {}).items() if v}
     return {"records": n, "frames_in": rx, "frames_out": total,
             "misdelivered": sum(1 for b in bad if b is None), "examples": [b for b in bad if b],
+            "outer_source_macs": len(src_macs), "pa_changes": changes,
             "drops": drops, "lost": (rx - total) if rx is not None else None, **upd}
 
 
@@ -977,7 +1019,8 @@ def summarize(rows: dict) -> list[dict]:
                     "busy_cycles_per_pkt": med("busy_cycles_per_pkt"), "gbps": med("gbps"),
                     "wall_mpps": med("wall_mpps"), "cpu_share": med("cpu_share"),
                     "drops": sum(sum(r.get("drops", {}).values()) for r in reps),
-                    **({"updates_per_s": med("updates_per_s")}
+                    **({"updates_per_s": med("updates_per_s"),
+                        "updates_per_s_min": (spread("updates_per_s") or [None])[0]}
                        if any("updates_per_s" in r for r in reps) else {})})
     return out
 
@@ -1014,6 +1057,7 @@ def markdown(summary: list[dict], meta: dict, control: dict | None, verify: dict
         lines += ["", f"Updates verification (pcap output, {verify['records']} records, "
                   f"{fmt(verify.get('updates_per_s'), 0)} updates/s achieved): "
                   f"{verify['frames_in']} frames in, {verify['frames_out']} out, "
+                  f"{verify['pa_changes']} seen moving to the other PA, "
                   f"lost {verify['lost']}, misdelivered {verify['misdelivered']}, "
                   f"drops {verify['drops'] or 'none'}."]
     if control:
@@ -1068,7 +1112,7 @@ def chart(summary: list[dict], path: Path) -> bool:
     return True
 
 
-def goals(summary: list[dict], counts, control, verify) -> list[str]:
+def goals(summary: list[dict], counts, control, verify, rate: int = 100_000) -> list[str]:
     s = {r["row"]: r for r in summary}
     out = []
 
@@ -1097,14 +1141,23 @@ def goals(summary: list[dict], counts, control, verify) -> list[str]:
     up = s.get(f"encap {lo:,} + updates")
     if up and s.get(f"encap {lo:,}"):
         check("encap during updates / without", up["mpps"] / s[f"encap {lo:,}"]["mpps"], 0.95)
-        if up.get("updates_per_s") is not None:
-            out.append(f"updates applied: {up['updates_per_s']:.0f}/s (goal 100,000/s) "
-                       f"{'met' if up['updates_per_s'] >= 95_000 else 'NOT MET'}")
+        got = up.get("updates_per_s_min")      # every repetition's window holds it
+        out.append(f"updates applied in the window, the slowest repetition: {fmt(got, 0)}/s "
+                   f"(goal {rate:,}/s) {'met' if got is not None and got >= rate else 'NOT MET'}")
     if verify:
-        ok = verify["lost"] == 0 and verify["misdelivered"] == 0 and not verify["drops"]
-        out.append(f"zero lost/misdelivered during updates: {'met' if ok else 'NOT MET'}")
+        ok = (verify["lost"] == 0 and verify["misdelivered"] == 0 and not verify["drops"] and
+              verify["frames_out"] > 0 and verify["outer_source_macs"] == 1)
+        moved = verify["pa_changes"] > 0 and (verify.get("updates_per_s") or 0) >= rate
+        out.append(f"zero lost/misdelivered during updates: {'met' if ok and moved else 'NOT MET'}"
+                   f" ({verify['frames_out']:,} frames, {verify['pa_changes']:,} seen moving to "
+                   f"the other PA, {fmt(verify.get('updates_per_s'), 0)} updates/s applied)")
     for c in (control or {}).get("runs", []):
-        if c["records"] >= 1_000_000 and c.get("apply_to_ack_s") is not None:
+        if c["records"] < 1_000_000:
+            continue
+        if c.get("apply_to_ack_s") is None:     # a run that failed is no pass
+            out.append(f"{c['records']:,} records through nvgw-mgmt: no figure "
+                       f"({c.get('error', 'not measured')}) NOT MET")
+        else:
             out.append(f"{c['records']:,} records through nvgw-mgmt: {c['apply_to_ack_s']:.1f} s "
                        f"(goal <= 5 s) {'met' if c['apply_to_ack_s'] <= 5 else 'NOT MET'}")
     return out
@@ -1306,7 +1359,7 @@ def main(argv=None) -> int:
                                                     "p99_ms": None}})
                 log(f"  failed: {e!r}")
     summary = summarize(rows)
-    g = goals(summary, counts, control, verify)
+    g = goals(summary, counts, control, verify, args.update_rate)
     md = markdown(summary, meta, control, verify, g)
     out = {"meta": meta, "summary": summary, "runs": rows, "profile": profile, "verify_updates": verify,
            "control_plane": control, "goals": g}
