@@ -258,6 +258,24 @@ nvgw_parse_provider(const uint8_t *f, uint32_t len, const struct nvgw_provider *
 	return provider_steps(f, len, pv, v);
 }
 
+/* The provider's outer headers from its first PA: where the checksum goes,
+ * the header's sum with total length and destination 0, which
+ * nvgw_nvgre_header adds them to, then complements. */
+static inline void
+nvgw_outer_init(struct nvgw_outer *o, uint32_t src_pa)
+{
+	memset(o, 0, sizeof(*o));
+	o->eth_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	o->ip.version_ihl = RTE_IPV4_VHL_DEF;
+	o->ip.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+	o->ip.time_to_live = 64;
+	o->ip.next_proto_id = IPPROTO_GRE;
+	o->ip.src_addr = src_pa;
+	o->ip.hdr_checksum = rte_raw_cksum(&o->ip, sizeof(o->ip));
+	o->gre_flags = rte_cpu_to_be_16(0x2000);
+	o->gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
+}
+
 /* Write the NVGRE_LEN bytes in front of an inner IPv4 packet of ip_len
  * bytes: the outer MACs, the provider's template from the outer Ethernet
  * type to the GRE key (where the checksum goes, it holds the header's sum

@@ -365,27 +365,6 @@ delete_key(struct nvgw_tables *t, struct rte_hash *h, const void *key,
 	return 0;
 }
 
-/* The provider's outer headers from pa[0]: where the checksum goes, the
- * header's sum with total length and destination 0, which the worker adds
- * them to, then complements (nvgw_nvgre_header). */
-static void
-provider_outer(struct nvgw_provider *p)
-{
-	struct nvgw_outer *o = &p->outer;
-
-	o->eth_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	o->ip = (struct rte_ipv4_hdr){
-		.version_ihl = RTE_IPV4_VHL_DEF,
-		.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG),
-		.time_to_live = 64,
-		.next_proto_id = IPPROTO_GRE,
-		.src_addr = p->pa[0] };
-	o->ip.hdr_checksum = rte_raw_cksum(&o->ip, sizeof(o->ip));
-	o->gre_flags = rte_cpu_to_be_16(0x2000);
-	o->gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
-	o->gre_key = 0;
-}
-
 int
 nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint32_t mask,
 		  uint32_t gw_ip, uint16_t mtu, const uint8_t mac[6])
@@ -405,7 +384,7 @@ nvgw_provider_set(struct nvgw_tables *t, const uint32_t *pa, uint16_t n_pa, uint
 	memcpy(&p->mac, mac, 6);
 	p->mac_w = nvgw_mac_word(&p->mac);
 	nvgw_provider_shape(p);
-	provider_outer(p);
+	nvgw_outer_init(&p->outer, p->pa[0]);
 	defer_free(t, __atomic_exchange_n(&t->prov, p, __ATOMIC_RELEASE));
 	return 0;
 }

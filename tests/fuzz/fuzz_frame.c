@@ -523,18 +523,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	flowid = data[11] & 1 ? nvgw_flowid((const struct rte_ipv4_hdr *)inner, hl, ip_len) :
 				data[12];
 
-	/* The provider's template, as nvgw_provider_set builds it (the
+	/* The provider's template (nvgw_outer_init, as nvgw_provider_set: the
 	 * destination and length 0 in its sum), and an NVGRE record's GRE word. */
-	memset(&tmpl, 0, sizeof(tmpl));
-	tmpl.eth_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-	tmpl.ip.version_ihl = RTE_IPV4_VHL_DEF;
-	tmpl.ip.fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
-	tmpl.ip.time_to_live = 64;
-	tmpl.ip.next_proto_id = IPPROTO_GRE;
-	tmpl.ip.src_addr = pa_src;
-	tmpl.ip.hdr_checksum = rte_raw_cksum(&tmpl.ip, sizeof(tmpl.ip));
-	tmpl.gre_flags = rte_cpu_to_be_16(0x2000);
-	tmpl.gre_proto = rte_cpu_to_be_16(RTE_ETHER_TYPE_TEB);
+	nvgw_outer_init(&tmpl, pa_src);
 	memcpy(&dst_word, NH_MAC, 6);
 	dst_word |= NVGW_NEIGH_VALID | (uint64_t)data[12] << 56;   /* as a neighbour's word */
 	memcpy(&src_word, src_mac, 6);
