@@ -279,21 +279,41 @@ class Policy:
         if arr is not None:
             keep_records.update(recblock.keys(arr).tolist())
         keep_routes = {(d, p, nh) for (d, p), by_nh in new.routes.items() for nh in by_nh}
+        # What the document changes where a set cannot (a subnet's domain or prefix, an
+        # attachment's domain, a rewrite PA another owner takes: two swapped) goes
+        # first and comes back with the document's sets, with what depends on it: a
+        # subnet's records, the routes through the subnet or VLAN, the VLAN's static
+        # neighbours. One batch still, so a failure leaves all as it was.
+        re_sub = {v for v, sub in self.subnets.items() if v in new.subnets and
+                  (new.subnets[v]["rdid"], new.subnets[v]["prefix"]) !=
+                  (sub["rdid"], sub["prefix"])}
+        re_att = {v for v, att in self.attachments.items()
+                  if v in new.attachments and new.attachments[v]["rdid"] != att["rdid"]}
+        re_map, re_rec = set(), set()
+        for pa, owner in self.rw_pas.items():
+            if new.rw_pas.get(pa, owner) != owner:
+                (re_map if owner[0] == "mapping" else re_rec).add(owner[1])
+        re_rec = {recblock.key_of(v, ca) for v, ca in re_rec}
         # Static neighbours go first: their VLAN may be one the document drops.
         dels = [{"op": "del", "kind": "neighbour", "vlan": s, "ip": ip}
-                for (s, ip) in self.neighbours if (s, ip) not in new.neighbours]
+                for (s, ip) in self.neighbours
+                if (s, ip) not in new.neighbours or s in re_att]
         dels += [{"op": "del", "kind": "record", "vsid": k >> 32,
                  "ca": recblock.ip(k & 0xFFFFFFFF)}
-                for k in self.records.d if k not in keep_records]
+                for k in self.records.d
+                if k not in keep_records or k in re_rec or (re_sub and k >> 32 in re_sub)]
         dels += [{"op": "del", "kind": "route", "rdid": r, "prefix": p, "next_hop": nh}
                  for (r, p), by_nh in self.routes.items() for nh, route in by_nh.items()
-                 if (r, p, nh) not in keep_routes and not route.get("auto")]
+                 if not route.get("auto") and ((r, p, nh) not in keep_routes or
+                                               route.get("vsid") in re_sub or
+                                               route.get("vlan") in re_att)]
         dels += [{"op": "del", "kind": "mapping", "rdid": r, "ca": ca}
-                 for (r, ca) in self.mappings if (r, ca) not in new.mappings]
+                 for (r, ca) in self.mappings
+                 if (r, ca) not in new.mappings or (r, ca) in re_map]
         dels += [{"op": "del", "kind": "attachment", "vlan": v}
-                 for v in self.attachments if v not in new.attachments]
+                 for v in self.attachments if v not in new.attachments or v in re_att]
         dels += [{"op": "del", "kind": "subnet", "vsid": v}
-                 for v in self.subnets if v not in new.subnets]
+                 for v in self.subnets if v not in new.subnets or v in re_sub]
         dels += [{"op": "del", "kind": "domain", "rdid": r}
                  for r in self.domains if r not in new.domains]
         self.last_ops = dels + set_ops

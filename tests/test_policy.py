@@ -925,6 +925,78 @@ def test_load_may_take_a_pa_for_the_provider_that_it_moves_a_record_off():
                                    "gateway's NVGRE addresses", apply=False)
 
 
+def rewrite_policy() -> Policy:
+    """rich_policy with IP rewrite: two mappings and two rewrite records."""
+    p = rich_policy()
+    p.apply([{"op": "set", "kind": "mapping", "rdid": 1, "ca": "172.16.1.10",
+              "pa": "192.168.1.100"},
+             {"op": "set", "kind": "mapping", "rdid": 2, "ca": "172.16.2.10",
+              "pa": "192.168.1.101"},
+             rec(ca="10.1.1.30", pa="192.168.1.102", method="rewrite"),
+             rec(vsid=6001, ca="10.1.1.31", pa="192.168.1.103", method="rewrite")])
+    return p
+
+
+def _domain(doc, rdid):
+    return next(d for d in doc["routing_domains"] if d["rdid"] == rdid)
+
+
+def _move_vlan(doc):
+    """VLAN 300 from domain 3 to domain 1, with its static neighbour's routes."""
+    d1, d3 = _domain(doc, 1), _domain(doc, 3)
+    d1["attachments"] += [a for a in d3["attachments"] if a["vlan"] == 300]
+    d3["attachments"] = [a for a in d3["attachments"] if a["vlan"] != 300]
+    d1["routes"] += [r for r in d3["routes"] if r.get("vlan") == 300 or
+                     r["next_hop"] == "172.16.3.20"]
+    d3["routes"] = [r for r in d3["routes"] if r.get("vlan") != 300 and
+                    r["next_hop"] != "172.16.3.20"]
+
+
+def _narrow_subnet(doc):
+    """Subnet 7001's prefix from /16 to /17 (its gateway inside it)."""
+    sub = next(s for s in _domain(doc, 3)["subnets"] if s["vsid"] == 7001)
+    sub.update(prefix="10.3.0.0/17", gateway="10.3.127.254")
+
+
+def _move_vsid(doc):
+    """VSID 7002 from domain 3 to domain 1, with the route through it."""
+    d1, d3 = _domain(doc, 1), _domain(doc, 3)
+    d1["subnets"] += [s for s in d3["subnets"] if s["vsid"] == 7002]
+    d3["subnets"] = [s for s in d3["subnets"] if s["vsid"] != 7002]
+    d1["routes"] += [r for r in d3["routes"] if r.get("vsid") == 7002]
+    d3["routes"] = [r for r in d3["routes"] if r.get("vsid") != 7002]
+
+
+def _swap_rewrite_pas(doc):
+    """The two mappings swap PAs, and a mapping swaps with a rewrite record."""
+    m1, m2 = _domain(doc, 1)["mappings"][0], _domain(doc, 2)["mappings"][0]
+    r = next(r for r in doc["records"] if r["ca"] == "10.1.1.30")
+    m1["pa"], m2["pa"], r["pa"] = m2["pa"], r["pa"], m1["pa"]
+
+
+@pytest.mark.parametrize("edit", [_move_vlan, _narrow_subnet, _move_vsid, _swap_rewrite_pas],
+                         ids=["vlan-to-another-domain", "subnet-prefix", "vsid-to-another-domain",
+                              "rewrite-pas-swapped"])
+def test_load_reaches_every_valid_document(edit):
+    """A load makes the policy equal any document valid on its own, also where a set
+    cannot change an object in place (a VLAN's or VSID's domain, a subnet's prefix, a
+    rewrite PA that another owner takes): those go and come back in the one batch. An
+    agent's snapshot is such a load; refused, the gateway could never catch up."""
+    p = rewrite_policy()
+    doc = p.document()
+    edit(doc)
+    fresh = new_policy()
+    fresh.load_document(copy.deepcopy(doc))        # valid on its own
+    nv = Recorder()
+    p.nv = nv
+    assert p.load_document(copy.deepcopy(doc)) == p.generation and nv.commits == 1
+    assert norm(p.document()) == norm(fresh.document())
+    assert p.installed == fresh.installed and p.rw_pas == fresh.rw_pas
+    again = len(nv.calls)
+    p.load_document(copy.deepcopy(doc))            # and then it is a no-op's batch
+    assert not [c for c in nv.calls[again:] if c[0].endswith("_del")]
+
+
 def test_load_invalid_document_changes_nothing():
     p = rich_policy()
     doc = redblue_doc()
@@ -944,7 +1016,8 @@ def test_load_invalid_document_changes_nothing():
     for provider in ([], 0, "x"):       # [] was a TypeError (fuzzer, session 27)
         assert_refused(p, {"provider": provider}, "policy: 'provider' must be a JSON object",
                        apply=False)
-    # valid on its own, but it would move VSID 5001 to routing domain 2
+    # valid on its own, it moves VSID 5001 to routing domain 2 (refused before session
+    # 29: test_load_reaches_every_valid_document)
     moved = redblue_doc()
     moved["routing_domains"][0]["subnets"] = []
     moved["routing_domains"][1]["subnets"] = [{"vsid": 5001, "prefix": "10.1.1.0/24"}]
@@ -952,7 +1025,9 @@ def test_load_invalid_document_changes_nothing():
     moved["records"][0]["vsid"] = 5001
     moved["records"] = moved["records"][:1]
     moved["neighbours"] = moved["neighbours"][:2]
-    assert_refused(redblue(), moved, "VSID 5001 is already in routing domain 1", apply=False)
+    p = redblue()
+    assert p.load_document(copy.deepcopy(moved)) == 2
+    assert p.subnets[5001]["rdid"] == 2 and 6001 not in p.subnets
 
 
 # -- malformed and conflicting input (bugs found once, fixed) -----------------------------------------------
@@ -1367,3 +1442,22 @@ def test_records_moved_are_told_by_their_pa():
              rec(ca="10.1.1.22", mac="00:15:5d:00:03:00", pa="192.168.1.10")])
     assert [str(ipaddress.IPv4Address(int(x))) for x in np.concatenate(p._moved)] == \
         ["192.168.1.14"]
+
+
+def test_live_load_reaches_every_valid_document(gw):
+    """The same loads on the real C tables: each object that goes and comes back in
+    one batch (vsid_del then vsid_set of the same VSID, attach_del then attach_set,
+    rw_del then rw_set of a swapped PA) lands as a fresh load of the document would."""
+    base = rewrite_policy().document()
+    for edit in (_move_vlan, _narrow_subnet, _move_vsid, _swap_rewrite_pas):
+        gw.request("load", document=copy.deepcopy(base))
+        doc = copy.deepcopy(base)
+        edit(doc)
+        gw.request("load", document=copy.deepcopy(doc))
+        live = show_policy(gw)
+        del live["generation"]
+        fresh = new_policy()
+        fresh.load_document(copy.deepcopy(doc))
+        assert norm(live) == norm(fresh.document()), edit.__name__
+        assert gw.request("show", what="tables")["records"] == len(fresh.records)
+    gw.request("load", document=redblue_doc())
