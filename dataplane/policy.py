@@ -1014,7 +1014,9 @@ class Policy:
         self._touched.add(key[:2])
 
     def _routes_changed(self):
-        """Install the best (lowest metric) route of each touched prefix in C."""
+        """Install the best (lowest metric) route of each touched prefix in C: the
+        deletes first, so that a batch that replaces routes in a full table fits."""
+        dels, sets = [], []
         for rdid, prefix in sorted(self._touched):
             cands = list(self.routes.get((rdid, prefix), {}).values())
             net = ipaddress.IPv4Network(prefix)
@@ -1024,8 +1026,8 @@ class Policy:
             if not cands:
                 if old is not None:
                     last = self.lengths[(rdid, net.prefixlen)] == 0
-                    self._calls.append(("route_del", rdid, net.network_address.packed,
-                                        net.prefixlen, last))
+                    dels.append(("route_del", rdid, net.network_address.packed,
+                                 net.prefixlen, last))
                 continue
             self.lengths[(rdid, net.prefixlen)] = self.lengths.get((rdid, net.prefixlen), 0) + 1
             best = min(cands, key=lambda r: (r["metric"], r["next_hop"]))
@@ -1038,8 +1040,9 @@ class Policy:
                 c = (APPLIANCE, best["vsid"], 0, nh.packed)
             self.installed[(rdid, prefix)] = c
             if c != old:
-                self._calls.append(("route_set", rdid, net.network_address.packed,
-                                    net.prefixlen, *c))
+                sets.append(("route_set", rdid, net.network_address.packed,
+                             net.prefixlen, *c))
+        self._calls += dels + sets
         rdids = {rdid for rdid, _ in self._touched}
         if rdids:
             inside = self._installed_in(rdids)

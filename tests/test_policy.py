@@ -684,13 +684,14 @@ def test_last_of_len_is_per_domain():
     # the last /16 of domain 1 (domain 2 still has one: it does not count)
     assert p.check([route("10.8.0.0/16", "172.16.1.20", op="del")]) == [
         ("route_del", 1, b("10.8.0.0"), 16, True)]
-    # replacing the last /16 of a domain by another /16 in one batch
+    # replacing the last /16 of a domain by another /16 in one batch (deletes first:
+    # test_live_batch_replacing_routes_in_a_full_table)
     p.apply([route("10.8.0.0/16", "172.16.1.20")])
     calls = p.check([route("10.8.0.0/16", "172.16.1.20", op="del"),
                      route("10.5.0.0/16", "172.16.1.20")])
     assert calls == [
-        ("route_set", 1, b("10.5.0.0"), 16, CUSTOMER, 0, 100, b("172.16.1.20")),
-        ("route_del", 1, b("10.8.0.0"), 16, False)]
+        ("route_del", 1, b("10.8.0.0"), 16, False),
+        ("route_set", 1, b("10.5.0.0"), 16, CUSTOMER, 0, 100, b("172.16.1.20"))]
     # the /24s of domain 2 (subnet and attachment): deleting the attachment is not the last
     p.apply([route("10.9.0.0/16", "172.16.2.20", rdid=2, op="del"),
              {"op": "del", "kind": "neighbour", "vlan": 200, "ip": "172.16.2.10"}])
@@ -1461,3 +1462,26 @@ def test_live_load_reaches_every_valid_document(gw):
         assert norm(live) == norm(fresh.document()), edit.__name__
         assert gw.request("show", what="tables")["records"] == len(fresh.records)
     gw.request("load", document=redblue_doc())
+
+
+def test_live_batch_replacing_routes_in_a_full_table(tmp_path):
+    """The route table full (1,024: the four of Red/Blue's subnets and links, and 1,020
+    added), a batch that deletes one route and adds another fits: the C calls delete
+    first. They went in prefix order, and 10.100.0.0/16 came before 10.9.0.0/16: the
+    table refused the add ('No space left on device')."""
+    g = GatewayProcess(tmp_path, [PcapPort("fabric", "provider"),
+                                  PcapPort("tenants", "customer")],
+                       BODY.format(policy=REDBLUE).replace("routes = 4096", "routes = 1024"))
+    g.start()
+    try:
+        added = [f"10.{9 + k // 256}.{k % 256}.0/24" for k in range(1020)]
+        g.request("apply", ops=[route(p, "172.16.1.20") for p in added])
+        gen = g.request("apply", ops=[route(added[0], "172.16.1.20", op="del"),
+                                      route("10.100.0.0/16", "172.16.1.20")])["generation"]
+        routes = {r["prefix"] for r in _domain(g.request("show", what="policy"), 1)["routes"]}
+        assert routes == set(added[1:]) | {"10.100.0.0/16"}
+        with pytest.raises(NvgwError, match="routes exceed the table size of 1024"):
+            g.request("apply", ops=[route("10.101.0.0/16", "172.16.1.20")])
+        assert g.request("show", what="policy")["generation"] == gen
+    finally:
+        assert g.stop() == 0, g.stderr
