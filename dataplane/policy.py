@@ -335,6 +335,8 @@ class Policy:
         self._unstaged = 0
         self._provider_moved = False
         self._moved: list = []      # PAs that existing records move to (arrays)
+        self._on_mapping_pa: list = []      # (vsid, ca) of records set to a mapping's PA
+        self._scan_mapping_pas = False      # a mapping set: every record's PA checked
         i = len(ops)
         try:
             for i, op in enumerate(ops):
@@ -349,6 +351,8 @@ class Policy:
                 self._check_block(_block_array(block), stage)
             if self._provider_moved:
                 self._provider_clash()
+            if self._on_mapping_pa or self._scan_mapping_pas:
+                self._mapping_clash()
             self._routes_changed()
             n_rec = len(self.records) + self._unstaged
             if n_rec > self.capacity["records"]:
@@ -489,6 +493,11 @@ class Policy:
         slow = arr["method"] == 1
         if self.records.rewrite:
             slow |= np.isin(k, np.fromiter(self.records.rewrite, np.uint64))
+        if not self.lenient and any(o[0] == "mapping" for o in self.rw_pas.values()):
+            mine = np.array([int(V4(a)) for a, o in self.rw_pas.items() if o[0] == "mapping"],
+                            np.uint32)
+            if np.isin(arr["pa"].astype(np.uint32), mine).any():
+                self._scan_mapping_pas = True       # the records' final PAs checked last
         if slow.any():
             for i in np.flatnonzero(slow).tolist():
                 self._set_record({"op": "set", "kind": "record",
@@ -612,6 +621,27 @@ class Policy:
             if hit.any():
                 raise PolicyError(f"provider address {recblock.ip(pas[int(hit.argmax())])} "
                                   "is the PA of a lookup record")
+
+    def _mapping_clash(self) -> None:
+        """No lookup record has the PA of one of our rewrite mappings, as the batch
+        leaves them: the PA is ours (we answer ARP for it), and NVGRE to it would come
+        back to us."""
+        ours = {pa: o[1] for pa, o in self.rw_pas.items() if o[0] == "mapping"}
+        for key in self._on_mapping_pa:
+            r = self.records.get(key)
+            if r is not None and r["method"] == "encap" and r["pa"] in ours:
+                raise PolicyError(f"lookup record {r['ca']}: PA {r['pa']} is the rewrite PA "
+                                  f"of mapping {ours[r['pa']][1]} (the gateway's own)")
+        if self._scan_mapping_pas and ours and len(self.records):
+            arr = np.frombuffer(self.records.block(), recblock.DTYPE)
+            mine = np.array([int(V4(a)) for a in ours], np.uint32)
+            hit = np.isin(arr["pa"].astype(np.uint32), mine) & (arr["method"] == 0)
+            if hit.any():
+                i = int(hit.argmax())
+                pa = recblock.ip(arr["pa"][i])
+                raise PolicyError(f"rewrite mapping {ours[pa][1]}: PA {pa} is the PA of "
+                                  f"lookup record {recblock.ip(arr['ca'][i])} in VSID "
+                                  f"{int(arr['vsid'][i])}")
 
     def _our_pas(self):
         return np.array([int(V4(a)) for a in self.provider["addresses_ip"]], np.uint32)
@@ -844,6 +874,8 @@ class Policy:
         pa = _packed(op["pa"], f"lookup record {op['ca']} PA")
         ca_s, pa_s = socket.inet_ntop(socket.AF_INET, ca), socket.inet_ntop(socket.AF_INET, pa)
         self._peer_pa(pa[0], pa_s, f"lookup record {ca_s}")
+        if pa_s in self.rw_pas and not self.lenient:    # one of our mappings' (checked last)
+            self._on_mapping_pa.append((vsid, ca_s))
         rec = {"vsid": vsid, "ca": ca_s, "mac": mac.lower().replace("-", ":"),
                "pa": pa_s, "method": method}
         old = self.records.get((vsid, ca_s))
@@ -904,6 +936,7 @@ class Policy:
             del self.rw_pas[old]
             self._calls.append(("rw_del", V4(old).packed, rdid, V4(ca).packed, False))
         self._claim_rewrite_pa(pa, ("mapping", (rdid, ca)), f"rewrite mapping {ca}")
+        self._scan_mapping_pas |= not self.lenient
         self.mappings[(rdid, ca)] = pa
         self._calls.append(self._rw_call(pa))
 

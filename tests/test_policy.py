@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import zmq
 
+from dataplane import recblock
 from dataplane.errors import NvgwError
 from dataplane.policy import APPLIANCE, CUSTOMER, VSUBNET, Policy, PolicyError
 from harness import GatewayProcess, PcapPort
@@ -996,6 +997,38 @@ def test_load_reaches_every_valid_document(edit):
     again = len(nv.calls)
     p.load_document(copy.deepcopy(doc))            # and then it is a no-op's batch
     assert not [c for c in nv.calls[again:] if c[0].endswith("_del")]
+
+
+def mapping(ca, pa, rdid=1, op="set"):
+    o = {"op": op, "kind": "mapping", "rdid": rdid, "ca": ca}
+    return {**o, "pa": pa} if op == "set" else o
+
+
+def test_record_and_mapping_never_share_a_pa():
+    """A rewrite mapping's PA is ours (we answer ARP for it): a lookup record there
+    would send NVGRE back to us, and a mapping on a record's PA would take the host's
+    address. Refused either way round, as the batch leaves them, also in a record
+    block; a batch that moves the record off the PA it gives the mapping is fine."""
+    p = redblue()
+    assert_refused(p, [mapping("172.16.1.10", "192.168.1.10")],
+                   "rewrite mapping 172.16.1.10: PA 192.168.1.10 is the PA of lookup record "
+                   "10.1.1.7 in VSID 5001")
+    p.apply([mapping("172.16.1.10", "192.168.1.100")])
+    assert_refused(p, [rec(pa="192.168.1.100")],
+                   "lookup record 10.1.1.20: PA 192.168.1.100 is the rewrite PA of mapping "
+                   "172.16.1.10 (the gateway's own)")
+    blk = recblock.encode([{"vsid": 5001, "ca": f"10.1.1.{50 + k}", "mac": "00:15:5d:00:01:00",
+                            "pa": "192.168.1.100" if k == 7 else "192.168.1.10",
+                            "method": "encap"} for k in range(100)], extra=())
+    before = state(p)
+    with pytest.raises(PolicyError, match="PA 192.168.1.100 is the PA of lookup record "
+                                          "10.1.1.57 in VSID 5001"):
+        p.apply([], block=blk)
+    assert state(p) == before
+    # order does not matter within a batch: the record leaves, the mapping comes
+    p.apply([mapping("172.16.1.10", "192.168.1.10"), rec(ca="10.1.1.7", pa="192.168.1.12",
+                                                         mac="00:15:5d:b1:00:07")])
+    assert p.mappings[(1, "172.16.1.10")] == "192.168.1.10"
 
 
 def test_load_invalid_document_changes_nothing():
