@@ -64,8 +64,37 @@ class PolicyError(ConfigError):
     """A policy object or batch is invalid; nothing of the batch was applied."""
 
 
+# A document states each object once: what names one, and how to say it.
+_DOC_KEYS = {
+    "domain": (("rdid",), "routing domain {0}"),
+    "subnet": (("vsid",), "virtual subnet {0}"),
+    "attachment": (("vlan",), "attachment vlan {0}"),
+    "mapping": (("rdid", "ca"), "rewrite mapping for {1} in routing domain {0}"),
+    "route": (("rdid", "prefix", "next_hop"), "route {1} via {2} in routing domain {0}"),
+    "neighbour": (("vlan", "ip"), "neighbour {1} (vlan {0})"),
+}
+
+
+def _no_duplicates(ops) -> None:
+    """A document's objects each once: a second one would silently win."""
+    seen = set()
+    for op in ops:
+        fields, label = _DOC_KEYS.get(op["kind"], ((), ""))
+        if not fields:
+            continue
+        key = (op["kind"],) + tuple(op.get(f, 0) for f in fields)
+        try:
+            if key in seen:
+                raise PolicyError("policy: " + label.format(*key[1:]) + " appears twice")
+            seen.add(key)
+        except TypeError:       # not hashable: its own check says what is wrong
+            pass
+
+
 def _ip(v, what) -> V4:
     try:
+        if not isinstance(v, str):      # V4() takes integers too: JSON 2886729994
+            raise TypeError(v)
         return V4(v)
     except (ValueError, TypeError):
         raise PolicyError(f"{what}: {v!r} is not an IPv4 address") from None
@@ -73,6 +102,8 @@ def _ip(v, what) -> V4:
 
 def _net(v, what) -> ipaddress.IPv4Network:
     try:
+        if not isinstance(v, str):      # IPv4Network(0) is 0.0.0.0/32
+            raise TypeError(v)
         return ipaddress.IPv4Network(v, strict=True)
     except (ValueError, TypeError) as e:
         raise PolicyError(f"{what}: {v!r} is not an IPv4 prefix ({e})") from None
@@ -85,6 +116,15 @@ def _iface(v, what) -> ipaddress.IPv4Interface:
         return ipaddress.IPv4Interface(v)
     except (ValueError, TypeError):
         raise PolicyError(f"{what}: {v!r} is not an address with a prefix length") from None
+
+
+def _host_of(ip: V4, net: ipaddress.IPv4Network) -> bool:
+    """Is ip a unicast address that a host of net may have (not net's network or
+    broadcast address, where net has them)?"""
+    first = ip.packed[0]
+    if first in (0, 127) or first >= 224:
+        return False
+    return net.prefixlen >= 31 or ip not in (net.network_address, net.broadcast_address)
 
 
 def _mac(v, what) -> str:
@@ -187,14 +227,16 @@ class Policy:
             doms.append({
                 "rdid": rdid, "name": d["name"],
                 "subnets": [{k: v for k, v in self.subnets[vs].items()
-                             if k not in ("rdid", "slot", "net")} for vs in sorted(d["vsids"])],
+                             if k not in ("rdid", "slot", "net", "not_cas")}
+                            for vs in sorted(d["vsids"])],
                 "attachments": [{k: v for k, v in self.attachments[vl].items() if k != "rdid"}
                                 for vl in sorted(d["vlans"])],
                 "mappings": maps.get(rdid, []),
                 "routes": [{k: v for k, v in r.items() if k != "rdid"}
                            for r in routes.get(rdid, ())],
             })
-        prov = self.provider and {k: v for k, v in self.provider.items() if k != "addresses_ip"}
+        prov = self.provider and {k: v for k, v in self.provider.items()
+                                  if k not in ("addresses_ip", "not_hosts")}
         return {"provider": prov, "routing_domains": doms,
                 "records": self.records.values() if records else [],
                 "neighbours": [{"vlan": s, "ip": ip, "mac": m}
@@ -252,6 +294,7 @@ class Policy:
         ops += [{"op": "set", "kind": "record", **r} for r in records]
         ops += [{"op": "set", "kind": "neighbour", **n}
                 for n in objects(doc.get("neighbours", []), "neighbours")]
+        _no_duplicates(ops)
         return ops
 
     def load_document(self, doc: dict, generation: int | None = None, block=None,
@@ -468,6 +511,10 @@ class Policy:
             nets = np.array([self.subnets[v]["net"][0] for v in sv], np.uint32)
             masks = np.array([self.subnets[v]["net"][1] for v in sv], np.uint32)
             ok = (sva[idx] == vs) & ((ca & masks[idx]) == nets[idx])
+            if not self.lenient:        # no VM's address: _set_record's not_cas
+                notc = np.array([(sorted(self.subnets[v]["not_cas"]) * 3)[:3] for v in sv],
+                                np.uint32)
+                ok &= (ca[:, None] != notc[idx]).all(axis=1)
         else:
             ok = np.zeros(n, bool)
         ok &= (arr["method"] <= 1) & (arr["pad"] == 0)
@@ -475,6 +522,8 @@ class Policy:
             pa = arr["pa"].astype(np.uint32)
             top = pa >> 24
             ok &= (top != 0) & (top != 127) & (top < 224) & ~np.isin(pa, self._our_pas())
+            ok &= ~np.isin(pa, np.array([int(V4(a)) for a in
+                                         self.provider.get("not_hosts", ())], np.uint32))
         if self.provider is None or not ok.all():
             i = int((~ok).argmax())
             if arr["pad"][i] != 0:
@@ -583,13 +632,25 @@ class Policy:
         if not isinstance(addrs, list) or not 1 <= len(addrs) <= 8:
             raise PolicyError("provider: 'addresses' must list 1..8 addresses with prefix")
         ifs = [_iface(a, "provider address") for a in addrs]
+        if not self.lenient:
+            for i in ifs:
+                if not _host_of(i.ip, i.network):
+                    raise PolicyError(f"provider address {i}: not a unicast host address "
+                                      "of its prefix")
         gw = _ip(op.get("gateway", "0.0.0.0"), "provider gateway")
         if gw != ZERO and gw not in ifs[0].network:
             raise PolicyError(f"provider gateway {gw} is not in {ifs[0].network}")
+        if gw != ZERO and not self.lenient and (gw in {i.ip for i in ifs} or
+                                                not _host_of(gw, ifs[0].network)):
+            raise PolicyError(f"provider gateway {gw}: not another host of {ifs[0].network}")
         mtu = _int(op.get("mtu", 1500), "provider mtu", 576, 9000)
         old = self.provider
         self.provider = {"addresses": [str(i) for i in ifs], "gateway": str(gw), "mtu": mtu,
-                         "addresses_ip": frozenset(str(i.ip) for i in ifs)}
+                         "addresses_ip": frozenset(str(i.ip) for i in ifs),
+                         # no host's PA: the network and broadcast addresses of ours
+                         "not_hosts": frozenset(str(a) for i in ifs if i.network.prefixlen < 31
+                                                for a in (i.network.network_address,
+                                                          i.network.broadcast_address))}
         # Checked against the PAs the batch leaves (a first provider has no records
         # before it; those after it are checked one by one).
         if old is not None and old["addresses_ip"] != self.provider["addresses_ip"]:
@@ -738,7 +799,11 @@ class Policy:
         sub = {"rdid": rdid, "vsid": vsid, "prefix": str(net), "gateway": str(gw),
                "gateway_mac": _mac(op.get("gateway_mac", self.provider_mac), "gateway_mac"),
                "flowid": flowid, "slot": slot,
-               "net": (int(net.network_address), int(net.netmask))}
+               "net": (int(net.network_address), int(net.netmask)),
+               # no VM's CA: the gateway's address, the network and broadcast address
+               "not_cas": frozenset([int(gw)] + ([int(net.network_address),
+                                                  int(net.broadcast_address)]
+                                                 if net.prefixlen < 31 else []))}
         self.subnets[vsid] = sub
         d = self.domains[rdid]
         self.domains[rdid] = {**d, "vsids": d["vsids"] | {vsid}}
@@ -860,9 +925,15 @@ class Policy:
             raise PolicyError(f"lookup record {op['ca']}: virtual subnet {vsid} does not exist")
         ca = _packed(op["ca"], "lookup record CA")
         net, mask = sub["net"]
-        if int.from_bytes(ca, "big") & mask != net:
+        ca_i = int.from_bytes(ca, "big")
+        if ca_i & mask != net:
             raise PolicyError(f"lookup record {op['ca']} is outside virtual subnet {vsid} "
                               f"({sub['prefix']})")
+        if ca_i in sub["not_cas"] and not self.lenient:
+            raise PolicyError(f"lookup record {op['ca']}: no VM's address in virtual subnet "
+                              f"{vsid} ({sub['prefix']}): "
+                              + ("the gateway's" if op["ca"] == sub["gateway"] else
+                                 "its network or broadcast address"))
         method = op.get("method", "encap")
         if method not in METHODS:
             raise PolicyError(f"lookup record {op['ca']}: method must be 'encap' or 'rewrite'")
@@ -906,7 +977,8 @@ class Policy:
         multicast, class E or broadcast, or looped back to ourselves, reach no VM."""
         if self.lenient:
             return
-        if first_octet in (0, 127) or first_octet >= 224:
+        if (first_octet in (0, 127) or first_octet >= 224 or
+                pa in self.provider.get("not_hosts", ())):
             raise PolicyError(f"{what}: PA {pa} is not a unicast host address")
         if pa in self.provider["addresses_ip"]:
             raise PolicyError(f"{what}: PA {pa} is one of the gateway's NVGRE addresses")
@@ -985,6 +1057,8 @@ class Policy:
             raise PolicyError(f"route {net} via {nh} is the connected route of a virtual "
                               f"subnet or attachment of routing domain {rdid}")
         # Where the next hop lives: a customer VLAN or a virtual subnet of this domain.
+        if "vlan" in op and "vsid" in op:
+            raise PolicyError(f"route {net}: 'vlan' or 'vsid', not both")
         if "vlan" in op:
             vlan = _int(op["vlan"], f"route {net} vlan", 1, 4094)
             att = self.attachments.get(vlan)

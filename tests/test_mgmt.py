@@ -163,7 +163,7 @@ def test_a_document_of_more_than_a_mib_with_a_record_block_loads(tmp_path):
             {"prefix": f"10.{100 + i // 256}.{i % 256}.0/24", "next_hop": "172.16.1.20"}
             for i in range(19000)]
         doc["routing_domains"][0]["subnets"].append({"vsid": 5002, "prefix": "10.64.0.0/16"})
-        doc["records"] += [{"vsid": 5002, "ca": f"10.64.{i // 250}.{1 + i % 250}",
+        doc["records"] += [{"vsid": 5002, "ca": f"10.64.{i // 250}.{2 + i % 250}",
                             "pa": "192.168.1.12", "mac": "00:15:5d:00:00:02",
                             "method": "encap"} for i in range(1200)]
         assert len(json.dumps({**doc, "records": []})) > 1 << 20
@@ -285,7 +285,7 @@ def test_the_history_digest_is_of_the_content_only(tmp_path):
         d = redblue_policy()
         d["routing_domains"][0]["subnets"].append({"vsid": 5002, "prefix": "10.2.0.0/16"})
         d["records"] += [{"vsid": 5002, "ca": f"10.2.{i >> 8}.{i & 255}", "pa": pa,
-                          "mac": "00:15:5d:02:00:01", "method": "encap"} for i in range(1, n)]
+                          "mac": "00:15:5d:02:00:01", "method": "encap"} for i in range(2, n + 1)]
         return d
 
     a = Store(str(tmp_path / "a.db"))
@@ -430,7 +430,8 @@ def test_two_gateways_converge_refusals_and_restarts(tmp_path):
         bad["routing_domains"][1]["subnets"][0]["vsid"] = 5001     # a VSID in two domains
         r = ctl(mgmt, "apply", "-f", write_policy(tmp_path, bad, "bad.json"))
         assert r.returncode == 1 and r.stdout == ""
-        assert r.stderr.strip() == "nvgwctl: VSID 5001 is already in routing domain 1", r.stderr
+        assert r.stderr.strip() == "nvgwctl: policy: virtual subnet 5001 appears twice", \
+            r.stderr
         r = ctl(mgmt, "set", "record", "vsid=5001", "ca=10.1.1.9", "mac=00:15:5d",
                 "pa=192.168.1.10")
         assert r.returncode == 1 and "'00:15:5d' is not a MAC address" in r.stderr
@@ -627,7 +628,8 @@ def bulk_records(n: int, pas: int = 100) -> list[dict]:
     """n lookup records in VSID 7001 (10.64.0.0/14) behind `pas` hosts on the fabric."""
     return [{"vsid": BULK_VSID, "ca": f"10.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}",
              "mac": f"00:15:5d:{i >> 16:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}",
-             "pa": f"192.168.1.{20 + i % pas}"} for i in range(1, n + 1)]
+             "pa": f"192.168.1.{20 + i % pas}"}
+            for i in range(2, n + 2)]           # 10.64.0.1 is the subnet's gateway
 
 
 def test_bulk_records_through_mgmt(tmp_path):
@@ -656,9 +658,9 @@ def test_bulk_records_through_mgmt(tmp_path):
         for i, change, message in [
                 (54321, {"ca": "10.1.1.9"},
                  "lookup record 10.1.1.9 is outside virtual subnet 7001 (10.64.0.0/14)"),
-                (99999, {"vsid": 7002}, "lookup record 10.65.134.160: virtual subnet 7002 "
+                (99999, {"vsid": 7002}, "lookup record 10.65.134.161: virtual subnet 7002 "
                                         "does not exist"),
-                (777, {"ca": recs[3]["ca"]}, "records: duplicate CA 10.64.0.4 in VSID 7001")]:
+                (777, {"ca": recs[3]["ca"]}, "records: duplicate CA 10.64.0.5 in VSID 7001")]:
             bad = [dict(r) for r in recs]
             bad[i].update(change)
             with pytest.raises(NvgwError) as e:
@@ -666,7 +668,7 @@ def test_bulk_records_through_mgmt(tmp_path):
             assert str(e.value) == message
         bad = ops[:]
         bad[500] = {**ops[500], "mac": "00:15:5d:zz:00:01"}   # refused by the client itself
-        with pytest.raises(PolicyError, match="lookup record 10.64.1.245: "
+        with pytest.raises(PolicyError, match="lookup record 10.64.1.246: "
                                               "'00:15:5d:zz:00:01' is not a MAC address"):
             c.apply(bad)
         assert c.generation() == 2

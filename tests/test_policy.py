@@ -1031,6 +1031,84 @@ def test_record_and_mapping_never_share_a_pa():
     assert p.mappings[(1, "172.16.1.10")] == "192.168.1.10"
 
 
+PROVIDER = {"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24"]}
+
+
+@pytest.mark.parametrize("ops,message", [
+    ([{**PROVIDER, "addresses": ["0.0.0.0/0"]}],
+     "provider address 0.0.0.0/0: not a unicast host address of its prefix"),
+    ([{**PROVIDER, "addresses": ["224.0.0.5/32"]}],
+     "provider address 224.0.0.5/32: not a unicast host address of its prefix"),
+    ([{**PROVIDER, "addresses": ["192.168.1.255/24"]}],
+     "provider address 192.168.1.255/24: not a unicast host address of its prefix"),
+    ([{**PROVIDER, "gateway": "192.168.1.1"}],
+     "provider gateway 192.168.1.1: not another host of 192.168.1.0/24"),
+    ([{**PROVIDER, "gateway": "192.168.1.255"}],
+     "provider gateway 192.168.1.255: not another host of 192.168.1.0/24"),
+    ([rec(pa="192.168.1.255")],
+     "lookup record 10.1.1.20: PA 192.168.1.255 is not a unicast host address"),
+    ([rec(pa="192.168.1.0")],
+     "lookup record 10.1.1.20: PA 192.168.1.0 is not a unicast host address"),
+    ([rec(ca="10.1.1.1")],
+     "lookup record 10.1.1.1: no VM's address in virtual subnet 5001 (10.1.1.0/24): the "
+     "gateway's"),
+    ([rec(ca="10.1.1.255")],
+     "lookup record 10.1.1.255: no VM's address in virtual subnet 5001 (10.1.1.0/24): its "
+     "network or broadcast address"),
+    ([rec(ca="10.1.1.0")],
+     "lookup record 10.1.1.0: no VM's address in virtual subnet 5001 (10.1.1.0/24): its "
+     "network or broadcast address"),
+    ([route("10.9.0.0/16", "172.16.1.20", vlan=100, vsid=5001)],
+     "route 10.9.0.0/16: 'vlan' or 'vsid', not both"),
+    ([route(0, "172.16.1.20")], "route prefix: 0 is not an IPv4 prefix"),
+    ([route("10.9.0.0/16", 2886729994)], "route 10.9.0.0/16 next hop: 2886729994 is not an "
+                                         "IPv4 address"),
+], ids=["provider-any", "provider-multicast", "provider-broadcast", "gateway-ours",
+        "gateway-broadcast", "pa-broadcast", "pa-network", "ca-gateway", "ca-broadcast",
+        "ca-network", "route-vlan-and-vsid", "prefix-int", "next-hop-int"])
+def test_addresses_that_no_host_has_refused(ops, message):
+    """Addresses that name no host (a prefix's network or broadcast address, 0/8,
+    multicast, ours) where a host's is meant, and JSON numbers for addresses (ipaddress
+    takes 2886729994 for 172.16.1.10, and 0 for 0.0.0.0/32), were accepted."""
+    assert_refused(redblue(), ops, message)
+
+
+def test_record_block_refuses_what_a_record_would():
+    """The same rules on a record block (checked as arrays): the first bad record
+    gets the single record's message."""
+    good = [{"vsid": 5001, "ca": f"10.1.1.{i}", "mac": "00:15:5d:00:01:00",
+             "pa": "192.168.1.10", "method": "encap"} for i in range(2, 200)]
+    for i, bad, message in ((150, {"ca": "10.1.1.1"}, "the gateway's"),
+                            (151, {"ca": "10.1.1.255"}, "network or broadcast address"),
+                            (152, {"pa": "192.168.1.255"}, "is not a unicast host address")):
+        recs = copy.deepcopy(good)
+        recs[i].update(bad)
+        p = redblue()
+        before = state(p)
+        with pytest.raises(PolicyError, match=message):
+            p.apply([], block=recblock.encode(recs, extra=()))
+        assert state(p) == before
+
+
+def test_document_states_each_object_once():
+    """Two subnets with one VSID, two neighbours with one address, two attachments on
+    one VLAN: the last silently won."""
+    doc = redblue_doc()
+    doc["routing_domains"][0]["subnets"].append({"vsid": 5001, "prefix": "10.1.2.0/24"})
+    assert_refused(redblue(), doc, "policy: virtual subnet 5001 appears twice", apply=False)
+    doc = redblue_doc()
+    doc["neighbours"].append({**doc["neighbours"][0], "mac": "00:15:5d:00:00:99"})
+    assert_refused(redblue(), doc, "policy: neighbour 192.168.1.10 (vlan 0) appears twice",
+                   apply=False)
+    doc = redblue_doc()
+    doc["routing_domains"][1]["attachments"].append({"vlan": 100,
+                                                     "address": "172.16.9.1/24"})
+    assert_refused(redblue(), doc, "policy: attachment vlan 100 appears twice", apply=False)
+    doc = redblue_doc()
+    doc["routing_domains"].append(copy.deepcopy(doc["routing_domains"][0]))
+    assert_refused(redblue(), doc, "policy: routing domain 1 appears twice", apply=False)
+
+
 def test_load_invalid_document_changes_nothing():
     p = rich_policy()
     doc = redblue_doc()
@@ -1181,7 +1259,8 @@ def test_live_big_record_batch_goes_as_a_block_with_the_same_checks(gw):
     operation at a time; nothing half-applied; the C table counts follow."""
     def recs(n, pa="192.168.1.10", **bad):
         out = [rec(vsid=5003, ca=f"10.3.{i >> 8}.{i & 255}", pa=pa,
-                   mac="00:15:5d:03:%02x:%02x" % (i >> 8, i & 255)) for i in range(1, n + 1)]
+                   mac="00:15:5d:03:%02x:%02x" % (i >> 8, i & 255))
+               for i in range(2, n + 2)]        # 10.3.0.1 is the subnet's gateway
         for i, fields in bad.items():
             out[int(i[1:])].update(fields)
         return out
@@ -1206,7 +1285,7 @@ def test_live_big_record_batch_goes_as_a_block_with_the_same_checks(gw):
             with pytest.raises(NvgwError) as bulk:
                 send(recs(1500, r1200=fields))
             # the same message, naming the bad record's own CA
-            assert str(bulk.value) == str(single.value).replace("10.3.0.1", "10.3.4.177"), \
+            assert str(bulk.value) == str(single.value).replace("10.3.0.2", "10.3.4.178"), \
                 fields
             assert show_policy(gw) == before
             assert gw.request("show", what="tables") == tables
@@ -1235,7 +1314,7 @@ def test_nvgwctl_loads_a_document_of_more_than_a_mib_as_a_record_block(tmp_path)
         doc["routing_domains"][0]["subnets"].append({"vsid": 5003, "prefix": "10.3.0.0/16"})
         doc["records"] += [{"vsid": 5003, "ca": f"10.3.{i >> 8}.{i & 255}", "pa": "192.168.1.10",
                             "mac": "00:15:5d:03:%02x:%02x" % (i >> 8, i & 255),
-                            "method": "encap"} for i in range(1, 12001)]
+                            "method": "encap"} for i in range(2, 12002)]
         path = tmp_path / "big.json"
         path.write_text(json.dumps(doc))
         assert path.stat().st_size > 1 << 20
