@@ -185,6 +185,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("'workers.cpus' must give one cpu per entry of 'workers.lcores'")
     usable = os.sched_getaffinity(0)
     for lc, cpu in zip(lcores, cpus):
+        if not isinstance(cpu, int) or isinstance(cpu, bool):   # True == 1 is usable
+            raise ConfigError(f"'workers.cpus' entries are cpu numbers, not {cpu!r}")
         if cpu not in usable:
             raise ConfigError(f"lcore {lc} needs cpu {cpu}, which does not exist or is not "
                               f"usable here (usable cpus: {_ranges(usable)})")

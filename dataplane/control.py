@@ -81,7 +81,7 @@ class ControlServer:
             "tables": lambda: self.gw._need_policy() and self.gw.nv.table_counts(),
         }
         what = req.get("what", "counters")
-        if what not in views:
+        if not isinstance(what, str) or what not in views:
             raise NvgwError(f"show: unknown view {what!r} (known: {', '.join(views)})")
         return views[what]()
 

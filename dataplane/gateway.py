@@ -288,6 +288,8 @@ class Gateway:
 
     def vsid_counters(self, vsid: int) -> dict:
         pol = self._need_policy()
+        if not isinstance(vsid, int) or isinstance(vsid, bool):
+            raise polmod.PolicyError(f"show vsid: 'vsid' must be a number, not {vsid!r}")
         sub = pol.subnets.get(vsid)
         if sub is None:
             raise polmod.PolicyError(f"virtual subnet {vsid} does not exist")

@@ -140,6 +140,11 @@ def test_rss_queues_turns_on_the_nics_rss(tmp_path):
     ("[mempool]", "[mempool]\nmbufs = 9999999999", "'mempool.mbufs' must be 1024..67108864"),
     ("memory_mb = 128", 'memory_mb = 128\nlog_level = "verbose"',
      "'eal.log_level' 'verbose': a level is 1..8 or one of emergency"),
+    # True is 1 (a usable cpu) to Python: EAL got --lcores 1@True ("Invalid argument")
+    ("lcores = [1]", "lcores = [1]\ncpus = [true]",
+     "'workers.cpus' entries are cpu numbers, not True"),
+    ("lcores = [1]", "lcores = [1]\ncpus = [1.0]",
+     "'workers.cpus' entries are cpu numbers, not 1.0"),
     # keys the chosen pipeline would ignore
     ("[mempool]", '[pipeline]\npolicy = "p.json"\n[mempool]',
      "'pipeline.policy' needs pipeline.mode = nvgre"),

@@ -1355,8 +1355,15 @@ def raw_request(endpoint: str, payload: bytes) -> dict:
      "show: unknown view 'secrets'"),
     (json.dumps({"v": 1, "type": "load", "document": None}).encode(),
      "a policy document is a JSON object"),
+    # an internal error (TypeError: unhashable type) and a false "does not exist"
+    (json.dumps({"v": 1, "type": "show", "what": [1]}).encode(), "show: unknown view [1]"),
+    (json.dumps({"v": 1, "type": "show", "what": "vsid", "vsid": [5001]}).encode(),
+     "show vsid: 'vsid' must be a number, not [5001]"),
+    (json.dumps({"v": 1, "type": "show", "what": "vsid", "vsid": "5001"}).encode(),
+     "show vsid: 'vsid' must be a number, not '5001'"),
 ], ids=["not-json", "not-utf8", "not-object", "v2", "no-v", "v-str", "unknown-type", "no-type",
-        "type-list", "type-object", "unknown-view", "load-null"])
+        "type-list", "type-object", "unknown-view", "load-null", "view-list", "vsid-list",
+        "vsid-str"])
 def test_live_malformed_requests_get_error_replies(gw, payload, error):
     before = show_policy(gw)
     reply = raw_request(gw.endpoint, payload)
