@@ -49,6 +49,11 @@ SCHEMA_VERSION = 1
 MAX_MESSAGE = 256 << 20        # client requests: a whole policy of ~2M records fits
 MAX_GATEWAY_MESSAGE = 1 << 20  # gateways send hello/heartbeat/ack/nack only
 CLIENT_RCVHWM = 100
+# A request's frames before its message: the ROUTER's route, a REQ socket's empty
+# delimiter, a proxy's routes. MAXMSGSIZE limits each frame, not their number, and
+# a `wait` keeps its envelope for up to an hour: more or bigger is refused.
+MAX_ENVELOPE_FRAMES = 8
+MAX_ENVELOPE_BYTES = 1024
 MAX_WAITS = 1024               # pending `wait` requests, all clients together
 MAX_WAITS_PER_CONNECTION = 16
 # nvgwctl opens a connection per request: per client key too, so that one client
@@ -293,6 +298,14 @@ class MgmtServer:
             n -= 1
         envelope = [f.bytes for f in frames[:n]]
         body = frames[n:]
+        if n > MAX_ENVELOPE_FRAMES or sum(map(len, envelope)) > MAX_ENVELOPE_BYTES:
+            # the route (and a REQ socket's delimiter) only, to answer at all
+            route = envelope[:2] if len(envelope) > 1 and envelope[1] == b"" else envelope[:1]
+            error = (f"{n} frames before the message ({sum(map(len, envelope))} bytes): "
+                     f"at most {MAX_ENVELOPE_FRAMES} of {MAX_ENVELOPE_BYTES} bytes in all")
+            log.warning("request_refused", client=user, error=error)
+            self._reply(route, {"ok": False, "error": error})
+            return
         try:
             msg = decode(body[0].bytes)
             handler = getattr(self, f"_req_{msg['type']}", None)
@@ -302,8 +315,8 @@ class MgmtServer:
             self._frames = body[1:]
             if msg["type"] not in ("apply", "load") and "records" in msg:
                 raise RequestError(f"{msg['type']}: takes no record block")
-            if self._frames:
-                self._busy(len(self._frames[0]) // recblock.SIZE)
+            if self._frames:       # a block that decodes: its records take a while
+                self._busy(len(block_of(msg, self._frames)))
             result = handler(msg, envelope, user)
         except (RequestError, PolicyError, StoreError) as e:
             log.warning("request_refused", client=user, error=str(e))
@@ -429,6 +442,11 @@ class MgmtServer:
         except zmq.ZMQError:
             return
         if len(frames) != 2:
+            error = f"a gateway message is one frame ({len(frames) - 1} came)"
+            log.warning("gateway_message_refused", gateway=frames[-1].get("User-Id"),
+                        error=error)
+            if len(frames) > 2:
+                self._send(frames[0].bytes, {"type": "error", "error": error})
             return
         route, name = frames[0].bytes, frames[1].get("User-Id")
         try:

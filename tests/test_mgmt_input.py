@@ -226,6 +226,39 @@ def test_oversized_messages_are_dropped_and_memory_stays_bounded(mgmt, tmp_path)
     print(f"\noversized: nvgw-mgmt grew by {grown} kB after 31 requests of 2-3 MiB")
 
 
+def test_many_frames_before_a_message_are_refused_not_held(mgmt):
+    """--max-message limits each frame, not their number: the frames before a `wait`
+    became its envelope, kept for up to an hour and sent back with the answer (four
+    requests of 1,000 frames of 60,000 bytes held 300 MiB here). Now more than 8
+    frames or 1 KB before the message is refused at once, and nothing is kept; a
+    gateway's message of more than one frame gets an error message, not silence."""
+    c = mgmt.client(timeout=5)
+    c.load(redblue_policy())
+    base = rss_kb(mgmt.proc.pid)
+    wait = json.dumps({"v": 1, "type": "wait", "timeout": 3600, "min_gateways": 1}).encode()
+    ctx = zmq.Context()
+    try:
+        d = dealer(ctx, mgmt)
+        for _ in range(4):
+            d.send_multipart([b"x" * 60_000] * 1000 + [wait])
+            # the frames and the route nvgw-mgmt's socket puts first
+            assert refusal(reply_of(d, 30)) == ("1001 frames before the message (60000005 "
+                                                "bytes): at most 8 of 1024 bytes in all")
+        show = json.dumps({"v": 1, "type": "show", "what": "generation"}).encode()
+        d.send_multipart([b"route", b"", show])      # as through a proxy: answered
+        got = reply_of(d, 5)
+        assert got[:2] == [b"route", b""] and json.loads(got[2])["ok"] is True
+        g = dealer(ctx, mgmt, "gw1", mgmt.gateways)
+        g.send_multipart([json.dumps({"v": 1, "gateway": "gw1", "type": "hello",
+                                      "applied": None, "store": None}).encode(), b"extra"])
+        assert recv_json(g, {"error"})["error"] == "a gateway message is one frame (2 came)"
+    finally:
+        ctx.destroy(linger=0)
+    grown = rss_kb(mgmt.proc.pid) - base
+    assert grown < 128 * 1024, f"nvgw-mgmt grew by {grown} kB"
+    assert c.request("show", what="generation")["generation"] == 1
+
+
 # -- 3. replayed and out-of-order generations -----------------------------------------------
 
 
