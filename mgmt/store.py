@@ -239,12 +239,14 @@ class Store:
             self.db.execute("DELETE FROM changelog WHERE generation <= ?",
                             (gen - CHANGELOG_KEEP,))
             if block is not None:
-                # Big blocks are not kept for long: older batches go, and a gateway
-                # that far behind gets a snapshot.
+                # Big blocks are not kept for long: with more than BLOCKS_KEEP, the
+                # batches up to the oldest block beyond them go, and a gateway that far
+                # behind gets a snapshot. (The oldest of the kept ones was the bound:
+                # with fewer blocks, a load dropped every batch before it.)
                 self.db.execute(
-                    "DELETE FROM changelog WHERE generation < (SELECT min(generation) FROM "
-                    "(SELECT generation FROM changelog WHERE block IS NOT NULL "
-                    "ORDER BY generation DESC LIMIT ?))", (BLOCKS_KEEP,))
+                    "DELETE FROM changelog WHERE generation <= (SELECT generation FROM "
+                    "changelog WHERE block IS NOT NULL ORDER BY generation DESC "
+                    "LIMIT 1 OFFSET ?)", (BLOCKS_KEEP,))
 
     def _move_records(self, doc: dict) -> dict:
         """A store written before records had their own table: move them there."""

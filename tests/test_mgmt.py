@@ -128,6 +128,32 @@ def test_store_generations_changelog_and_persistence(tmp_path):
     assert rows == [(1, "load"), (2, "migrate")]
 
 
+def test_a_load_keeps_the_changelog_before_it(tmp_path):
+    """A load carries all records as a block, and the changelog keeps batches back to
+    the 4th latest block: with fewer blocks than that, the bound was the load itself and
+    every batch before it went, so a gateway two generations behind got the whole policy
+    instead of two batches. The 5th block does push the oldest out."""
+    store = Store(str(tmp_path / "mgmt.db"))
+    store.load(redblue_policy())
+    for k in range(10):
+        store.migrate(5001, "10.1.1.7", f"192.168.1.{20 + k}")
+    doc = redblue_policy()
+    doc["records"] = doc["records"][:1]
+    gen, _ = store.load(doc)
+    assert [c[0] for c in store.changes_since(gen - 2)] == [gen - 1, gen]
+    assert len(store.changes_since(0)) == gen
+    for k in range(3):                  # a 5th block: the first load's goes
+        doc["records"][0]["pa"] = f"192.168.1.{40 + k}"
+        gen, _ = store.load(doc)
+    assert store.changes_since(0) is None
+    assert [c[0] for c in store.changes_since(1)] == list(range(2, gen + 1))
+    doc["records"][0]["pa"] = "192.168.1.50"    # a 6th: back to the 4th latest block
+    gen, _ = store.load(doc)
+    assert store.changes_since(gen - 5) is None
+    assert [c[0] for c in store.changes_since(gen - 4)] == list(range(gen - 3, gen + 1))
+    store.close()
+
+
 def test_a_second_nvgw_mgmt_on_the_same_socket_or_store_is_refused(tmp_path):
     """libzmq's bind replaces an ipc socket file that is there: a second nvgw-mgmt on
     the same path took the first one's clients, and its failed start left the path
