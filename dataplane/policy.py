@@ -780,6 +780,10 @@ class Policy:
         if old is not None and old["prefix"] != str(net):
             raise PolicyError(f"virtual subnet {vsid}: its prefix cannot change "
                               "(delete and re-add it)")
+        if (old is not None and not self.lenient and str(gw) != old["gateway"] and
+                (vsid, str(gw)) in self.records):
+            raise PolicyError(f"virtual subnet {vsid}: gateway {gw} is the CA of a lookup "
+                              "record")
         for v in self.domains[rdid]["vsids"]:
             s = self.subnets[v]
             if v != vsid and net.overlaps(ipaddress.IPv4Network(s["prefix"])):

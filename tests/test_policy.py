@@ -1058,6 +1058,8 @@ PROVIDER = {"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24"]}
     ([rec(ca="10.1.1.0")],
      "lookup record 10.1.1.0: no VM's address in virtual subnet 5001 (10.1.1.0/24): its "
      "network or broadcast address"),
+    ([subnet(5001, "10.1.1.0/24", gateway="10.1.1.7")],
+     "virtual subnet 5001: gateway 10.1.1.7 is the CA of a lookup record"),
     ([route("10.9.0.0/16", "172.16.1.20", vlan=100, vsid=5001)],
      "route 10.9.0.0/16: 'vlan' or 'vsid', not both"),
     ([route(0, "172.16.1.20")], "route prefix: 0 is not an IPv4 prefix"),
@@ -1065,7 +1067,8 @@ PROVIDER = {"op": "set", "kind": "provider", "addresses": ["192.168.1.1/24"]}
                                          "IPv4 address"),
 ], ids=["provider-any", "provider-multicast", "provider-broadcast", "gateway-ours",
         "gateway-broadcast", "pa-broadcast", "pa-network", "ca-gateway", "ca-broadcast",
-        "ca-network", "route-vlan-and-vsid", "prefix-int", "next-hop-int"])
+        "ca-network", "subnet-gateway-on-a-record", "route-vlan-and-vsid", "prefix-int",
+        "next-hop-int"])
 def test_addresses_that_no_host_has_refused(ops, message):
     """Addresses that name no host (a prefix's network or broadcast address, 0/8,
     multicast, ours) where a host's is meant, and JSON numbers for addresses (ipaddress
