@@ -321,7 +321,9 @@ class Policy:
         keep_records = set(new.records.d)
         if arr is not None:
             keep_records.update(recblock.keys(arr).tolist())
-        keep_routes = {(d, p, nh) for (d, p), by_nh in new.routes.items() for nh in by_nh}
+        # a route by its key, and what its next hop is on: kept only where both stay
+        keep_routes = {(d, p, nh): (r.get("vsid"), r.get("vlan"))
+                       for (d, p), by_nh in new.routes.items() for nh, r in by_nh.items()}
         # What the document changes where a set cannot (a subnet's domain or prefix, an
         # attachment's domain, a rewrite PA another owner takes: two swapped) goes
         # first and comes back with the document's sets, with what depends on it: a
@@ -347,9 +349,9 @@ class Policy:
                 if k not in keep_records or k in re_rec or (re_sub and k >> 32 in re_sub)]
         dels += [{"op": "del", "kind": "route", "rdid": r, "prefix": p, "next_hop": nh}
                  for (r, p), by_nh in self.routes.items() for nh, route in by_nh.items()
-                 if not route.get("auto") and ((r, p, nh) not in keep_routes or
-                                               route.get("vsid") in re_sub or
-                                               route.get("vlan") in re_att)]
+                 if not route.get("auto") and (
+                     keep_routes.get((r, p, nh)) != (route.get("vsid"), route.get("vlan")) or
+                     route.get("vsid") in re_sub or route.get("vlan") in re_att)]
         dels += [{"op": "del", "kind": "mapping", "rdid": r, "ca": ca}
                  for (r, ca) in self.mappings
                  if (r, ca) not in new.mappings or (r, ca) in re_map]

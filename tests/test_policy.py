@@ -976,9 +976,35 @@ def _swap_rewrite_pas(doc):
     m1["pa"], m2["pa"], r["pa"] = m2["pa"], r["pa"], m1["pa"]
 
 
-@pytest.mark.parametrize("edit", [_move_vlan, _narrow_subnet, _move_vsid, _swap_rewrite_pas],
+def _route_to_another_subnet(doc):
+    """Subnet 7001 goes; 7002 widens to hold the next hop of 10.30.0.0/16 via 10.3.0.5,
+    which the document keeps (its key is the same; the subnet it is in is not)."""
+    d3 = _domain(doc, 3)
+    d3["subnets"] = [s for s in d3["subnets"] if s["vsid"] != 7001]
+    next(s for s in d3["subnets"] if s["vsid"] == 7002)["prefix"] = "10.0.0.0/13"
+    doc["records"] = [r for r in doc["records"] if r["vsid"] != 7001]
+    for r in d3["routes"]:
+        if r.get("vsid") == 7001:
+            del r["vsid"]
+
+
+def _route_to_a_subnet_from_a_vlan(doc):
+    """VLAN 100 goes and a subnet takes its prefix: 10.9.0.0/16 via 172.16.1.20 stays."""
+    d1 = _domain(doc, 1)
+    d1["attachments"] = [a for a in d1["attachments"] if a["vlan"] != 100]
+    d1["subnets"].append({"vsid": 5002, "prefix": "172.16.1.0/24"})
+    d1["mappings"] = [m for m in d1["mappings"] if not m["ca"].startswith("172.16.1.")]
+    for r in d1["routes"]:
+        if r.get("vlan") == 100:
+            del r["vlan"]
+    doc["neighbours"] = [n for n in doc["neighbours"] if n.get("vlan") != 100]
+
+
+@pytest.mark.parametrize("edit", [_move_vlan, _narrow_subnet, _move_vsid, _swap_rewrite_pas,
+                                  _route_to_another_subnet, _route_to_a_subnet_from_a_vlan],
                          ids=["vlan-to-another-domain", "subnet-prefix", "vsid-to-another-domain",
-                              "rewrite-pas-swapped"])
+                              "rewrite-pas-swapped", "route-kept-subnet-gone",
+                              "route-kept-vlan-gone"])
 def test_load_reaches_every_valid_document(edit):
     """A load makes the policy equal any document valid on its own, also where a set
     cannot change an object in place (a VLAN's or VSID's domain, a subnet's prefix, a
@@ -1572,7 +1598,8 @@ def test_live_load_reaches_every_valid_document(gw):
     one batch (vsid_del then vsid_set of the same VSID, attach_del then attach_set,
     rw_del then rw_set of a swapped PA) lands as a fresh load of the document would."""
     base = rewrite_policy().document()
-    for edit in (_move_vlan, _narrow_subnet, _move_vsid, _swap_rewrite_pas):
+    for edit in (_move_vlan, _narrow_subnet, _move_vsid, _swap_rewrite_pas,
+                 _route_to_another_subnet, _route_to_a_subnet_from_a_vlan):
         gw.request("load", document=copy.deepcopy(base))
         doc = copy.deepcopy(base)
         edit(doc)
