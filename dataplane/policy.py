@@ -381,7 +381,7 @@ class Policy:
         self._provider_moved = False
         self._moved: list = []      # PAs that existing records move to (arrays)
         self._on_mapping_pa: list = []      # (vsid, ca) of records set to a mapping's PA
-        self._scan_mapping_pas = False      # a mapping set: every record's PA checked
+        self._new_mapping_pas: set = set()  # PAs mappings take: every record's checked
         i = len(ops)
         try:
             for i, op in enumerate(ops):
@@ -396,7 +396,7 @@ class Policy:
                 self._check_block(_block_array(block), stage)
             if self._provider_moved:
                 self._provider_clash()
-            if self._on_mapping_pa or self._scan_mapping_pas:
+            if self._on_mapping_pa or self._new_mapping_pas:
                 self._mapping_clash()
             self._routes_changed()
             n_rec = len(self.records) + self._unstaged
@@ -547,8 +547,10 @@ class Policy:
         if not self.lenient and any(o[0] == "mapping" for o in self.rw_pas.values()):
             mine = np.array([int(V4(a)) for a, o in self.rw_pas.items() if o[0] == "mapping"],
                             np.uint32)
-            if np.isin(arr["pa"].astype(np.uint32), mine).any():
-                self._scan_mapping_pas = True       # the records' final PAs checked last
+            hit = np.intersect1d(mine, arr["pa"][arr["method"] == 0].astype(np.uint32))
+            # the mappings' PAs the block puts records on: checked last, as the batch
+            # leaves them
+            self._new_mapping_pas.update(recblock.ip(x) for x in hit.tolist())
         if slow.any():
             for i in np.flatnonzero(slow).tolist():
                 self._set_record({"op": "set", "kind": "record",
@@ -655,7 +657,8 @@ class Policy:
                                                           i.network.broadcast_address))}
         # Checked against the PAs the batch leaves (a first provider has no records
         # before it; those after it are checked one by one).
-        if old is not None and old["addresses_ip"] != self.provider["addresses_ip"]:
+        if old is not None and (old["addresses_ip"] != self.provider["addresses_ip"] or
+                                old.get("not_hosts") != self.provider["not_hosts"]):
             self._provider_moved = True
         self._calls.append(self._provider_call())
         # Records carry their fabric next hop, which follows our first
@@ -678,12 +681,24 @@ class Policy:
         clash = sorted(set(self.rw_pas) & self.provider["addresses_ip"])
         if clash:
             raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
-        if len(self.records) and not self.lenient:
+        if self.lenient:
+            return
+        clash = sorted(set(self.rw_pas) & self.provider["not_hosts"])
+        if clash:
+            raise PolicyError(f"provider prefixes: rewrite PA {clash[0]} would be the network "
+                              "or broadcast address of one")
+        if len(self.records):
             pas = np.frombuffer(self.records.block(), recblock.DTYPE)["pa"].astype(np.uint32)
             hit = np.isin(pas, self._our_pas())
             if hit.any():
                 raise PolicyError(f"provider address {recblock.ip(pas[int(hit.argmax())])} "
                                   "is the PA of a lookup record")
+            hit = np.isin(pas, np.array([int(V4(a)) for a in self.provider["not_hosts"]],
+                                        np.uint32))
+            if hit.any():
+                raise PolicyError(f"provider prefixes: {recblock.ip(pas[int(hit.argmax())])}, "
+                                  "the PA of a lookup record, would be the network or "
+                                  "broadcast address of one")
 
     def _mapping_clash(self) -> None:
         """No lookup record has the PA of one of our rewrite mappings, as the batch
@@ -695,9 +710,10 @@ class Policy:
             if r is not None and r["method"] == "encap" and r["pa"] in ours:
                 raise PolicyError(f"lookup record {r['ca']}: PA {r['pa']} is the rewrite PA "
                                   f"of mapping {ours[r['pa']][1]} (the gateway's own)")
-        if self._scan_mapping_pas and ours and len(self.records):
+        taken = self._new_mapping_pas & set(ours)     # still mappings' as the batch ends
+        if taken and len(self.records):
             arr = np.frombuffer(self.records.block(), recblock.DTYPE)
-            mine = np.array([int(V4(a)) for a in ours], np.uint32)
+            mine = np.array([int(V4(a)) for a in taken], np.uint32)
             hit = np.isin(arr["pa"].astype(np.uint32), mine) & (arr["method"] == 0)
             if hit.any():
                 i = int(hit.argmax())
@@ -1014,7 +1030,8 @@ class Policy:
             del self.rw_pas[old]
             self._calls.append(("rw_del", V4(old).packed, rdid, V4(ca).packed, False))
         self._claim_rewrite_pa(pa, ("mapping", (rdid, ca)), f"rewrite mapping {ca}")
-        self._scan_mapping_pas |= not self.lenient
+        if old != pa and not self.lenient:     # a PA new to this mapping: no record's
+            self._new_mapping_pas.add(pa)
         self.mappings[(rdid, ca)] = pa
         self._calls.append(self._rw_call(pa))
 

@@ -1102,6 +1102,31 @@ def test_addresses_that_no_host_has_refused(ops, message):
     assert_refused(redblue(), ops, message)
 
 
+def test_provider_prefix_change_checks_the_records_pas_against_it():
+    """A record's PA that a new provider prefix makes its broadcast address: refused
+    as a record on it would be (the prefix's change was not looked at)."""
+    p = redblue()
+    p.apply([{**PROVIDER, "addresses": ["192.168.0.1/16"]}, rec(pa="192.168.1.255")])
+    assert_refused(p, [{**PROVIDER, "addresses": ["192.168.1.1/24"]}],
+                   "provider prefixes: 192.168.1.255, the PA of a lookup record, would be the "
+                   "network or broadcast address of one")
+
+
+def test_mapping_clash_looks_only_at_the_pas_a_batch_gives_mappings():
+    """A store's policy of an earlier version (lenient) with a record on a mapping's PA
+    keeps it until a change replaces it: a batch that sets another mapping is taken; one
+    whose mapping takes a record's PA is not."""
+    p = redblue()
+    p.lenient = True
+    p.apply([mapping("172.16.1.10", "192.168.1.100"), rec(pa="192.168.1.100")])
+    p.lenient = False
+    p.apply([mapping("172.16.2.10", "192.168.1.101", rdid=2)])
+    p.apply([mapping("172.16.1.10", "192.168.1.100")])             # the same again
+    assert_refused(p, [mapping("172.16.1.11", "192.168.1.10")],
+                   "rewrite mapping 172.16.1.11: PA 192.168.1.10 is the PA of lookup record "
+                   "10.1.1.7 in VSID 5001")
+
+
 def test_record_block_refuses_what_a_record_would():
     """The same rules on a record block (checked as arrays): the first bad record
     gets the single record's message."""
