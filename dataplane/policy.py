@@ -1144,9 +1144,11 @@ class Policy:
         self._touched.add(key[:2])
 
     def _routes_changed(self):
-        """Install the best (lowest metric) route of each touched prefix in C: the
-        deletes first, so that a batch that replaces routes in a full table fits."""
-        dels, sets = [], []
+        """Install the best (lowest metric) route of each touched prefix in C. The
+        new routes go in before the old ones go (a /24 replaced by its /23 keeps
+        routing its addresses meanwhile), unless the table has no room for them
+        then: a batch that replaces routes in a full table deletes first."""
+        dels, sets, adds, before = [], [], 0, len(self.installed)
         for rdid, prefix in sorted(self._touched):
             cands = list(self.routes.get((rdid, prefix), {}).values())
             net = ipaddress.IPv4Network(prefix)
@@ -1155,10 +1157,9 @@ class Policy:
                 self.lengths[(rdid, net.prefixlen)] -= 1
             if not cands:
                 if old is not None:
-                    last = self.lengths[(rdid, net.prefixlen)] == 0
-                    dels.append(("route_del", rdid, net.network_address.packed,
-                                 net.prefixlen, last))
+                    dels.append((rdid, net.network_address.packed, net.prefixlen))
                 continue
+            adds += old is None
             self.lengths[(rdid, net.prefixlen)] = self.lengths.get((rdid, net.prefixlen), 0) + 1
             best = min(cands, key=lambda r: (r["metric"], r["next_hop"]))
             nh = V4(best["next_hop"])
@@ -1172,7 +1173,15 @@ class Policy:
             if c != old:
                 sets.append(("route_set", rdid, net.network_address.packed,
                              net.prefixlen, *c))
-        self._calls += dels + sets
+        # A domain's length with no route left: its last delete clears the length's
+        # filter bit (by the final counts, as the deletes may come after the sets).
+        last = {(d[0], d[2]): i for i, d in enumerate(dels)
+                if self.lengths.get((d[0], d[2]), 0) == 0}
+        dels = [("route_del", *d, last.get((d[0], d[2])) == i) for i, d in enumerate(dels)]
+        if before + adds <= self.capacity["routes"]:
+            self._calls += sets + dels
+        else:
+            self._calls += dels + sets
         rdids = {rdid for rdid, _ in self._touched}
         if rdids:
             inside = self._installed_in(rdids)

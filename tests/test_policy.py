@@ -685,14 +685,20 @@ def test_last_of_len_is_per_domain():
     # the last /16 of domain 1 (domain 2 still has one: it does not count)
     assert p.check([route("10.8.0.0/16", "172.16.1.20", op="del")]) == [
         ("route_del", 1, b("10.8.0.0"), 16, True)]
-    # replacing the last /16 of a domain by another /16 in one batch (deletes first:
-    # test_live_batch_replacing_routes_in_a_full_table)
+    # replacing the last /16 of a domain by another /16 in one batch: the new one
+    # first, and the delete does not clear the length (in a full table the delete
+    # goes first: test_live_batch_replacing_routes_in_a_full_table)
     p.apply([route("10.8.0.0/16", "172.16.1.20")])
     calls = p.check([route("10.8.0.0/16", "172.16.1.20", op="del"),
                      route("10.5.0.0/16", "172.16.1.20")])
     assert calls == [
-        ("route_del", 1, b("10.8.0.0"), 16, False),
-        ("route_set", 1, b("10.5.0.0"), 16, CUSTOMER, 0, 100, b("172.16.1.20"))]
+        ("route_set", 1, b("10.5.0.0"), 16, CUSTOMER, 0, 100, b("172.16.1.20")),
+        ("route_del", 1, b("10.8.0.0"), 16, False)]
+    # a /24 replaced by the /23 that holds it: the /23 is in before the /24 goes
+    p.apply([route("10.6.0.0/24", "172.16.1.20")])
+    calls = p.check([route("10.6.0.0/24", "172.16.1.20", op="del"),
+                     route("10.6.0.0/23", "172.16.1.20")])
+    assert [c[0] for c in calls if c[0].startswith("route")] == ["route_set", "route_del"]
     # the /24s of domain 2 (subnet and attachment): deleting the attachment is not the last
     p.apply([route("10.9.0.0/16", "172.16.2.20", rdid=2, op="del"),
              {"op": "del", "kind": "neighbour", "vlan": 200, "ip": "172.16.2.10"}])
