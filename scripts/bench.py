@@ -1019,8 +1019,11 @@ def summarize(rows: dict) -> list[dict]:
                     "busy_cycles_per_pkt": med("busy_cycles_per_pkt"), "gbps": med("gbps"),
                     "wall_mpps": med("wall_mpps"), "cpu_share": med("cpu_share"),
                     "drops": sum(sum(r.get("drops", {}).values()) for r in reps),
+                    # a repetition whose updater failed (None) fails the goal: no min
                     **({"updates_per_s": med("updates_per_s"),
-                        "updates_per_s_min": (spread("updates_per_s") or [None])[0]}
+                        "updates_per_s_min": (None if any(r.get("updates_per_s") is None
+                                                          for r in reps)
+                                              else min(r["updates_per_s"] for r in reps))}
                        if any("updates_per_s" in r for r in reps) else {})})
     return out
 

@@ -82,7 +82,7 @@ piece_rtab_new(uint32_t capacity, uint32_t records, uint32_t per, uint32_t looku
 	uint32_t *dead = malloc(sizeof(*dead));
 	struct nvgw_record rec = { .nh = 1, .method = NVGW_ENCAP };
 
-	if (p == NULL || l == NULL || dead == NULL || lookups == 0 ||
+	if (p == NULL || l == NULL || dead == NULL || lookups == 0 || records == 0 ||
 	    (p->keys = malloc((size_t)lookups * sizeof(*p->keys))) == NULL)
 		goto fail;
 	nvgw_rtab_init(&p->h, l, capacity, dead, 1);
