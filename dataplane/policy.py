@@ -395,7 +395,7 @@ class Policy:
                 i = "in the record block"
                 self._check_block(_block_array(block), stage)
             if self._provider_moved:
-                self._provider_clash()
+                self._provider_clash(saved["provider"])
             if self._on_mapping_pa or self._new_mapping_pas:
                 self._mapping_clash()
             self._routes_changed()
@@ -675,15 +675,18 @@ class Policy:
                 V4(self.provider["gateway"]).packed, self.provider["mtu"],
                 mac_bytes(self.provider_mac))
 
-    def _provider_clash(self) -> None:
+    def _provider_clash(self, was) -> None:
         """Our new addresses are no other host's PA, as the batch leaves them (a
-        load sets the provider before the records it moves off them)."""
+        load sets the provider before the records it moves off them); nor are the
+        network or broadcast addresses our prefixes gain (`was`: the provider
+        before the batch; one a store's older policy kept stays until changed)."""
         clash = sorted(set(self.rw_pas) & self.provider["addresses_ip"])
         if clash:
             raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
         if self.lenient:
             return
-        clash = sorted(set(self.rw_pas) & self.provider["not_hosts"])
+        gained = self.provider["not_hosts"] - (was or {}).get("not_hosts", frozenset())
+        clash = sorted(set(self.rw_pas) & gained)
         if clash:
             raise PolicyError(f"provider prefixes: rewrite PA {clash[0]} would be the network "
                               "or broadcast address of one")
@@ -693,8 +696,7 @@ class Policy:
             if hit.any():
                 raise PolicyError(f"provider address {recblock.ip(pas[int(hit.argmax())])} "
                                   "is the PA of a lookup record")
-            hit = np.isin(pas, np.array([int(V4(a)) for a in self.provider["not_hosts"]],
-                                        np.uint32))
+            hit = np.isin(pas, np.array([int(V4(a)) for a in gained], np.uint32))
             if hit.any():
                 raise PolicyError(f"provider prefixes: {recblock.ip(pas[int(hit.argmax())])}, "
                                   "the PA of a lookup record, would be the network or "

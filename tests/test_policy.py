@@ -1109,13 +1109,38 @@ def test_addresses_that_no_host_has_refused(ops, message):
 
 
 def test_provider_prefix_change_checks_the_records_pas_against_it():
-    """A record's PA that a new provider prefix makes its broadcast address: refused
-    as a record on it would be (the prefix's change was not looked at)."""
+    """A record's or rewrite mapping's PA that a new provider prefix makes its
+    broadcast address: refused as a record on it would be (a change of the prefix
+    alone was not looked at). An older store's record already on one (lenient) does
+    not stop an unrelated change of the addresses."""
     p = redblue()
-    p.apply([{**PROVIDER, "addresses": ["192.168.0.1/16"]}, rec(pa="192.168.1.255")])
-    assert_refused(p, [{**PROVIDER, "addresses": ["192.168.1.1/24"]}],
+    p.apply([{**PROVIDER, "addresses": ["192.168.1.1/16"]}, rec(pa="192.168.1.255")])
+    assert_refused(p, [{**PROVIDER, "addresses": ["192.168.1.1/24"]}],     # the prefix only
                    "provider prefixes: 192.168.1.255, the PA of a lookup record, would be the "
                    "network or broadcast address of one")
+    p = redblue()
+    p.apply([{**PROVIDER, "addresses": ["192.168.1.1/16"]},
+             mapping("172.16.1.10", "192.168.1.255")])
+    assert_refused(p, [{**PROVIDER, "addresses": ["192.168.1.1/24"]}],
+                   "provider prefixes: rewrite PA 192.168.1.255 would be the network or "
+                   "broadcast address of one")
+    p = redblue()
+    p.lenient = True
+    p.apply([rec(pa="192.168.1.255")])
+    p.lenient = False
+    p.apply([{**PROVIDER, "addresses": ["192.168.1.1/24", "10.0.0.1/24"]}])
+    assert p.provider["addresses"] == ["192.168.1.1/24", "10.0.0.1/24"]
+
+
+def test_route_deletes_go_first_only_in_a_full_table():
+    """Make before break while the table holds the new routes and the old together;
+    else the deletes first (test_live_batch_replacing_routes_in_a_full_table on C)."""
+    batch = [route("10.8.0.0/16", "172.16.1.20", op="del"), route("10.5.0.0/16", "172.16.1.20")]
+    for room, order in ((1, ["route_set", "route_del"]), (0, ["route_del", "route_set"])):
+        p = redblue()
+        p.apply([route("10.8.0.0/16", "172.16.1.20")])
+        p.capacity = {**p.capacity, "routes": len(p.installed) + room}
+        assert [c[0] for c in p.check(batch) if c[0].startswith("route")] == order, room
 
 
 def test_mapping_clash_looks_only_at_the_pas_a_batch_gives_mappings():
@@ -1128,6 +1153,9 @@ def test_mapping_clash_looks_only_at_the_pas_a_batch_gives_mappings():
     p.lenient = False
     p.apply([mapping("172.16.2.10", "192.168.1.101", rdid=2)])
     p.apply([mapping("172.16.1.10", "192.168.1.100")])             # the same again
+    # onto a record's PA and off it again in one batch: it leaves no clash
+    p.apply([mapping("172.16.2.10", "192.168.1.10", rdid=2),
+             mapping("172.16.2.10", "192.168.1.102", rdid=2)])
     assert_refused(p, [mapping("172.16.1.11", "192.168.1.10")],
                    "rewrite mapping 172.16.1.11: PA 192.168.1.10 is the PA of lookup record "
                    "10.1.1.7 in VSID 5001")
