@@ -648,6 +648,29 @@ cdef class Nvgre:
         """A static neighbour deleted: unresolved again, the next packet ARPs."""
         tb.nvgw_neigh_clear(self.ctx.t, scope, _be32(ip))
 
+    def neigh_learned(self, uint16_t scope, bytes ip):
+        """The MAC the exception thread learned for (scope, ip), or None (no entry,
+        unresolved, or a static one from policy): what undoing a batch that set a
+        static neighbour there puts back."""
+        cdef tb.nvgw_neigh *n = tb.nvgw_neigh_find(self.ctx.t, scope, _be32(ip))
+        cdef uint64_t mac
+        if n == NULL:
+            return None
+        mac = n.mac
+        if not (mac & tb.NVGW_NEIGH_VALID) or mac & tb.NVGW_NEIGH_STATIC:
+            return None
+        return (<char *>&mac)[:6]
+
+    def neigh_learn(self, uint16_t scope, bytes ip, bytes mac):
+        """As the exception thread learns a host's MAC from its ARP: the entry made
+        (within the learning budget) where absent; never over a static MAC. False
+        when it did not take."""
+        cdef bytes m = _mac6(mac)
+        if tb.nvgw_neigh_resolve(self.ctx.t, scope, _be32(ip)) == NULL:
+            return False
+        return tb.nvgw_neigh_set(self.ctx.t, scope, _be32(ip),
+                                 <const uint8_t *><char *>m, 1) != NULL
+
     def resolve_ahead(self, list hops, double wait_s):
         """Before a batch moves records to next hops [(scope, ip bytes)]: make the
         entries not there yet, have the exception thread ARP for those unresolved,

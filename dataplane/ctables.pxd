@@ -6,6 +6,7 @@ cdef extern from "tables.h" nogil:
     enum: NVGW_MAX_RD
     enum: NVGW_MAX_PA
     enum: NVGW_NEIGH_VALID
+    enum: NVGW_NEIGH_STATIC
     enum nvgw_route_kind:
         NVGW_ROUTE_VSUBNET
         NVGW_ROUTE_APPLIANCE
@@ -57,6 +58,8 @@ cdef extern from "tables.h" nogil:
     int nvgw_neigh_prepare(nvgw_tables *t, uint16_t scope, uint32_t ip)
     nvgw_neigh *nvgw_neigh_set(nvgw_tables *t, uint16_t scope, uint32_t ip,
                                const uint8_t *mac, int only_existing)
+    nvgw_neigh *nvgw_neigh_find(const nvgw_tables *t, uint16_t scope, uint32_t ip)
+    nvgw_neigh *nvgw_neigh_resolve(nvgw_tables *t, uint16_t scope, uint32_t ip)
     int nvgw_htab_next(const nvgw_htab *h, uint32_t *pos, uint64_t *key, uint64_t *val)
     enum: NVGW_DIGEST_N
     void nvgw_tables_digest(const nvgw_tables *t, uint64_t *d)

@@ -441,6 +441,15 @@ class Policy:
                 except BaseException:
                     self._restore(saved)
                     raise
+                # MACs learned for hosts this batch makes static neighbours: an
+                # undone batch puts them back (the model holds only static ones)
+                learned = {}
+                for fn, *args in calls:
+                    if fn == "neigh_set" and \
+                            (args[0], socket.inet_ntoa(args[1])) not in saved["neighbours"]:
+                        mac = self.nv.neigh_learned(args[0], args[1])
+                        if mac:
+                            learned[(args[0], args[1])] = mac
                 for i, (fn, *args) in enumerate(calls):
                     try:
                         getattr(self.nv, fn)(*args)
@@ -448,7 +457,7 @@ class Policy:
                         # The batch goes whole: the model back to its snapshot,
                         # and C to the model (dataplane/undo.py).
                         self._restore(saved)
-                        left = undo.undo(self, calls[:i + 1])
+                        left = undo.undo(self, calls[:i + 1], learned)
                         # Slots the batch gave new VSIDs are free again, their
                         # counters maybe counted meanwhile: as after a delete.
                         taken = {c[6] for c in calls[:i + 1] if c[0] == "vsid_set"}

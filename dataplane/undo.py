@@ -55,9 +55,11 @@ def keys_of(call: tuple) -> list[tuple]:
     raise ValueError(f"no undo for C call {fn}")
 
 
-def restoring(p, key: tuple, calls: list[tuple]) -> list[tuple]:
+def restoring(p, key: tuple, calls: list[tuple], learned: dict | None = None) -> list[tuple]:
     """The C calls that make entry `key` what policy `p` (its model restored) says.
-    `calls`: the batch's, for what they may have done beyond the entry itself."""
+    `calls`: the batch's, for what they may have done beyond the entry itself;
+    `learned`: {(scope, ip): MAC} the exception thread had learned for neighbours the
+    batch set static (the model knows only static ones)."""
     kind = key[0]
     if kind == "vsid":
         sub = p.subnets.get(key[1])
@@ -100,11 +102,15 @@ def restoring(p, key: tuple, calls: list[tuple]) -> list[tuple]:
         return [p._rw_call(pa) if pa else ("rw_del", ZERO4, key[1], key[2], True)]
     if kind == "neigh":
         mac = p.neighbours.get((key[1], socket.inet_ntoa(key[2])))
-        return [p._neigh_call(key[1], key[2], mac) if mac else ("neigh_clear", key[1], key[2])]
+        if mac:
+            return [p._neigh_call(key[1], key[2], mac)]
+        was = (learned or {}).get((key[1], key[2]))
+        return [("neigh_clear", key[1], key[2])] + (
+            [("neigh_learn", key[1], key[2], was)] if was else [])
     raise ValueError(f"no undo for table entry {kind}")
 
 
-def undo(p, calls: list[tuple]) -> list[str]:
+def undo(p, calls: list[tuple], learned: dict | None = None) -> list[str]:
     """Restore every entry `calls` touched (the applied ones and the failed one)
     from policy `p`, whose model is back at its snapshot; one grace period
     first, so that a VSID deleted in the batch may take its slot again.
@@ -124,7 +130,7 @@ def undo(p, calls: list[tuple]) -> list[str]:
     failed = []
     for _, key in sorted(first.values(), key=lambda v: v[0], reverse=True):
         try:
-            todo += restoring(p, key, calls)
+            todo += restoring(p, key, calls, learned)
         except Exception as e:                  # noqa: BLE001 -- a bug, reported whole
             failed.append(f"{key[0]}: {type(e).__name__}: {e}")
     if provider and len(p.records):
