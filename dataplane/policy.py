@@ -498,11 +498,9 @@ class Policy:
                                    np.concatenate(self._moved).astype(np.uint32)))
         # Not static neighbours (as the batch leaves them: its calls resolve them),
         # nor what is no host to ARP for (the exception thread would not ask).
-        net = ipaddress.IPv4Interface(self.provider["addresses"][0]).network
-        nohost = {net.network_address, net.broadcast_address} if net.prefixlen < 31 else set()
-        nohost |= {V4(a) for a in self.provider["addresses_ip"]}
+        nohost = self.provider["not_hosts"] | self.provider["addresses_ip"]
         hops = [(0, V4(h).packed) for h in hops.tolist()
-                if (0, str(V4(h))) not in self.neighbours and V4(h) not in nohost]
+                if (0, str(V4(h))) not in self.neighbours and str(V4(h)) not in nohost]
         left = self.nv.resolve_ahead(hops[:RESOLVE_MAX], self.resolve_wait) if hops else None
         if left:
             log.warning("next_hop_unresolved", wait_s=self.resolve_wait,
@@ -533,8 +531,8 @@ class Policy:
             pa = arr["pa"].astype(np.uint32)
             top = pa >> 24
             ok &= (top != 0) & (top != 127) & (top < 224) & ~np.isin(pa, self._our_pas())
-            ok &= ~np.isin(pa, np.array([int(V4(a)) for a in
-                                         self.provider.get("not_hosts", ())], np.uint32))
+            ok &= ~np.isin(pa, np.array([int(V4(a)) for a in self.provider["not_hosts"]],
+                                        np.uint32))
         if self.provider is None or not ok.all():
             i = int((~ok).argmax())
             if arr["pad"][i] != 0:
@@ -553,9 +551,9 @@ class Policy:
         slow = arr["method"] == 1
         if self.records.rewrite:
             slow |= np.isin(k, np.fromiter(self.records.rewrite, np.uint64))
-        if not self.lenient and any(o[0] == "mapping" for o in self.rw_pas.values()):
-            mine = np.array([int(V4(a)) for a, o in self.rw_pas.items() if o[0] == "mapping"],
-                            np.uint32)
+        ours = self._mapping_pas() if not self.lenient else {}
+        if ours:
+            mine = np.array([int(V4(a)) for a in ours], np.uint32)
             hit = np.intersect1d(mine, arr["pa"][arr["method"] == 0].astype(np.uint32))
             # the mappings' PAs the block puts records on: checked last, as the batch
             # leaves them
@@ -667,7 +665,7 @@ class Policy:
         # Checked against the PAs the batch leaves (a first provider has no records
         # before it; those after it are checked one by one).
         if old is not None and (old["addresses_ip"] != self.provider["addresses_ip"] or
-                                old.get("not_hosts") != self.provider["not_hosts"]):
+                                old["not_hosts"] != self.provider["not_hosts"]):
             self._provider_moved = True
         self._calls.append(self._provider_call())
         # Records carry their fabric next hop, which follows our first
@@ -694,7 +692,7 @@ class Policy:
             raise PolicyError(f"provider address {clash[0]} is already a rewrite PA")
         if self.lenient:
             return
-        gained = self.provider["not_hosts"] - (was or {}).get("not_hosts", frozenset())
+        gained = self.provider["not_hosts"] - was["not_hosts"]
         clash = sorted(set(self.rw_pas) & gained)
         if clash:
             raise PolicyError(f"provider prefixes: rewrite PA {clash[0]} would be the network "
@@ -715,7 +713,7 @@ class Policy:
         """No lookup record has the PA of one of our rewrite mappings, as the batch
         leaves them: the PA is ours (we answer ARP for it), and NVGRE to it would come
         back to us."""
-        ours = {pa: o[1] for pa, o in self.rw_pas.items() if o[0] == "mapping"}
+        ours = self._mapping_pas()
         for key in self._on_mapping_pa:
             r = self.records.get(key)
             if r is not None and r["method"] == "encap" and r["pa"] in ours:
@@ -732,6 +730,10 @@ class Policy:
                 raise PolicyError(f"rewrite mapping {ours[pa][1]}: PA {pa} is the PA of "
                                   f"lookup record {recblock.ip(arr['ca'][i])} in VSID "
                                   f"{int(arr['vsid'][i])}")
+
+    def _mapping_pas(self) -> dict:
+        """Our rewrite mappings' PAs: {PA: (rdid, CA)}."""
+        return {pa: o[1] for pa, o in self.rw_pas.items() if o[0] == "mapping"}
 
     def _our_pas(self):
         return np.array([int(V4(a)) for a in self.provider["addresses_ip"]], np.uint32)
@@ -1011,7 +1013,7 @@ class Policy:
         if self.lenient:
             return
         if (first_octet in (0, 127) or first_octet >= 224 or
-                pa in self.provider.get("not_hosts", ())):
+                pa in self.provider["not_hosts"]):
             raise PolicyError(f"{what}: PA {pa} is not a unicast host address")
         if pa in self.provider["addresses_ip"]:
             raise PolicyError(f"{what}: PA {pa} is one of the gateway's NVGRE addresses")

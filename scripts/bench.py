@@ -42,7 +42,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -784,15 +783,13 @@ def verify_updates(work: Path, counts: list, rate: int, batch: int, seconds: flo
     upd = up.result()
     inputs = list(wl.read_pcap(pcap))
     picks = wl.picks(n, "encap", PKTS, "64")
-    pa_mac = {socket.inet_aton(x["ip"]): bytes.fromhex(x["mac"].replace(":", ""))
+    pa_mac = {wl._ip4(x["ip"]): wl._mac(x["mac"])
               for x in wl.policy(n)["neighbours"] if "vlan" not in x}
     allowed = []
     for p in picks:
         r0, r1 = wl.record(n, p.rd, p.dst, "encap", 0), wl.record(n, p.rd, p.dst, "encap", 1)
-        allowed.append((r0["vsid"], bytes.fromhex(r0["mac"].replace(":", "")),
-                        {socket.inet_aton(r0["pa"]), socket.inet_aton(r1["pa"])}))
-    our_pa = socket.inet_aton(wl.PROVIDER_PA)
-    gw_mac = bytes.fromhex(wl.SUBNET_GW_MAC.replace(":", ""))
+        allowed.append((r0["vsid"], wl._mac(r0["mac"]), {wl._ip4(r0["pa"]), wl._ip4(r1["pa"])}))
+    our_pa, gw_mac = wl._ip4(wl.PROVIDER_PA), wl._mac(wl.SUBNET_GW_MAC)
     last_pa, flowid = [None] * len(inputs), [None] * len(inputs)
     src_macs = set()
     bad, total, changes = [], 0, 0

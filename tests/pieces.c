@@ -62,13 +62,51 @@ record_key(uint32_t i, uint32_t per)
 	return nvgw_rec_key(1 + i / per, rte_cpu_to_be_32(ca));
 }
 
-/* ---- the record table ---- */
-
-struct rtab_piece {
-	struct nvgw_rtab h;
-	uint64_t *keys;         /* the lookups, drawn uniformly over the records */
+/* A table of either kind on `size` bytes of memory, its dead list, and the
+ * keys to look up; piece_free() frees it. */
+struct piece {
+	union {
+		struct nvgw_rtab r;
+		struct nvgw_htab h;
+	};
+	void *mem;
+	uint32_t *dead;
+	uint64_t *keys;         /* the lookups, drawn uniformly over the keys stored */
 	uint32_t n_keys;
 };
+
+void
+piece_free(void *arg)
+{
+	struct piece *p = arg;
+
+	if (p == NULL)
+		return;
+	free(p->mem);
+	free(p->dead);
+	free(p->keys);
+	free(p);
+}
+
+static struct piece *
+piece_alloc(size_t size, uint32_t lookups)
+{
+	struct piece *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->mem = table_alloc(size);
+	p->dead = malloc(sizeof(*p->dead));
+	p->keys = malloc((size_t)lookups * sizeof(*p->keys));
+	p->n_keys = lookups;
+	if (p->mem == NULL || p->dead == NULL || p->keys == NULL || lookups == 0) {
+		piece_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* ---- the record table ---- */
 
 /* A table sized as the gateway's (`capacity` records) holding `records`, and
  * `lookups` keys to look up; NULL when out of memory or a set fails. */
@@ -76,46 +114,26 @@ void *
 piece_rtab_new(uint32_t capacity, uint32_t records, uint32_t per, uint32_t lookups,
 	       uint64_t seed)
 {
-	struct rtab_piece *p = calloc(1, sizeof(*p));
-	uint32_t lines = nvgw_rtab_lines(capacity), i;
-	struct nvgw_rline *l = table_alloc((size_t)lines * sizeof(*l));
-	uint32_t *dead = malloc(sizeof(*dead));
 	struct nvgw_record rec = { .nh = 1, .method = NVGW_ENCAP };
+	struct piece *p;
+	uint32_t i;
 
-	if (p == NULL || l == NULL || dead == NULL || lookups == 0 || records == 0 ||
-	    (p->keys = malloc((size_t)lookups * sizeof(*p->keys))) == NULL)
-		goto fail;
-	nvgw_rtab_init(&p->h, l, capacity, dead, 1);
+	if (records == 0 ||
+	    (p = piece_alloc((size_t)nvgw_rtab_lines(capacity) * sizeof(struct nvgw_rline),
+			     lookups)) == NULL)
+		return NULL;
+	nvgw_rtab_init(&p->r, p->mem, capacity, p->dead, 1);
 	for (i = 0; i < records; i++) {
 		rec.pa = i;
 		rec.vsid_idx = (uint16_t)(i % 16384);
-		if (nvgw_rtab_set(&p->h, record_key(i, per), &rec) != 0)
-			goto fail;
+		if (nvgw_rtab_set(&p->r, record_key(i, per), &rec) != 0) {
+			piece_free(p);
+			return NULL;
+		}
 	}
 	for (i = 0; i < lookups; i++)
 		p->keys[i] = record_key((uint32_t)(xorshift(&seed) % records), per);
-	p->n_keys = lookups;
 	return p;
-fail:
-	if (p != NULL)
-		free(p->keys);
-	free(p);
-	free(l);
-	free(dead);
-	return NULL;
-}
-
-void
-piece_rtab_free(void *arg)
-{
-	struct rtab_piece *p = arg;
-
-	if (p == NULL)
-		return;
-	free(p->h.l);
-	free(p->h.dead);
-	free(p->keys);
-	free(p);
 }
 
 /* n lookups (the keys over and over), a burst's lines fetched before any is
@@ -124,7 +142,7 @@ piece_rtab_free(void *arg)
 uint64_t
 piece_rtab_lookup(void *arg, uint32_t n, uint64_t *cycles, uint64_t *pa_sum)
 {
-	struct rtab_piece *p = arg;
+	struct piece *p = arg;
 	const struct nvgw_rline *kb[BURST];
 	uint64_t hits = 0, sum = 0, t0 = rte_rdtsc();
 	uint32_t at = 0, done, k, b;
@@ -132,9 +150,9 @@ piece_rtab_lookup(void *arg, uint32_t n, uint64_t *cycles, uint64_t *pa_sum)
 	for (done = 0; done < n; done += b) {
 		b = RTE_MIN((uint32_t)BURST, n - done);
 		for (k = 0; k < b; k++)
-			kb[k] = nvgw_rtab_fetch(&p->h, p->keys[(at + k) % p->n_keys]);
+			kb[k] = nvgw_rtab_fetch(&p->r, p->keys[(at + k) % p->n_keys]);
 		for (k = 0; k < b; k++) {
-			const struct nvgw_rec *r = nvgw_rtab_probe(&p->h, kb[k],
+			const struct nvgw_rec *r = nvgw_rtab_probe(&p->r, kb[k],
 								   p->keys[(at + k) % p->n_keys]);
 
 			if (r != NULL) {
@@ -151,61 +169,35 @@ piece_rtab_lookup(void *arg, uint32_t n, uint64_t *cycles, uint64_t *pa_sum)
 
 /* ---- the exact-match table (routes, neighbours, rewrite PAs) ---- */
 
-struct htab_piece {
-	struct nvgw_htab h;
-	uint64_t *keys;
-	uint32_t n_keys;
-};
-
 /* A table for `capacity` keys holding `keys` of them (key i: i + 1, value
  * i), and `lookups` keys drawn uniformly over them. */
 void *
 piece_htab_new(uint32_t capacity, uint32_t keys, uint32_t lookups, uint64_t seed)
 {
-	struct htab_piece *p = calloc(1, sizeof(*p));
-	uint32_t buckets = nvgw_htab_buckets(capacity), i;
-	struct nvgw_hbucket *b = table_alloc((size_t)buckets * sizeof(*b));
-	uint32_t *dead = malloc(sizeof(*dead));
+	struct piece *p;
 	uint64_t old;
+	uint32_t i;
 
-	if (p == NULL || b == NULL || dead == NULL || lookups == 0 || keys == 0 ||
-	    (p->keys = malloc((size_t)lookups * sizeof(*p->keys))) == NULL)
-		goto fail;
-	nvgw_htab_init(&p->h, b, capacity, dead, 1);
+	if (keys == 0 ||
+	    (p = piece_alloc((size_t)nvgw_htab_buckets(capacity) * sizeof(struct nvgw_hbucket),
+			     lookups)) == NULL)
+		return NULL;
+	nvgw_htab_init(&p->h, p->mem, capacity, p->dead, 1);
 	for (i = 0; i < keys; i++)
-		if (nvgw_htab_set(&p->h, (uint64_t)i + 1, i, &old) != 0)
-			goto fail;
+		if (nvgw_htab_set(&p->h, (uint64_t)i + 1, i, &old) != 0) {
+			piece_free(p);
+			return NULL;
+		}
 	for (i = 0; i < lookups; i++)
 		p->keys[i] = xorshift(&seed) % keys + 1;
-	p->n_keys = lookups;
 	return p;
-fail:
-	if (p != NULL)
-		free(p->keys);
-	free(p);
-	free(b);
-	free(dead);
-	return NULL;
-}
-
-void
-piece_htab_free(void *arg)
-{
-	struct htab_piece *p = arg;
-
-	if (p == NULL)
-		return;
-	free(p->h.b);
-	free(p->h.dead);
-	free(p->keys);
-	free(p);
 }
 
 /* n lookups, 32 to a bulk lookup. Returns the hits; *val_sum adds the values. */
 uint64_t
 piece_htab_lookup_bulk(void *arg, uint32_t n, uint64_t *cycles, uint64_t *val_sum)
 {
-	struct htab_piece *p = arg;
+	struct piece *p = arg;
 	uint64_t keys[BURST], vals[BURST], hits = 0, sum = 0, t0 = rte_rdtsc(), m;
 	uint32_t at = 0, done, k, b;
 
